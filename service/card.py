@@ -1,0 +1,185 @@
+"""The model card: the one schema that training writes and the service reads.
+
+A model repository is `<root>/<name>/<version>/` holding `model.onnx` and `card.json`.
+This module imports only pydantic so the service can read cards without TensorFlow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+CARD_FILE = "card.json"
+MODEL_FILE = "model.onnx"
+SCHEMA_VERSION = 1
+# Names end up in URLs and on disk: keep them to a safe alphabet.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+NAME_RE = re.compile(NAME_PATTERN)
+
+
+class Task(str, Enum):
+    binary = "binary"
+    multiclass = "multiclass"
+    multilabel = "multilabel"
+    regression = "regression"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TensorSpec(_Strict):
+    """One graph input or output: name, shape (-1 for the free batch dimension), dtype."""
+
+    name: str
+    shape: list[int]
+    dtype: str = "float32"
+
+
+class TrainingInfo(_Strict):
+    """How the network was trained, enough to train it again."""
+
+    command: str
+    dataset: str
+    seed: int
+    hidden: list[int]
+    l2: float
+    epochs: int
+    epochs_run: int
+    learning_rate: float
+    batch_size: int
+    output_activation: str = "linear"
+
+
+class Splits(_Strict):
+    """Row counts of the deterministic train/validation/test split."""
+
+    train: int
+    validation: int
+    test: int
+
+
+class Metrics(_Strict):
+    """Test-split metrics; which fields are set depends on the task."""
+
+    accuracy: float | None = None
+    macro_f1: float | None = None
+    per_label_f1: dict[str, float] | None = None
+    mae: float | None = None
+    rmse: float | None = None
+    r2: float | None = None
+
+
+class Baseline(_Strict):
+    """A simple model fitted on the same split, for comparison."""
+
+    name: str
+    metrics: Metrics
+
+
+class Parity(_Strict):
+    """onnxruntime against Keras on the test rows, at two batch sizes."""
+
+    rows: int
+    batch_sizes: list[int]
+    max_abs_diff: float
+    tolerance: float
+    passed: bool
+
+
+class Golden(_Strict):
+    """An input row and the Keras output for it; replayed by the service at load time."""
+
+    input: list[float]
+    output: list[float]
+
+
+class ModelCard(_Strict):
+    """Everything the service needs to serve a model and a person needs to trust it."""
+
+    schema_version: int = SCHEMA_VERSION
+    name: Annotated[str, Field(pattern=NAME_PATTERN)]
+    version: Annotated[int, Field(ge=1)]
+    task: Task
+    description: str = ""
+    input: TensorSpec
+    output: TensorSpec
+    feature_names: list[str] | None = None
+    # Class names in output order (multiclass), [negative, positive] (binary),
+    # label names in output order (multilabel), target names (regression).
+    labels: list[str]
+    # Binary: one threshold on the positive probability; multilabel: one per label.
+    thresholds: list[float] | None = None
+    training: TrainingInfo
+    library_versions: dict[str, str]
+    splits: Splits
+    metrics: Metrics
+    baseline: Baseline
+    parity: Parity
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    golden: list[Golden]
+    created_at: str
+
+    @property
+    def n_features(self) -> int:
+        return self.input.shape[-1]
+
+    @property
+    def n_outputs(self) -> int:
+        return self.output.shape[-1]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelCard:
+        n_in, n_out = self.n_features, self.n_outputs
+        if len(self.input.shape) != 2 or n_in < 1:
+            raise ValueError(f"input shape must be [-1, n_features], got {self.input.shape}")
+        if len(self.output.shape) != 2 or n_out < 1:
+            raise ValueError(f"output shape must be [-1, n_outputs], got {self.output.shape}")
+        if self.feature_names is not None and len(self.feature_names) != n_in:
+            raise ValueError(f"{len(self.feature_names)} feature names for {n_in} input features")
+        if self.feature_names is not None and len(set(self.feature_names)) != n_in:
+            raise ValueError("feature names must be unique")
+        expected_labels = 2 if self.task is Task.binary else n_out
+        if len(self.labels) != expected_labels:
+            raise ValueError(f"{self.task.value} model with {n_out} outputs needs "
+                             f"{expected_labels} labels, card has {len(self.labels)}")
+        if self.task is Task.binary and n_out != 1:
+            raise ValueError(f"binary model must have one output unit, card says {n_out}")
+        if self.task is Task.multiclass and n_out < 2:
+            raise ValueError("multiclass model needs at least two outputs")
+        expected_thresholds = {Task.binary: 1, Task.multilabel: n_out}.get(self.task)
+        if expected_thresholds is not None:
+            if self.thresholds is None or len(self.thresholds) != expected_thresholds:
+                raise ValueError(f"{self.task.value} card needs {expected_thresholds} threshold(s)")
+            if not all(0.0 < t < 1.0 for t in self.thresholds):
+                raise ValueError(f"thresholds must lie strictly between 0 and 1: {self.thresholds}")
+        for i, g in enumerate(self.golden):
+            if len(g.input) != n_in or len(g.output) != n_out:
+                raise ValueError(f"golden example {i} does not match the signature")
+        return self
+
+    def public(self) -> dict:
+        """The card as JSON-ready data, without the golden examples."""
+        return self.model_dump(mode="json", exclude={"golden"})
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_card(path: Path) -> ModelCard:
+    """Parse and validate a card.json; raises pydantic.ValidationError or OSError."""
+    return ModelCard.model_validate_json(Path(path).read_bytes())
+
+
+def write_card(card: ModelCard, path: Path) -> None:
+    Path(path).write_text(card.model_dump_json(indent=2) + "\n")
