@@ -1,0 +1,31 @@
+"""Liveness and readiness probes; readiness rules are in `service.repository`."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from service.errors import json_response
+from service.repository import FAILED
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health/live")
+async def live() -> Response:
+    """Liveness: the process is up and answering."""
+    return json_response({"status": "live"})
+
+
+@router.get("/health/ready")
+async def ready(request: Request) -> Response:
+    """Readiness: 200 once models serve, else 503; failed versions are listed either way."""
+    repo = getattr(request.app.state, "repository", None)
+    reason = "models are still loading" if repo is None else repo.not_ready_reason()
+    failed = {} if repo is None else {
+        f"{name}/{v}": e.reason for name, versions in repo.entries.items()
+        for v, e in versions.items() if e.status == FAILED}
+    if reason is not None:
+        return json_response({"error": f"not ready: {reason}", "failed": failed}, 503)
+    serving = {name: e.version for name in repo.entries if (e := repo.default_entry(name))}
+    return json_response({"status": "ready", "serving": serving, "failed": failed})

@@ -1,0 +1,71 @@
+"""The JSON predict API: `POST /predict` and its per-model and per-version forms.
+
+Each route reads the raw body itself (no Content-Type needed), looks the model up with
+`Repository.get` (404/503), then takes the shared path `predict`: `codec.rows` (400) ->
+`model.run` -> `tasks.postprocess`, and answers orjson bytes.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from service import codec, tasks
+from service.api.deps import Config, Repo
+from service.api.examples import openapi_examples
+from service.api.schemas import ErrorResponse, PredictRequest, PredictResponse
+from service.errors import json_response
+from service.runtime import LoadedModel
+
+router = APIRouter(tags=["predict"])
+
+ANY_MODEL = frozenset({"model", "version", "instances", "top_k"})
+ONE_MODEL = frozenset({"version", "instances", "top_k"})
+ONE_VERSION = frozenset({"instances", "top_k"})
+
+
+def predict(model: LoadedModel, body: dict, max_rows: int) -> dict:
+    """Decode the rows, run them and postprocess: the path every protocol shares after lookup."""
+    x = codec.rows(body["instances"], model.card, max_rows)
+    k = codec.top_k(body)
+    return {"model": model.name, "version": model.version, "task": model.card.task.value,
+            "predictions": tasks.postprocess(model.card, model.run(x), k)}
+
+
+def _docs(fields: frozenset[str]) -> dict:
+    exclude = {"model", "version"} - fields
+    schema = PredictRequest.model_json_schema()
+    schema["properties"] = {k: v for k, v in schema["properties"].items() if k not in exclude}
+    examples = openapi_examples(with_model="model" in fields)
+    return {
+        "openapi_extra": {"requestBody": {"required": True, "content": {
+            "application/json": {"schema": schema, "examples": examples}}}},
+        "responses": {200: {"model": PredictResponse}, 400: {"model": ErrorResponse},
+                      404: {"model": ErrorResponse}, 413: {"model": ErrorResponse},
+                      503: {"model": ErrorResponse}},
+        "response_class": Response,
+    }
+
+
+@router.post("/predict", **_docs(ANY_MODEL))
+async def predict_any(request: Request, repo: Repo, settings: Config) -> Response:
+    """Predict with the model named in the body, or the default model."""
+    body = codec.parse_object(await codec.read_body(request, settings.max_body_bytes), ANY_MODEL)
+    model = repo.get(repo.resolve(codec.text_field(body, "model")), codec.version_field(body))
+    return json_response(predict(model, body, settings.max_rows))
+
+
+@router.post("/models/{name}/predict", **_docs(ONE_MODEL))
+async def predict_model(name: str, request: Request, repo: Repo, settings: Config) -> Response:
+    """Predict with the named model, its newest ready version unless the body names one."""
+    body = codec.parse_object(await codec.read_body(request, settings.max_body_bytes), ONE_MODEL)
+    model = repo.get(name, codec.version_field(body))
+    return json_response(predict(model, body, settings.max_rows))
+
+
+@router.post("/models/{name}/versions/{version}/predict", **_docs(ONE_VERSION))
+async def predict_version(name: str, version: str, request: Request, repo: Repo, settings: Config) -> Response:
+    """Predict with one version of the named model."""
+    model = repo.get(name, version)
+    body = codec.parse_object(await codec.read_body(request, settings.max_body_bytes), ONE_VERSION)
+    return json_response(predict(model, body, settings.max_rows))

@@ -1,0 +1,76 @@
+"""The JSON shapes of the predict and error responses, for the OpenAPI docs and for tests.
+
+The request path does not validate bodies with these models (that would cost a pydantic object
+per number); `service.codec` checks the raw JSON instead. Tests re-validate responses against them.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.card import Task
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PredictRequest(_Strict):
+    """Body of the predict routes; `model` and `version` only where the URL does not name them."""
+
+    model: str | None = Field(None, description="Model name; optional with a default or a single model.")
+    version: int | str | None = Field(None, description="Model version; the newest ready one if left out.")
+    instances: list[list[float] | dict[str, float]] = Field(
+        min_length=1, description="Rows: lists of numbers, or objects keyed by feature name.")
+    top_k: int | None = Field(None, ge=1, description="Multiclass: how many classes to rank (default 3).")
+
+
+class LabelProbability(_Strict):
+    label: str | None
+    probability: float | None
+
+
+class BinaryPrediction(LabelProbability):
+    """Positive-class probability; the label is labels[1] at or over the threshold."""
+
+
+class MulticlassPrediction(LabelProbability):
+    """Best class and the top_k classes by softmax probability."""
+
+    top_k: list[LabelProbability]
+
+
+class MultilabelPrediction(_Strict):
+    """Labels at or over their thresholds, and every label's sigmoid probability."""
+
+    labels: list[str] | None
+    probabilities: dict[str, float | None]
+
+
+class RegressionPrediction(_Strict):
+    """The predicted value, or a list of values for several targets."""
+
+    value: float | None | list[float | None]
+
+
+PREDICTIONS = {
+    Task.binary: BinaryPrediction,
+    Task.multiclass: MulticlassPrediction,
+    Task.multilabel: MultilabelPrediction,
+    Task.regression: RegressionPrediction,
+}
+
+
+class PredictResponse(_Strict):
+    """One prediction per request row, in request order."""
+
+    model: str
+    version: int
+    task: Task
+    predictions: list[MulticlassPrediction | BinaryPrediction | MultilabelPrediction | RegressionPrediction]
+
+
+class ErrorResponse(_Strict):
+    """Every failure, whatever its status."""
+
+    error: str

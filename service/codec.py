@@ -1,0 +1,128 @@
+"""JSON in for the predict API: bounded body read, orjson parse, rows -> float32 matrix.
+
+Rows are counted from 0 in every error message. Content-Type is not required: some clients
+(tritonclient among them) send none, and reading the raw bytes is also the fast path.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import orjson
+from starlette.requests import Request
+
+from service.card import ModelCard
+from service.errors import BadRequest, PayloadTooLarge
+from service.tasks import DEFAULT_TOP_K
+
+# bool is deliberately absent: JSON true/false is not a feature value.
+_NUMBERS = frozenset((int, float))
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 beyond `limit` bytes, declared or actually streamed."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_object(body: bytes, fields: frozenset[str]) -> dict:
+    """Parse a JSON object holding `instances` and no field outside `fields`; 400 otherwise."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"malformed JSON: {exc}") from None
+    if type(data) is not dict:
+        raise BadRequest(f"the body must be a JSON object with 'instances', got {_json_type(data)}")
+    unknown = data.keys() - fields
+    if unknown:
+        raise BadRequest(f"unknown field(s) {sorted(unknown)}; allowed: {sorted(fields)}")
+    if "instances" not in data:
+        raise BadRequest("missing field 'instances'")
+    return data
+
+
+def text_field(data: dict, key: str) -> str | None:
+    """An optional string field such as `model`."""
+    value = data.get(key)
+    if value is not None and type(value) is not str:
+        raise BadRequest(f"'{key}' must be a string, got {_json_type(value)}")
+    return value
+
+
+def version_field(data: dict) -> int | str | None:
+    """The optional `version`: a number or a string such as "2"; unknown versions are a 404 later."""
+    value = data.get("version")
+    if value is not None and type(value) not in (int, str):
+        raise BadRequest(f"'version' must be an integer or a string, got {_json_type(value)}")
+    return value
+
+
+def top_k(data: dict) -> int:
+    """The optional `top_k` (multiclass only, ignored otherwise): a positive integer."""
+    value = data.get("top_k")
+    if value is None:
+        return DEFAULT_TOP_K
+    if type(value) is not int or value < 1:
+        raise BadRequest(f"'top_k' must be an integer >= 1, got {_show(value)}")
+    return value
+
+
+def rows(instances: object, card: ModelCard, max_rows: int) -> np.ndarray:
+    """Rows (lists of numbers, or objects keyed by feature name) -> a [rows, n_features] float32 matrix."""
+    if type(instances) is not list or not instances:
+        raise BadRequest(f"'instances' must be a non-empty list of rows, got {_show(instances)}")
+    if len(instances) > max_rows:
+        raise BadRequest(f"at most {max_rows} rows per request, got {len(instances)}")
+    n, names = card.n_features, card.feature_names
+    for i, row in enumerate(instances):
+        if type(row) is dict:
+            instances[i] = row = _by_name(row, i, names, n)  # the parsed body is ours to reuse
+        elif type(row) is not list:
+            form = " or an object keyed by feature name" if names else ""
+            raise BadRequest(f"row {i} must be a list of {n} numbers{form}, got {_json_type(row)}")
+        if len(row) != n:
+            raise BadRequest(f"expected {n} features per row, row {i} has {len(row)}")
+        if not _NUMBERS.issuperset(map(type, row)):
+            j = next(j for j, v in enumerate(row) if type(v) not in _NUMBERS)
+            raise BadRequest(f"row {i}, {_feature(j, names)} is not a number: {_show(row[j])}")
+    with np.errstate(over="ignore"):  # values beyond float32 become inf and are refused below
+        x = np.array(instances, dtype=np.float32)
+    finite = np.isfinite(x)
+    if not finite.all():
+        i, j = np.argwhere(~finite)[0].tolist()
+        raise BadRequest(f"row {i}, {_feature(j, names)} is {_show(instances[i][j])}, "
+                         "which is not a finite float32 (|x| <= 3.4e38)")
+    return x
+
+
+def _by_name(row: dict, i: int, names: list[str] | None, n: int) -> list:
+    if names is None:
+        raise BadRequest(f"row {i} is an object, but this model has no feature names; "
+                         f"send a list of {n} numbers")
+    if len(row) != n or not all(f in row for f in names):
+        missing = [f for f in names if f not in row]
+        unknown = sorted(set(row) - set(names))
+        raise BadRequest(f"row {i}: missing features {missing}, unknown features {unknown}; "
+                         f"expected {names}")
+    return [row[f] for f in names]
+
+
+def _feature(j: int, names: list[str] | None) -> str:
+    return f"feature {j} ({names[j]})" if names else f"feature {j}"
+
+
+def _json_type(value: object) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
+            type(None): "null"}.get(type(value), "a number")
+
+
+def _show(value: object) -> str:
+    text = orjson.dumps(value).decode()
+    return text if len(text) <= 40 else text[:37] + "..."

@@ -1,0 +1,209 @@
+"""The model repository: scan `<root>/<name>/<version>/`, validate and load each version, look up.
+
+A version is served only if all of these hold: the folder names are valid (name matches
+`card.NAME_RE`, version is a positive integer without leading zeros), `card.json` validates, the
+card's name and version match the folders, `model.onnx` has the card's SHA-256, the graph has
+exactly one input and its input/output agree with the card, and the card's golden examples
+replay within `abs 1e-4 + rel 1e-4`. Anything else marks that version `failed` with a `reason`;
+every other version still serves. The newest ready version of a model is its default; older
+ready versions stay addressable by number.
+
+Readiness (`Repository.not_ready_reason`): the server is ready once loading has finished, at
+least one version serves, and the configured default model (if any) serves. Failed versions do
+not block readiness, because a bad upload must not take the good models out of rotation; they
+are listed by `/models` and `/health/ready`. A missing or empty model root therefore starts a
+live but never-ready server.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from pydantic import ValidationError
+
+from service import runtime
+from service.card import CARD_FILE, MODEL_FILE, NAME_RE, ModelCard, read_card, sha256_file
+from service.errors import BadRequest, NotFound, NotReady
+from service.runtime import LoadedModel
+
+log = logging.getLogger(__name__)
+
+VERSION_RE = re.compile(r"^[1-9][0-9]{0,8}$")
+GOLDEN_ATOL = 1e-4
+GOLDEN_RTOL = 1e-4
+READY, FAILED = "ready", "failed"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One `<name>/<version>` folder and what became of it."""
+
+    name: str
+    version: int
+    path: Path
+    status: str
+    reason: str | None = None
+    card: ModelCard | None = None
+    model: LoadedModel | None = None
+
+    def summary(self) -> dict:
+        """Version number and status, plus the reason when it failed."""
+        out = {"version": self.version, "status": self.status}
+        if self.reason is not None:
+            out["reason"] = self.reason
+        return out
+
+
+def scan(root: Path) -> list[tuple[str, int, Path]]:
+    """Every `(name, version, folder)` under root, sorted; a missing root holds nothing."""
+    if not root.is_dir():
+        return []
+    found = []
+    for model_dir in sorted(root.iterdir()):
+        if not model_dir.is_dir() or not NAME_RE.match(model_dir.name):
+            continue
+        for version_dir in model_dir.iterdir():
+            if version_dir.is_dir() and VERSION_RE.match(version_dir.name):
+                found.append((model_dir.name, int(version_dir.name), version_dir))
+    return sorted(found)
+
+
+def load_version(name: str, version: int, path: Path, threads: int) -> Entry:
+    """Validate and load one version folder; never raises, a failure is an Entry with a reason."""
+    card = None
+    try:
+        card = _read_card(path / CARD_FILE)
+        if (card.name, card.version) != (name, version):
+            raise ValueError(f"card says {card.name}/{card.version}, folder is {name}/{version}")
+        digest = sha256_file(path / MODEL_FILE)
+        if digest != card.sha256:
+            raise ValueError(f"{MODEL_FILE} sha256 is {digest}, card says {card.sha256}")
+        model = runtime.load(path / MODEL_FILE, card, threads)
+        _smoke_run(model)
+        _replay_golden(model)
+    except Exception as exc:  # any failure, from a bad card to an onnxruntime error, only fails this version
+        reason = _reason(exc).replace(f"{path}{os.sep}", "")  # keep server paths out of the API
+        log.error("not serving %s/%s: %s", name, version, reason)
+        return Entry(name, version, path, FAILED, reason, card)
+    log.info("loaded %s/%s (%s)", name, version, card.task.value)
+    return Entry(name, version, path, READY, None, card, model)
+
+
+def _read_card(path: Path) -> ModelCard:
+    try:
+        return read_card(path)
+    except ValidationError as exc:
+        errors = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'card'}: {e['msg']}" for e in exc.errors())
+        raise ValueError(f"invalid {CARD_FILE}: {errors}") from None
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, FileNotFoundError):
+        return f"missing {Path(exc.filename).name}" if exc.filename else str(exc)
+    text = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= 500 else text[:497] + "..."
+
+
+def _smoke_run(model: LoadedModel) -> None:
+    # Two rows prove the batch dimension is free and the output has the card's width.
+    got = model.run(np.zeros((2, model.card.n_features), np.float32)).shape
+    if got != (2, model.card.n_outputs):
+        raise ValueError(f"2 rows in gave output shape {list(got)}, expected [2, {model.card.n_outputs}]")
+
+
+def _replay_golden(model: LoadedModel) -> None:
+    golden = model.card.golden
+    if not golden:
+        log.warning("%s/%s has no golden examples to replay", model.name, model.version)
+        return
+    want = np.array([g.output for g in golden], np.float64)
+    got = model.run(np.array([g.input for g in golden], np.float32)).astype(np.float64)
+    bad = np.argwhere(~(np.abs(got - want) <= GOLDEN_ATOL + GOLDEN_RTOL * np.abs(want)))
+    if bad.size:
+        i, j = bad[0]
+        raise ValueError(f"golden example {i} output {j}: model gives {got[i, j]:.7g}, card says "
+                         f"{want[i, j]:.7g} (tolerance {GOLDEN_ATOL:g} + {GOLDEN_RTOL:g} * |expected|)")
+
+
+class Repository:
+    """All versions found under a root, with the lookups a request needs."""
+
+    def __init__(self, root: Path, threads: int = 1, default_model: str | None = None):
+        self.root = Path(root)
+        self.threads = threads
+        self.default_model = default_model
+        self.loaded = False
+        self.entries: dict[str, dict[int, Entry]] = {}
+        self._serving: dict[str, LoadedModel] = {}
+
+    def load(self) -> Repository:
+        """Scan the root and load every version; replaces whatever was loaded before."""
+        entries: dict[str, dict[int, Entry]] = {}
+        for name, version, path in scan(self.root):
+            entries.setdefault(name, {})[version] = load_version(name, version, path, self.threads)
+        self.entries = entries
+        self._serving = {name: e.model for name in entries if (e := self.default_entry(name)) and e.model}
+        self.loaded = True
+        if not entries:
+            log.warning("no models found under %s", self.root)
+        return self
+
+    def default_entry(self, name: str) -> Entry | None:
+        """The newest ready version of a model, or None when none is ready."""
+        ready = [e for e in self.entries.get(name, {}).values() if e.status == READY]
+        return max(ready, key=lambda e: e.version, default=None)
+
+    def entry(self, name: str, version: int | str) -> Entry:
+        """One version's entry, ready or not; 404 when the model or version does not exist."""
+        versions = self.versions(name)
+        number = version if isinstance(version, int) and not isinstance(version, bool) else None
+        if isinstance(version, str) and VERSION_RE.match(version):
+            number = int(version)
+        if number not in versions:
+            raise NotFound(f"model {name!r} has no version {version}; versions: {sorted(versions)}")
+        return versions[number]
+
+    def get(self, name: str, version: int | str | None = None) -> LoadedModel:
+        """The model to run: 404 for an unknown name or version, 503 when it is not serving."""
+        if version is None:
+            model = self._serving.get(name)
+            if model is None:
+                self.versions(name)
+                raise NotReady(f"model {name!r} has no version ready to serve")
+            return model
+        entry = self.entry(name, version)
+        if entry.model is None:
+            raise NotReady(f"model {name!r} version {entry.version} is not serving: {entry.reason}")
+        return entry.model
+
+    def resolve(self, name: str | None) -> str:
+        """The model a request means: its own choice, else the configured default, else the only one."""
+        if name is not None:
+            return name
+        if self.default_model is not None:
+            return self.default_model
+        if len(self.entries) == 1:
+            return next(iter(self.entries))
+        raise BadRequest(f"name a model with 'model'; available: {sorted(self.entries)}")
+
+    def not_ready_reason(self) -> str | None:
+        """Why the server should not receive traffic yet, or None when it is ready."""
+        if not self.loaded:
+            return "models are still loading"
+        if not self._serving:
+            return f"no model is serving from {self.root}"
+        if self.default_model is not None and self.default_model not in self._serving:
+            return f"default model {self.default_model!r} is not serving"
+        return None
+
+    def versions(self, name: str) -> dict[int, Entry]:
+        """Every version entry of a model; 404 when there is no such model."""
+        versions = self.entries.get(name)
+        if versions is None:
+            raise NotFound(f"unknown model {name!r}; available: {sorted(self.entries)}")
+        return versions

@@ -1,0 +1,105 @@
+"""Task postprocessing: network outputs -> one JSON-ready prediction per row. Pure numpy.
+
+Networks end in logits (regression: values); here they become predictions:
+
+- binary: `{"label", "probability"}`, the sigmoid of the single logit; the label is `labels[1]`
+  when the probability reaches the card's threshold, else `labels[0]`.
+- multiclass: `{"label", "probability", "top_k": [{"label", "probability"}, ...]}` from a
+  softmax over the logits, best first (ties keep output order).
+- multilabel: `{"labels": [...], "probabilities": {label: p}}`, one sigmoid per label; `labels`
+  lists those at or over their own threshold, in output order.
+- regression: `{"value"}`, a number for one target, a list for several.
+
+Sigmoid and softmax never exponentiate a large positive number, so logits like +-1000 give exact
+0/1 probabilities rather than overflow. Non-finite outputs: JSON has no NaN, so whatever depends
+on one is null. A logit of +-inf still has a sigmoid (1 or 0) and is answered normally; a NaN
+logit makes that probability null, and the label null too (binary), or the row's `labels` null
+(multilabel). A multiclass row with any non-finite logit has no softmax: `label` and
+`probability` are null and `top_k` is empty. A non-finite regression value is null.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from service.card import ModelCard, Task
+
+DEFAULT_TOP_K = 3
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """Logistic function via exp(-|x|), which is at most 1, so it never overflows."""
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    """Row-wise softmax; subtracting the row max keeps every exponent <= 0."""
+    with np.errstate(invalid="ignore"):  # inf - inf rows are reported as null by the caller
+        e = np.exp(x - x.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def postprocess(card: ModelCard, outputs: np.ndarray, top_k: int = DEFAULT_TOP_K) -> list[dict]:
+    """Turn a [rows, n_outputs] output batch into one prediction dict per row."""
+    outputs = np.asarray(outputs, dtype=np.float64)
+    if card.task is Task.binary:
+        return binary(outputs, card.labels, card.thresholds[0])
+    if card.task is Task.multiclass:
+        return multiclass(outputs, card.labels, top_k)
+    if card.task is Task.multilabel:
+        return multilabel(outputs, card.labels, card.thresholds)
+    return regression(outputs)
+
+
+def binary(logits: np.ndarray, labels: list[str], threshold: float) -> list[dict]:
+    """Positive-class probability and label per row, from a [rows, 1] logit batch."""
+    p = sigmoid(logits[:, 0])
+    negative, positive = labels
+    preds = [{"label": positive if on else negative, "probability": q}
+             for on, q in zip((p >= threshold).tolist(), p.tolist())]
+    for i in np.flatnonzero(np.isnan(p)).tolist():
+        preds[i] = {"label": None, "probability": None}
+    return preds
+
+
+def multiclass(logits: np.ndarray, labels: list[str], top_k: int) -> list[dict]:
+    """Best class, its probability and the top_k classes per row, from a [rows, classes] batch."""
+    probs = softmax(logits)
+    order = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]
+    best = np.take_along_axis(probs, order, axis=1)
+    preds = []
+    for idx, ps in zip(order.tolist(), best.tolist()):
+        ranked = [{"label": labels[i], "probability": q} for i, q in zip(idx, ps)]
+        preds.append({"label": ranked[0]["label"], "probability": ps[0], "top_k": ranked})
+    for i in np.flatnonzero(~np.isfinite(logits).all(axis=1)).tolist():
+        preds[i] = {"label": None, "probability": None, "top_k": []}
+    return preds
+
+
+def multilabel(logits: np.ndarray, labels: list[str], thresholds: list[float]) -> list[dict]:
+    """Labels at or over their thresholds and every label's probability, per row."""
+    p = sigmoid(logits)
+    on = (p >= np.asarray(thresholds)).tolist()
+    preds = [{"labels": [name for name, y in zip(labels, row_on) if y],
+              "probabilities": dict(zip(labels, row_p))}
+             for row_on, row_p in zip(on, p.tolist())]
+    for i in np.flatnonzero(np.isnan(p).any(axis=1)).tolist():
+        preds[i] = {"labels": None, "probabilities": {k: _finite(v) for k, v in preds[i]["probabilities"].items()}}
+    return preds
+
+
+def regression(values: np.ndarray) -> list[dict]:
+    """One value per row (a list per row when the model has several targets)."""
+    rows = values[:, 0].tolist() if values.shape[1] == 1 else values.tolist()
+    preds = [{"value": v} for v in rows]
+    for i in np.flatnonzero(~np.isfinite(values).all(axis=1)).tolist():
+        v = preds[i]["value"]
+        preds[i] = {"value": [_finite(x) for x in v] if isinstance(v, list) else _finite(v)}
+    return preds
+
+
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None
