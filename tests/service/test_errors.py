@@ -1,0 +1,115 @@
+"""Every failure is JSON {"error": ...} with a deliberate status; never a 422, never a bare 500."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import httpx
+import orjson
+import pytest
+
+from service import runtime
+from service.config import Settings
+from service.main import create_app
+from tests.service import helpers
+from tests.service.helpers import DATA
+
+pytestmark = pytest.mark.anyio
+
+BAD_REQUESTS = json.loads((DATA / "bad_requests.json").read_text())
+
+
+def assert_error(response: httpx.Response, status: int, contains: str = "") -> str:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    body = orjson.loads(response.content)
+    assert list(body) == ["error"] and isinstance(body["error"], str)
+    assert contains in body["error"]
+    return body["error"]
+
+
+@pytest.mark.parametrize("case", BAD_REQUESTS, ids=[c["id"] for c in BAD_REQUESTS])
+async def test_bad_requests(client, case):
+    kwargs = {"content": case["raw"].encode()} if "raw" in case else {}
+    if "json" in case:
+        kwargs = {"content": orjson.dumps(case["json"]), "headers": {"content-type": "application/json"}}
+    response = await client.request(case.get("method", "POST"), case["path"], **kwargs)
+    assert_error(response, case["status"], case["error"])
+
+
+async def test_more_rows_than_the_maximum(client, settings):
+    body = {"model": "tiny-binary", "instances": [[0, 0, 0]] * (settings.max_rows + 1)}
+    assert_error(await client.post("/predict", json=body), 400, "at most 100 rows per request, got 101")
+
+
+async def test_declared_body_over_the_limit_is_413(client, settings):
+    big = b" " * (settings.max_body_bytes + 1)
+    assert_error(await client.post("/predict", content=big), 413, f"exceeds the limit of {settings.max_body_bytes} bytes")
+
+
+async def test_streamed_body_over_the_limit_is_413(client, settings):
+    async def chunks():  # no Content-Length: the limit must hold on what actually arrives
+        for _ in range(settings.max_body_bytes // 1024 + 2):
+            yield b" " * 1024
+
+    response = await client.post("/models/tiny-binary/predict", content=chunks())
+    assert "content-length" not in response.request.headers
+    assert_error(response, 413, "request body exceeds the limit")
+
+
+async def test_body_at_the_limit_is_read(client, settings):
+    body = orjson.dumps({"model": "tiny-binary", "instances": [[0, 0, 0]]})
+    padded = body + b" " * (settings.max_body_bytes - len(body))
+    assert (await client.post("/predict", content=padded)).status_code == 200
+
+
+async def test_failed_model_is_503_and_others_serve(tmp_path):
+    helpers.write_model(tmp_path, helpers.BINARY)
+    helpers.edit_card(helpers.write_model(tmp_path, helpers.REGRESSION), sha256="0" * 64)
+    async with helpers.serve(create_app(Settings(model_root=tmp_path))) as client:
+        assert_error(await client.post("/models/tiny-regression/predict", json={"instances": [[0, 0]]}),
+                     503, "model 'tiny-regression' has no version ready to serve")
+        assert_error(await client.post("/models/tiny-regression/versions/1/predict", json={"instances": [[0, 0]]}),
+                     503, "version 1 is not serving: model.onnx sha256 is")
+        ok = await client.post("/models/tiny-binary/predict", json={"instances": [[0, 0, 0]]})
+        assert ok.status_code == 200
+
+
+async def test_before_loading_everything_is_503(app):
+    # ASGITransport alone does not run the lifespan: this is the app before models are loaded.
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        assert_error(await client.post("/predict", json={"instances": [[0]]}), 503, "models are still loading")
+        assert_error(await client.get("/models"), 503, "models are still loading")
+        ready = await client.get("/health/ready")
+        assert ready.status_code == 503 and "models are still loading" in ready.json()["error"]
+        assert (await client.get("/health/live")).status_code == 200
+
+
+async def test_unexpected_exception_is_a_logged_json_500(client, monkeypatch, caplog):
+    def explode(self, batch):
+        raise RuntimeError("onnxruntime fell over")
+
+    monkeypatch.setattr(runtime.LoadedModel, "run", explode)
+    with caplog.at_level(logging.ERROR, logger="service.errors"):
+        response = await client.post("/models/tiny-binary/predict", json={"instances": [[0, 0, 0]]})
+    assert_error(response, 500, "internal error")
+    assert "onnxruntime fell over" not in response.text
+    assert any("onnxruntime fell over" in r.getMessage() or "onnxruntime fell over" in str(r.exc_info)
+               for r in caplog.records)
+
+
+async def test_request_validation_errors_are_400_not_422(app):
+    @app.get("/probe")
+    async def probe(n: int) -> dict:
+        return {"n": n}
+
+    async with helpers.serve(app) as client:
+        message = assert_error(await client.get("/probe", params={"n": "x"}), 400, "invalid request: query.n")
+    assert "integer" in message
+
+
+async def test_405_keeps_the_allow_header(client):
+    response = await client.get("/predict")
+    assert_error(response, 405)
+    assert response.headers["allow"] == "POST"

@@ -1,0 +1,161 @@
+"""The JSON predict API in process: every task's answers, versions, names, top_k, defaults."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import orjson
+import pytest
+
+from service.api.schemas import PREDICTIONS, PredictResponse
+from service.config import Settings
+from service.main import create_app
+from tests.service import helpers
+from tests.service.helpers import DATA
+
+pytestmark = pytest.mark.anyio
+
+
+def payload(name: str) -> dict:
+    return json.loads((DATA / name).read_text())
+
+
+def rows_as_lists(spec, instances) -> list[list[float]]:
+    return [[r[f] for f in spec.feature_names] if isinstance(r, dict) else r for r in instances]
+
+
+async def predict(client, path: str, body: dict) -> PredictResponse:
+    response = await client.post(path, json=body)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/json"
+    parsed = PredictResponse.model_validate(orjson.loads(response.content))  # orjson: no NaN allowed
+    kind = PREDICTIONS[parsed.task]
+    assert all(type(p) is kind for p in parsed.predictions)
+    return parsed
+
+
+def approx(tree):
+    """pytest.approx for nested dicts and lists of floats."""
+    if isinstance(tree, dict):
+        return {k: approx(v) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [approx(v) for v in tree]
+    return pytest.approx(tree) if isinstance(tree, float) else tree
+
+
+def sigmoid(z: float) -> float:
+    return 1 / (1 + math.exp(-z)) if z >= 0 else math.exp(z) / (1 + math.exp(z))
+
+
+async def test_binary(client):
+    body = payload("predict_binary.json")
+    got = await predict(client, "/predict", body)
+    logits = helpers.BINARY.logits(rows_as_lists(helpers.BINARY, body["instances"]))[:, 0]
+    assert (got.model, got.version, got.task.value) == ("tiny-binary", 1, "binary")
+    assert [p.probability for p in got.predictions] == pytest.approx([sigmoid(z) for z in logits.tolist()])
+    assert [p.label for p in got.predictions] == ["yes", "yes", "no", "yes", "no"]  # 0.5 is "yes"
+    assert [p.probability for p in got.predictions][-2:] == [1.0, 0.0]  # logits +-1000
+
+
+async def test_multiclass(client):
+    body = payload("predict_multiclass.json")
+    got = await predict(client, "/predict", body)
+    assert (got.model, got.version) == ("tiny-multiclass", 2)
+    logits = helpers.MULTICLASS_V2.logits(body["instances"])
+    first = np.exp(logits[0]) / np.exp(logits[0]).sum()
+    assert got.predictions[0].label == "dog" and got.predictions[0].probability == pytest.approx(first[1])
+    assert [(t.label, t.probability) for t in got.predictions[0].top_k] == [
+        ("dog", pytest.approx(first[1])), ("emu", pytest.approx(first[2]))]
+    assert got.predictions[1].model_dump() == {"label": "cat", "probability": 1.0, "top_k": [
+        {"label": "cat", "probability": 1.0}, {"label": "emu", "probability": 0.0}]}
+    assert got.predictions[2].label == "emu" and got.predictions[2].probability == pytest.approx(
+        math.e / (1 + math.e))  # logits [-1000, 0, 1]
+    assert all(math.isfinite(t.probability) for p in got.predictions for t in p.top_k)
+
+
+async def test_multilabel(client):
+    got = await predict(client, "/predict", payload("predict_multilabel.json"))
+    p = [pred.model_dump() for pred in got.predictions]
+    assert p[0] == {"labels": ["even", "prime"],  # logits [1, 1, 0]: 0.5 < 0.9 for closed_loop
+                    "probabilities": {"even": pytest.approx(sigmoid(1)), "prime": pytest.approx(sigmoid(1)),
+                                      "closed_loop": 0.5}}
+    assert p[1] == {"labels": ["even", "closed_loop"], "probabilities": {"even": 1.0, "prime": 0.0, "closed_loop": 1.0}}
+    assert p[2]["labels"] == ["prime"]
+
+
+async def test_regression_scalar_and_named_rows(client):
+    got = await predict(client, "/predict", payload("predict_regression.json"))
+    assert [p.value for p in got.predictions] == [9.0, -1.0, -999.0]  # 2 x1 + 3 x2 + 1
+
+
+async def test_regression_with_two_targets(client):
+    got = await predict(client, "/models/tiny-regression2/predict", {"instances": [[1, 2], [0, 0]]})
+    assert [p.value for p in got.predictions] == [[1.0, 2.5], [0.0, 0.5]]
+
+
+async def test_version_selection(client):
+    body = {"instances": [[0, 0, 0, 0]]}
+    newest = await predict(client, "/models/tiny-multiclass/predict", body)
+    older = await predict(client, "/models/tiny-multiclass/versions/1/predict", body)
+    by_body = await predict(client, "/predict", {"model": "tiny-multiclass", "version": 1, **body})
+    by_string = await predict(client, "/models/tiny-multiclass/predict", {"version": "1", **body})
+    assert newest.version == 2 and newest.predictions[0].label == "emu"  # v2 adds 1 to emu
+    assert older.version == by_body.version == by_string.version == 1
+    assert older.predictions[0].probability == pytest.approx(1 / 3)
+
+
+@pytest.mark.parametrize("top_k, expected", [(None, 3), (1, 1), (2, 2), (3, 3), (50, 3)])
+async def test_top_k_is_bounded_by_the_classes(client, top_k, expected):
+    body = {"instances": [[0, 0, 0, 0]]} | ({} if top_k is None else {"top_k": top_k})
+    got = await predict(client, "/models/tiny-multiclass/predict", body)
+    assert len(got.predictions[0].top_k) == expected
+
+
+async def test_top_k_is_ignored_by_other_tasks(client):
+    got = await predict(client, "/models/tiny-binary/predict", {"instances": [[0, 0, 0]], "top_k": 2})
+    assert got.predictions[0].model_dump() == {"label": "yes", "probability": 0.5}
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("nonfinite-binary", [{"label": "yes", "probability": sigmoid(2)}, {"label": None, "probability": None},
+                          {"label": "yes", "probability": 1.0}]),
+    ("nonfinite-multiclass", [{"label": "a", "probability": sigmoid(2), "top_k": [
+        {"label": "a", "probability": sigmoid(2)}, {"label": "b", "probability": sigmoid(-2)}]},
+        {"label": None, "probability": None, "top_k": []}, {"label": None, "probability": None, "top_k": []}]),
+    ("nonfinite-multilabel", [{"labels": ["a", "b"], "probabilities": {"a": sigmoid(2), "b": 0.5}},
+                              {"labels": None, "probabilities": {"a": None, "b": 0.5}},
+                              {"labels": ["a", "b"], "probabilities": {"a": 1.0, "b": 0.5}}]),
+    ("nonfinite-regression", [{"value": 2.0}, {"value": None}, {"value": None}]),
+])
+async def test_non_finite_model_outputs_are_null_in_valid_json(client, name, expected):
+    # Inputs [4, 0], [-1, 0], [0, 2] make the graph output 2, NaN and +inf.
+    got = await predict(client, f"/models/{name}/predict", {"instances": [[4, 0], [-1, 0], [0, 2]]})
+    assert [p.model_dump() for p in got.predictions] == approx(expected)
+
+
+async def test_content_type_is_not_required(client):
+    raw = orjson.dumps({"model": "tiny-binary", "instances": [[0, 0, 0]]})
+    for headers in ({}, {"content-type": "text/plain"}, {"content-type": "application/json"}):
+        response = await client.post("/predict", content=raw, headers=headers)
+        assert response.status_code == 200 and response.json()["predictions"][0]["probability"] == 0.5
+
+
+async def test_default_model_from_settings(model_root):
+    app = create_app(Settings(model_root=model_root, default_model="tiny-regression"))
+    async with helpers.serve(app) as client:
+        got = await predict(client, "/predict", {"instances": [[1, 1]]})
+    assert (got.model, got.predictions[0].value) == ("tiny-regression", 6.0)
+
+
+async def test_only_model_needs_no_name(tmp_path):
+    helpers.write_model(tmp_path, helpers.MULTILABEL)
+    async with helpers.serve(create_app(Settings(model_root=tmp_path))) as client:
+        got = await predict(client, "/predict", {"instances": [[0, 0]]})
+    assert got.model == "tiny-multilabel"
+
+
+async def test_max_rows_is_accepted(client):
+    got = await predict(client, "/models/tiny-binary/predict", {"instances": [[0, 0, 0]] * 100})
+    assert len(got.predictions) == 100

@@ -1,0 +1,177 @@
+"""Loading the repository: what serves, what fails and why, which version is the default."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import onnx
+import pytest
+from onnx import TensorProto
+
+from service.card import CARD_FILE, MODEL_FILE
+from service.errors import BadRequest, NotFound, NotReady
+from service.repository import Repository
+from tests.service import helpers
+from tests.service.helpers import BINARY, MULTICLASS_V1, MULTICLASS_V2, edit_card, reseal, write_model
+
+BINARY_CARD = helpers.make_card(BINARY, "0" * 64)
+
+
+def load(root, **kwargs) -> Repository:
+    return Repository(root, **kwargs).load()
+
+
+def status(repo, name, version=1):
+    entry = repo.entries[name][version]
+    return entry.status, entry.reason
+
+
+def test_standard_repository_loads_everything(model_root):
+    repo = load(model_root)
+    assert {(n, v, e.status) for n, vs in repo.entries.items() for v, e in vs.items()} == {
+        (s.name, s.version, "ready") for s in helpers.STANDARD}
+    assert repo.not_ready_reason() is None
+
+
+def test_newest_ready_version_is_the_default_and_older_stay_addressable(model_root):
+    repo = load(model_root)
+    assert repo.get("tiny-multiclass").version == 2
+    assert repo.get("tiny-multiclass", 1).version == 1
+    assert repo.get("tiny-multiclass", "1").version == 1
+
+
+def test_broken_newest_version_falls_back_to_the_previous_one(tmp_path):
+    write_model(tmp_path, MULTICLASS_V1)
+    edit_card(write_model(tmp_path, MULTICLASS_V2), sha256="f" * 64)
+    repo = load(tmp_path)
+    assert repo.get("tiny-multiclass").version == 1
+    with pytest.raises(NotReady, match="version 2 is not serving: model.onnx sha256 is"):
+        repo.get("tiny-multiclass", 2)
+
+
+def test_hash_mismatch_fails_only_that_model(tmp_path):
+    write_model(tmp_path, MULTICLASS_V1)
+    folder = write_model(tmp_path, BINARY)
+    (folder / MODEL_FILE).write_bytes((folder / MODEL_FILE).read_bytes()[:-10])  # truncated
+    repo = load(tmp_path)
+    state, reason = status(repo, "tiny-binary")
+    assert state == "failed" and reason.startswith("model.onnx sha256 is ") and "card says" in reason
+    assert repo.get("tiny-multiclass").version == 1
+    assert repo.not_ready_reason() is None  # the good model still serves
+
+
+def test_corrupt_model_with_matching_hash_fails_in_onnxruntime(tmp_path):
+    folder = write_model(tmp_path, BINARY)
+    (folder / MODEL_FILE).write_bytes(b"this is not a protobuf")
+    reseal(folder)
+    assert status(load(tmp_path), "tiny-binary") == ("failed", (
+        "InvalidProtobuf: [ONNXRuntimeError] : 7 : INVALID_PROTOBUF : "
+        "Load model from model.onnx failed:Protobuf parsing failed."))
+
+
+def test_golden_mismatch_fails(tmp_path):
+    folder = write_model(tmp_path, BINARY)
+    card_golden = BINARY_CARD.golden
+    bad = [card_golden[0].model_copy(update={"output": [card_golden[0].output[0] + 1e-3]}), *card_golden[1:]]
+    edit_card(folder, golden=bad)
+    state, reason = status(load(tmp_path), "tiny-binary")
+    assert state == "failed" and reason.startswith("golden example 0 output 0: model gives")
+
+
+def test_golden_within_tolerance_passes(tmp_path):
+    folder = write_model(tmp_path, BINARY)
+    golden = BINARY_CARD.golden
+    edit_card(folder, golden=[g.model_copy(update={"output": [g.output[0] + 5e-5]}) for g in golden])
+    assert status(load(tmp_path), "tiny-binary") == ("ready", None)
+
+
+@pytest.mark.parametrize("breakage, reason", [
+    (lambda f: (f / CARD_FILE).write_text("{not json"), "invalid card.json"),
+    (lambda f: (f / CARD_FILE).write_text('{"name": "tiny-binary"}'), "invalid card.json: version: Field required"),
+    (lambda f: (f / CARD_FILE).unlink(), "missing card.json"),
+    (lambda f: (f / MODEL_FILE).unlink(), "missing model.onnx"),
+    (lambda f: edit_card(f, name="other"), "card says other/1, folder is tiny-binary/1"),
+    (lambda f: edit_card(f, version=7), "card says tiny-binary/7, folder is tiny-binary/1"),
+    (lambda f: edit_card(f, input=BINARY_CARD.input.model_copy(update={"name": "features"})),
+     "graph input {'name': 'x', 'shape': [-1, 3], 'dtype': 'float32'} does not match card input"),
+    (lambda f: edit_card(f, output=BINARY_CARD.output.model_copy(update={"name": "probs"})),
+     "card output 'probs' not among graph outputs ['logits']"),
+])
+def test_invalid_versions_report_why(tmp_path, breakage, reason):
+    folder = write_model(tmp_path, BINARY)
+    breakage(folder)
+    state, got = status(load(tmp_path), "tiny-binary")
+    assert state == "failed" and got.startswith(reason)
+
+
+
+def test_graph_with_two_inputs_is_refused(tmp_path):
+    folder = write_model(tmp_path, BINARY)
+    model = onnx.load(folder / MODEL_FILE)
+    model.graph.input.append(onnx.helper.make_tensor_value_info("unused", TensorProto.FLOAT, [1]))
+    onnx.save(model, folder / MODEL_FILE)
+    reseal(folder)
+    assert status(load(tmp_path), "tiny-binary") == ("failed", "expected exactly one graph input, found 2")
+
+
+def test_fixed_batch_graph_is_refused(tmp_path):
+    spec = dataclasses.replace(BINARY, name="fixed")
+    folder = write_model(tmp_path, spec)
+    model = onnx.load(folder / MODEL_FILE)
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1
+    onnx.save(model, folder / MODEL_FILE)
+    reseal(folder)
+    state, reason = status(load(tmp_path), "fixed")
+    assert state == "failed" and "graph input" in reason and "'shape': [1, 3]" in reason
+
+
+def test_stray_files_and_folders_are_ignored(tmp_path):
+    write_model(tmp_path, BINARY)
+    (tmp_path / "README.md").write_text("hi")
+    (tmp_path / ".cache" / "1").mkdir(parents=True)
+    (tmp_path / "tiny-binary" / "latest").mkdir()
+    (tmp_path / "tiny-binary" / "01").mkdir()
+    (tmp_path / "tiny-binary" / "notes.txt").write_text("hi")
+    repo = load(tmp_path)
+    assert list(repo.entries) == ["tiny-binary"] and list(repo.entries["tiny-binary"]) == [1]
+
+
+@pytest.mark.parametrize("make_root", [lambda p: p / "missing", lambda p: p])
+def test_missing_or_empty_root_loads_nothing_and_is_not_ready(tmp_path, make_root):
+    repo = load(make_root(tmp_path))
+    assert repo.entries == {}
+    assert "no model is serving" in repo.not_ready_reason()
+
+
+def test_not_ready_when_every_model_failed(tmp_path):
+    edit_card(write_model(tmp_path, BINARY), sha256="0" * 64)
+    assert "no model is serving" in load(tmp_path).not_ready_reason()
+
+
+def test_not_ready_when_the_default_model_does_not_serve(model_root):
+    assert "default model 'nope' is not serving" in load(model_root, default_model="nope").not_ready_reason()
+    assert load(model_root, default_model="tiny-binary").not_ready_reason() is None
+
+
+def test_lookup_errors(model_root):
+    repo = load(model_root)
+    with pytest.raises(NotFound, match="unknown model 'nope'"):
+        repo.get("nope")
+    for version in (3, "3", "abc", "01", "-1", True):
+        with pytest.raises(NotFound, match="has no version"):
+            repo.get("tiny-multiclass", version)
+
+
+def test_resolve_model_name(tmp_path, model_root):
+    assert load(model_root, default_model="tiny-binary").resolve(None) == "tiny-binary"
+    assert load(model_root).resolve("tiny-regression") == "tiny-regression"
+    with pytest.raises(BadRequest, match="name a model with 'model'"):
+        load(model_root).resolve(None)
+    write_model(tmp_path, BINARY)
+    assert load(tmp_path).resolve(None) == "tiny-binary"
+
+
+def test_session_threads_follow_settings(tmp_path):
+    write_model(tmp_path, BINARY)
+    options = load(tmp_path, threads=2).get("tiny-binary").session.get_session_options()
+    assert (options.intra_op_num_threads, options.inter_op_num_threads) == (2, 1)
