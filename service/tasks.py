@@ -68,7 +68,8 @@ def binary(logits: np.ndarray, labels: list[str], threshold: float) -> list[dict
 def multiclass(logits: np.ndarray, labels: list[str], top_k: int) -> list[dict]:
     """Best class, its probability and the top_k classes per row, from a [rows, classes] batch."""
     probs = softmax(logits)
-    order = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]
+    # Rank by logit: the same order as by probability, but still exact where probabilities underflow to 0.
+    order = np.argsort(-logits, axis=1, kind="stable")[:, :top_k]
     best = np.take_along_axis(probs, order, axis=1)
     preds = []
     for idx, ps in zip(order.tolist(), best.tolist()):
