@@ -67,15 +67,15 @@ def binary(logits: np.ndarray, labels: list[str], threshold: float) -> list[dict
 
 def multiclass(logits: np.ndarray, labels: list[str], top_k: int) -> list[dict]:
     """Best class, its probability and the top_k classes per row, from a [rows, classes] batch."""
-    probs = softmax(logits)
+    probs = softmax(logits).tolist()
     # Rank by logit: the same order as by probability, but still exact where probabilities underflow to 0.
-    order = np.argsort(-logits, axis=1, kind="stable")[:, :top_k]
-    best = np.take_along_axis(probs, order, axis=1)
+    order = np.argsort(-logits, axis=1, kind="stable")[:, :top_k].tolist()
     preds = []
-    for idx, ps in zip(order.tolist(), best.tolist()):
-        ranked = [{"label": labels[i], "probability": q} for i, q in zip(idx, ps)]
-        preds.append({"label": ranked[0]["label"], "probability": ps[0], "top_k": ranked})
-    for i in np.flatnonzero(~np.isfinite(logits).all(axis=1)).tolist():
+    for idx, row in zip(order, probs):
+        ranked = [{"label": labels[i], "probability": row[i]} for i in idx]
+        preds.append({"label": labels[idx[0]], "probability": row[idx[0]], "top_k": ranked})
+    finite = np.isfinite(logits).all(axis=1)
+    for i in np.flatnonzero(~finite).tolist():
         preds[i] = {"label": None, "probability": None, "top_k": []}
     return preds
 

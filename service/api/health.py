@@ -20,7 +20,7 @@ async def live() -> Response:
 @router.get("/health/ready")
 async def ready(request: Request) -> Response:
     """Readiness: 200 once models serve, else 503; failed versions are listed either way."""
-    repo = getattr(request.app.state, "repository", None)
+    repo = request.app.state.repository
     reason = "models are still loading" if repo is None else repo.not_ready_reason()
     failed = {} if repo is None else {
         f"{name}/{v}": e.reason for name, versions in repo.entries.items()

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from service.api.deps import Repo
+from service.api import deps
 from service.errors import json_response
 from service.repository import READY, Entry, Repository
 
@@ -31,14 +31,16 @@ def version_detail(entry: Entry) -> dict:
 
 
 @router.get("/models")
-async def list_models(repo: Repo) -> Response:
+async def list_models(request: Request) -> Response:
     """List every model with its task, status and versions."""
+    repo = deps.repository(request)
     return json_response({"models": [model_summary(repo, name) for name in sorted(repo.entries)]})
 
 
 @router.get("/models/{name}")
-async def describe_model(name: str, repo: Repo) -> Response:
+async def describe_model(name: str, request: Request) -> Response:
     """Describe a model: its versions and the card and signature of its default version."""
+    repo = deps.repository(request)
     summary = model_summary(repo, name)
     default = repo.default_entry(name)
     detail = version_detail(default) if default else {"card": None, "signature": None}
@@ -46,6 +48,6 @@ async def describe_model(name: str, repo: Repo) -> Response:
 
 
 @router.get("/models/{name}/versions/{version}")
-async def describe_version(name: str, version: str, repo: Repo) -> Response:
+async def describe_version(name: str, version: str, request: Request) -> Response:
     """Describe one version: card (without golden examples), signature and status."""
-    return json_response(version_detail(repo.entry(name, version)))
+    return json_response(version_detail(deps.repository(request).entry(name, version)))

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from service import codec, tasks
-from service.api.deps import Config, Repo
+from service.api import deps
 from service.api.examples import openapi_examples
 from service.api.schemas import ErrorResponse, PredictRequest, PredictResponse
 from service.errors import json_response
@@ -48,24 +48,27 @@ def _docs(fields: frozenset[str]) -> dict:
 
 
 @router.post("/predict", **_docs(ANY_MODEL))
-async def predict_any(request: Request, repo: Repo, settings: Config) -> Response:
+async def predict_any(request: Request) -> Response:
     """Predict with the model named in the body, or the default model."""
+    repo, settings = deps.repository(request), deps.settings(request)
     body = codec.parse_object(await codec.read_body(request, settings.max_body_bytes), ANY_MODEL)
     model = repo.get(repo.resolve(codec.text_field(body, "model")), codec.version_field(body))
     return json_response(predict(model, body, settings.max_rows))
 
 
 @router.post("/models/{name}/predict", **_docs(ONE_MODEL))
-async def predict_model(name: str, request: Request, repo: Repo, settings: Config) -> Response:
+async def predict_model(name: str, request: Request) -> Response:
     """Predict with the named model, its newest ready version unless the body names one."""
+    repo, settings = deps.repository(request), deps.settings(request)
     body = codec.parse_object(await codec.read_body(request, settings.max_body_bytes), ONE_MODEL)
     model = repo.get(name, codec.version_field(body))
     return json_response(predict(model, body, settings.max_rows))
 
 
 @router.post("/models/{name}/versions/{version}/predict", **_docs(ONE_VERSION))
-async def predict_version(name: str, version: str, request: Request, repo: Repo, settings: Config) -> Response:
+async def predict_version(name: str, version: str, request: Request) -> Response:
     """Predict with one version of the named model."""
+    repo, settings = deps.repository(request), deps.settings(request)
     model = repo.get(name, version)
     body = codec.parse_object(await codec.read_body(request, settings.max_body_bytes), ONE_VERSION)
     return json_response(predict(model, body, settings.max_rows))
