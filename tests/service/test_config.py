@@ -1,0 +1,36 @@
+"""Settings come from TINYSERVE_* variables, with documented defaults and a cached getter."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from service.config import DEFAULT_MODEL_ROOT, Settings, get_settings
+
+
+def test_defaults():
+    s = Settings()
+    assert s.model_root == DEFAULT_MODEL_ROOT == Path(__file__).resolve().parents[2] / "models"
+    assert (s.default_model, s.host, s.port, s.threads, s.log_level) == (None, "127.0.0.1", 8000, 1, "info")
+    assert all(field.description for field in Settings.model_fields.values())
+
+
+def test_environment_with_prefix(monkeypatch, tmp_path):
+    for key, value in {"MODEL_ROOT": str(tmp_path), "DEFAULT_MODEL": "digits", "HOST": "0.0.0.0",
+                       "PORT": "9000", "THREADS": "2", "LOG_LEVEL": "DEBUG", "MAX_BODY_BYTES": "1024",
+                       "MAX_ROWS": "7"}.items():
+        monkeypatch.setenv(f"TINYSERVE_{key}", value)
+    s = get_settings()
+    assert (s.model_root, s.default_model, s.host, s.port, s.threads, s.log_level, s.max_body_bytes,
+            s.max_rows) == (tmp_path, "digits", "0.0.0.0", 9000, 2, "debug", 1024, 7)
+    assert get_settings() is s  # cached until cache_clear()
+
+
+@pytest.mark.parametrize("key, value", [("THREADS", "0"), ("PORT", "70000"), ("LOG_LEVEL", "loud"),
+                                        ("MAX_ROWS", "0")])
+def test_invalid_values_are_refused(monkeypatch, key, value):
+    monkeypatch.setenv(f"TINYSERVE_{key}", value)
+    with pytest.raises(ValidationError):
+        Settings()
