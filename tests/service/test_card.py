@@ -1,0 +1,49 @@
+"""The model card schema: what it accepts, what it refuses, and its round trip."""
+
+import pytest
+from pydantic import ValidationError
+
+from service.card import ModelCard, read_card, write_card
+from tests.service.helpers import Spec, make_card
+
+SHA = "0" * 64
+BINARY = Spec("bin", "binary", [[1.0], [2.0]], [0.0], ["no", "yes"], thresholds=[0.5])
+MULTILABEL = Spec("ml", "multilabel", [[1.0, 0.0, 1.0]], [0.0, 0.0, 0.0], ["a", "b", "c"],
+                  thresholds=[0.5, 0.4, 0.6])
+
+
+def _data(spec: Spec, **changes) -> dict:
+    return make_card(spec, SHA).model_dump(mode="json") | changes
+
+
+def test_round_trip(tmp_path):
+    card = make_card(MULTILABEL, SHA)
+    write_card(card, tmp_path / "card.json")
+    assert read_card(tmp_path / "card.json") == card
+    assert "golden" not in card.public() and card.public()["thresholds"] == [0.5, 0.4, 0.6]
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"thresholds": None}, "needs 1 threshold"),
+    ({"thresholds": [0.5, 0.5]}, "needs 1 threshold"),
+    ({"thresholds": [1.0]}, "strictly between 0 and 1"),
+    ({"labels": ["only-one"]}, "needs 2 labels"),
+    ({"output": {"name": "logits", "shape": [-1, 2]}}, "one output unit"),
+    ({"input": {"name": "x", "shape": [2]}}, "input shape must be"),
+    ({"feature_names": ["a"]}, "1 feature names for 2 input features"),
+    ({"feature_names": ["a", "a"]}, "unique"),
+    ({"name": "../etc"}, "pattern"),
+    ({"version": 0}, "greater than or equal to 1"),
+    ({"sha256": "xyz"}, "pattern"),
+    ({"task": "ranking"}, "binary"),
+    ({"golden": [{"input": [1.0], "output": [0.0]}]}, "golden example 0"),
+    ({"surprise": 1}, "Extra inputs are not permitted"),
+])
+def test_invalid_cards_are_refused_with_a_reason(changes, message):
+    with pytest.raises(ValidationError, match=message):
+        ModelCard.model_validate(_data(BINARY, **changes))
+
+
+def test_multilabel_needs_one_threshold_per_label():
+    with pytest.raises(ValidationError, match="needs 3 threshold"):
+        ModelCard.model_validate(_data(MULTILABEL, thresholds=[0.5]))

@@ -1,0 +1,170 @@
+"""Command line: train built-in models into a model repository.
+
+    python -m training --all --out models
+    python -m training --dataset digits --hidden 25,15 --l2 1e-3 --out models
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out
+
+from service.card import MODEL_FILE, NAME_RE  # noqa: E402
+from training.datasets import BUILTIN  # noqa: E402
+from training.config import RECIPES, Config  # noqa: E402
+
+DEFAULT_ROOT = Path(__file__).resolve().parents[1] / "models"
+
+
+class CliError(Exception):
+    """A problem the user can fix; printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, no usage dump
+        raise CliError(message)
+
+
+def parse_hidden(text: str) -> tuple[int, ...]:
+    try:
+        units = tuple(int(u) for u in text.split(",")) if text.strip() else ()
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"hidden layers must be positive integers separated by commas, like 25,15; got {text!r}")
+    if any(u < 1 for u in units):
+        raise argparse.ArgumentTypeError(f"hidden layer sizes must be positive, got {text!r}")
+    return units
+
+
+def _positive(kind):
+    def convert(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be greater than 0, got {text!r}")
+        return value
+    return convert
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m training", description=__doc__,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--dataset", choices=sorted(BUILTIN), help="built-in data set to train")
+    which.add_argument("--all", action="store_true", help="train every built-in data set")
+    p.add_argument("--out", type=Path, default=DEFAULT_ROOT,
+                   help="model repository to write into (default: the repo's models/)")
+    p.add_argument("--name", help="model name (default: the data set's name)")
+    p.add_argument("--hidden", type=parse_hidden, help="hidden layer sizes, e.g. 25,15")
+    p.add_argument("--l2", type=_non_negative_float, help="L2 weight regularization")
+    p.add_argument("--epochs", type=_positive(int), help="maximum epochs (early stopping on "
+                   "the validation loss restores the best weights)")
+    p.add_argument("--patience", type=_positive(int), help="early-stopping patience in epochs")
+    p.add_argument("--learning-rate", type=_positive(float), help="Adam learning rate")
+    p.add_argument("--batch-size", type=_positive(int), help="mini-batch size")
+    p.add_argument("--seed", type=int, help="seed for the split and the weights")
+    p.add_argument("--output-activation", choices=["linear", "relu"],
+                   help="regression output: linear, or relu for non-negative targets")
+    return p
+
+
+def config_for(dataset: str, args: argparse.Namespace) -> Config:
+    """The data set's recipe, with whatever the command line overrides."""
+    cfg = RECIPES.get(dataset, Config())
+    overrides = {k: getattr(args, k) for k in ("hidden", "l2", "epochs", "patience",
+                                               "learning_rate", "batch_size", "seed",
+                                               "output_activation")
+                 if getattr(args, k) is not None}
+    return replace(cfg, **overrides)
+
+
+def command_for(dataset: str, name: str, cfg: Config) -> str:
+    """The full command that trains this model again, every hyper-parameter spelled out."""
+    parts = ["python", "-m", "training", "--dataset", dataset, "--name", name,
+             "--hidden", ",".join(map(str, cfg.hidden)), "--l2", repr(cfg.l2),
+             "--epochs", str(cfg.epochs), "--patience", str(cfg.patience),
+             "--learning-rate", repr(cfg.learning_rate), "--batch-size", str(cfg.batch_size),
+             "--seed", str(cfg.seed), "--output-activation", cfg.output_activation]
+    return shlex.join(parts)
+
+
+def check_writable(root: Path) -> None:
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise CliError(f"cannot write to output folder {root}: {e.strerror or e}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        if args.all and args.name:
+            raise CliError("--name applies to one --dataset, not to --all")
+        if args.name and not NAME_RE.match(args.name):
+            raise CliError(f"model name {args.name!r} must match {NAME_RE.pattern}")
+        check_writable(args.out)
+        # Imported late so argument errors answer at once, without loading TensorFlow.
+        from training.datasets import load_builtin
+        from training.pipeline import train_one
+        rows = []
+        for dataset in sorted(BUILTIN) if args.all else [args.dataset]:
+            cfg = config_for(dataset, args)
+            name = args.name or dataset
+            print(f"== training {name} on {dataset}", flush=True)
+            card, path = train_one(load_builtin(dataset), cfg, args.out,
+                                   command_for(dataset, name, cfg), name=name)
+            rows.append((card, path))
+        print_summary(rows)
+        return 0
+    except CliError as e:
+        print(f"python -m training: error: {e}", file=sys.stderr)
+        return 2
+    except (ValueError, OSError, RuntimeError) as e:  # bad data, I/O, a failed export
+        print(f"python -m training: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("python -m training: interrupted", file=sys.stderr)
+        return 130
+
+
+def print_summary(rows) -> None:
+    from training.pipeline import headline
+    header = ("model", "version", "task", "metric", "model", "baseline", "parity", "onnx size")
+    lines = [header]
+    for card, path in rows:
+        key, ours, base = headline(card)
+        parity = f"{card.parity.max_abs_diff:.1e} {'ok' if card.parity.passed else 'WARN'}"
+        size = f"{(path / MODEL_FILE).stat().st_size / 1024:.1f} KiB"
+        lines.append((card.name, str(card.version), card.task.value, key, f"{ours:.4f}",
+                      f"{base:.4f}", parity, size))
+    widths = [max(len(r[i]) for r in lines) for i in range(len(header))]
+    print()
+    for r in lines:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    for card, path in rows:
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

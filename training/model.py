@@ -1,0 +1,81 @@
+"""The network: fixed input scaling, Dense ReLU layers, a task-shaped output that ends in logits."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from service.card import Task
+
+DEFAULT_HIDDEN = (25, 15)
+
+
+class Affine(keras.layers.Layer):
+    """y = x * scale + offset with frozen per-column constants.
+
+    Used for feature scaling fitted on the training split (and, for regression, to map the
+    standardized output back to target units), so the exported graph takes raw features.
+    Stored as non-trainable weights because keras.layers.Normalization exports its statistics
+    as extra graph inputs, which breaks the ONNX model.
+    """
+
+    def __init__(self, scale, offset, **kwargs):
+        super().__init__(**kwargs)
+        self._scale = np.asarray(scale, dtype=np.float32)
+        self._offset = np.asarray(offset, dtype=np.float32)
+
+    def build(self, input_shape):
+        self.scale = self.add_weight(shape=self._scale.shape, name="scale", trainable=False,
+                                     initializer=keras.initializers.Constant(self._scale))
+        self.offset = self.add_weight(shape=self._offset.shape, name="offset", trainable=False,
+                                      initializer=keras.initializers.Constant(self._offset))
+
+    def call(self, x):
+        return x * self.scale + self.offset
+
+
+def standardizer(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Scale and offset that map each column of x to mean 0, std 1 (constant columns: centred)."""
+    mean = x.mean(axis=0)
+    std = x.std(axis=0)
+    scale = np.where(std > 1e-8, 1.0 / np.maximum(std, 1e-8), 1.0)
+    return scale.astype(np.float32), (-mean * scale).astype(np.float32)
+
+
+def output_units(task: Task, n_targets: int) -> int:
+    return 1 if task is Task.binary else n_targets
+
+
+def loss_for(task: Task) -> keras.losses.Loss:
+    if task is Task.multiclass:
+        return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    if task is Task.regression:
+        return keras.losses.MeanSquaredError()
+    return keras.losses.BinaryCrossentropy(from_logits=True)
+
+
+def build_model(task: Task, x_train: np.ndarray, n_outputs: int,
+                hidden: tuple[int, ...] = DEFAULT_HIDDEN, l2: float = 0.0,
+                target_scale: tuple[np.ndarray, np.ndarray] | None = None,
+                output_activation: str = "linear") -> keras.Model:
+    """Build (not fit) the network; the input scaling is fitted on x_train here.
+
+    For regression, target_scale=(std, mean) maps the unit-variance output back to target
+    units inside the graph, and output_activation="relu" keeps predictions non-negative.
+    """
+    if output_activation != "linear" and task is not Task.regression:
+        raise ValueError("an output activation applies to regression only; "
+                         "classifiers end in logits")
+    n_features = x_train.shape[1]
+    features = keras.Input(shape=(n_features,), name="features", dtype="float32")
+    h = Affine(*standardizer(x_train), name="scaling")(features)
+    reg = keras.regularizers.L2(l2) if l2 > 0 else None
+    for i, units in enumerate(hidden):
+        h = keras.layers.Dense(units, activation="relu", kernel_regularizer=reg,
+                               name=f"hidden_{i + 1}")(h)
+    out = keras.layers.Dense(n_outputs, kernel_regularizer=reg, name="output")(h)
+    if target_scale is not None:
+        out = Affine(*target_scale, name="target_units")(out)
+    if output_activation == "relu":
+        out = keras.layers.ReLU(name="non_negative")(out)
+    return keras.Model(features, out, name=task.value)

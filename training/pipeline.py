@@ -1,0 +1,84 @@
+"""Data set in, model repository entry out: fit, evaluate, export, prove parity, write the card."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+from service.card import (CARD_FILE, MODEL_FILE, NAME_RE, ModelCard, Splits, Task, TrainingInfo,
+                          sha256_file, write_card)
+from training.datasets import Dataset, split
+from training.export import check_parity, export_onnx, golden_examples, library_versions
+from training.train import Config, baseline, decide, fit, score
+
+DEFAULT_THRESHOLD = 0.5
+
+
+def next_version(root: Path, name: str) -> int:
+    """One more than the highest integer version folder of `name` (1 when there is none)."""
+    folder = root / name
+    versions = [int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit()] \
+        if folder.is_dir() else []
+    return max(versions, default=0) + 1
+
+
+def train_one(data: Dataset, cfg: Config, root: Path, command: str,
+              name: str | None = None) -> tuple[ModelCard, Path]:
+    """Train `data` and publish it as the next version of `name` under `root`."""
+    name = name or data.name
+    if not NAME_RE.match(name):
+        raise ValueError(f"model name {name!r} must match {NAME_RE.pattern}")
+    s = split(data, cfg.seed)
+    fitted = fit(data, s, cfg)
+    raw_test = fitted.model.predict(s.x_test, verbose=0)
+    thresholds = _thresholds(data.task, len(data.labels))
+    metrics = score(data.task, s.y_test, decide(data.task, raw_test, thresholds), data.labels)
+    base = baseline(data.task, s, data.labels, cfg.seed)
+
+    root.mkdir(parents=True, exist_ok=True)
+    version = next_version(root, name)
+    # Build the version in a scratch folder beside it, then rename: a watcher never sees half a model.
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}-{version}-", dir=root))
+    staging.chmod(0o755)  # mkdtemp makes it private; a server under another user must read it
+    try:
+        model_path = staging / MODEL_FILE
+        input_spec, output_spec = export_onnx(fitted.model, data.task, model_path)
+        parity = check_parity(fitted.model, model_path, s.x_test)
+        card = ModelCard(
+            name=name, version=version, task=data.task, description=data.description,
+            input=input_spec, output=output_spec, feature_names=data.feature_names,
+            labels=data.labels, thresholds=thresholds,
+            training=TrainingInfo(command=command, dataset=data.name, seed=cfg.seed,
+                                  hidden=list(cfg.hidden), l2=cfg.l2, epochs=cfg.epochs,
+                                  epochs_run=fitted.epochs_run, learning_rate=cfg.learning_rate,
+                                  batch_size=cfg.batch_size,
+                                  output_activation=cfg.output_activation),
+            library_versions=library_versions(),
+            splits=Splits(train=len(s.x_train), validation=len(s.x_val), test=len(s.x_test)),
+            metrics=metrics, baseline=base, parity=parity, sha256=sha256_file(model_path),
+            golden=golden_examples(fitted.model, s.x_test),
+            created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        )
+        write_card(card, staging / CARD_FILE)
+        target = root / name / str(version)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return card, target
+
+
+def _thresholds(task: Task, n_labels: int) -> list[float] | None:
+    if task is Task.binary:
+        return [DEFAULT_THRESHOLD]
+    if task is Task.multilabel:
+        return [DEFAULT_THRESHOLD] * n_labels
+    return None
+
+
+def headline(card: ModelCard) -> tuple[str, float, float]:
+    """The one metric a summary line shows for this task, for the model and its baseline."""
+    key = {Task.multilabel: "macro_f1", Task.regression: "r2"}.get(card.task, "accuracy")
+    return key, getattr(card.metrics, key), getattr(card.baseline.metrics, key)

@@ -1,0 +1,108 @@
+"""Fit the network with early stopping on the validation split; evaluate it and a baseline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+from sklearn.linear_model import LinearRegression, LogisticRegression
+from sklearn.metrics import accuracy_score, f1_score, mean_absolute_error, r2_score
+from sklearn.multiclass import OneVsRestClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from service.card import Baseline, Metrics, Task
+from training.datasets import Dataset, Split
+from training.config import Config
+from training.model import build_model, loss_for, output_units
+
+
+@dataclass
+class Fitted:
+    model: keras.Model
+    epochs_run: int
+    history: dict[str, list[float]]
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    """Numerically stable logistic function (never exp of a large positive number)."""
+    e = np.exp(-np.abs(z))
+    return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def fit(data: Dataset, s: Split, cfg: Config) -> Fitted:
+    """Build and fit the network; the test split is never seen here."""
+    keras.utils.set_random_seed(cfg.seed)
+    n_out = output_units(data.task, s.y_train.shape[1] if s.y_train.ndim == 2 else len(data.labels))
+    target_scale, loss_weight = None, 1.0
+    if data.task is Task.regression:
+        std, mean = s.y_train.std(axis=0), s.y_train.mean(axis=0)
+        target_scale = (std, mean)
+        # MSE in target units divided by the target variance: a loss near 1 - R^2, so the
+        # learning rate and the L2 penalty mean the same for any target scale.
+        loss_weight = float(1.0 / np.mean(std ** 2))
+    model = build_model(data.task, s.x_train, n_out, cfg.hidden, cfg.l2, target_scale,
+                        cfg.output_activation)
+    metrics = {Task.binary: [keras.metrics.BinaryAccuracy(threshold=0.0)],
+               Task.multiclass: ["sparse_categorical_accuracy"],
+               Task.multilabel: [keras.metrics.BinaryAccuracy(threshold=0.0)],
+               Task.regression: ["mae"]}[data.task]
+    model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss=loss_for(data.task),
+                  loss_weights=loss_weight, metrics=metrics)
+    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience,
+                                         restore_best_weights=True)
+    history = model.fit(s.x_train, _targets(data.task, s.y_train),
+                        validation_data=(s.x_val, _targets(data.task, s.y_val)),
+                        epochs=cfg.epochs, batch_size=cfg.batch_size, callbacks=[stop],
+                        shuffle=True, verbose=2)
+    return Fitted(model, len(history.history["loss"]), history.history)
+
+
+def _targets(task: Task, y: np.ndarray) -> np.ndarray:
+    return y.reshape(-1, 1).astype(np.float32) if task is Task.binary else y
+
+
+def decide(task: Task, raw: np.ndarray, thresholds: list[float] | None) -> np.ndarray:
+    """Turn raw network outputs into predicted classes, label sets or values."""
+    if task is Task.binary:
+        return (sigmoid(raw[:, 0]) >= thresholds[0]).astype(np.int64)
+    if task is Task.multiclass:
+        return raw.argmax(axis=1)
+    if task is Task.multilabel:
+        return (sigmoid(raw) >= np.asarray(thresholds)).astype(np.int64)
+    return raw
+
+
+def score(task: Task, y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> Metrics:
+    """Test metrics: accuracy and macro F1, per-label F1, or MAE/RMSE/R^2."""
+    if task in (Task.binary, Task.multiclass):
+        return Metrics(accuracy=_r(accuracy_score(y_true, y_pred)),
+                       macro_f1=_r(f1_score(y_true, y_pred, average="macro")))
+    if task is Task.multilabel:
+        per = f1_score(y_true, y_pred, average=None, zero_division=0)
+        return Metrics(accuracy=_r(accuracy_score(y_true, y_pred)),  # exact-match ratio
+                       macro_f1=_r(per.mean()),
+                       per_label_f1={name: _r(v) for name, v in zip(labels, per)})
+    err = y_pred - y_true
+    return Metrics(mae=_r(mean_absolute_error(y_true, y_pred)),
+                   rmse=_r(np.sqrt(np.mean(err ** 2))), r2=_r(r2_score(y_true, y_pred)))
+
+
+def _r(v: float) -> float:
+    return round(float(v), 6)
+
+
+def baseline(task: Task, s: Split, labels: list[str], seed: int) -> Baseline:
+    """Logistic regression for classifiers, linear regression for regression, same split."""
+    if task is Task.regression:
+        est, name = LinearRegression(), "linear regression"
+    else:
+        lr = LogisticRegression(max_iter=5000, random_state=seed)
+        est = OneVsRestClassifier(lr) if task is Task.multilabel else lr
+        name = "logistic regression" + (" (one per label)" if task is Task.multilabel else "")
+    model = make_pipeline(StandardScaler(), est).fit(s.x_train, s.y_train)
+    pred = model.predict(s.x_test)
+    if task is Task.regression:
+        pred = pred.reshape(s.y_test.shape)
+    return Baseline(name=f"{name}, standardized features", metrics=score(task, s.y_test, pred, labels))
