@@ -6,6 +6,8 @@ Rows are counted from 0 in every error message. Content-Type is not required: so
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import orjson
 from starlette.requests import Request
@@ -74,10 +76,10 @@ def top_k(data: dict) -> int:
     return value
 
 
-def rows(instances: object, card: ModelCard, max_rows: int) -> np.ndarray:
+def rows(instances: object, card: ModelCard, max_rows: int, field: str = "instances") -> np.ndarray:
     """Rows (lists of numbers, or objects keyed by feature name) -> a [rows, n_features] float32 matrix."""
     if type(instances) is not list or not instances:
-        raise BadRequest(f"'instances' must be a non-empty list of rows, got {_show(instances)}")
+        raise BadRequest(f"'{field}' must be a non-empty list of rows, got {_show(instances)}")
     if len(instances) > max_rows:
         raise BadRequest(f"at most {max_rows} rows per request, got {len(instances)}")
     n, names = card.n_features, card.feature_names
@@ -92,12 +94,21 @@ def rows(instances: object, card: ModelCard, max_rows: int) -> np.ndarray:
         if not _NUMBERS.issuperset(map(type, row)):
             j = next(j for j, v in enumerate(row) if type(v) not in _NUMBERS)
             raise BadRequest(f"row {i}, {_feature(j, names)} is not a number: {_show(row[j])}")
-    with np.errstate(over="ignore"):  # values beyond float32 become inf and are refused below
-        x = np.array(instances, dtype=np.float32)
+    return float32_matrix(instances, names)
+
+
+def float32_matrix(values: list | np.ndarray, names: list[str] | None) -> np.ndarray:
+    """A [rows, n_features] matrix of numbers -> float32, refusing what float32 cannot hold finitely.
+
+    Every protocol's decoder ends here, so the model never sees NaN, an infinity or an overflow.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):  # beyond float32 becomes inf, refused below
+        x = np.asarray(values, dtype=np.float32)
     finite = np.isfinite(x)
     if not finite.all():
         i, j = np.argwhere(~finite)[0].tolist()
-        raise BadRequest(f"row {i}, {_feature(j, names)} is {_show(instances[i][j])}, "
+        value = values[i][j]
+        raise BadRequest(f"row {i}, {_feature(j, names)} is {_show(getattr(value, 'item', lambda: value)())}, "
                          "which is not a finite float32 (|x| <= 3.4e38)")
     return x
 
@@ -124,5 +135,7 @@ def _json_type(value: object) -> str:
 
 
 def _show(value: object) -> str:
+    if type(value) is float and not math.isfinite(value):
+        return str(value)  # orjson would print null
     text = orjson.dumps(value).decode()
     return text if len(text) <= 40 else text[:37] + "..."

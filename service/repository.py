@@ -158,6 +158,10 @@ class Repository:
         ready = [e for e in self.entries.get(name, {}).values() if e.status == READY]
         return max(ready, key=lambda e: e.version, default=None)
 
+    def ready_versions(self, name: str) -> list[int]:
+        """The version numbers of a model that serve, oldest first; 404 when there is no such model."""
+        return sorted(v for v, e in self.versions(name).items() if e.status == READY)
+
     def entry(self, name: str, version: int | str) -> Entry:
         """One version's entry, ready or not; 404 when the model or version does not exist."""
         versions = self.versions(name)

@@ -42,53 +42,72 @@ def softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+def probabilities(card: ModelCard, outputs: np.ndarray) -> np.ndarray:
+    """[rows, n_outputs] probabilities: softmax for multiclass, one sigmoid per unit otherwise."""
+    return softmax(outputs) if card.task is Task.multiclass else sigmoid(outputs)
+
+
+def predicted(card: ModelCard, outputs: np.ndarray, probs: np.ndarray) -> list:
+    """Per row: the label (binary, multiclass) or the list of labels (multilabel); None where undefined."""
+    if card.task is Task.binary:
+        negative, positive = card.labels
+        found = [positive if on else negative for on in (probs[:, 0] >= card.thresholds[0]).tolist()]
+        undefined = np.isnan(probs[:, 0])
+    elif card.task is Task.multiclass:
+        # argmax takes the first of tied logits, as the stable ranking in `multiclass` does.
+        found = [card.labels[i] for i in np.argmax(outputs, axis=1).tolist()]
+        undefined = ~np.isfinite(outputs).all(axis=1)
+    else:
+        on = (probs >= np.asarray(card.thresholds)).tolist()
+        found = [[name for name, y in zip(card.labels, row) if y] for row in on]
+        undefined = np.isnan(probs).any(axis=1)
+    for i in np.flatnonzero(undefined).tolist():
+        found[i] = None
+    return found
+
+
 def postprocess(card: ModelCard, outputs: np.ndarray, top_k: int = DEFAULT_TOP_K) -> list[dict]:
     """Turn a [rows, n_outputs] output batch into one prediction dict per row."""
     outputs = np.asarray(outputs, dtype=np.float64)
+    if card.task is Task.regression:
+        return regression(outputs)
+    probs = probabilities(card, outputs)
+    found = predicted(card, outputs, probs)
     if card.task is Task.binary:
-        return binary(outputs, card.labels, card.thresholds[0])
+        return binary(probs, found)
     if card.task is Task.multiclass:
-        return multiclass(outputs, card.labels, top_k)
-    if card.task is Task.multilabel:
-        return multilabel(outputs, card.labels, card.thresholds)
-    return regression(outputs)
+        return multiclass(outputs, probs, found, card.labels, top_k)
+    return multilabel(probs, found, card.labels)
 
 
-def binary(logits: np.ndarray, labels: list[str], threshold: float) -> list[dict]:
-    """Positive-class probability and label per row, from a [rows, 1] logit batch."""
-    p = sigmoid(logits[:, 0])
-    negative, positive = labels
-    preds = [{"label": positive if on else negative, "probability": q}
-             for on, q in zip((p >= threshold).tolist(), p.tolist())]
-    for i in np.flatnonzero(np.isnan(p)).tolist():
-        preds[i] = {"label": None, "probability": None}
-    return preds
+def binary(probs: np.ndarray, found: list) -> list[dict]:
+    """Positive-class probability and label per row."""
+    p = probs[:, 0].tolist()
+    return [{"label": label, "probability": None if label is None else q} for label, q in zip(found, p)]
 
 
-def multiclass(logits: np.ndarray, labels: list[str], top_k: int) -> list[dict]:
-    """Best class, its probability and the top_k classes per row, from a [rows, classes] batch."""
-    probs = softmax(logits).tolist()
+def multiclass(logits: np.ndarray, probs: np.ndarray, found: list, labels: list[str], top_k: int) -> list[dict]:
+    """Best class, its probability and the top_k classes per row."""
     # Rank by logit: the same order as by probability, but still exact where probabilities underflow to 0.
     order = np.argsort(-logits, axis=1, kind="stable")[:, :top_k].tolist()
     preds = []
-    for idx, row in zip(order, probs):
+    for label, idx, row in zip(found, order, probs.tolist()):
+        if label is None:
+            preds.append({"label": None, "probability": None, "top_k": []})
+            continue
         ranked = [{"label": labels[i], "probability": row[i]} for i in idx]
-        preds.append({"label": labels[idx[0]], "probability": row[idx[0]], "top_k": ranked})
-    finite = np.isfinite(logits).all(axis=1)
-    for i in np.flatnonzero(~finite).tolist():
-        preds[i] = {"label": None, "probability": None, "top_k": []}
+        preds.append({"label": label, "probability": row[idx[0]], "top_k": ranked})
     return preds
 
 
-def multilabel(logits: np.ndarray, labels: list[str], thresholds: list[float]) -> list[dict]:
+def multilabel(probs: np.ndarray, found: list, labels: list[str]) -> list[dict]:
     """Labels at or over their thresholds and every label's probability, per row."""
-    p = sigmoid(logits)
-    on = (p >= np.asarray(thresholds)).tolist()
-    preds = [{"labels": [name for name, y in zip(labels, row_on) if y],
-              "probabilities": dict(zip(labels, row_p))}
-             for row_on, row_p in zip(on, p.tolist())]
-    for i in np.flatnonzero(np.isnan(p).any(axis=1)).tolist():
-        preds[i] = {"labels": None, "probabilities": {k: _finite(v) for k, v in preds[i]["probabilities"].items()}}
+    preds = []
+    for row_labels, row_p in zip(found, probs.tolist()):
+        p = dict(zip(labels, row_p))
+        if row_labels is None:
+            p = {k: _finite(v) for k, v in p.items()}
+        preds.append({"labels": row_labels, "probabilities": p})
     return preds
 
 

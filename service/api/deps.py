@@ -25,3 +25,9 @@ def repository(request: Request) -> Repository:
 def settings(request: Request) -> Settings:
     """The settings the app was built with."""
     return request.app.state.settings
+
+
+def not_ready_reason(request: Request) -> str | None:
+    """Why the server should not take traffic yet (see `Repository.not_ready_reason`), or None."""
+    repo = request.app.state.repository
+    return "models are still loading" if repo is None else repo.not_ready_reason()

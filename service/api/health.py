@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from service.api import deps
 from service.errors import json_response
 from service.repository import FAILED
 
@@ -20,8 +21,7 @@ async def live() -> Response:
 @router.get("/health/ready")
 async def ready(request: Request) -> Response:
     """Readiness: 200 once models serve, else 503; failed versions are listed either way."""
-    repo = request.app.state.repository
-    reason = "models are still loading" if repo is None else repo.not_ready_reason()
+    repo, reason = request.app.state.repository, deps.not_ready_reason(request)
     failed = {} if repo is None else {
         f"{name}/{v}": e.reason for name, versions in repo.entries.items()
         for v, e in versions.items() if e.status == FAILED}

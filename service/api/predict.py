@@ -1,8 +1,8 @@
 """The JSON predict API: `POST /predict` and its per-model and per-version forms.
 
 Each route reads the raw body itself (no Content-Type needed), looks the model up with
-`Repository.get` (404/503), then takes the shared path `predict`: `codec.rows` (400) ->
-`model.run` -> `tasks.postprocess`, and answers orjson bytes.
+`Repository.get` (404/503), then `predict`: `codec.rows` (400) -> `inference.run` (the path
+the V2 and TF Serving routes share) -> `tasks.postprocess`, and answers orjson bytes.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from service import codec, tasks
+from service import codec, inference, tasks
 from service.api import deps
 from service.api.examples import openapi_examples
 from service.api.schemas import ErrorResponse, PredictRequest, PredictResponse
@@ -25,11 +25,11 @@ ONE_VERSION = frozenset({"instances", "top_k"})
 
 
 def predict(model: LoadedModel, body: dict, max_rows: int) -> dict:
-    """Decode the rows, run them and postprocess: the path every protocol shares after lookup."""
+    """Decode the rows, run them and postprocess into one prediction dict per row."""
     x = codec.rows(body["instances"], model.card, max_rows)
     k = codec.top_k(body)
     return {"model": model.name, "version": model.version, "task": model.card.task.value,
-            "predictions": tasks.postprocess(model.card, model.run(x), k)}
+            "predictions": tasks.postprocess(model.card, inference.run(model, x), k)}
 
 
 def _docs(fields: frozenset[str]) -> dict:

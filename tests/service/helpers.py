@@ -151,8 +151,15 @@ NONFINITE_MULTICLASS = Spec("nonfinite-multiclass", "multiclass", [[1.0, 0.0], [
 NONFINITE_MULTILABEL = Spec("nonfinite-multilabel", "multilabel", [[1.0, 0.0], [3e38, 0.0]],
                             labels=["a", "b"], thresholds=[0.5, 0.5], **{**_ODD, "bias": [0.0, 0.0]})
 
+# Named like the exported models (input "features", regression output "values"), for the protocol tests;
+# HALF_PLUS_TWO is TF Serving's example model, y = 0.5 x + 2.
+FEATURES = Spec("tiny-features", "multiclass", [[1, 0, 0], [0, 1, 0], [0, 0, 1]], [0.0, 0.0, 0.0],
+                ["setosa", "versicolor", "virginica"], input_name="features")
+HALF_PLUS_TWO = Spec("half-plus-two", "regression", [[0.5]], [2.0], ["y"], output_name="values")
+
 STANDARD = [BINARY, MULTICLASS_V1, MULTICLASS_V2, MULTILABEL, REGRESSION, REGRESSION2,
-            NONFINITE_BINARY, NONFINITE_REGRESSION, NONFINITE_MULTICLASS, NONFINITE_MULTILABEL]
+            NONFINITE_BINARY, NONFINITE_REGRESSION, NONFINITE_MULTICLASS, NONFINITE_MULTILABEL,
+            FEATURES, HALF_PLUS_TWO]
 
 
 def standard_repository(root: Path) -> Path:

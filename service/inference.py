@@ -1,0 +1,78 @@
+"""The one inference path every protocol shares, after its own decoding.
+
+    route -> Repository.get (404/503) -> protocol codec: wire format -> float32 matrix (400)
+      -> inference.run -> tasks (native rows of dicts) or inference.outputs (named tensors)
+      -> protocol codec: encode
+
+`run` is the only place a model is called. The named outputs are what the Open Inference (V2)
+and TF Serving protocols offer: the raw network output under the card's name (e.g. "logits"
+or "values"), and for classifiers "probabilities" (FP32, softmax for multiclass, sigmoid for
+binary and multilabel) and "labels" (one string per row: the predicted label for binary and
+multiclass, the labels at or over their thresholds joined by "," for multilabel, "" where the
+outputs are not finite). Regression models offer only the raw output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from service import tasks
+from service.card import ModelCard, Task
+from service.errors import BadRequest
+from service.runtime import LoadedModel
+
+PROBABILITIES = "probabilities"
+LABELS = "labels"
+LABEL_SEPARATOR = ","
+
+
+@dataclass(frozen=True)
+class OutputInfo:
+    """One output a model offers: name, element type ("float32" or "string") and row width."""
+
+    name: str
+    dtype: str
+    width: int
+
+
+def run(model: LoadedModel, x: np.ndarray) -> np.ndarray:
+    """Run a checked [rows, n_features] float32 matrix; the card's output, [rows, n_outputs]."""
+    return model.run(x)
+
+
+def offered(card: ModelCard) -> list[OutputInfo]:
+    """Every output a model offers, raw first; a derived name never shadows the raw output."""
+    raw = OutputInfo(card.output.name, "float32", card.n_outputs)
+    if card.task is Task.regression:
+        return [raw]
+    derived = [OutputInfo(PROBABILITIES, "float32", card.n_outputs), OutputInfo(LABELS, "string", 1)]
+    return [raw, *(o for o in derived if o.name != raw.name)]
+
+
+def outputs(card: ModelCard, raw: np.ndarray, names: list[str] | None = None) -> dict[str, np.ndarray]:
+    """The named outputs asked for (all when `names` is None), in that order; unknown names are 400."""
+    known = [o.name for o in offered(card)]
+    names = known if names is None else names
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise BadRequest(f"unknown output(s) {unknown}; model {card.name!r} offers {known}")
+    out, probs = {}, None
+    for name in names:
+        if name == card.output.name:
+            out[name] = raw
+            continue
+        if probs is None:
+            probs = tasks.probabilities(card, raw.astype(np.float64))
+        if name == PROBABILITIES:
+            out[name] = probs.astype(np.float32)
+        else:
+            out[name] = label_column(tasks.predicted(card, raw, probs))
+    return out
+
+
+def label_column(found: list) -> np.ndarray:
+    """[rows, 1] strings from `tasks.predicted`: lists are joined by ",", None becomes ""."""
+    texts = ["" if f is None else LABEL_SEPARATOR.join(f) if isinstance(f, list) else f for f in found]
+    return np.array(texts, dtype=object).reshape(-1, 1)

@@ -1,0 +1,60 @@
+"""The shared path's named outputs: raw, probabilities and labels, per task, without HTTP."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from service import inference, tasks
+from service.errors import BadRequest
+from tests.service import helpers
+
+
+def card(spec):
+    return helpers.make_card(spec, "0" * 64)
+
+
+@pytest.mark.parametrize("spec, names", [
+    (helpers.BINARY, ["logits", "probabilities", "labels"]),
+    (helpers.MULTICLASS_V1, ["logits", "probabilities", "labels"]),
+    (helpers.MULTILABEL, ["logits", "probabilities", "labels"]),
+    (helpers.REGRESSION, ["logits"]),
+    (helpers.HALF_PLUS_TWO, ["values"]),
+])
+def test_offered_outputs(spec, names):
+    assert [o.name for o in inference.offered(card(spec))] == names
+
+
+def test_derived_name_never_shadows_the_raw_output():
+    spec = helpers.Spec("p", "binary", [[1.0]], [0.0], ["n", "y"], thresholds=[0.5], output_name="probabilities")
+    assert [o.name for o in inference.offered(card(spec))] == ["probabilities", "labels"]
+
+
+def test_multiclass_outputs():
+    raw = np.array([[0.0, 2.0, 1.0], [1000.0, 0.0, -1000.0], [np.nan, 0.0, 0.0]], np.float32)
+    out = inference.outputs(card(helpers.MULTICLASS_V1), raw)
+    assert list(out) == ["logits", "probabilities", "labels"]
+    assert out["logits"] is raw
+    assert out["probabilities"].dtype == np.float32 and out["probabilities"].shape == (3, 3)
+    np.testing.assert_allclose(out["probabilities"][:2], tasks.softmax(raw[:2].astype(np.float64)), rtol=1e-6)
+    assert out["labels"].shape == (3, 1) and out["labels"][:, 0].tolist() == ["dog", "cat", ""]
+
+
+def test_binary_labels_follow_the_threshold():
+    out = inference.outputs(card(helpers.BINARY), np.array([[0.0], [-0.1]], np.float32), ["labels", "probabilities"])
+    assert list(out) == ["labels", "probabilities"]
+    assert out["labels"][:, 0].tolist() == ["yes", "no"]
+    assert out["probabilities"][:, 0].tolist() == pytest.approx([0.5, 1 / (1 + math.exp(0.1))])
+
+
+def test_multilabel_labels_are_joined_with_commas():
+    raw = np.array([[1.0, 1.0, 0.0], [-9.0, -9.0, -9.0], [9.0, 9.0, 9.0]], np.float32)
+    out = inference.outputs(card(helpers.MULTILABEL), raw, ["labels"])
+    assert out["labels"][:, 0].tolist() == ["even,prime", "", "even,prime,closed_loop"]
+
+
+def test_unknown_output_is_400():
+    with pytest.raises(BadRequest, match=r"unknown output\(s\) \['probabilities'\]; model 'tiny-regression' offers \['logits'\]"):
+        inference.outputs(card(helpers.REGRESSION), np.zeros((1, 1), np.float32), ["probabilities"])
