@@ -1,0 +1,247 @@
+"""Open Inference Protocol (V2) wire format <-> the shared float32 matrix and named outputs.
+
+Plain functions, explicit checks, every failure a 400 naming what was expected and received.
+
+Input rules (the model has one FP32 input of shape [-1, n_features]):
+- exactly one input, named as the model's input; shape [rows, n_features] with 1 <= rows <=
+  max_rows ([n_features] alone is refused: the batch dimension is explicit, as in Triton);
+- `data` flat (row-major) or nested exactly as `shape`; its element count must equal the
+  product of `shape`;
+- datatype FP16, FP32 or FP64: JSON numbers, coerced straight to float32 (the spec lets the
+  server coerce); every value must be a finite float32;
+- integer datatypes (INT8..INT64, UINT8..UINT64): JSON integers within the declared type's
+  range, and within +-2^24 so float32 holds them exactly;
+- BOOL and BYTES are refused: true/false and strings are not feature values;
+- with the binary tensor data extension (`parameters.binary_data_size` and the
+  `Inference-Header-Content-Length` header) the bytes are the declared type, little-endian,
+  under the same rules. A gzip or deflate `Content-Encoding` is decompressed within the body limit.
+
+Outputs: as `service.inference.outputs`. Each is sent as JSON `data` unless binary was asked
+for, per output (`parameters.binary_data`) or for all (request `parameters.binary_data_output`);
+binary outputs follow the JSON header in request order, FP32 little-endian or, for BYTES, each
+element as a 4-byte little-endian length and its UTF-8 bytes; such a response is
+application/octet-stream with `Inference-Header-Content-Length` giving the JSON header's size.
+Other request parameters are accepted and ignored; shared memory and Triton's `classification`
+output parameter are refused.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from itertools import chain
+
+import numpy as np
+import orjson
+from pydantic import ValidationError
+from starlette.datastructures import Headers
+from starlette.responses import Response
+
+from service import codec, inference
+from service.card import ModelCard
+from service.errors import BadRequest, PayloadTooLarge
+from service.runtime import LoadedModel
+from service.v2_types import Datatype, InferenceRequest, RequestInput
+
+PLATFORM = "onnx_onnxv1"
+EXTENSIONS = ["binary_tensor_data"]
+HEADER_LENGTH = "inference-header-content-length"
+
+FLOATS = {Datatype.FP16: np.float16, Datatype.FP32: np.float32, Datatype.FP64: np.float64}
+INTEGERS = {Datatype.INT8: np.int8, Datatype.INT16: np.int16, Datatype.INT32: np.int32,
+            Datatype.INT64: np.int64, Datatype.UINT8: np.uint8, Datatype.UINT16: np.uint16,
+            Datatype.UINT32: np.uint32, Datatype.UINT64: np.uint64}
+EXACT = 2**24  # every integer up to this magnitude is exact in float32
+_NUMBERS = frozenset((int, float))
+_INTS = frozenset((int,))
+_WIRE = {"float32": Datatype.FP32, "float64": Datatype.FP64, "int64": Datatype.INT64, "string": Datatype.BYTES}
+
+
+def parse(body: bytes, headers: Headers, limit: int) -> tuple[InferenceRequest, bytes]:
+    """The request object and the binary tail after its JSON header (empty without the extension)."""
+    body = _decompress(body, headers.get("content-encoding", "identity").strip().lower(), limit)
+    declared = headers.get(HEADER_LENGTH)
+    if declared is not None:
+        if not declared.strip().isdigit() or int(declared) > len(body):
+            raise BadRequest(f"{HEADER_LENGTH} must be a byte count within the {len(body)}-byte body, "
+                             f"got {declared!r}")
+        body, tail = body[:int(declared)], body[int(declared):]
+    else:
+        tail = b""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"malformed JSON: {exc}") from None
+    if type(data) is not dict:
+        raise BadRequest("the body must be a JSON inference request object")
+    try:
+        return InferenceRequest.model_validate(data), tail
+    except ValidationError as exc:
+        raise BadRequest("invalid inference request: " + "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False))) from None
+
+
+def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
+    if encoding in ("identity", ""):
+        return body
+    if encoding not in ("gzip", "deflate"):
+        raise BadRequest(f"Content-Encoding {encoding!r} is not supported; use gzip, deflate or none")
+    inflater = zlib.decompressobj(31 if encoding == "gzip" else 15)
+    try:
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise BadRequest(f"body is not valid {encoding} data: {exc}") from None
+    if len(out) > limit:
+        raise PayloadTooLarge(f"decompressed request body exceeds the limit of {limit} bytes")
+    return out
+
+
+def matrix(req: InferenceRequest, tail: bytes, model: LoadedModel, max_rows: int) -> np.ndarray:
+    """The request's one input as a checked [rows, n_features] float32 matrix."""
+    if len(req.inputs) != 1 or req.inputs[0].name != model.input.name:
+        raise BadRequest(f"model {model.name!r} takes one input {model.input.name!r}, "
+                         f"got {[i.name for i in req.inputs]}")
+    inp, card = req.inputs[0], model.card
+    rows, n = _rows(inp, card, max_rows)
+    if inp.datatype not in FLOATS and inp.datatype not in INTEGERS:
+        raise BadRequest(f"model input {inp.name!r} is FP32; {inp.datatype.value} data cannot be cast to it "
+                         "(send FP32, FP64, FP16 or an integer type)")
+    size = (inp.parameters or {}).get("binary_data_size")
+    if size is None and tail:
+        raise BadRequest(f"{len(tail)} bytes of binary data follow the JSON, but no input declares binary_data_size")
+    values = _json_values(inp, rows, n) if size is None else _binary_values(inp, size, tail, rows * n)
+    if inp.datatype in INTEGERS and values.dtype.itemsize >= 4:
+        _check_exact(values, inp.datatype, n, card)
+    return codec.float32_matrix(values.reshape(rows, n), card.feature_names)
+
+
+def _rows(inp: RequestInput, card: ModelCard, max_rows: int) -> tuple[int, int]:
+    n, shape = card.n_features, inp.shape
+    if len(shape) != 2 or shape[1] != n:
+        hint = f"; for one row send shape [1, {n}]" if shape == [n] else ""
+        raise BadRequest(f"input {inp.name!r} must have shape [rows, {n}], got {shape}{hint}")
+    if not 1 <= shape[0] <= max_rows:
+        raise BadRequest(f"input {inp.name!r} must have 1 to {max_rows} rows, shape says {shape[0]}")
+    if "shared_memory_region" in (inp.parameters or {}):
+        raise BadRequest("shared memory is not supported; send the data in the request")
+    return shape[0], n
+
+
+def _json_values(inp: RequestInput, rows: int, n: int) -> np.ndarray:
+    data = inp.data
+    if type(data) is not list:
+        what = "missing" if data is None else f"a {type(data).__name__}"
+        raise BadRequest(f"input {inp.name!r} needs 'data', a list of {rows * n} numbers; it is {what}")
+    if data and type(data[0]) is list:  # nested: must follow the shape exactly
+        if len(data) != rows or any(type(r) is not list or len(r) != n for r in data):
+            raise BadRequest(f"input {inp.name!r}: nested 'data' must be {rows} lists of {n} numbers "
+                             f"to match shape {inp.shape}")
+        data = list(chain.from_iterable(data))
+    if len(data) != rows * n:
+        raise BadRequest(f"input {inp.name!r}: shape {inp.shape} holds {rows * n} elements, 'data' has {len(data)}")
+    integer = inp.datatype in INTEGERS
+    if not (_INTS if integer else _NUMBERS).issuperset(map(type, data)):
+        k = next(k for k, v in enumerate(data) if type(v) not in (_INTS if integer else _NUMBERS))
+        kind = "an integer" if integer else "a number"
+        raise BadRequest(f"input {inp.name!r} ({inp.datatype.value}): row {k // n}, feature {k % n} "
+                         f"is not {kind}: {orjson.dumps(data[k]).decode()[:40]}")
+    if not integer:
+        return np.array(data, dtype=np.float64)
+    dtype = INTEGERS[inp.datatype]
+    try:
+        return np.array(data, dtype=dtype)
+    except OverflowError:
+        info = np.iinfo(dtype)
+        k = next(k for k, v in enumerate(data) if not info.min <= v <= info.max)
+        raise BadRequest(f"input {inp.name!r}: row {k // n}, feature {k % n} is {data[k]}, outside "
+                         f"{inp.datatype.value}'s range [{info.min}, {info.max}]") from None
+
+
+def _binary_values(inp: RequestInput, size: object, tail: bytes, count: int) -> np.ndarray:
+    if inp.data is not None:
+        raise BadRequest(f"input {inp.name!r} has both 'data' and binary_data_size; send one")
+    dtype = np.dtype((FLOATS | INTEGERS)[inp.datatype]).newbyteorder("<")
+    if type(size) is not int or size != count * dtype.itemsize:
+        raise BadRequest(f"input {inp.name!r}: shape {inp.shape} of {inp.datatype.value} needs "
+                         f"binary_data_size {count * dtype.itemsize}, got {size}")
+    if size != len(tail):
+        raise BadRequest(f"input {inp.name!r} declares {size} bytes of binary data, the body carries {len(tail)}")
+    return np.frombuffer(tail, dtype=dtype)
+
+
+def _check_exact(values: np.ndarray, datatype: Datatype, n: int, card: ModelCard) -> None:
+    wide = np.flatnonzero((values > EXACT) | (values < -EXACT) if values.dtype.kind == "i" else values > EXACT)
+    if wide.size:
+        k = int(wide[0])
+        raise BadRequest(f"row {k // n}, feature {k % n} is {values[k]}: {datatype.value} values beyond "
+                         f"+-2^24 are not exact in the model's FP32 input")
+
+
+def output_names(req: InferenceRequest) -> list[str] | None:
+    """The outputs asked for, in order; None (all outputs) when the request names none."""
+    _binary_outputs(req)  # refuse a bad binary_data flag before the model runs
+    if req.outputs is None:
+        return None
+    names = [o.name for o in req.outputs]
+    if len(set(names)) != len(names):
+        raise BadRequest(f"each output may be requested once, got {names}")
+    for o in req.outputs:
+        unsupported = {"classification", "shared_memory_region"} & set(o.parameters or {})
+        if unsupported:
+            raise BadRequest(f"output {o.name!r}: parameter {sorted(unsupported)[0]!r} is not supported")
+    return names
+
+
+def _binary_outputs(req: InferenceRequest) -> tuple[bool, dict[str, bool]]:
+    default = (req.parameters or {}).get("binary_data_output", False)
+    chosen = {o.name: (o.parameters or {}).get("binary_data", default) for o in req.outputs or []}
+    flags = [("request parameter 'binary_data_output'", default),
+             *((f"output {name!r} parameter 'binary_data'", flag) for name, flag in chosen.items())]
+    for what, flag in flags:
+        if type(flag) is not bool:
+            raise BadRequest(f"{what} must be true or false, got {flag!r}")
+    return default, chosen
+
+
+def response(model: LoadedModel, req: InferenceRequest, arrays: dict[str, np.ndarray]) -> Response:
+    """The inference response: JSON, or JSON header plus binary tensors when any output is binary."""
+    default, chosen = _binary_outputs(req)
+    head: dict = {"model_name": model.name, "model_version": str(model.version)}
+    if req.id is not None:
+        head["id"] = req.id
+    outputs, chunks = [], []
+    for name, array in arrays.items():
+        text = array.dtype == object
+        out = {"name": name, "datatype": "BYTES" if text else "FP32", "shape": list(array.shape)}
+        if chosen.get(name, default):
+            raw = _bytes_tensor(array) if text else array.astype("<f4", copy=False).tobytes()
+            out["parameters"] = {"binary_data_size": len(raw)}
+            chunks.append(raw)
+        else:
+            out["data"] = array.ravel().tolist() if text else np.ascontiguousarray(array.ravel())
+        outputs.append(out)
+    head["outputs"] = outputs
+    header = orjson.dumps(head, option=orjson.OPT_SERIALIZE_NUMPY)  # NaN becomes null
+    if not chunks:
+        return Response(header, media_type="application/json")
+    return Response(header + b"".join(chunks), media_type="application/octet-stream",
+                    headers={"Inference-Header-Content-Length": str(len(header))})
+
+
+def _bytes_tensor(array: np.ndarray) -> bytes:
+    encoded = [s.encode() for s in array.ravel().tolist()]
+    return b"".join(struct.pack("<I", len(b)) + b for b in encoded)
+
+
+def model_metadata(model: LoadedModel, versions: list[int]) -> dict:
+    """$metadata_model_response: the session's input and every output `inference.offered`."""
+    return {"name": model.name, "versions": [str(v) for v in versions], "platform": PLATFORM,
+            "inputs": [{"name": model.input.name, "datatype": _WIRE.get(model.input.dtype, Datatype.FP32).value,
+                        "shape": model.input.shape or model.card.input.shape}],
+            "outputs": [{"name": o.name, "datatype": _WIRE[o.dtype].value, "shape": [-1, o.width]}
+                        for o in inference.offered(model.card)]}
+
+
+def server_metadata(version: str) -> dict:
+    """$metadata_server_response."""
+    return {"name": "tinyserve", "version": version, "extensions": EXTENSIONS}
