@@ -8,7 +8,7 @@ from importlib.metadata import PackageNotFoundError, version
 from fastapi import FastAPI
 
 from service import errors
-from service.api import health, models, predict, v2
+from service.api import health, models, predict, tfserving, v2
 from service.config import Settings, get_settings
 from service.repository import Repository
 
@@ -40,6 +40,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.repository = None
     errors.install(app)
-    for router in (predict.router, models.router, health.router, v2.router):
+    for router in (predict.router, models.router, health.router, v2.router, tfserving.router):
         app.include_router(router)
     return app

@@ -1,0 +1,76 @@
+"""TensorFlow Serving REST routes: predict, model status and model metadata under /v1/models.
+
+`{name}:predict` works as a path: Starlette's `{name}` matches `[^/]+`, which backtracks to leave
+":predict" to the literal (model names cannot contain ':'). Wire rules: `service.tfserving_codec`.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from service import codec, inference, tfserving_codec
+from service.api import deps
+from service.errors import NotFound, json_response
+from service.tfserving_types import (ColumnarResponse, ErrorResponse, GetModelMetadataResponse,
+                                     GetModelStatusResponse, PredictRequest, RowResponse)
+
+router = APIRouter(prefix="/v1/models", tags=["tfserving"])
+
+
+def _docs(ok: object, body: type | None = None) -> dict:
+    errors = {status: {"model": ErrorResponse} for status in (400, 404, 503)}
+    extra = {"openapi_extra": {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": body.model_json_schema()}}}}} if body else {}
+    return {"responses": {200: {"model": ok}, **errors}, "response_class": Response, **extra}
+
+
+@router.post("/{name}:predict", **_docs(RowResponse | ColumnarResponse, PredictRequest))
+async def predict(name: str, request: Request) -> Response:
+    """Predict with the newest ready version (row or columnar format)."""
+    return await _predict(request, name, None)
+
+
+@router.post("/{name}/versions/{version}:predict", **_docs(RowResponse | ColumnarResponse, PredictRequest))
+async def predict_version(name: str, version: str, request: Request) -> Response:
+    """Predict with one version (row or columnar format)."""
+    return await _predict(request, name, version)
+
+
+@router.post("/{name}:{method}", include_in_schema=False)
+@router.post("/{name}/versions/{version}:{method}", include_in_schema=False)
+async def other_method(method: str) -> Response:
+    """TF Serving's :classify and :regress take tf.Example protos, which these models do not."""
+    raise NotFound(f"method ':{method}' is not supported; use ':predict'")
+
+
+@router.get("/{name}", **_docs(GetModelStatusResponse))
+async def model_status(name: str, request: Request) -> Response:
+    """Status of every version of a model."""
+    return json_response(tfserving_codec.model_status(list(deps.repository(request).versions(name).values())))
+
+
+@router.get("/{name}/versions/{version}", **_docs(GetModelStatusResponse))
+async def version_status(name: str, version: str, request: Request) -> Response:
+    """Status of one version."""
+    return json_response(tfserving_codec.model_status([deps.repository(request).entry(name, version)]))
+
+
+@router.get("/{name}/metadata", **_docs(GetModelMetadataResponse))
+async def model_metadata(name: str, request: Request) -> Response:
+    """Signature of the newest ready version."""
+    return json_response(tfserving_codec.model_metadata(deps.repository(request).get(name)))
+
+
+@router.get("/{name}/versions/{version}/metadata", **_docs(GetModelMetadataResponse))
+async def version_metadata(name: str, version: str, request: Request) -> Response:
+    """Signature of one version."""
+    return json_response(tfserving_codec.model_metadata(deps.repository(request).get(name, version)))
+
+
+async def _predict(request: Request, name: str, version: str | None) -> Response:
+    settings = deps.settings(request)
+    model = deps.repository(request).get(name, version)
+    req = tfserving_codec.parse(await codec.read_body(request, settings.max_body_bytes))
+    x = tfserving_codec.matrix(req, model, settings.max_rows)
+    return tfserving_codec.predict_response(req, model, inference.run(model, x))

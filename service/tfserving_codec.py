@@ -1,0 +1,118 @@
+"""TensorFlow Serving REST wire format <-> the shared float32 matrix and the served output.
+
+The model's one signature is "serving_default"; its input is the graph input (name from the
+card, e.g. "features"), [-1, n_features] DT_FLOAT. Its one output is what a TF Serving client of
+a Keras classifier expects: "probabilities" for classifiers (softmax or sigmoid, as the V2
+"probabilities" output), the raw output (e.g. "values") for regression. With one output TF
+Serving omits its name, so answers are {"predictions": [[...], ...]} (row format) or
+{"outputs": [[...], ...]} (columnar), one list per row.
+
+Accepted inputs, as in TF Serving's REST guide, for a model with n features:
+- row format: {"instances": [[n numbers], ...]} or {"instances": [{"<input>": [n numbers]}, ...]};
+- columnar: {"inputs": [[n numbers], ...]} or {"inputs": {"<input>": [[n numbers], ...]}};
+- a model with one feature also takes one number per row: {"instances": [1.0, 2.0, 5.0]};
+- "signature_name", when given, must be "serving_default".
+Rows then follow the native rules of `codec.rows` (count, width, numbers only, finite float32).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import orjson
+from pydantic import ValidationError
+from starlette.responses import Response
+
+from service import codec, inference
+from service.card import ModelCard, Task
+from service.errors import BadRequest
+from service.repository import READY, Entry
+from service.runtime import LoadedModel
+from service.tfserving_types import PredictRequest
+
+SIGNATURE = "serving_default"
+METHOD = "tensorflow/serving/predict"
+
+
+def parse(body: bytes) -> PredictRequest:
+    """The predict request; 400 for malformed JSON, unknown fields, both or neither format, other signatures."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"malformed JSON: {exc}") from None
+    if type(data) is not dict:
+        raise BadRequest("the body must be a JSON object with 'instances' or 'inputs'")
+    try:
+        req = PredictRequest.model_validate(data)
+    except ValidationError as exc:
+        raise BadRequest("; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}"
+                                   for e in exc.errors(include_url=False))) from None
+    if req.signature_name not in (None, SIGNATURE):
+        raise BadRequest(f"Serving signature name: {req.signature_name!r} not found in signature def; "
+                         f"the only signature is {SIGNATURE!r}")
+    return req
+
+
+def matrix(req: PredictRequest, model: LoadedModel, max_rows: int) -> np.ndarray:
+    """The request's rows as a checked [rows, n_features] float32 matrix."""
+    name, card = model.input.name, model.card
+    if req.instances is not None:
+        rows = req.instances
+        if type(rows) is list:
+            rows = [_unwrap(row, name, f"instance {i}") if type(row) is dict else row for i, row in enumerate(rows)]
+        return codec.rows(_plain(rows, card), card, max_rows, "instances")
+    rows = _unwrap(req.inputs, name, "'inputs'") if type(req.inputs) is dict else req.inputs
+    return codec.rows(_plain(rows, card), card, max_rows, "inputs")
+
+
+def _unwrap(named: dict, name: str, where: str) -> object:
+    if list(named) != [name]:
+        raise BadRequest(f"{where} names inputs {sorted(named)}; the model's only input is {name!r}")
+    return named[name]
+
+
+def _plain(rows: object, card: ModelCard) -> object:
+    if type(rows) is not list:
+        return rows  # codec.rows refuses it with the usual message
+    if card.n_features == 1:  # one number per instance, as in TF Serving's {"instances": [1.0, 2.0, 5.0]}
+        rows = [[r] if type(r) in (int, float) else r for r in rows]
+    for i, row in enumerate(rows):
+        if type(row) is dict:  # feature-name objects are the native API's, not TF Serving's
+            raise BadRequest(f"row {i} must be a list of {card.n_features} numbers, got an object")
+    return rows
+
+
+def served_output(card: ModelCard) -> inference.OutputInfo:
+    """The signature's one output: probabilities for classifiers, the raw output for regression."""
+    offered = inference.offered(card)
+    return offered[0] if card.task is Task.regression else next(o for o in offered if o.name == inference.PROBABILITIES)
+
+
+def predict_response(req: PredictRequest, model: LoadedModel, raw: np.ndarray) -> Response:
+    """{"predictions": ...} for row format, {"outputs": ...} for columnar; NaN becomes null."""
+    name = served_output(model.card).name
+    out = inference.outputs(model.card, raw, [name])[name]
+    key = "predictions" if req.instances is not None else "outputs"
+    return Response(orjson.dumps({key: out}, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
+
+
+def model_status(entries: list[Entry]) -> dict:
+    """GetModelStatusResponse, newest version first; a version that failed to load is END with its reason."""
+    return {"model_version_status": [
+        {"version": str(e.version), "state": "AVAILABLE" if e.status == READY else "END",
+         "status": {"error_code": "OK", "error_message": ""} if e.status == READY
+         else {"error_code": "UNKNOWN", "error_message": e.reason or ""}}
+        for e in sorted(entries, key=lambda e: -e.version)]}
+
+
+def model_metadata(model: LoadedModel) -> dict:
+    """GetModelMetadataResponse with the "serving_default" signature."""
+    out = served_output(model.card)
+    signature = {"inputs": {model.input.name: _tensor(model.input.name, model.card.n_features)},
+                 "outputs": {out.name: _tensor(out.name, out.width)}, "method_name": METHOD}
+    return {"model_spec": {"name": model.name, "signature_name": "", "version": str(model.version)},
+            "metadata": {"signature_def": {"signature_def": {SIGNATURE: signature}}}}
+
+
+def _tensor(name: str, width: int) -> dict:
+    dims = [{"size": "-1", "name": ""}, {"size": str(width), "name": ""}]
+    return {"dtype": "DT_FLOAT", "tensor_shape": {"dim": dims, "unknown_rank": False}, "name": name}
