@@ -16,7 +16,9 @@ Input rules (the model has one FP32 input of shape [-1, n_features]):
   `Inference-Header-Content-Length` header) the bytes are the declared type, little-endian,
   under the same rules. A gzip or deflate `Content-Encoding` is decompressed within the body limit.
 
-Outputs: as `service.inference.outputs`. Each is sent as JSON `data` unless binary was asked
+Outputs: as `service.inference.outputs`. Each is sent as JSON `data` (a non-finite FP32 value as
+the string "NaN", "Infinity" or "-Infinity": JSON has no such numbers and the spec's tensor_data
+no null) unless binary was asked
 for, per output (`parameters.binary_data`) or for all (request `parameters.binary_data_output`);
 binary outputs follow the JSON header in request order, FP32 little-endian or, for BYTES, each
 element as a 4-byte little-endian length and its UTF-8 bytes; such a response is
@@ -27,6 +29,7 @@ output parameter are refused.
 
 from __future__ import annotations
 
+import math
 import struct
 import zlib
 from itertools import chain
@@ -53,6 +56,7 @@ INTEGERS = {Datatype.INT8: np.int8, Datatype.INT16: np.int16, Datatype.INT32: np
             Datatype.UINT32: np.uint32, Datatype.UINT64: np.uint64}
 EXACT = 2**24  # every integer up to this magnitude is exact in float32
 _NUMBERS = frozenset((int, float))
+_NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
 _INTS = frozenset((int,))
 _WIRE = {"float32": Datatype.FP32, "float64": Datatype.FP64, "int64": Datatype.INT64, "string": Datatype.BYTES}
 
@@ -218,14 +222,22 @@ def response(model: LoadedModel, req: InferenceRequest, arrays: dict[str, np.nda
             out["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)
         else:
-            out["data"] = array.ravel().tolist() if text else np.ascontiguousarray(array.ravel())
+            out["data"] = array.ravel().tolist() if text else _numbers(array.ravel())
         outputs.append(out)
     head["outputs"] = outputs
-    header = orjson.dumps(head, option=orjson.OPT_SERIALIZE_NUMPY)  # NaN becomes null
+    header = orjson.dumps(head, option=orjson.OPT_SERIALIZE_NUMPY)
     if not chunks:
         return Response(header, media_type="application/json")
     return Response(header + b"".join(chunks), media_type="application/octet-stream",
                     headers={"Inference-Header-Content-Length": str(len(header))})
+
+
+def _numbers(flat: np.ndarray) -> np.ndarray | list:
+    # JSON has no NaN or infinity, and the spec's tensor_data allows no null: non-finite values are
+    # sent as the strings "NaN", "Infinity", "-Infinity", which float() and numpy (tritonclient) parse.
+    if np.isfinite(flat).all():
+        return np.ascontiguousarray(flat)
+    return [v if math.isfinite(v) else _NON_FINITE[str(v)] for v in flat.tolist()]
 
 
 def _bytes_tensor(array: np.ndarray) -> bytes:

@@ -177,11 +177,12 @@ async def test_integers_up_to_2_pow_24_are_exact(client):
     assert got.outputs[0].data == [2.0**24, 0.5, -(2.0**24), 0.5]
 
 
-async def test_non_finite_outputs_are_null_and_unlabelled(client):
-    got = await infer(client, "nonfinite-multiclass", {"inputs": [tensor([[4, 0], [-1, 0]])]})
+async def test_non_finite_outputs_are_strings_and_unlabelled(client):
+    got = await infer(client, "nonfinite-multiclass", {"inputs": [tensor([[4, 0], [-1, 0], [0, 2]])]})
     logits, probs, labels = got.outputs
-    assert logits.data[2] is None and logits.data[:2] == [2.0, 0.0]
-    assert probs.data[2:] == [None, None] and labels.data == ["a", ""]
+    assert logits.data == [2.0, 0.0, "NaN", 0.0, "Infinity", 0.0]
+    assert probs.data[2:] == ["NaN", "NaN", "NaN", "NaN"] and labels.data == ["a", "", ""]
+    assert np.isnan(as_numpy(logits)[1, 0]) and as_numpy(logits)[2, 0] == np.inf
 
 
 @pytest.mark.parametrize("case", BAD_REQUESTS, ids=[c["id"] for c in BAD_REQUESTS])
