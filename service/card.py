@@ -54,6 +54,8 @@ class TrainingInfo(_Strict):
     learning_rate: float
     batch_size: int
     output_activation: str = "linear"
+    # Metric the thresholds were chosen for on the validation split; None: fixed at 0.5.
+    threshold_metric: str | None = None
 
 
 class Splits(_Strict):
@@ -119,6 +121,8 @@ class ModelCard(_Strict):
     library_versions: dict[str, str]
     splits: Splits
     metrics: Metrics
+    # Test metrics had every threshold stayed at 0.5, to show what tuning changed.
+    metrics_at_half: Metrics | None = None
     baseline: Baseline
     parity: Parity
     sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]

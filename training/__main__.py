@@ -1,7 +1,9 @@
-"""Command line: train built-in models into a model repository.
+"""Command line: train built-in models, or a model from your own table, into a model repository.
 
     python -m training --all --out models
     python -m training --dataset digits --hidden 25,15 --l2 1e-3 --out models
+    python -m training --csv cancer.csv --target diagnosis --out models
+    python -m training --csv traits.csv --targets even,prime,closed_loop --out models
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out
 
-from service.card import MODEL_FILE, NAME_RE  # noqa: E402
+from service.card import MODEL_FILE, NAME_RE, Task  # noqa: E402
 from training.datasets import BUILTIN  # noqa: E402
 from training.config import RECIPES, Config  # noqa: E402
 
@@ -70,6 +72,17 @@ def build_parser() -> argparse.ArgumentParser:
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--dataset", choices=sorted(BUILTIN), help="built-in data set to train")
     which.add_argument("--all", action="store_true", help="train every built-in data set")
+    which.add_argument("--csv", type=Path, metavar="FILE",
+                       help="train from a CSV file (or .parquet, when pyarrow is installed)")
+    table = p.add_argument_group("training from a file")
+    table.add_argument("--target", help="target column (binary, multiclass or regression)")
+    table.add_argument("--targets", type=_names, help="0/1 label columns, e.g. A,B,C (multilabel), "
+                       "or several regression targets with --task regression")
+    table.add_argument("--task", choices=[t.value for t in Task],
+                       help="task; guessed from the target when left out")
+    table.add_argument("--drop", type=_names, default=[], help="columns to leave out, e.g. id,name")
+    table.add_argument("--positive", help="the positive class of a binary target "
+                       "(default: the last of the two, sorted)")
     p.add_argument("--out", type=Path, default=DEFAULT_ROOT,
                    help="model repository to write into (default: the repo's models/)")
     p.add_argument("--name", help="model name (default: the data set's name)")
@@ -83,7 +96,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="seed for the split and the weights")
     p.add_argument("--output-activation", choices=["linear", "relu"],
                    help="regression output: linear, or relu for non-negative targets")
+    p.add_argument("--tune-thresholds", choices=["f1", "accuracy", "balanced_accuracy", "none"],
+                   help="metric the binary / per-label thresholds are chosen for on the "
+                   "validation split (default f1; none keeps 0.5)")
     return p
+
+
+def _names(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected column names separated by commas, got {text!r}")
+    return names
 
 
 def config_for(dataset: str, args: argparse.Namespace) -> Config:
@@ -91,19 +114,36 @@ def config_for(dataset: str, args: argparse.Namespace) -> Config:
     cfg = RECIPES.get(dataset, Config())
     overrides = {k: getattr(args, k) for k in ("hidden", "l2", "epochs", "patience",
                                                "learning_rate", "batch_size", "seed",
-                                               "output_activation")
+                                               "output_activation", "tune_thresholds")
                  if getattr(args, k) is not None}
     return replace(cfg, **overrides)
 
 
-def command_for(dataset: str, name: str, cfg: Config) -> str:
+def command_for(source: list[str], name: str, cfg: Config) -> str:
     """The full command that trains this model again, every hyper-parameter spelled out."""
-    parts = ["python", "-m", "training", "--dataset", dataset, "--name", name,
+    parts = ["python", "-m", "training", *source, "--name", name,
              "--hidden", ",".join(map(str, cfg.hidden)), "--l2", repr(cfg.l2),
              "--epochs", str(cfg.epochs), "--patience", str(cfg.patience),
              "--learning-rate", repr(cfg.learning_rate), "--batch-size", str(cfg.batch_size),
-             "--seed", str(cfg.seed), "--output-activation", cfg.output_activation]
+             "--seed", str(cfg.seed), "--output-activation", cfg.output_activation,
+             "--tune-thresholds", cfg.tune_thresholds]
     return shlex.join(parts)
+
+
+def table_source(args: argparse.Namespace) -> list[str]:
+    """The data arguments of a --csv run, as they will be recorded in the card."""
+    source = ["--csv", str(args.csv)]
+    if args.target:
+        source += ["--target", args.target]
+    if args.targets:
+        source += ["--targets", ",".join(args.targets)]
+    if args.task:
+        source += ["--task", args.task]
+    if args.drop:
+        source += ["--drop", ",".join(args.drop)]
+    if args.positive:
+        source += ["--positive", args.positive]
+    return source
 
 
 def check_writable(root: Path) -> None:
@@ -121,20 +161,36 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         if args.all and args.name:
             raise CliError("--name applies to one --dataset, not to --all")
+        if not args.csv and (args.target or args.targets or args.task or args.drop
+                             or args.positive):
+            raise CliError("--target, --targets, --task, --drop and --positive go with --csv")
+        if args.csv and not args.name and not NAME_RE.match(args.csv.stem):
+            raise CliError(f"the file name {args.csv.stem!r} is not a valid model name; "
+                           "choose one with --name")
         if args.name and not NAME_RE.match(args.name):
             raise CliError(f"model name {args.name!r} must match {NAME_RE.pattern}")
         check_writable(args.out)
-        # Imported late so argument errors answer at once, without loading TensorFlow.
-        from training.datasets import load_builtin
+        # Data first: a bad file answers in a second, before TensorFlow loads.
+        jobs = []  # (data set, config, command, model name)
+        if args.csv:
+            from training.tabular import load_table
+            data = load_table(args.csv, args.target, args.targets,
+                              Task(args.task) if args.task else None, args.drop, args.positive,
+                              name=args.name)
+            cfg = config_for("", args)
+            jobs.append((data, cfg, command_for(table_source(args), data.name, cfg), data.name))
+        else:
+            from training.datasets import load_builtin
+            for dataset in sorted(BUILTIN) if args.all else [args.dataset]:
+                cfg = config_for(dataset, args)
+                name = args.name or dataset
+                jobs.append((load_builtin(dataset), cfg,
+                             command_for(["--dataset", dataset], name, cfg), name))
         from training.pipeline import train_one
         rows = []
-        for dataset in sorted(BUILTIN) if args.all else [args.dataset]:
-            cfg = config_for(dataset, args)
-            name = args.name or dataset
-            print(f"== training {name} on {dataset}", flush=True)
-            card, path = train_one(load_builtin(dataset), cfg, args.out,
-                                   command_for(dataset, name, cfg), name=name)
-            rows.append((card, path))
+        for data, cfg, command, name in jobs:
+            print(f"== training {name} ({data.task.value}) on {args.csv or data.name}", flush=True)
+            rows.append(train_one(data, cfg, args.out, command, name=name))
         print_summary(rows)
         return 0
     except CliError as e:

@@ -17,6 +17,7 @@ class Config:
     patience: int = 30
     seed: int = 7
     output_activation: str = "linear"
+    tune_thresholds: str = "f1"  # or "accuracy", "balanced_accuracy", "none" (stay at 0.5)
 
 
 # Per data set recipes for the built-in models (measured on the default seed's split).

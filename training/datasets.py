@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from sklearn.datasets import load_diabetes, load_digits
@@ -14,6 +15,10 @@ from service.card import Task
 EVEN = {0, 2, 4, 6, 8}
 PRIME = {2, 3, 5, 7}
 CLOSED_LOOP = {0, 6, 8, 9}
+
+
+class DataError(ValueError):
+    """A data file the trainer cannot use; the message names the problem in one line."""
 
 
 @dataclass(frozen=True)
@@ -28,10 +33,13 @@ class Dataset:
     labels: list[str]
     description: str
     strata: np.ndarray | None = None  # what the split stratifies on, if anything
+    # Missing feature values (NaN) are filled with the training split's column median by split().
 
 
 @dataclass(frozen=True)
 class Split:
+    """The three parts; x_* have no missing values left (see `split`)."""
+
     x_train: np.ndarray
     y_train: np.ndarray
     x_val: np.ndarray
@@ -92,7 +100,11 @@ def load_builtin(name: str) -> Dataset:
 
 
 def split(data: Dataset, seed: int, validation: float = 0.2, test: float = 0.2) -> Split:
-    """Deterministic train/validation/test split, stratified where the data set says so."""
+    """Deterministic train/validation/test split, stratified where the data set says so.
+
+    Missing feature values are filled with the training split's median of the column, so
+    nothing about the validation or test rows leaks into training.
+    """
     idx = np.arange(len(data.x))
     rest, test_idx = train_test_split(idx, test_size=test, random_state=seed,
                                       stratify=None if data.strata is None else data.strata)
@@ -100,4 +112,7 @@ def split(data: Dataset, seed: int, validation: float = 0.2, test: float = 0.2) 
     train_idx, val_idx = train_test_split(rest, test_size=validation / (1 - test),
                                           random_state=seed, stratify=strata_rest)
     x, y = data.x, data.y
+    if np.isnan(x).any():
+        medians = np.nanmedian(x[train_idx], axis=0)
+        x = np.where(np.isnan(x), np.nan_to_num(medians), x).astype(np.float32)
     return Split(x[train_idx], y[train_idx], x[val_idx], y[val_idx], x[test_idx], y[test_idx])

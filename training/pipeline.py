@@ -11,7 +11,9 @@ from service.card import (CARD_FILE, MODEL_FILE, NAME_RE, ModelCard, Splits, Tas
                           sha256_file, write_card)
 from training.datasets import Dataset, split
 from training.export import check_parity, export_onnx, golden_examples, library_versions
-from training.train import Config, baseline, decide, fit, score
+from training.config import Config
+from training.report import write_report
+from training.train import baseline, decide, fit, score, tune_thresholds
 
 DEFAULT_THRESHOLD = 0.5
 
@@ -33,8 +35,16 @@ def train_one(data: Dataset, cfg: Config, root: Path, command: str,
     s = split(data, cfg.seed)
     fitted = fit(data, s, cfg)
     raw_test = fitted.model.predict(s.x_test, verbose=0)
-    thresholds = _thresholds(data.task, len(data.labels))
-    metrics = score(data.task, s.y_test, decide(data.task, raw_test, thresholds), data.labels)
+    half = _thresholds(data.task, len(data.labels))
+    thresholds, tuned_for = half, None
+    if half is not None and cfg.tune_thresholds != "none":
+        raw_val = fitted.model.predict(s.x_val, verbose=0)
+        thresholds = tune_thresholds(data.task, raw_val, s.y_val, cfg.tune_thresholds)
+        tuned_for = cfg.tune_thresholds
+    predicted = decide(data.task, raw_test, thresholds)
+    metrics = score(data.task, s.y_test, predicted, data.labels)
+    at_half = score(data.task, s.y_test, decide(data.task, raw_test, half), data.labels) \
+        if tuned_for else None
     base = baseline(data.task, s, data.labels, cfg.seed)
 
     root.mkdir(parents=True, exist_ok=True)
@@ -54,14 +64,16 @@ def train_one(data: Dataset, cfg: Config, root: Path, command: str,
                                   hidden=list(cfg.hidden), l2=cfg.l2, epochs=cfg.epochs,
                                   epochs_run=fitted.epochs_run, learning_rate=cfg.learning_rate,
                                   batch_size=cfg.batch_size,
-                                  output_activation=cfg.output_activation),
+                                  output_activation=cfg.output_activation,
+                                  threshold_metric=tuned_for),
             library_versions=library_versions(),
             splits=Splits(train=len(s.x_train), validation=len(s.x_val), test=len(s.x_test)),
-            metrics=metrics, baseline=base, parity=parity, sha256=sha256_file(model_path),
+            metrics=metrics, metrics_at_half=at_half, baseline=base, parity=parity, sha256=sha256_file(model_path),
             golden=golden_examples(fitted.model, s.x_test),
             created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         )
         write_card(card, staging / CARD_FILE)
+        write_report(staging, card, fitted.history, s.y_test, predicted)
         target = root / name / str(version)
         target.parent.mkdir(parents=True, exist_ok=True)
         staging.rename(target)

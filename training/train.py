@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 from sklearn.linear_model import LinearRegression, LogisticRegression
-from sklearn.metrics import accuracy_score, f1_score, mean_absolute_error, r2_score
+from sklearn.metrics import (accuracy_score, balanced_accuracy_score, f1_score,
+                             mean_absolute_error, r2_score)
 from sklearn.multiclass import OneVsRestClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -72,6 +73,30 @@ def decide(task: Task, raw: np.ndarray, thresholds: list[float] | None) -> np.nd
     if task is Task.multilabel:
         return (sigmoid(raw) >= np.asarray(thresholds)).astype(np.int64)
     return raw
+
+
+TUNING_METRICS = {
+    "f1": lambda y, p: f1_score(y, p, zero_division=0),
+    "accuracy": accuracy_score,
+    "balanced_accuracy": balanced_accuracy_score,
+}
+THRESHOLD_GRID = np.round(np.arange(0.02, 0.99, 0.01), 2)
+
+
+def tune_thresholds(task: Task, raw_val: np.ndarray, y_val: np.ndarray, metric: str) -> list[float]:
+    """Per output, the probability threshold that maximizes `metric` on the validation split.
+
+    Ties go to the threshold nearest 0.5, so a flat plateau keeps the conventional choice.
+    """
+    probs = sigmoid(raw_val)
+    truth = y_val.reshape(-1, 1) if task is Task.binary else y_val
+    chosen = []
+    for j in range(probs.shape[1]):
+        scores = np.array([TUNING_METRICS[metric](truth[:, j], probs[:, j] >= t)
+                           for t in THRESHOLD_GRID])
+        best = np.flatnonzero(scores >= scores.max() - 1e-12)
+        chosen.append(float(THRESHOLD_GRID[best[np.argmin(np.abs(THRESHOLD_GRID[best] - 0.5))]]))
+    return chosen
 
 
 def score(task: Task, y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> Metrics:

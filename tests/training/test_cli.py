@@ -25,7 +25,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     (["--dataset", "digits", "--out", "/proc/no-such-place"], "cannot write to output folder"),
     (["--all", "--name", "x"], "--name applies to one --dataset"),
     (["--dataset", "digits", "--name", "../escape"], "model name '../escape' must match"),
-    ([], "one of the arguments --dataset --all is required"),
+    ([], "one of the arguments --dataset --all --csv is required"),
 ])
 def test_bad_arguments_give_one_line_and_nonzero_exit(args, message):
     result = run_cli(*args)
@@ -56,3 +56,52 @@ def test_trains_new_versions_and_prints_a_summary(tmp_path, capsys):
     assert first.name == "tiny" and first.training.dataset == "digits-binary"
     assert first.training.epochs == 2 and "--epochs 2" in first.training.command
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no staging left behind
+
+
+@pytest.mark.parametrize("content,args,message", [
+    (b"", ["--target", "y"], "is empty"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe", ["--target", "y"], "not a readable CSV"),
+    (b"a,b,y\n" + b"1,2,0\n3,4,1\n" * 15, ["--target", "z"], "target column(s) 'z' not in the file"),
+    (b"a,b,y\n" + b"1,x,0\n3,y,1\n" * 15, ["--target", "y"], "feature column(s) 'b' are not numeric"),
+    (b"a,b,y\n" + b"1,5,0\n3,5,1\n" * 15, ["--target", "y"], "feature column(s) 'b' are constant"),
+    (b"a,b,y\n" + b"1,2,0\n3,4,0\n" * 15, ["--target", "y"], "has a single class"),
+    (b"a,b,y\n1,2,\n" + b"1,2,0\n3,4,1\n" * 15, ["--target", "y"], "1 missing value(s), at line(s) 2"),
+    (b"a,b,y\n" + b"1,2,0\n3,4,1\n" * 15, ["--dataset", "digits"], "not allowed with argument"),
+    (b"a,b,y\n" + b"1,2,0\n3,4,1\n" * 15, [], "either --target COLUMN or --targets"),
+])
+def test_bad_files_give_one_line_and_nonzero_exit(tmp_path, content, args, message):
+    path = tmp_path / "data.csv"
+    path.write_bytes(content)
+    result = run_cli("--csv", str(path), "--out", str(tmp_path / "models"), *args)
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.startswith("python -m training")]
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert "Traceback" not in result.stderr and "tensorflow" not in result.stderr.lower()
+
+
+def test_file_name_that_is_not_a_model_name(tmp_path):
+    path = tmp_path / "my data.csv"
+    path.write_bytes(b"a,b,y\n" + b"1,2,0\n3,4,1\n" * 15)
+    result = run_cli("--csv", str(path), "--target", "y", "--out", str(tmp_path))
+    assert result.returncode == 2 and "choose one with --name" in result.stderr
+
+
+@pytest.mark.slow
+def test_trains_from_csv_with_tuned_threshold_and_report(tmp_path):
+    from training.example_csv import write_cancer_csv
+    csv = write_cancer_csv(tmp_path / "cancer.csv")
+    out = tmp_path / "models"
+    assert main(["--csv", str(csv), "--target", "diagnosis", "--positive", "malignant",
+                 "--epochs", "20", "--out", str(out)]) == 0
+    folder = out / "cancer" / "1"
+    card = read_card(folder / "card.json")
+    assert card.task.value == "binary" and card.labels == ["benign", "malignant"]
+    assert card.feature_names[0] == "mean_radius" and card.training.threshold_metric == "f1"
+    assert card.metrics_at_half is not None and 0 < card.thresholds[0] < 1
+    assert "--csv" in card.training.command and "--positive malignant" in card.training.command
+    report = folder / "report"
+    assert {p.name for p in report.iterdir()} == {"report.md", "learning_curves.png",
+                                                  "confusion_matrix.png"}
+    assert (report / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
+    text = (report / "report.md").read_text()
+    assert "| accuracy |" in text and "network at 0.5" in text and "baseline" in text

@@ -1,0 +1,114 @@
+"""Training from a user's table: task guessing, class names, missing values, and bad files."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from service.card import Task
+from training.datasets import DataError, split
+from training.example_csv import write_cancer_csv
+from training.tabular import load_table
+
+RNG = np.random.default_rng(0)
+
+
+def table(tmp_path, n=60, **columns) -> str:
+    """Write a CSV with two numeric features plus the given columns; returns its path."""
+    frame = pd.DataFrame({"a": RNG.normal(size=n), "b": RNG.uniform(0, 10, size=n), **columns})
+    path = tmp_path / "data.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_cancer_example_is_binary_with_text_classes(tmp_path):
+    data = load_table(write_cancer_csv(tmp_path / "cancer.csv"), target="diagnosis",
+                      positive="malignant")
+    assert data.task is Task.binary and data.labels == ["benign", "malignant"]
+    assert data.x.shape == (569, 30) and "mean_radius" in data.feature_names
+    assert data.y.sum() == 212  # malignant rows are the positive class
+
+
+def test_guessed_tasks(tmp_path):
+    n = 60
+    assert load_table(table(tmp_path, y=np.tile([0, 1], n // 2)), target="y").task is Task.binary
+    multi = load_table(table(tmp_path, y=np.tile(["red", "green", "blue"], n // 3)), target="y")
+    assert multi.task is Task.multiclass and multi.labels == ["blue", "green", "red"]
+    assert load_table(table(tmp_path, y=RNG.normal(size=n)), target="y").task is Task.regression
+    forced = load_table(table(tmp_path, y=np.tile([0, 1, 2], n // 3)), target="y",
+                        task=Task.regression)
+    assert forced.task is Task.regression and forced.y.shape == (n, 1)
+
+
+def test_numeric_class_names_sort_as_numbers(tmp_path):
+    data = load_table(table(tmp_path, y=np.tile([2, 10, 1], 20)), target="y")
+    assert data.labels == ["1", "2", "10"]
+
+
+def test_multilabel_from_targets(tmp_path):
+    data = load_table(table(tmp_path, p=np.tile([0, 1], 30), q=np.tile([1, 1, 0], 20)),
+                      targets=["p", "q"])
+    assert data.task is Task.multilabel and data.labels == ["p", "q"]
+    assert data.y.shape == (60, 2) and data.feature_names == ["a", "b"]
+
+
+def test_drop_and_booleans(tmp_path):
+    data = load_table(table(tmp_path, id=np.arange(60), flag=np.tile([True, False], 30),
+                            y=np.tile([0, 1], 30)), target="y", drop=["id"])
+    assert data.feature_names == ["a", "b", "flag"]
+
+
+def test_missing_features_are_filled_with_the_training_median(tmp_path):
+    a = RNG.normal(size=60)
+    a[[3, 10]] = np.nan
+    frame = pd.DataFrame({"a": a, "b": np.arange(60.0), "y": np.tile([0, 1], 30)})
+    frame.to_csv(tmp_path / "m.csv", index=False)
+    data = load_table(tmp_path / "m.csv", target="y")
+    assert np.isnan(data.x).sum() == 2
+    s = split(data, seed=1)
+    assert not np.isnan(s.x_train).any() and not np.isnan(s.x_test).any()
+
+
+@pytest.mark.parametrize("make,kwargs,message", [
+    (lambda p: table(p, y=np.tile([0, 1], 30)), {"target": "nope"},
+     "target column(s) 'nope' not in the file"),
+    (lambda p: table(p, y=np.tile([0, 1], 30), city=np.tile(["x", "y", "z"], 20)), {"target": "y"},
+     "feature column(s) 'city' are not numeric"),
+    (lambda p: table(p, y=np.tile([0, 1], 30), c=np.ones(60)), {"target": "y"},
+     "feature column(s) 'c' are constant"),
+    (lambda p: table(p, y=np.zeros(60, int)), {"target": "y"}, "has a single class ('0')"),
+    (lambda p: table(p, y=np.r_[np.nan, RNG.normal(size=59)]), {"target": "y"},
+     "target column 'y' has 1 missing value(s), at line(s) 2"),
+    (lambda p: table(p, y=np.r_[[0, 1, 2], np.tile([0, 1], 28), [0]]), {"target": "y"},
+     "fewer than 5 rows"),
+    (lambda p: table(p, y=np.tile([0, 1, 2], 20)), {"target": "y", "task": Task.binary},
+     "has 3 classes"),
+    (lambda p: table(p, p_=np.tile([0, 2], 30)), {"targets": ["p_"]}, "must hold 0/1"),
+    (lambda p: table(p, y=np.tile([0, 1], 30)), {"target": "y", "drop": ["a", "b"]},
+     "no feature columns are left"),
+    (lambda p: table(p, y=np.tile([0, 1], 30)), {"target": "y", "positive": "7"},
+     "--positive '7' must be one of"),
+    (lambda p: table(p, y=np.tile([0, 1], 30)), {}, "either --target COLUMN or --targets"),
+])
+def test_bad_tables_name_the_problem(tmp_path, make, kwargs, message):
+    with pytest.raises(DataError) as info:
+        load_table(make(tmp_path), **kwargs)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("content,message", [
+    (b"", "is empty"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\xff\xfe\x00\x00", "not a readable CSV"),
+    (b"a,b\n1,2\n3,4,5,6\n", "not a readable CSV"),
+    (b"just one column\n" + b"1\n" * 30, "it needs a target and at least one feature"),
+    (b"a,y\n1,0\n2,1\n", "at least 20 are needed"),
+])
+def test_unreadable_files(tmp_path, content, message):
+    path = tmp_path / "bad.csv"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=message):
+        load_table(path, target="y")
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(DataError, match="no such file"):
+        load_table(tmp_path / "absent.csv", target="y")

@@ -1,0 +1,191 @@
+"""A user's own table (CSV, or Parquet when pyarrow is installed) as a Dataset.
+
+Rules, each enforced with a one-line DataError naming the column or rows:
+- the target column(s) must exist and have no missing values;
+- classification targets need at least two classes, each with MIN_PER_CLASS rows;
+  class names are the target's distinct values, sorted, as text;
+- multilabel targets (`targets=[...]`) are 0/1 columns, one per label;
+- feature columns are every other column (minus `drop`); they must be numeric (booleans count as
+  0/1) and not constant; missing feature values are allowed and are filled with the training
+  split's median at split time (at serving time every feature is required).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from service.card import Task
+from training.datasets import DataError, Dataset
+
+MIN_ROWS = 20
+MIN_PER_CLASS = 5
+MAX_CLASSES_GUESSED = 20  # an integer target with more distinct values is taken as regression
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """Read the file, turning every way it can be unreadable into one DataError line."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"no such file: {path}")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path} is empty")
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            frame = pd.read_parquet(path)
+        else:
+            frame = pd.read_csv(path, skipinitialspace=True)
+    except ImportError:
+        raise DataError("reading Parquet needs pyarrow: pip install pyarrow, or use a CSV file")
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(f"{path} is not a readable CSV file: {first}")
+    frame.columns = [str(c).strip() for c in frame.columns]
+    if frame.shape[1] < 2:
+        raise DataError(f"{path} has {frame.shape[1]} column; it needs a target and at least one "
+                        "feature (is it comma-separated?)")
+    if len(frame) < MIN_ROWS:
+        raise DataError(f"{path} has {len(frame)} data rows; at least {MIN_ROWS} are needed")
+    return frame
+
+
+def _rows(mask: pd.Series) -> str:
+    """CSV line numbers (the header is line 1) of the first few flagged rows."""
+    lines = (np.flatnonzero(mask.to_numpy()) + 2).tolist()
+    more = f" and {len(lines) - 5} more" if len(lines) > 5 else ""
+    return ", ".join(map(str, lines[:5])) + more
+
+
+def _require_columns(frame: pd.DataFrame, names: list[str], what: str) -> None:
+    missing = [n for n in names if n not in frame.columns]
+    if missing:
+        raise DataError(f"{what} column(s) {', '.join(map(repr, missing))} not in the file; "
+                        f"columns are: {', '.join(frame.columns)}")
+
+
+def _no_missing(column: pd.Series) -> None:
+    if column.isna().any():
+        raise DataError(f"target column {column.name!r} has {int(column.isna().sum())} missing "
+                        f"value(s), at line(s) {_rows(column.isna())}")
+
+
+def _label_text(value) -> str:
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _guess_task(column: pd.Series) -> Task:
+    if not pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
+        return Task.binary if column.nunique() <= 2 else Task.multiclass
+    values = column.to_numpy(dtype=np.float64)
+    if np.all(np.mod(values, 1) == 0) and column.nunique() <= MAX_CLASSES_GUESSED:
+        return Task.binary if column.nunique() <= 2 else Task.multiclass
+    return Task.regression
+
+
+def _classes(column: pd.Series, task: Task, positive: str | None):
+    """Class ids and names; for binary, the positive class is `positive` or the last sorted name."""
+    names = sorted({_label_text(v) for v in column}, key=_sort_key)
+    if len(names) < 2:
+        raise DataError(f"target column {column.name!r} has a single class ({names[0]!r}); "
+                        "a classifier needs at least two")
+    if task is Task.binary and len(names) != 2:
+        raise DataError(f"binary target {column.name!r} has {len(names)} classes "
+                        f"({', '.join(names[:10])}); use --task multiclass")
+    if positive is not None:
+        if task is not Task.binary or positive not in names:
+            raise DataError(f"--positive {positive!r} must be one of the two classes of a binary "
+                            f"target; classes are {names}")
+        names = [n for n in names if n != positive] + [positive]
+    text = column.map(_label_text)
+    counts = text.value_counts()
+    rare = [f"{k!r} ({v})" for k, v in counts.items() if v < MIN_PER_CLASS]
+    if rare:
+        raise DataError(f"class(es) {', '.join(rare)} of {column.name!r} have fewer than "
+                        f"{MIN_PER_CLASS} rows; the stratified split needs at least {MIN_PER_CLASS}")
+    ids = text.map({n: i for i, n in enumerate(names)}).to_numpy(dtype=np.int64)
+    return ids, names
+
+
+def _sort_key(name: str):
+    try:
+        return (0, float(name), name)
+    except ValueError:
+        return (1, 0.0, name)
+
+
+def _multilabel(frame: pd.DataFrame, targets: list[str]) -> np.ndarray:
+    for name in targets:
+        column = frame[name]
+        _no_missing(column)
+        bad = ~column.isin([0, 1, True, False])
+        if bad.any():
+            raise DataError(f"label column {name!r} must hold 0/1, found {column[bad].iloc[0]!r} "
+                            f"at line(s) {_rows(bad)}")
+    y = frame[targets].astype(np.float32).to_numpy()
+    for name, count in zip(targets, y.sum(axis=0)):
+        if count < MIN_PER_CLASS or len(y) - count < MIN_PER_CLASS:
+            raise DataError(f"label {name!r} is set on {int(count)} of {len(y)} rows; each label "
+                            f"needs at least {MIN_PER_CLASS} rows with and without it")
+    return y
+
+
+def _features(frame: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
+    if frame.shape[1] == 0:
+        raise DataError("no feature columns are left once the target(s) and --drop are removed")
+    text = [c for c in frame.columns if not (pd.api.types.is_numeric_dtype(frame[c])
+                                             or pd.api.types.is_bool_dtype(frame[c]))]
+    if text:
+        raise DataError(f"feature column(s) {', '.join(map(repr, text))} are not numeric; "
+                        f"encode them as numbers or leave them out with --drop {','.join(text)}")
+    x = frame.astype(np.float64).to_numpy()
+    infinite = np.isinf(x).any(axis=0)
+    if infinite.any():
+        names = [c for c, bad in zip(frame.columns, infinite) if bad]
+        raise DataError(f"feature column(s) {', '.join(map(repr, names))} hold infinite values")
+    constant = [c for c in frame.columns if frame[c].nunique(dropna=True) <= 1]
+    if constant:
+        raise DataError(f"feature column(s) {', '.join(map(repr, constant))} are constant (or "
+                        f"empty) and carry no information; leave them out with "
+                        f"--drop {','.join(constant)}")
+    return x.astype(np.float32), list(frame.columns)
+
+
+def load_table(path: Path, target: str | None = None, targets: list[str] | None = None,
+               task: Task | None = None, drop: list[str] = (), positive: str | None = None,
+               name: str | None = None) -> Dataset:
+    """Read a table and make it a Dataset for `target` (one column) or `targets` (labels)."""
+    if (target is None) == (not targets):
+        raise DataError("give either --target COLUMN or --targets A,B,C")
+    frame = read_table(path)
+    goal = [target] if target is not None else list(targets)
+    _require_columns(frame, goal, "target")
+    _require_columns(frame, list(drop), "--drop")
+    strata = None
+    if targets and task is not Task.regression:
+        task, y, labels = Task.multilabel, _multilabel(frame, goal), goal
+    elif targets:
+        for name_ in goal:
+            _no_missing(frame[name_])
+        y, labels = frame[goal].astype(np.float32).to_numpy(), goal
+    else:
+        column = frame[target]
+        _no_missing(column)
+        task = task or _guess_task(column)
+        if task is Task.multilabel:
+            raise DataError("a multilabel model takes its 0/1 label columns from --targets A,B,C")
+        if task is Task.regression:
+            if not pd.api.types.is_numeric_dtype(column):
+                raise DataError(f"regression target {target!r} is not numeric")
+            y, labels = column.to_numpy(np.float32).reshape(-1, 1), [target]
+        else:
+            y, labels = _classes(column, task, positive)
+            strata = y
+    x, features = _features(frame.drop(columns=[*goal, *drop]))
+    stem = Path(path).stem
+    return Dataset(name or stem, task, x, y, features, labels,
+                   f"{task.value} model of {', '.join(goal)} from {Path(path).name} "
+                   f"({len(frame)} rows, {len(features)} features)", strata=strata)
