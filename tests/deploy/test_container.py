@@ -10,49 +10,15 @@ from __future__ import annotations
 import json
 import shutil
 import time
-import uuid
-from pathlib import Path
 
 import httpx
 import pytest
 import yaml
 
-from tests.deploy.container import ROOT, engine, free_port, sh
+from tests.deploy.container import IMAGE, ROOT, engine, sh, start
 
-IMAGE = "tinyserve:test"
 MODELS = ROOT / "models"
 DEFAULT_MODELS = sorted(p.name for p in MODELS.iterdir() if (p / "1" / "card.json").is_file())
-
-
-def _wait_ready(url: str, name: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/health/ready", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        state = engine("inspect", "--format", "{{.State.Status}}", name, check=False).stdout.strip()
-        if state not in ("created", "running"):
-            logs = engine("logs", name, check=False)
-            raise AssertionError(f"container {state}:\n{logs.stdout[-3000:]}{logs.stderr[-3000:]}")
-        time.sleep(0.3)
-    raise AssertionError(f"{url} not ready after {timeout} s")
-
-
-def _start(*run_args: str, container_port: int = 8000) -> tuple[str, str]:
-    """Run the image detached on a free loopback port; returns (name, base url)."""
-    name, port = f"tinyserve-test-{uuid.uuid4().hex[:10]}", free_port()
-    extra = ["--health-interval", "2s"] if sh("which", timeout=30).stdout.strip() == "docker" else []
-    engine("run", "-d", "--name", name, "--read-only", "-p", f"127.0.0.1:{port}:{container_port}",
-           *extra, *run_args, IMAGE, timeout=60)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_ready(url, name)
-    except BaseException:
-        engine("rm", "-f", name, check=False)
-        raise
-    return name, url
 
 
 def _row(model: str) -> list[float]:
@@ -72,7 +38,7 @@ def image():
 @pytest.fixture(scope="module")
 def container(image):
     """The image as `docker run -p 8000:8000 IMAGE` would start it, plus --read-only."""
-    name, url = _start()
+    name, url = start()
     try:
         yield name, url
     finally:
@@ -147,7 +113,7 @@ def test_serves_mounted_models_with_the_kserve_settings(image, tmp_path):
     for path in [mine, *mine.rglob("*")]:
         path.chmod(0o755 if path.is_dir() else 0o644)  # readable by the image's non-root user
     args = [f"--env={e}" for e in env] + ["-v", f"{mine}:/mnt/models:ro"]
-    name, url = _start(*args, container_port=spec["ports"][0]["containerPort"])
+    name, url = start(*args, container_port=spec["ports"][0]["containerPort"])
     try:
         assert [m["name"] for m in httpx.get(f"{url}/models", timeout=5).json()["models"]] == ["diabetes"]
         for probe in (spec["readinessProbe"], spec["livenessProbe"]):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 
 import kubernetes_validate
@@ -137,7 +138,9 @@ def test_container_ports_and_probes_match(container):
         assert container[probe]["httpGet"]["port"] in (port, container["ports"][0].get("name"))
 
 
-def test_probe_paths_answer_200_in_the_app():
+def test_probe_paths_answer_200_in_the_app(monkeypatch):
+    for key in [k for k in os.environ if k.startswith("TINYSERVE_")]:
+        monkeypatch.delenv(key)  # a developer's settings must not change what the app serves
     paths = {c[p]["httpGet"]["path"] for c in _containers() for p in ("livenessProbe", "readinessProbe")}
     app = create_app(Settings(model_root=ROOT / "models"))
     routes = set(app.openapi()["paths"])

@@ -8,8 +8,7 @@ import time
 import httpx
 import pytest
 
-from tests.deploy.container import engine, free_port, sh
-from tests.deploy.test_container import IMAGE, _wait_ready
+from tests.deploy.container import IMAGE, engine, sh, start
 
 TRAIN_IMAGE = "tinyserve-train:test"
 
@@ -29,12 +28,8 @@ def test_train_stage_rebuilds_a_model_the_serving_image_serves(tmp_path):
     sh("build", IMAGE, timeout=900)  # cached when test_container ran first
     for path in [out, *out.rglob("*")]:
         path.chmod(0o755 if path.is_dir() else 0o644)
-    name, port = f"tinyserve-test-{free_port()}", free_port()
-    engine("run", "-d", "--name", name, "--read-only", "-p", f"127.0.0.1:{port}:8000",
-           "-v", f"{out}:/models:ro", IMAGE, timeout=60)
+    name, url = start("-v", f"{out}:/models:ro")
     try:
-        url = f"http://127.0.0.1:{port}"
-        _wait_ready(url, name)
         response = httpx.post(f"{url}/predict", json={"instances": [[0.0] * 10]}, timeout=10)
         assert response.status_code == 200, response.text
     finally:
