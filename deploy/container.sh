@@ -103,6 +103,9 @@ cmd_build() {
     args+=(-v "$PIP_CERT:/etc/ssl/certs/ca-certificates.crt:ro" -v "$podman_dir/pip.conf:/etc/pip.conf:ro")
   fi
   engine "${args[@]}" "$@" "$root"
+  # Rebuilds leave untagged images behind (the train stage alone is 2 GB): keep a day's worth
+  # as build cache, drop the rest.
+  engine image prune -f --filter until=24h >/dev/null || true
 }
 
 cmd_run() {
