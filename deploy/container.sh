@@ -6,7 +6,8 @@
 #   deploy/container.sh build [TAG] [ARGS...]  build the Dockerfile (default tag tinyserve:latest);
 #                                              ARGS go to the engine, e.g. --target train
 #   deploy/container.sh run [ARGS...]          run the image in the foreground on 127.0.0.1:8000
-#                                              (ARGS before the image, e.g. -v /my/models:/models)
+#                                              (ARGS before the image, e.g. -v /my/models:/models;
+#                                              IMAGE=... and PORT=... pick the image and host port)
 #   deploy/container.sh engine ARGS...         the engine itself, set up the same way
 #                                              (e.g. `engine images`, `engine healthcheck run NAME`)
 #   deploy/container.sh which                  print the engine in use: docker or podman
@@ -123,5 +124,5 @@ case "$sub" in
   run) cmd_run "$@" ;;
   engine) engine "$@" ;;
   which) echo "$engine" ;;
-  *) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  *) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac
