@@ -112,3 +112,18 @@ def test_unreadable_files(tmp_path, content, message):
 def test_missing_file(tmp_path):
     with pytest.raises(DataError, match="no such file"):
         load_table(tmp_path / "absent.csv", target="y")
+
+
+def test_parquet_reads_with_pyarrow_or_says_what_is_missing(tmp_path):
+    frame = pd.DataFrame({"a": RNG.normal(size=40), "b": RNG.normal(size=40),
+                          "y": np.tile([0, 1], 20)})
+    path = tmp_path / "data.parquet"
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        path.write_bytes(b"PAR1 not really")
+        with pytest.raises(DataError, match="reading Parquet needs pyarrow"):
+            load_table(path, target="y")
+    else:
+        frame.to_parquet(path)
+        assert load_table(path, target="y").x.shape == (40, 2)
