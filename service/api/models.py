@@ -1,15 +1,45 @@
-"""Model metadata: what is in the repository, each version's card, signature and status."""
+"""Model metadata: what is in the repository, each version's card, signature, status and report.
+
+A version's training report is the `report/` folder beside its model: `report.md` and the PNGs it
+shows. Only plain names matching `REPORT_FILE_RE` that are regular files listed in that folder
+are served, so a name from the URL never becomes a path of its own.
+"""
 
 from __future__ import annotations
 
+import re
+
 from fastapi import APIRouter, Request
-from starlette.responses import Response
+from starlette.responses import FileResponse, Response
 
 from service.api import deps
-from service.errors import json_response
+from service.errors import NotFound, json_response
 from service.repository import READY, Entry, Repository
 
 router = APIRouter(tags=["models"])
+
+REPORT_DIR, REPORT_MD = "report", "report.md"
+REPORT_FILE_RE = re.compile(r"^[A-Za-z0-9_-]+\.(png|md)$")
+MEDIA_TYPES = {"png": "image/png", "md": "text/markdown; charset=utf-8"}
+
+
+def report_files(entry: Entry) -> list[str]:
+    """The servable files of a version's report folder, sorted; empty when it has none."""
+    folder = entry.path / REPORT_DIR
+    try:
+        names = sorted(p.name for p in folder.iterdir())
+    except OSError:
+        return []
+    return [n for n in names if REPORT_FILE_RE.match(n) and (folder / n).is_file()
+            and not (folder / n).is_symlink()]
+
+
+def report_file(entry: Entry, file: str) -> Response:
+    """One report file with its content type; 404 JSON unless it is listed by `report_files`."""
+    if not REPORT_FILE_RE.match(file) or file not in report_files(entry):
+        raise NotFound(f"{entry.name} version {entry.version} has no report file {file[:100]!r}; "
+                       f"files: {report_files(entry)}")
+    return FileResponse(entry.path / REPORT_DIR / file, media_type=MEDIA_TYPES[file.rsplit(".", 1)[1]])
 
 
 def model_summary(repo: Repository, name: str) -> dict:
@@ -25,9 +55,11 @@ def model_summary(repo: Repository, name: str) -> dict:
 
 def version_detail(entry: Entry) -> dict:
     """One version: status (and reason), card without golden examples, signature from the session."""
+    base = f"/models/{entry.name}/versions/{entry.version}/report"
     return {"name": entry.name, **entry.summary(),
             "card": entry.card.public() if entry.card else None,
-            "signature": entry.model.signature() if entry.model else None}
+            "signature": entry.model.signature() if entry.model else None,
+            "report": [f"{base}/{f}" for f in report_files(entry)]}
 
 
 @router.get("/models")
@@ -51,3 +83,17 @@ async def describe_model(name: str, request: Request) -> Response:
 async def describe_version(name: str, version: str, request: Request) -> Response:
     """Describe one version: card (without golden examples), signature and status."""
     return json_response(version_detail(deps.repository(request).entry(name, version)))
+
+
+@router.get("/models/{name}/versions/{version}/report", response_class=Response,
+            responses={200: {"content": {"text/markdown": {}}}})
+async def version_report(name: str, version: str, request: Request) -> Response:
+    """The version's training report (report.md as text/markdown); 404 when it has none."""
+    return report_file(deps.repository(request).entry(name, version), REPORT_MD)
+
+
+@router.get("/models/{name}/versions/{version}/report/{file}", response_class=Response,
+            responses={200: {"content": {"image/png": {}, "text/markdown": {}}}})
+async def version_report_file(name: str, version: str, file: str, request: Request) -> Response:
+    """One file (PNG or Markdown) of the version's report folder."""
+    return report_file(deps.repository(request).entry(name, version), file)
