@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-import logging
+import os
+import shutil
+import tempfile
 
 import uvicorn
 
+from service import logs
 from service.config import get_settings
 from service.main import create_app
 
@@ -13,9 +16,23 @@ from service.main import create_app
 def main() -> None:
     """Read the settings, build the app and serve it until interrupted."""
     settings = get_settings()
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
+    workers = getattr(settings, "workers", 1)
+    options = dict(host=settings.host, port=settings.port, log_level=settings.log_level,
+                   log_config=logs.config(settings.log_level), access_log=False,  # ours is the access log
+                   timeout_graceful_shutdown=settings.graceful_shutdown_seconds)
+    if workers == 1:
+        uvicorn.run(create_app(settings), **options)
+        return
+    # Workers are fresh processes: they see this variable before importing prometheus_client,
+    # so each writes its metrics to files there and /metrics sums them all.
+    own_dir = None
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        own_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="tinyserve-metrics-")
+    try:
+        uvicorn.run("service.main:create_app", factory=True, workers=workers, **options)
+    finally:
+        if own_dir is not None:
+            shutil.rmtree(own_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_MODEL_ROOT = Path(__file__).resolve().parents[1] / "models"
 
@@ -36,6 +37,42 @@ class Settings(BaseSettings):
         8 * 1024 * 1024, ge=1, description="Largest accepted request body in bytes; larger is 413."
     )
     max_rows: int = Field(4096, ge=1, description="Most rows (instances) accepted in one request.")
+    request_timeout_seconds: float = Field(
+        30.0, ge=0, description="A request unanswered after this many seconds is cancelled and answered "
+        "504; 0 disables the deadline.",
+    )
+    poll_seconds: float = Field(
+        2.0, ge=0, description="How often the model root is checked for added, changed or removed "
+        "versions, which load beside the running ones and swap in; 0 disables polling.",
+    )
+    api_tokens: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), repr=False, description="Bearer tokens, comma-separated or a JSON list; when set, every route "
+        "except the health probes, /metrics and the API docs needs `Authorization: Bearer <token>`.",
+    )
+    admin_enabled: bool | None = Field(
+        None, description="Serve POST /admin/reload. Unset means on exactly when api_tokens is set, so "
+        "admin never runs unauthenticated unless asked for explicitly.",
+    )
+    graceful_shutdown_seconds: float = Field(
+        30.0, ge=0, description="On SIGTERM, stop accepting connections and give in-flight requests up "
+        "to this many seconds to finish before closing them.",
+    )
+    metrics_enabled: bool = Field(True, description="Collect Prometheus metrics and serve GET /metrics.")
+    access_log: bool = Field(True, description="Log one JSON line per request at info level.")
+
+    @field_validator("api_tokens", mode="before")
+    @classmethod
+    def _tokens(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            items = json.loads(text) if text.startswith("[") else text.split(",")
+            return tuple(t.strip() for t in items if isinstance(t, str) and t.strip())
+        return value
+
+    @property
+    def admin(self) -> bool:
+        """Whether the admin routes are served (see `admin_enabled`)."""
+        return bool(self.api_tokens) if self.admin_enabled is None else self.admin_enabled
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 
 from fastapi import FastAPI
 
-from service import errors
-from service.api import health, models, predict, tfserving, v2
+from service import errors, metrics, watcher
+from service.api import admin, health, models, predict, tfserving, v2
+from service.api import metrics as metrics_api
+from service.auth import BearerAuth
 from service.config import Settings, get_settings
+from service.observe import Observe
 from service.repository import Repository
 
 
@@ -26,10 +31,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        # Loading is synchronous and finishes before the server accepts a request.
-        app.state.repository = Repository(settings.model_root, settings.threads, settings.default_model).load()
-        yield
-        app.state.repository = None
+        # The first load is synchronous and finishes before the server accepts a request;
+        # later ones (poll, POST /admin/reload) load in a thread beside the serving versions.
+        repo = Repository(settings.model_root, settings.threads, settings.default_model).load()
+        app.state.repository = repo
+        watcher.publish(app, repo.last_change)
+        poller = asyncio.create_task(watcher.poll(app, settings.poll_seconds)) if settings.poll_seconds else None
+        try:
+            yield
+        finally:
+            if poller is not None:
+                poller.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await poller
+            metrics.worker_exit()
+            app.state.repository = None
 
     app = FastAPI(
         title="tinyserve",
@@ -39,7 +55,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.repository = None
+    app.state.metrics = metrics.Metrics() if settings.metrics_enabled else None
     errors.install(app)
-    for router in (predict.router, models.router, health.router, v2.router, tfserving.router):
+    # Added last is outermost: Observe sees every answer, the 401s and the catch-all 500s included.
+    if settings.api_tokens:
+        app.add_middleware(BearerAuth, tokens=settings.api_tokens)
+    app.add_middleware(Observe, metrics=app.state.metrics, timeout=settings.request_timeout_seconds,
+                       access=settings.access_log)
+    routers = [predict.router, models.router, health.router, v2.router, tfserving.router]
+    routers += [metrics_api.router] if settings.metrics_enabled else []
+    routers += [admin.router] if settings.admin else []
+    for router in routers:
         app.include_router(router)
     return app

@@ -13,10 +13,22 @@ least one version serves, and the configured default model (if any) serves. Fail
 not block readiness, because a bad upload must not take the good models out of rotation; they
 are listed by `/models` and `/health/ready`. A missing or empty model root therefore starts a
 live but never-ready server.
+
+Updates without downtime (`Repository.refresh`, called by the poller and POST /admin/reload):
+a version folder is (re)loaded only when it is new or its `card.json`/`model.onnx` changed
+(inode, size or mtime), in a worker thread, beside the running versions. The result is swapped
+in on the event loop by assigning a freshly built `entries` and `_serving` with no await in
+between, so a request sees the old repository or the new one, never a mix. A changed version that
+fails validation is rejected and the running one keeps serving (its summary gains a `reason`); a
+new version that fails is listed as failed and the previous default keeps serving. A removed
+folder is dropped from the map: requests that already looked its model up hold a reference and
+finish on it, and onnxruntime frees the session when the last one lets go.
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import logging
 import os
 import re
@@ -71,6 +83,21 @@ def scan(root: Path) -> list[tuple[str, int, Path]]:
             if version_dir.is_dir() and VERSION_RE.match(version_dir.name):
                 found.append((model_dir.name, int(version_dir.name), version_dir))
     return sorted(found)
+
+
+Stamp = tuple[tuple[int, int, int] | None, ...]
+
+
+def stamp(path: Path) -> Stamp:
+    """What identifies a version folder's files for change detection: (inode, size, mtime) of each."""
+    out = []
+    for file in (CARD_FILE, MODEL_FILE):
+        try:
+            st = (path / file).stat()
+            out.append((st.st_ino, st.st_size, st.st_mtime_ns))
+        except OSError:
+            out.append(None)
+    return tuple(out)
 
 
 def load_version(name: str, version: int, path: Path, threads: int) -> Entry:
@@ -130,6 +157,10 @@ def _replay_golden(model: LoadedModel) -> None:
                          f"{want[i, j]:.7g} (tolerance {GOLDEN_ATOL:g} + {GOLDEN_RTOL:g} * |expected|)")
 
 
+def _newest_ready(versions: dict[int, Entry]) -> Entry | None:
+    return max((e for e in versions.values() if e.status == READY), key=lambda e: e.version, default=None)
+
+
 class Repository:
     """All versions found under a root, with the lookups a request needs."""
 
@@ -140,23 +171,63 @@ class Repository:
         self.loaded = False
         self.entries: dict[str, dict[int, Entry]] = {}
         self._serving: dict[str, LoadedModel] = {}
+        self._stamps: dict[tuple[str, int], Stamp] = {}
+        self._lock = asyncio.Lock()
+        self.last_change: dict = {}
 
     def load(self) -> Repository:
-        """Scan the root and load every version; replaces whatever was loaded before."""
-        entries: dict[str, dict[int, Entry]] = {}
-        for name, version, path in scan(self.root):
-            entries.setdefault(name, {})[version] = load_version(name, version, path, self.threads)
-        self.entries = entries
-        self._serving = {name: e.model for name in entries if (e := self.default_entry(name)) and e.model}
+        """Scan the root and load what is new or changed, synchronously (the lifespan, tests)."""
+        self.last_change = self._apply(*self._prepare())
         self.loaded = True
-        if not entries:
+        if not self.entries:
             log.warning("no models found under %s", self.root)
         return self
 
+    async def refresh(self) -> dict:
+        """Load what changed in a worker thread, then swap it in on the loop; returns the summary."""
+        async with self._lock:
+            self.last_change = self._apply(*await asyncio.to_thread(self._prepare))
+            return self.last_change
+
+    def _prepare(self) -> tuple[list[tuple[Entry, Stamp]], list[tuple[str, int]]]:
+        found = {(name, version): path for name, version, path in scan(self.root)}
+        loaded = []
+        for (name, version), path in found.items():
+            now = stamp(path)
+            if now != self._stamps.get((name, version)):
+                loaded.append((load_version(name, version, path, self.threads), now))
+        return loaded, [key for key in self._stamps if key not in found]
+
+    def _apply(self, loaded: list[tuple[Entry, Stamp]], removed: list[tuple[str, int]]) -> dict:
+        entries = {name: dict(versions) for name, versions in self.entries.items()}
+        change: dict[str, list] = {"added": [], "replaced": [], "removed": [], "failed": []}
+        for name, version in removed:
+            self._stamps.pop((name, version), None)
+            entries.get(name, {}).pop(version, None)
+            if not entries.get(name):
+                entries.pop(name, None)
+            change["removed"].append(f"{name}/{version}")
+        for entry, now in loaded:
+            self._stamps[(entry.name, entry.version)] = now
+            old = entries.get(entry.name, {}).get(entry.version)
+            if entry.status == FAILED:
+                change["failed"].append({"model": entry.name, "version": entry.version, "reason": entry.reason})
+                if old is not None and old.model is not None:  # keep serving what was validated before
+                    entry = dataclasses.replace(old, reason=f"update rejected, serving the previous files: "
+                                                            f"{entry.reason}")
+            elif old is not None:
+                change["replaced"].append(f"{entry.name}/{entry.version}")
+            else:
+                change["added"].append(f"{entry.name}/{entry.version}")
+            entries.setdefault(entry.name, {})[entry.version] = entry
+        entries = {name: entries[name] for name in sorted(entries)}
+        serving = {name: e.model for name in entries if (e := _newest_ready(entries[name])) and e.model}
+        self.entries, self._serving = entries, serving  # the swap: no await between these assignments
+        return change
+
     def default_entry(self, name: str) -> Entry | None:
         """The newest ready version of a model, or None when none is ready."""
-        ready = [e for e in self.entries.get(name, {}).values() if e.status == READY]
-        return max(ready, key=lambda e: e.version, default=None)
+        return _newest_ready(self.entries.get(name, {}))
 
     def ready_versions(self, name: str) -> list[int]:
         """The version numbers of a model that serve, oldest first; 404 when there is no such model."""
@@ -177,8 +248,10 @@ class Repository:
         if version is None:
             model = self._serving.get(name)
             if model is None:
-                self.versions(name)
-                raise NotReady(f"model {name!r} has no version ready to serve")
+                newest = self.versions(name)
+                newest = newest[max(newest)]
+                raise NotReady(f"model {name!r} has no version ready to serve; version {newest.version} "
+                               f"failed: {newest.reason}")
             return model
         entry = self.entry(name, version)
         if entry.model is None:

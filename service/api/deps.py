@@ -7,11 +7,16 @@ for a one-row predict), and the predict path is benchmarked against a bare endpo
 
 from __future__ import annotations
 
+import time
+
+import numpy as np
 from starlette.requests import Request
 
+from service import inference, observe
 from service.config import Settings
 from service.errors import NotReady
 from service.repository import Repository
+from service.runtime import LoadedModel
 
 
 def repository(request: Request) -> Repository:
@@ -31,3 +36,18 @@ def not_ready_reason(request: Request) -> str | None:
     """Why the server should not take traffic yet (see `Repository.not_ready_reason`), or None."""
     repo = request.app.state.repository
     return "models are still loading" if repo is None else repo.not_ready_reason()
+
+
+def model(request: Request, name: str, version: int | str | None = None) -> LoadedModel:
+    """`Repository.get` (404/503), noting the model on the request for its metrics and access log."""
+    found = repository(request).get(name, version)
+    observe.note_model(request.scope, found)
+    return found
+
+
+def run(request: Request, found: LoadedModel, x: np.ndarray) -> np.ndarray:
+    """`inference.run`, noting the rows and the onnxruntime time on the request."""
+    start = time.perf_counter()
+    raw = inference.run(found, x)
+    observe.note_inference(request.scope, len(x), time.perf_counter() - start)
+    return raw

@@ -10,7 +10,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from service import codec, inference, tasks
+from service import codec, tasks
 from service.api import deps
 from service.api.examples import openapi_examples
 from service.api.schemas import ErrorResponse, PredictRequest, PredictResponse
@@ -24,12 +24,12 @@ ONE_MODEL = frozenset({"version", "instances", "top_k"})
 ONE_VERSION = frozenset({"instances", "top_k"})
 
 
-def predict(model: LoadedModel, body: dict, max_rows: int) -> dict:
+def predict(request: Request, model: LoadedModel, body: dict, max_rows: int) -> dict:
     """Decode the rows, run them and postprocess into one prediction dict per row."""
     x = codec.rows(body["instances"], model.card, max_rows)
     k = codec.top_k(body)
     return {"model": model.name, "version": model.version, "task": model.card.task.value,
-            "predictions": tasks.postprocess(model.card, inference.run(model, x), k)}
+            "predictions": tasks.postprocess(model.card, deps.run(request, model, x), k)}
 
 
 def _docs(fields: frozenset[str]) -> dict:
@@ -52,23 +52,23 @@ async def predict_any(request: Request) -> Response:
     """Predict with the model named in the body, or the default model."""
     repo, settings = deps.repository(request), deps.settings(request)
     body = codec.parse_object(await codec.read_body(request, settings.max_body_bytes), ANY_MODEL)
-    model = repo.get(repo.resolve(codec.text_field(body, "model")), codec.version_field(body))
-    return json_response(predict(model, body, settings.max_rows))
+    model = deps.model(request, repo.resolve(codec.text_field(body, "model")), codec.version_field(body))
+    return json_response(predict(request, model, body, settings.max_rows))
 
 
 @router.post("/models/{name}/predict", **_docs(ONE_MODEL))
 async def predict_model(name: str, request: Request) -> Response:
     """Predict with the named model, its newest ready version unless the body names one."""
-    repo, settings = deps.repository(request), deps.settings(request)
+    settings = deps.settings(request)
     body = codec.parse_object(await codec.read_body(request, settings.max_body_bytes), ONE_MODEL)
-    model = repo.get(name, codec.version_field(body))
-    return json_response(predict(model, body, settings.max_rows))
+    model = deps.model(request, name, codec.version_field(body))
+    return json_response(predict(request, model, body, settings.max_rows))
 
 
 @router.post("/models/{name}/versions/{version}/predict", **_docs(ONE_VERSION))
 async def predict_version(name: str, version: str, request: Request) -> Response:
     """Predict with one version of the named model."""
-    repo, settings = deps.repository(request), deps.settings(request)
-    model = repo.get(name, version)
+    settings = deps.settings(request)
+    model = deps.model(request, name, version)
     body = codec.parse_object(await codec.read_body(request, settings.max_body_bytes), ONE_VERSION)
-    return json_response(predict(model, body, settings.max_rows))
+    return json_response(predict(request, model, body, settings.max_rows))

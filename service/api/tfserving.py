@@ -9,7 +9,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from service import codec, inference, tfserving_codec
+from service import codec, tfserving_codec
 from service.api import deps
 from service.errors import NotFound, json_response
 from service.tfserving_types import (ColumnarResponse, ErrorResponse, GetModelMetadataResponse,
@@ -70,7 +70,7 @@ async def version_metadata(name: str, version: str, request: Request) -> Respons
 
 async def _predict(request: Request, name: str, version: str | None) -> Response:
     settings = deps.settings(request)
-    model = deps.repository(request).get(name, version)
+    model = deps.model(request, name, version)
     req = tfserving_codec.parse(await codec.read_body(request, settings.max_body_bytes))
     x = tfserving_codec.matrix(req, model, settings.max_rows)
-    return tfserving_codec.predict_response(req, model, inference.run(model, x))
+    return tfserving_codec.predict_response(req, model, deps.run(request, model, x))

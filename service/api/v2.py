@@ -102,9 +102,9 @@ def _metadata(request: Request, name: str, version: str | None) -> Response:
 
 async def _infer(request: Request, name: str, version: str | None) -> Response:
     settings = deps.settings(request)
-    model = deps.repository(request).get(name, version)
+    model = deps.model(request, name, version)
     body = await codec.read_body(request, settings.max_body_bytes)
     req, tail = v2_codec.parse(body, request.headers, settings.max_body_bytes)
     x = v2_codec.matrix(req, tail, model, settings.max_rows)
     names = v2_codec.output_names(req)
-    return v2_codec.response(model, req, inference.outputs(model.card, inference.run(model, x), names))
+    return v2_codec.response(model, req, inference.outputs(model.card, deps.run(request, model, x), names))

@@ -187,8 +187,10 @@ def free_port() -> int:
 
 @contextmanager
 def running_server(env: dict[str, str], log_path: Path, probe: str = "/health/ready",
-                   timeout: float = 60.0) -> Iterator[str]:
-    """Run `python -m service` as users do, wait until `probe` answers 200, yield its URL, stop it by PID."""
+                   timeout: float = 60.0, procs: list | None = None) -> Iterator[str]:
+    """Run `python -m service` as users do, wait until `probe` answers 200, yield its URL, stop it by PID.
+
+    `procs`, when given, receives the `subprocess.Popen` (for tests that signal or measure it)."""
     port = free_port()
     clean = {k: v for k, v in os.environ.items() if not k.startswith("TINYSERVE_")}
     env = {**clean, **env, "TINYSERVE_HOST": "127.0.0.1", "TINYSERVE_PORT": str(port)}
@@ -196,6 +198,8 @@ def running_server(env: dict[str, str], log_path: Path, probe: str = "/health/re
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "service"], cwd=REPO_ROOT, env=env,
                                 stdout=log, stderr=subprocess.STDOUT)
+    if procs is not None:
+        procs.append(proc)
     try:
         _wait_for(url + probe, proc, log_path, timeout)
         yield url
@@ -220,3 +224,38 @@ def _wait_for(url: str, proc: subprocess.Popen, log_path: Path, timeout: float) 
             pass
         time.sleep(0.1)
     raise RuntimeError(f"no 200 from {url} after {timeout}s:\n{log_path.read_text()}")
+
+
+def metric(text: str, name: str, **labels: str) -> float | None:
+    """The value of one sample in Prometheus exposition text, or None when it is absent."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return sample.value
+    return None
+
+
+async def raw_request(app: FastAPI, method: str, raw_path: bytes, body: bytes = b"",
+                      headers: list[tuple[bytes, bytes]] = ()) -> tuple[int, dict, bytes]:
+    """Call the ASGI app with a path exactly as given (clients normalise `..` and `%2f` away)."""
+    from urllib.parse import unquote_to_bytes
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
+             "scheme": "http", "path": unquote_to_bytes(raw_path).decode("latin-1"), "raw_path": raw_path,
+             "query_string": b"", "root_path": "", "headers": [(b"host", b"t"), *headers],
+             "client": ("127.0.0.1", 1), "server": ("t", 80), "state": {}}
+    sent: list[dict] = []
+    chunks = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive() -> dict:
+        return chunks.pop() if chunks else {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    headers_out = {k.decode().lower(): v.decode() for k, v in start.get("headers", [])}
+    return start["status"], headers_out, b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")

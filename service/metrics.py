@@ -1,0 +1,99 @@
+"""Prometheus metrics: what each request, inference and model load did, served at GET /metrics.
+
+Labels stay low-cardinality on purpose: `endpoint` is the route template (or "unmatched"),
+`model` and `version` are only ever set from a model the repository actually holds (anything
+else is "none"), `status` is the HTTP status code. Label-bound children are cached per label
+set, so a request costs a dict lookup, a counter increment and two histogram observations.
+
+Several workers (`python -m service` with workers > 1): `__main__` points
+PROMETHEUS_MULTIPROC_DIR at a fresh directory before any worker imports prometheus_client;
+each worker then writes its values to files there and `render` aggregates every worker's files
+(counters and histograms sum; in-flight sums over live workers; model status is the max over
+live workers).
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
+                               generate_latest, multiprocess)
+
+NONE = "none"
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+STATUSES = ("ready", "failed")
+
+
+def multiprocess_dir() -> str | None:
+    """The shared directory of multiprocess mode, when it is on."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+class Metrics:
+    """One app's metrics, in its own registry so that apps (and tests) never share counts."""
+
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry(auto_describe=True)
+        req = ("model", "version", "endpoint", "status")
+        self.requests = Counter("tinyserve_requests", "HTTP requests answered.", req, registry=r)
+        self.latency = Histogram("tinyserve_request_duration_seconds", "Time from request start to the "
+                                 "last response byte.", req, buckets=LATENCY_BUCKETS, registry=r)
+        self.inference = Histogram("tinyserve_inference_duration_seconds", "onnxruntime run time per request.",
+                                   ("model", "version"), buckets=LATENCY_BUCKETS, registry=r)
+        self.rows = Histogram("tinyserve_request_rows", "Rows (instances) per inference request.",
+                              ("model", "version", "endpoint"), buckets=ROW_BUCKETS, registry=r)
+        self.in_flight = Gauge("tinyserve_requests_in_flight", "Requests being served right now.",
+                               registry=r, multiprocess_mode="livesum")
+        self.load_failures = Counter("tinyserve_model_load_failures", "Model version loads that failed "
+                                     "validation (bad card, hash, graph or golden examples).", ("model",), registry=r)
+        self.version_status = Gauge("tinyserve_model_version_status", "1 for a model version's current "
+                                    "status (ready or failed), 0 otherwise; removed versions are 0.",
+                                    ("model", "version", "status"), registry=r, multiprocess_mode="livemax")
+        self._children: dict[tuple, tuple] = {}
+        self._inference_children: dict[tuple, tuple] = {}
+        self._statuses: set[tuple[str, str]] = set()
+
+    def observe_request(self, model: str, version: str, endpoint: str, status: int, seconds: float) -> None:
+        """Count one answered request and its latency."""
+        key = (model, version, endpoint, status)
+        children = self._children.get(key)
+        if children is None:
+            labels = (model, version, endpoint, str(status))
+            children = self._children[key] = (self.requests.labels(*labels), self.latency.labels(*labels))
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def observe_inference(self, model: str, version: str, endpoint: str, rows: int, seconds: float) -> None:
+        """Record one onnxruntime run: its duration and its row count."""
+        key = (model, version, endpoint)
+        children = self._inference_children.get(key)
+        if children is None:
+            children = self._inference_children[key] = (self.inference.labels(model, version),
+                                                        self.rows.labels(model, version, endpoint))
+        children[0].observe(seconds)
+        children[1].observe(rows)
+
+    def record_models(self, entries: dict, failed: list[dict]) -> None:
+        """Publish every version's status after a (re)load, and count the loads that failed."""
+        for item in failed:
+            self.load_failures.labels(item["model"]).inc()
+        now = {(name, str(v)): e.status for name, versions in entries.items() for v, e in versions.items()}
+        for key in self._statuses | now.keys():
+            for status in STATUSES:
+                self.version_status.labels(*key, status).set(1 if now.get(key) == status else 0)
+        self._statuses |= now.keys()
+
+    def render(self) -> tuple[bytes, str]:
+        """The exposition text (every worker's, in multiprocess mode) and its content type."""
+        if multiprocess_dir() is None:
+            return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+def worker_exit() -> None:
+    """Drop this worker's live gauges from the multiprocess files (a no-op in one process)."""
+    if multiprocess_dir() is not None:
+        multiprocess.mark_process_dead(os.getpid())

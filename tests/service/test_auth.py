@@ -1,0 +1,128 @@
+"""Bearer tokens, admin switch, and names from URLs or bodies never reaching the filesystem."""
+
+from __future__ import annotations
+
+import pytest
+
+from service.config import Settings
+from service.main import create_app
+from tests.service import helpers
+from tests.service.helpers import REGRESSION, write_model
+
+pytestmark = pytest.mark.anyio
+TOKENS = "first-token,second-token"
+ROW = {"instances": [[1, 2]]}
+V2_BODY = {"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}]}
+PROTECTED = [
+    ("POST", "/predict", {"json": {"model": "tiny-regression", **ROW}}),
+    ("POST", "/models/tiny-regression/predict", {"json": ROW}),
+    ("POST", "/models/tiny-regression/versions/1/predict", {"json": ROW}),
+    ("POST", "/v2/models/tiny-regression/infer", {"json": V2_BODY}),
+    ("POST", "/v2/models/tiny-regression/versions/1/infer", {"json": V2_BODY}),
+    ("POST", "/v1/models/tiny-regression:predict", {"json": ROW}),
+    ("POST", "/v1/models/tiny-regression/versions/1:predict", {"json": ROW}),
+    ("GET", "/models", {}), ("GET", "/v2/models/tiny-regression", {}), ("GET", "/v1/models/tiny-regression", {}),
+    ("GET", "/models/tiny-regression/versions/1/report", {}),
+    ("POST", "/admin/reload", {}),
+]
+OPEN = ["/health/live", "/health/ready", "/v2/health/live", "/v2/health/ready", "/metrics", "/openapi.json", "/docs"]
+
+
+@pytest.fixture
+async def secured(tmp_path):
+    write_model(tmp_path, REGRESSION)
+    async with helpers.serve(create_app(Settings(model_root=tmp_path, api_tokens=TOKENS))) as client:
+        yield client
+
+
+@pytest.mark.parametrize("method, path, kwargs", PROTECTED)
+@pytest.mark.parametrize("auth", [None, "Bearer wrong", "Bearer first-token-x", "first-token", "Basic Zmlyc3Q="])
+async def test_protected_routes_need_a_valid_token(secured, method, path, kwargs, auth):
+    headers = {"Authorization": auth} if auth else {}
+    response = await secured.request(method, path, headers=headers, **kwargs)
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert list(response.json()) == ["error"] and "bearer token" in response.json()["error"]
+
+
+@pytest.mark.parametrize("method, path, kwargs", PROTECTED)
+@pytest.mark.parametrize("token", ["first-token", "second-token"])
+async def test_any_configured_token_opens_them(secured, method, path, kwargs, token):
+    response = await secured.request(method, path, headers={"Authorization": f"Bearer {token}"}, **kwargs)
+    assert response.status_code in (200, 404), response.text  # 404: this version has no report
+
+
+@pytest.mark.parametrize("path", OPEN)
+async def test_probes_metrics_and_docs_stay_open(secured, path):
+    assert (await secured.get(path)).status_code == 200
+
+
+async def test_admin_can_be_switched_off_with_tokens(tmp_path):
+    write_model(tmp_path, REGRESSION)
+    settings = Settings(model_root=tmp_path, api_tokens=TOKENS, admin_enabled=False)
+    async with helpers.serve(create_app(settings)) as client:
+        response = await client.post("/admin/reload", headers={"Authorization": "Bearer first-token"})
+        assert response.status_code == 404
+
+
+def test_tokens_parse_from_a_list_or_commas_and_stay_out_of_repr(monkeypatch):
+    monkeypatch.setenv("TINYSERVE_API_TOKENS", '["a", "b"]')
+    assert Settings().api_tokens == ("a", "b") and Settings().admin
+    monkeypatch.setenv("TINYSERVE_API_TOKENS", " a , b ,")
+    assert Settings().api_tokens == ("a", "b") and "a" not in repr(Settings()).split("model_root")[0]
+    monkeypatch.delenv("TINYSERVE_API_TOKENS")
+    assert Settings().api_tokens == () and not Settings().admin
+
+
+# A complete, valid model outside the model root: every traversal attempt must miss it.
+@pytest.fixture
+async def fenced(tmp_path):
+    write_model(tmp_path / "root", REGRESSION)
+    write_model(tmp_path / "outside", REGRESSION.__class__(**{**REGRESSION.__dict__, "name": "evil"}))
+    (tmp_path / "root" / "tiny-regression" / "1" / "report").mkdir()
+    (tmp_path / "root" / "tiny-regression" / "1" / "report" / "report.md").write_text("# ok")
+    (tmp_path / "secret.md").write_text("secret")
+    app = create_app(Settings(model_root=tmp_path / "root", admin_enabled=True))
+    async with helpers.serve(app):
+        yield app, tmp_path
+
+
+NAMES = ["../outside/evil", "..%2foutside%2fevil", "%2e%2e%2foutside%2fevil", "..%2Foutside%2Fevil",
+         "%2e%2e/outside/evil", "/outside/evil", "%2Foutside%2Fevil", "..", "%2e%2e", "evil%00", "..%5coutside%5cevil"]
+URLS = ["/models/{n}/predict", "/models/{n}/versions/1/predict", "/v2/models/{n}/infer", "/v2/models/{n}",
+        "/v2/models/{n}/versions/1/infer", "/v1/models/{n}:predict", "/v1/models/{n}/versions/1:predict",
+        "/v1/models/{n}/metadata", "/models/{n}", "/models/{n}/versions/1", "/models/{n}/versions/1/report",
+        "/models/tiny-regression/versions/{n}", "/models/tiny-regression/versions/{n}/report",
+        "/models/tiny-regression/versions/1/report/{n}"]
+
+
+@pytest.mark.parametrize("url", URLS)
+@pytest.mark.parametrize("name", NAMES)
+async def test_traversal_in_urls_reaches_nothing(fenced, url, name):
+    app, _ = fenced
+    status, headers, body = await helpers.raw_request(app, "POST" if "pred" in url or "infer" in url else "GET",
+                                                      url.format(n=name).encode(), b'{"instances": [[1, 2]]}')
+    assert status in (400, 404, 405), (status, body)
+    assert headers["content-type"] == "application/json" and b"secret" not in body
+
+
+@pytest.mark.parametrize("name", ["../outside/evil", "/abs/outside/evil", "..\\outside\\evil", "../../etc/passwd",
+                                  "tiny-regression/../../outside/evil", "..%2foutside%2fevil"])
+async def test_traversal_in_the_body_reaches_nothing(fenced, name):
+    app, root = fenced
+    body = f'{{"model": "{name.replace(chr(92), chr(92) * 2)}", "instances": [[1, 2]]}}'.encode()
+    status, _, out = await helpers.raw_request(app, "POST", b"/predict", body)
+    assert status == 404 and b"unknown model" in out
+    for version in ("../../outside/evil/1", "1/../1", "/1"):
+        body = f'{{"model": "tiny-regression", "version": "{version}", "instances": [[1, 2]]}}'.encode()
+        status, _, out = await helpers.raw_request(app, "POST", b"/predict", body)
+        assert status in (400, 404), out
+
+
+@pytest.mark.parametrize("file", ["../card.json", "..%2fcard.json", "%2e%2e%2fcard.json", "..%2f..%2f..%2fsecret.md",
+                                  "%2fetc%2fpasswd", "report.md%00.png", "REPORT.MD", ".hidden.md", "card.json"])
+async def test_report_file_traversal(fenced, file):
+    app, _ = fenced
+    status, _, body = await helpers.raw_request(
+        app, "GET", f"/models/tiny-regression/versions/1/report/{file}".encode())
+    assert status == 404 and b"secret" not in body and b"sha256" not in body

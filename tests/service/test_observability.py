@@ -1,0 +1,104 @@
+"""Metrics at /metrics, request ids and the JSON access log."""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+import pytest
+
+from service import logs
+from service.config import Settings
+from service.main import create_app
+from tests.service import helpers
+from tests.service.helpers import metric
+
+pytestmark = pytest.mark.anyio
+BODY = {"instances": [[1, 2], [0, 0]]}
+
+
+async def test_requests_are_counted_by_model_version_endpoint_and_status(client):
+    for _ in range(3):
+        assert (await client.post("/models/tiny-regression/predict", json=BODY)).status_code == 200
+    assert (await client.post("/v2/models/tiny-multiclass/versions/1/infer", json={"inputs": [
+        {"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [0, 0, 0, 0]}]})).status_code == 200
+    assert (await client.post("/models/tiny-regression/predict", json={"instances": [[1]]})).status_code == 400
+    text = (await client.get("/metrics")).text
+    ok = dict(model="tiny-regression", version="1", endpoint="/models/{name}/predict")
+    assert metric(text, "tinyserve_requests_total", **ok, status="200") == 3
+    assert metric(text, "tinyserve_request_duration_seconds_count", **ok, status="200") == 3
+    assert metric(text, "tinyserve_requests_total", **ok, status="400") == 1
+    assert metric(text, "tinyserve_request_rows_sum", **ok) == 6
+    assert metric(text, "tinyserve_inference_duration_seconds_count", model="tiny-regression", version="1") == 3
+    assert metric(text, "tinyserve_requests_total", model="tiny-multiclass", version="1",
+                  endpoint="/v2/models/{name}/versions/{version}/infer", status="200") == 1
+    assert metric(text, "tinyserve_requests_in_flight") == 1  # the scrape itself
+    assert metric(text, "tinyserve_model_version_status", model="tiny-multiclass", version="2",
+                  status="ready") == 1
+
+
+async def test_unknown_models_and_paths_add_no_label_values(client):
+    for name in ("nope", "../etc", "x" * 200):
+        await client.post("/predict", json={"model": name, "instances": [[0]]})
+        await client.post(f"/models/{name}/predict", json=BODY)
+        await client.get(f"/random/{name}")
+    text = (await client.get("/metrics")).text
+    assert "nope" not in text and "etc" not in text and "xxxx" not in text and "random" not in text
+    assert metric(text, "tinyserve_requests_total", model="none", version="none", endpoint="/predict",
+                  status="404") == 3
+    assert metric(text, "tinyserve_requests_total", model="none", endpoint="unmatched", status="404") >= 3
+
+
+async def test_apps_do_not_share_counts(settings):
+    for _ in range(2):
+        async with helpers.serve(create_app(settings)) as client:
+            await client.get("/health/live")
+            text = (await client.get("/metrics")).text
+        assert metric(text, "tinyserve_requests_total", endpoint="/health/live", status="200") == 1
+
+
+async def test_metrics_can_be_switched_off(model_root):
+    async with helpers.serve(create_app(Settings(model_root=model_root, metrics_enabled=False))) as client:
+        assert (await client.get("/metrics")).status_code == 404
+        assert (await client.post("/models/tiny-regression/predict", json=BODY)).status_code == 200
+
+
+@pytest.mark.parametrize("given, kept", [
+    ("abc-123", True), ("a.b_c:d", True), ("x" * 64, True), ("x" * 65, False),
+    ("bad id", False), ("<script>", False), ("new\\nline", False), ("", False)])
+async def test_request_id_is_echoed_when_safe(client, given, kept):
+    response = await client.get("/health/live", headers={"X-Request-ID": given})
+    rid = response.headers["x-request-id"]
+    assert (rid == given) is kept
+    assert 1 <= len(rid) <= 64
+
+
+async def test_request_id_is_generated_and_unique(client):
+    ids = {(await client.get("/health/live")).headers["x-request-id"] for _ in range(5)}
+    assert len(ids) == 5
+
+
+async def test_one_access_log_line_per_request_without_input_data(client, caplog):
+    caplog.set_level(logging.INFO, logs.ACCESS)
+    secret = 123456.789
+    response = await client.post("/models/tiny-regression/predict", json={"instances": [[secret, 1]]},
+                                 headers={"X-Request-ID": "req-1"})
+    assert response.status_code == 200
+    records = [r for r in caplog.records if r.name == logs.ACCESS]
+    assert len(records) == 1
+    line = orjson.loads(logs.JsonFormatter().format(records[0]))
+    assert line | {"ts": None, "latency_ms": None} == {
+        "ts": None, "level": "info", "logger": logs.ACCESS, "msg": "request", "request_id": "req-1",
+        "method": "POST", "path": "/models/{name}/predict", "status": 200, "latency_ms": None,
+        "model": "tiny-regression", "version": 1, "rows": 1}
+    assert line["latency_ms"] > 0
+    assert str(secret) not in caplog.text and "123456" not in caplog.text
+
+
+def test_log_config_makes_every_logger_json():
+    import logging.config
+
+    config = logs.config("warning")
+    assert set(config["loggers"]) >= {"uvicorn", "uvicorn.error", "uvicorn.access"}
+    record = logging.LogRecord("uvicorn.error", logging.ERROR, __file__, 1, "boom %s", ("x",), None)
+    assert orjson.loads(logs.JsonFormatter().format(record))["msg"] == "boom x"

@@ -1,0 +1,159 @@
+"""Model updates without downtime: change detection, rejection of bad updates, admin reload, load test."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import shutil
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+from service.config import Settings
+from service.main import create_app
+from service.repository import Repository
+from tests.service import helpers
+from tests.service.helpers import MULTICLASS_V1, MULTICLASS_V2, REGRESSION, write_model
+
+pytestmark = pytest.mark.anyio
+ROW = {"instances": [[0, 0, 0, 0]]}
+V3 = dataclasses.replace(MULTICLASS_V2, version=3, bias=[0.0, 2.0, 0.0])
+
+
+@pytest.fixture
+def root(tmp_path):
+    for spec in (MULTICLASS_V1, MULTICLASS_V2, REGRESSION):
+        write_model(tmp_path, spec)
+    return tmp_path
+
+
+def empty_change(**kw) -> dict:
+    return {"added": [], "replaced": [], "removed": [], "failed": []} | kw
+
+
+async def test_refresh_adds_replaces_removes_and_skips_unchanged(root):
+    repo = Repository(root).load()
+    assert repo.last_change["added"] == ["tiny-multiclass/1", "tiny-multiclass/2", "tiny-regression/1"]
+    assert await repo.refresh() == empty_change()
+    old = repo.get("tiny-multiclass")
+    write_model(root, V3)
+    assert await repo.refresh() == empty_change(added=["tiny-multiclass/3"])
+    assert repo.get("tiny-multiclass").version == 3
+    assert old.version == 2 and old.run  # a request holding the old model can still finish on it
+    write_model(root, dataclasses.replace(MULTICLASS_V1, bias=[5.0, 0.0, 0.0]))
+    assert await repo.refresh() == empty_change(replaced=["tiny-multiclass/1"])
+    assert repo.get("tiny-multiclass", 1).run(np.zeros((1, 4), np.float32)).tolist() == [[5.0, 0.0, 0.0]]
+    shutil.rmtree(root / "tiny-multiclass" / "3")
+    assert await repo.refresh() == empty_change(removed=["tiny-multiclass/3"])
+    assert repo.get("tiny-multiclass").version == 2 and repo.ready_versions("tiny-multiclass") == [1, 2]
+    shutil.rmtree(root / "tiny-regression")
+    assert await repo.refresh() == empty_change(removed=["tiny-regression/1"])
+    assert "tiny-regression" not in repo.entries
+
+
+async def test_a_bad_update_is_rejected_and_the_running_version_keeps_serving(root):
+    repo = Repository(root).load()
+    running = repo.get("tiny-multiclass", 2)
+    folder = root / "tiny-multiclass" / "2"
+    (folder / "model.onnx").write_bytes(b"not onnx")
+    change = await repo.refresh()
+    assert change["failed"][0]["model"] == "tiny-multiclass" and change["failed"][0]["version"] == 2
+    assert repo.get("tiny-multiclass", 2) is running
+    assert repo.entry("tiny-multiclass", 2).summary()["reason"].startswith("update rejected")
+    assert await repo.refresh() == empty_change()  # the same bad files are not retried every poll
+    write_model(root, MULTICLASS_V2)  # fixed: loads again
+    assert await repo.refresh() == empty_change(replaced=["tiny-multiclass/2"])
+    assert "reason" not in repo.entry("tiny-multiclass", 2).summary()
+
+
+async def test_a_bad_new_version_leaves_the_default_alone(root):
+    repo = Repository(root).load()
+    folder = write_model(root, V3)
+    helpers.edit_card(folder, sha256="0" * 64)
+    change = await repo.refresh()
+    assert [f["version"] for f in change["failed"]] == [3]
+    assert repo.get("tiny-multiclass").version == 2
+    assert repo.entry("tiny-multiclass", 3).status == "failed"
+
+
+async def test_admin_reload_answers_the_summary(root):
+    app = create_app(Settings(model_root=root, admin_enabled=True, poll_seconds=0))
+    async with helpers.serve(app) as client:
+        write_model(root, V3)
+        response = await client.post("/admin/reload")
+        assert response.status_code == 200 and response.json() == empty_change(added=["tiny-multiclass/3"])
+        assert (await client.post("/models/tiny-multiclass/predict", json=ROW)).json()["version"] == 3
+        text = (await client.get("/metrics")).text
+        assert helpers.metric(text, "tinyserve_model_version_status", model="tiny-multiclass", version="3",
+                              status="ready") == 1
+
+
+async def test_admin_is_off_by_default_without_tokens(root):
+    async with helpers.serve(create_app(Settings(model_root=root))) as client:
+        assert (await client.post("/admin/reload")).status_code == 404
+
+
+async def test_the_poller_picks_up_a_new_version(root):
+    async with helpers.serve(create_app(Settings(model_root=root, poll_seconds=0.05))) as client:
+        write_model(root, V3)
+        for _ in range(100):
+            if (await client.post("/models/tiny-multiclass/predict", json=ROW)).json()["version"] == 3:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            pytest.fail("version 3 never served")
+
+
+def test_add_replace_remove_under_load_fails_no_request(root, tmp_path_factory):
+    """Real server, 6 clients hammering /predict while versions come and go: zero failed requests."""
+    env = {"TINYSERVE_MODEL_ROOT": str(root), "TINYSERVE_POLL_SECONDS": "0.1", "TINYSERVE_LOG_LEVEL": "warning"}
+    with helpers.running_server(env, tmp_path_factory.mktemp("reload") / "server.log") as url:
+        stop, results = False, []
+
+        async def hammer(body: dict) -> None:
+            async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+                while not stop:
+                    r = await client.post("/predict", json=body)
+                    results.append((r.status_code, r.json().get("version")))
+
+        def default_version() -> int | None:
+            return httpx.get(f"{url}/models/tiny-multiclass").json()["default_version"]
+
+        def wait_for(check) -> None:
+            deadline = time.monotonic() + 15
+            while not check():
+                assert time.monotonic() < deadline, "the poller did not apply the change"
+                time.sleep(0.05)
+
+        async def main() -> None:
+            nonlocal stop
+            bodies = [{"model": "tiny-multiclass", **ROW}, {"model": "tiny-regression", "instances": [[1, 2]]}]
+            clients = [asyncio.create_task(hammer(bodies[i % 2])) for i in range(6)]
+            await asyncio.sleep(0.5)
+            steps = [
+                (lambda: write_model(root, V3), lambda: default_version() == 3),
+                (lambda: write_model(root, dataclasses.replace(MULTICLASS_V2, bias=[1.0, 0.0, 0.0])),
+                 lambda: httpx.get(f"{url}/models").status_code == 200),
+                (lambda: (root / "tiny-multiclass" / "9").mkdir() or (root / "tiny-multiclass" / "9" /
+                          "model.onnx").write_bytes(b"junk"), lambda: _status(url, 9) == "failed"),
+                (lambda: shutil.rmtree(root / "tiny-multiclass" / "3"), lambda: default_version() == 2),
+                (lambda: shutil.rmtree(root / "tiny-multiclass" / "1"), lambda: _status(url, 1) is None),
+            ]
+            for change, done in steps:
+                change()
+                await asyncio.to_thread(wait_for, done)
+                await asyncio.sleep(0.3)
+            stop = True
+            await asyncio.gather(*clients)
+
+        asyncio.run(main())
+    failed = [r for r in results if r[0] != 200]
+    assert len(results) > 200 and failed == []
+    assert {v for _, v in results} >= {1, 2, 3}  # tiny-regression is 1; multiclass served 2 and 3
+
+
+def _status(url: str, version: int) -> str | None:
+    versions = httpx.get(f"{url}/models/tiny-multiclass").json()["versions"]
+    return next((v["status"] for v in versions if v["version"] == version), None)
