@@ -30,6 +30,10 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Interface to listen on; 0.0.0.0 exposes the server.")
     port: int = Field(8000, ge=0, le=65535, description="TCP port to listen on.")
     threads: int = Field(1, ge=1, description="onnxruntime intra-op threads per model session.")
+    workers: int = Field(
+        1, ge=1, description="uvicorn worker processes; above 1, metrics are shared through "
+        "PROMETHEUS_MULTIPROC_DIR (a temporary directory unless set).",
+    )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         "info", description="Log level of the service and of uvicorn."
     )

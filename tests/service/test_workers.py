@@ -1,0 +1,42 @@
+"""Several uvicorn workers: /metrics sums what every worker counted."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.service import helpers
+
+
+def test_two_workers_metrics_are_aggregated(model_root, tmp_path):
+    shared = tmp_path / "prom"
+    shared.mkdir()
+    env = {"TINYSERVE_MODEL_ROOT": str(model_root), "TINYSERVE_WORKERS": "2", "TINYSERVE_LOG_LEVEL": "warning",
+           "TINYSERVE_POLL_SECONDS": "0", "PROMETHEUS_MULTIPROC_DIR": str(shared)}
+    with helpers.running_server(env, tmp_path / "server.log") as url:
+        n = 0
+        for _ in range(60):  # new connections until both workers have answered some
+            for _ in range(10):
+                with httpx.Client(base_url=url, headers={"Connection": "close"}) as client:
+                    assert client.post("/models/tiny-regression/predict",
+                                       json={"instances": [[1, 2]]}).status_code == 200
+                n += 1
+            if len({f.name.split("_")[-1] for f in shared.glob("counter_*.db")}) >= 2:
+                break
+        pids = {f.name.split("_")[-1] for f in shared.glob("counter_*.db")}
+        text = httpx.get(f"{url}/metrics").text
+    assert len(pids) == 2, pids
+    assert helpers.metric(text, "tinyserve_requests_total", model="tiny-regression", version="1",
+                          endpoint="/models/{name}/predict", status="200") == n
+    assert helpers.metric(text, "tinyserve_model_version_status", model="tiny-regression", version="1",
+                          status="ready") == 1
+
+
+def test_two_workers_without_a_multiproc_dir_get_a_temporary_one(model_root, tmp_path):
+    env = {"TINYSERVE_MODEL_ROOT": str(model_root), "TINYSERVE_WORKERS": "2", "TINYSERVE_LOG_LEVEL": "warning",
+           "TINYSERVE_POLL_SECONDS": "0"}
+    with helpers.running_server(env, tmp_path / "server.log") as url:
+        for _ in range(40):
+            with httpx.Client(base_url=url, headers={"Connection": "close"}) as client:
+                assert client.get("/health/live").status_code == 200
+        text = httpx.get(f"{url}/metrics").text
+    assert helpers.metric(text, "tinyserve_requests_total", endpoint="/health/live", status="200") == 40
