@@ -22,10 +22,12 @@ FROM base AS builder
 WORKDIR /src
 RUN python3 -m venv /opt/venv
 COPY pyproject.toml ./
+# Dependencies in their own layer (the project without code): editing the code reuses it.
+RUN pip install . && pip uninstall -y tinyserve
 COPY service ./service
 # Non-editable: the venv is self-contained and /src stays behind in this stage.
 # pip and setuptools are only needed to install; the serving image runs without them.
-RUN pip install . && pip uninstall -y pip setuptools
+RUN pip install --no-deps . && pip uninstall -y pip setuptools
 
 # Train: the training extra (TensorFlow) on top of the same code, able to rebuild the models.
 # Not used by the serving image; build it with --target train.
@@ -33,9 +35,10 @@ FROM base AS train
 WORKDIR /src
 RUN python3 -m venv /opt/venv
 COPY pyproject.toml ./
+RUN pip install "./[train]" && pip uninstall -y tinyserve
 COPY service ./service
 COPY training ./training
-RUN pip install "./[train]"
+RUN pip install --no-deps ./
 CMD ["python3", "-m", "training", "--all", "--out", "/out"]
 
 # Serve: the venv, the default models, a non-root user.
