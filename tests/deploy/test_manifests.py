@@ -75,6 +75,9 @@ def test_deployment_is_production_shaped():
     assert container["livenessProbe"]["httpGet"]["path"] == "/health/live"
     assert container["readinessProbe"]["httpGet"]["path"] == "/health/ready"
     assert _env(container)["PYTHONDONTWRITEBYTECODE"] == "1"
+    drain = float(_env(container).get("TINYSERVE_GRACEFUL_SHUTDOWN_SECONDS",
+                                      Settings.model_fields["graceful_shutdown_seconds"].default))
+    assert drain < pod.get("terminationGracePeriodSeconds", 30), "drain must end before SIGKILL"
     labels = deployment["spec"]["selector"]["matchLabels"]
     assert labels.items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
     service = _by_kind("Service")[0]
