@@ -1,0 +1,311 @@
+"""`python -m bench`: the service and two floor servers, side by side, under the same wrk load.
+
+Loopback only. Every server runs under uvicorn pinned (taskset) to the first cores, wrk to the
+last core; each cell is one wrk run of --duration seconds, repeated --rounds times (median
+reported, rounds interleaved so drift hits every server alike). Prints requests/s, rows/s,
+p50/p99 latency and errors per cell, the service's ratio to each floor, its cold start (process
+start to first successful prediction) and its resident memory after warm-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import random
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+MODEL, N_FEATURES = "digits", 64  # the 64-25-15-10 network of the default repository
+
+
+@dataclass
+class Server:
+    """One server under test: how to start it and which path each protocol posts to."""
+
+    name: str
+    command: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen | None = None
+    port: int = 0
+    cold_start: float | None = None
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+
+def bodies(rows: int, seed: int = 0) -> dict[str, bytes]:
+    """The same rows as a /predict body and as a V2 JSON body; pixel values as digits has them."""
+    rnd = random.Random(seed)
+    x = [[float(rnd.randint(0, 16)) for _ in range(N_FEATURES)] for _ in range(rows)]
+    predict = {"model": MODEL, "instances": x}
+    v2 = {"inputs": [{"name": "features", "shape": [rows, N_FEATURES], "datatype": "FP32",
+                      "data": [v for row in x for v in row]}]}
+    return {"predict": json.dumps(predict).encode(), "v2": json.dumps(v2).encode()}
+
+
+PATHS = {"predict": "/predict", "v2": f"/v2/models/{MODEL}/infer"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def post(port: int, path: str, body: bytes, timeout: float = 2.0) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("POST", path, body, {"Content-Type": "application/json"})
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    finally:
+        conn.close()
+
+
+def start(server: Server, cores: str, probe: bytes, log: Path, timeout: float = 60.0) -> None:
+    """Start pinned to `cores`; wait for a 200 to a real prediction and record how long it took."""
+    server.port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TINYSERVE_")}
+    env.update(server.env, TINYSERVE_HOST="127.0.0.1", TINYSERVE_PORT=str(server.port), PYTHONPATH=str(ROOT))
+    command = [a.replace("{port}", str(server.port)) for a in server.command]
+    t0 = time.perf_counter()
+    with open(log, "ab") as out:
+        server.proc = subprocess.Popen(["taskset", "-c", cores, *command], cwd=ROOT, env=env,
+                                       stdout=out, stderr=subprocess.STDOUT)
+    while time.perf_counter() - t0 < timeout:
+        if server.proc.poll() is not None:
+            raise SystemExit(f"{server.name} exited with {server.proc.returncode}; see {log}")
+        try:
+            if post(server.port, "/predict", probe, timeout=1.0) == 200:
+                server.cold_start = time.perf_counter() - t0
+                return
+        except OSError:
+            pass
+        time.sleep(0.005)
+    raise SystemExit(f"{server.name} gave no 200 within {timeout}s; see {log}")
+
+
+def stop(server: Server) -> None:
+    if server.proc and server.proc.poll() is None:
+        server.proc.terminate()
+        try:
+            server.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            server.proc.kill()
+            server.proc.wait()
+
+
+def rss_mb(pid: int) -> tuple[float, list[float]]:
+    """VmRSS of the process and of each of its child processes (uvicorn workers), in MB."""
+    def vmrss(p: int) -> float:
+        for line in Path(f"/proc/{p}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    children = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and f"\nPPid:\t{pid}\n" in (entry / "status").read_text():
+                if b"resource_tracker" not in (entry / "cmdline").read_bytes():
+                    children.append(vmrss(int(entry.name)))
+        except OSError:
+            continue
+    return vmrss(pid), children
+
+
+def server_pid(server: Server) -> int:
+    """The server's own pid: taskset execs the command, so it is the Popen pid."""
+    return server.proc.pid
+
+
+def wrk(url: str, body: Path, connections: int, duration: int, core: str | None) -> dict:
+    """One wrk run; requests/s, p50/p99 in ms, errors (non-2xx + socket errors)."""
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "--timeout", "5s",
+               "-s", str(HERE / "post.lua"), url]
+    if core is not None:
+        command = ["taskset", "-c", core, *command]
+    out = subprocess.run(command, env={**os.environ, "BENCH_BODY": str(body)}, capture_output=True,
+                         text=True, timeout=duration + 30)
+    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("BENCH ")), None)
+    if line is None:
+        raise SystemExit(f"wrk failed ({out.returncode}): {out.stdout}{out.stderr}")
+    r = json.loads(line[6:])
+    return {"rps": r["requests"] / (r["duration_us"] / 1e6), "p50": r["p50_us"] / 1000,
+            "p99": r["p99_us"] / 1000, "errors": r["non2xx"] + r["socket_errors"]}
+
+
+def ensure_wrk() -> None:
+    """Debian's wrk, installed with apt when missing (root only); no wrk is an error, not a skip."""
+    if shutil.which("wrk"):
+        return
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        print("bench: installing wrk with apt-get", file=sys.stderr)
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], env=env, check=False, timeout=300)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], env=env, check=False, timeout=600,
+                       stdout=subprocess.DEVNULL)
+    if not shutil.which("wrk"):
+        raise SystemExit("bench: wrk is required (apt-get install wrk)")
+
+
+def cores(workers: int) -> tuple[str, str | None]:
+    """Server cores and the load generator's core: separate while the machine has enough."""
+    n = os.cpu_count() or 1
+    if n > workers:
+        return f"0-{workers - 1}" if workers > 1 else "0", str(n - 1)
+    return f"0-{n - 1}", None  # as many workers as cores: nothing left to keep wrk apart
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--duration", type=int, default=5, help="seconds per cell (default 5)")
+    p.add_argument("--rounds", type=int, default=1, help="rounds per cell, median reported (default 1)")
+    p.add_argument("--workers", type=int, default=1, help="uvicorn workers for every server (default 1)")
+    p.add_argument("--rows", default="1,256", help="rows per request, comma-separated (default 1,256)")
+    p.add_argument("--concurrency", default="1,16,64", help="connections, comma-separated (default 1,16,64)")
+    p.add_argument("--batch", metavar="SIZE,DELAY_MS",
+                   help="also run the service with adaptive batching on (e.g. 64,2) on /predict")
+    p.add_argument("--env", action="append", default=[], metavar="TINYSERVE_X=VALUE",
+                   help="extra setting for the service (repeatable), e.g. TINYSERVE_ACCESS_LOG=false")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: one cell (1 row, concurrency 16), no warm-up, --duration 1")
+    p.add_argument("--json", type=Path, help="also write every result to this file")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.rows, args.concurrency, args.duration, args.rounds = "1", "16", 1, 1
+    args.rows = [int(v) for v in args.rows.split(",")]
+    args.concurrency = [int(v) for v in args.concurrency.split(",")]
+    return args
+
+
+def servers(args: argparse.Namespace) -> list[Server]:
+    py, w = sys.executable, str(args.workers)
+    extra = dict(item.split("=", 1) for item in args.env)
+    found = [Server("raw-asgi", [py, "-m", "bench.floors", "raw", "{port}", w]),
+             Server("fastapi", [py, "-m", "bench.floors", "fastapi", "{port}", w]),
+             Server("tinyserve", [py, "-m", "service"], {"TINYSERVE_WORKERS": w, **extra})]
+    if args.batch:
+        size, delay = args.batch.split(",")
+        found.append(Server("tinyserve+batch", [py, "-m", "service"], {
+            "TINYSERVE_WORKERS": w, **extra, "TINYSERVE_BATCH_MAX_SIZE": size, "TINYSERVE_BATCH_MAX_DELAY_MS": delay}))
+    return found
+
+
+def cells(args: argparse.Namespace, names: list[str]) -> list[tuple[str, str, int, int]]:
+    """(server, protocol, rows, concurrency) for every measurement; floors take the /predict body."""
+    out = []
+    for rows in args.rows:
+        for conc in args.concurrency:
+            for name in names:
+                protocols = ["predict", "v2"] if name == "tinyserve" and not args.quick else ["predict"]
+                out += [(name, proto, rows, conc) for proto in protocols]
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    ensure_wrk()
+    server_cores, wrk_core = cores(args.workers)
+    work = Path(tempfile.mkdtemp(prefix="tinyserve-bench-"))
+    files = {}
+    for rows in sorted(set(args.rows) | {1}):
+        for proto, body in bodies(rows).items():
+            files[proto, rows] = work / f"{proto}-{rows}.json"
+            files[proto, rows].write_bytes(body)
+    probe = files["predict", 1].read_bytes()
+    started = servers(args)
+    results: dict[tuple, list[dict]] = {}
+    memory = {}
+    try:
+        for server in started:
+            start(server, server_cores, probe, work / f"{server.name}.log")
+        if not args.quick:  # warm-up: every server, every body, before anything is measured
+            for server in started:
+                for (proto, rows), body in files.items():
+                    if proto == "predict" or server.name.startswith("tinyserve"):
+                        wrk(server.url(PATHS[proto]), body, 16, 1, wrk_core)
+        for server in started:
+            memory[server.name] = rss_mb(server_pid(server))
+        todo = cells(args, [s.name for s in started])
+        by_name = {s.name: s for s in started}
+        for _ in range(args.rounds):
+            for name, proto, rows, conc in todo:
+                r = wrk(by_name[name].url(PATHS[proto]), files[proto, rows], conc, args.duration, wrk_core)
+                results.setdefault((name, proto, rows, conc), []).append(r)
+    finally:
+        for server in started:
+            stop(server)
+    report(args, started, results, memory, server_cores, wrk_core)
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def median(runs: list[dict]) -> dict:
+    return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+
+
+def report(args, started: list[Server], results: dict, memory: dict, server_cores: str,
+           wrk_core: str | None) -> None:
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")), "unknown")
+    print(f"# {time.strftime('%Y-%m-%d %H:%M')}  nproc={os.cpu_count()}  cpu={cpu}")
+    if args.env:
+        print(f"# service settings: {' '.join(args.env)}")
+    print(f"# servers on cores {server_cores}, wrk on core {wrk_core or 'shared'}; workers={args.workers}; "
+          f"{args.duration}s per cell, median of {args.rounds}; model {MODEL} (64-25-15-10)")
+    print()
+    print("| server | endpoint | rows | conc | req/s | rows/s | p50 ms | p99 ms | errors |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    med = {key: median(runs) for key, runs in results.items()}
+    for (name, proto, rows, conc), m in med.items():
+        endpoint = PATHS[proto] if name.startswith("tinyserve") else "(any)"
+        print(f"| {name} | {endpoint} | {rows} | {conc} | {m['rps']:,.0f} | {m['rps'] * rows:,.0f} | "
+              f"{m['p50']:.2f} | {m['p99']:.2f} | {m['errors']:.0f} |")
+    print()
+    print("Ratios (service throughput / floor throughput; rows/s ratios equal req/s ratios):")
+    print()
+    print("| rows | conc | /predict ÷ raw | /predict ÷ fastapi | V2 ÷ /predict |"
+          + (" batch ÷ /predict |" if args.batch else ""))
+    print("|---:|---:|---:|---:|---:|" + ("---:|" if args.batch else ""))
+    for rows in args.rows:
+        for conc in args.concurrency:
+            get = lambda name, proto="predict": med.get((name, proto, rows, conc), {}).get("rps")  # noqa: E731
+            ratio = lambda a, b: f"{a / b:.2f}" if a and b else "-"  # noqa: E731
+            svc = get("tinyserve")
+            line = (f"| {rows} | {conc} | {ratio(svc, get('raw-asgi'))} | {ratio(svc, get('fastapi'))} | "
+                    f"{ratio(get('tinyserve', 'v2'), svc)} |")
+            if args.batch:
+                line += f" {ratio(get('tinyserve+batch'), svc)} |"
+            print(line)
+    print()
+    for server in started:
+        if server.name.startswith("tinyserve"):
+            own, children = memory[server.name]
+            per_worker = f"workers {', '.join(f'{c:.0f}' for c in children)} MB" if children else ""
+            print(f"{server.name}: cold start {server.cold_start:.2f} s (process start to first 200 "
+                  f"from /predict); VmRSS after warm-up {own:.0f} MB {per_worker}".rstrip())
+    if args.json:
+        args.json.write_text(json.dumps({
+            "date": time.strftime("%Y-%m-%d %H:%M"), "nproc": os.cpu_count(), "cpu": cpu,
+            "workers": args.workers, "duration": args.duration, "rounds": args.rounds,
+            "cells": [{"server": k[0], "protocol": k[1], "rows": k[2], "concurrency": k[3], **v}
+                      for k, v in med.items()],
+            "cold_start_s": {s.name: s.cold_start for s in started},
+            "rss_mb": {k: {"process": v[0], "workers": v[1]} for k, v in memory.items()}}, indent=1))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
