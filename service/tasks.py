@@ -89,14 +89,17 @@ def binary(probs: np.ndarray, found: list) -> list[dict]:
 def multiclass(logits: np.ndarray, probs: np.ndarray, found: list, labels: list[str], top_k: int) -> list[dict]:
     """Best class, its probability and the top_k classes per row."""
     # Rank by logit: the same order as by probability, but still exact where probabilities underflow to 0.
-    order = np.argsort(-logits, axis=1, kind="stable")[:, :top_k].tolist()
+    order = np.argsort(-logits, axis=1, kind="stable")[:, :top_k]
+    # Gather in numpy, then build the dicts from plain lists: no per-element indexing in Python.
+    top_labels = np.asarray(labels, dtype=object)[order].tolist()
+    top_probs = np.take_along_axis(probs, order, axis=1).tolist()
     preds = []
-    for label, idx, row in zip(found, order, probs.tolist()):
+    for label, names, ps in zip(found, top_labels, top_probs):
         if label is None:
             preds.append({"label": None, "probability": None, "top_k": []})
             continue
-        ranked = [{"label": labels[i], "probability": row[i]} for i in idx]
-        preds.append({"label": label, "probability": row[idx[0]], "top_k": ranked})
+        preds.append({"label": label, "probability": ps[0],
+                      "top_k": [{"label": n, "probability": p} for n, p in zip(names, ps)]})
     return preds
 
 
