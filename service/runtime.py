@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,8 @@ import onnxruntime as ort
 
 from service.card import ModelCard, TensorSpec
 
+SERVING_FILE = "serving.json"  # per-model serving options, next to the version folders
+SERVING_KEYS = frozenset({"batch_max_size", "batch_max_delay_ms"})
 _DTYPES = {"tensor(float)": "float32", "tensor(double)": "float64", "tensor(int64)": "int64"}
 
 
@@ -20,6 +23,10 @@ def session_options(threads: int) -> ort.SessionOptions:
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 3  # warnings about unused initializers are noise here
+    # Spinning threads burn a core waiting for the next run; on shared cores that core is the
+    # event loop's. With one thread there is no pool to spin; with more, this keeps them asleep.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     return options
 
 
@@ -37,6 +44,9 @@ class LoadedModel:
     session: ort.InferenceSession
     input: TensorSpec
     output: TensorSpec
+    serving: dict = field(default_factory=dict)  # the model's serving.json, checked
+    # Per-process state that belongs with the session: the adaptive batcher, made on first use.
+    state: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def name(self) -> str:
@@ -64,7 +74,8 @@ def load(path: Path, card: ModelCard, threads: int) -> LoadedModel:
     by_name = {o.name: o for o in outputs}
     if card.output.name not in by_name:
         raise ValueError(f"card output {card.output.name!r} not among graph outputs {sorted(by_name)}")
-    model = LoadedModel(card, session, _spec(inputs[0]), _spec(by_name[card.output.name]))
+    model = LoadedModel(card, session, _spec(inputs[0]), _spec(by_name[card.output.name]),
+                        serving_options(path.parent.parent / SERVING_FILE))
     _check_spec("input", model.input, card.input)
     _check_spec("output", model.output, card.output)
     if model.input.dtype != "float32":
@@ -79,3 +90,20 @@ def _check_spec(role: str, graph: TensorSpec, card: TensorSpec) -> None:
     )
     if graph.name != card.name or graph.dtype != card.dtype or not same_shape:
         raise ValueError(f"graph {role} {graph.model_dump()} does not match card {role} {card.model_dump()}")
+
+
+def serving_options(path: Path) -> dict:
+    """A model's `serving.json` ({} when absent): batch_max_size (int >= 0), batch_max_delay_ms (>= 0)."""
+    if not path.is_file():
+        return {}
+    try:
+        options = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{SERVING_FILE} is not valid JSON: {exc}") from None
+    if type(options) is not dict or options.keys() - SERVING_KEYS:
+        raise ValueError(f"{SERVING_FILE} must be an object with only {sorted(SERVING_KEYS)}, got {options!r}")
+    size, delay = options.get("batch_max_size", 0), options.get("batch_max_delay_ms", 0)
+    if type(size) is not int or size < 0 or type(delay) not in (int, float) or delay < 0:
+        raise ValueError(f"{SERVING_FILE}: batch_max_size must be an integer >= 0 and batch_max_delay_ms "
+                         f"a number >= 0, got {options!r}")
+    return options

@@ -45,9 +45,10 @@ def model(request: Request, name: str, version: int | str | None = None) -> Load
     return found
 
 
-def run(request: Request, found: LoadedModel, x: np.ndarray) -> np.ndarray:
-    """`inference.run`, noting the rows and the onnxruntime time on the request."""
+async def run(request: Request, found: LoadedModel, x: np.ndarray) -> np.ndarray:
+    """`inference.submit` (batching when on), noting the rows and the onnxruntime time on the request."""
     start = time.perf_counter()
-    raw = inference.run(found, x)
+    s = request.app.state.settings
+    raw = await inference.submit(found, x, s.batch_max_size, s.batch_max_delay_ms)
     observe.note_inference(request.scope, len(x), time.perf_counter() - start)
     return raw

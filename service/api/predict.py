@@ -24,12 +24,12 @@ ONE_MODEL = frozenset({"version", "instances", "top_k"})
 ONE_VERSION = frozenset({"instances", "top_k"})
 
 
-def predict(request: Request, model: LoadedModel, body: dict, max_rows: int) -> dict:
+async def predict(request: Request, model: LoadedModel, body: dict, max_rows: int) -> dict:
     """Decode the rows, run them and postprocess into one prediction dict per row."""
     x = codec.rows(body["instances"], model.card, max_rows)
     k = codec.top_k(body)
     return {"model": model.name, "version": model.version, "task": model.card.task.value,
-            "predictions": tasks.postprocess(model.card, deps.run(request, model, x), k)}
+            "predictions": tasks.postprocess(model.card, await deps.run(request, model, x), k)}
 
 
 def _docs(fields: frozenset[str]) -> dict:
@@ -53,7 +53,7 @@ async def predict_any(request: Request) -> Response:
     repo, settings = deps.repository(request), deps.settings(request)
     body = codec.parse_object(await codec.read_body(request, settings.max_body_bytes), ANY_MODEL)
     model = deps.model(request, repo.resolve(codec.text_field(body, "model")), codec.version_field(body))
-    return json_response(predict(request, model, body, settings.max_rows))
+    return json_response(await predict(request, model, body, settings.max_rows))
 
 
 @router.post("/models/{name}/predict", **_docs(ONE_MODEL))
@@ -62,7 +62,7 @@ async def predict_model(name: str, request: Request) -> Response:
     settings = deps.settings(request)
     body = codec.parse_object(await codec.read_body(request, settings.max_body_bytes), ONE_MODEL)
     model = deps.model(request, name, codec.version_field(body))
-    return json_response(predict(request, model, body, settings.max_rows))
+    return json_response(await predict(request, model, body, settings.max_rows))
 
 
 @router.post("/models/{name}/versions/{version}/predict", **_docs(ONE_VERSION))
@@ -71,4 +71,4 @@ async def predict_version(name: str, version: str, request: Request) -> Response
     settings = deps.settings(request)
     model = deps.model(request, name, version)
     body = codec.parse_object(await codec.read_body(request, settings.max_body_bytes), ONE_VERSION)
-    return json_response(predict(request, model, body, settings.max_rows))
+    return json_response(await predict(request, model, body, settings.max_rows))

@@ -107,4 +107,4 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
     req, tail = v2_codec.parse(body, request.headers, settings.max_body_bytes)
     x = v2_codec.matrix(req, tail, model, settings.max_rows)
     names = v2_codec.output_names(req)
-    return v2_codec.response(model, req, inference.outputs(model.card, deps.run(request, model, x), names))
+    return v2_codec.response(model, req, inference.outputs(model.card, await deps.run(request, model, x), names))

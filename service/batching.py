@@ -1,0 +1,67 @@
+"""Adaptive batching: concurrent requests for one model run as one onnxruntime call.
+
+A request's rows wait in the model's `Batcher` until the waiting rows reach `max_size` or the
+first of them has waited `max_delay` seconds; then every waiting request runs in one call on
+the event loop and each gets back exactly its own rows. Requests are decoded and checked before
+they are submitted, so a bad request never joins a batch; should the model itself fail, every
+request of that batch gets the error.
+
+NOTE: for networks as small as the default ones a run costs a few microseconds plus ~10 us of
+call overhead, while HTTP and JSON cost hundreds per request, so batching saves little and its
+delay is pure latency at low concurrency. It pays when the model's own time dominates (bigger
+networks, many threads). See bench/README.md for measurements.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import numpy as np
+
+
+class Batcher:
+    """Collect rows from concurrent `submit` calls and run them together."""
+
+    def __init__(self, run: Callable[[np.ndarray], np.ndarray], max_size: int, max_delay: float):
+        self.run = run
+        self.max_size = max_size
+        self.max_delay = max_delay
+        self._waiting: list[tuple[np.ndarray, asyncio.Future]] = []
+        self._rows = 0
+        self._timer: asyncio.TimerHandle | None = None
+
+    async def submit(self, x: np.ndarray) -> np.ndarray:
+        """Run `x` ([rows, n_features]) in the next batch; returns its own [rows, n_outputs]."""
+        loop = asyncio.get_running_loop()
+        if self._rows and self._rows + len(x) > self.max_size:
+            self.flush()  # x would overfill the batch: run what waits, x starts the next one
+        future = loop.create_future()
+        self._waiting.append((x, future))
+        self._rows += len(x)
+        if self._rows >= self.max_size:
+            self.flush()
+        elif self._timer is None:
+            self._timer = loop.call_later(self.max_delay, self.flush)
+        return await future
+
+    def flush(self) -> None:
+        """Run everything waiting now, as one call, and hand each request its rows."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        waiting, self._waiting, self._rows = self._waiting, [], 0
+        if not waiting:
+            return
+        try:
+            out = self.run(waiting[0][0] if len(waiting) == 1 else np.concatenate([x for x, _ in waiting]))
+        except Exception as exc:  # the model failed: every request of this batch shares the error
+            for _, future in waiting:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        start = 0
+        for x, future in waiting:
+            if not future.done():  # a cancelled request (client gone, deadline) is skipped
+                future.set_result(out[start:start + len(x)])
+            start += len(x)

@@ -1,0 +1,158 @@
+"""Adaptive batching: concurrent submits share one run and each gets exactly its own rows back."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import numpy as np
+import pytest
+
+from service import inference, runtime
+from service.batching import Batcher
+
+
+class Recorder:
+    """A fake model: output row = input row * 2; records the batch sizes it ran."""
+
+    def __init__(self, fail_when: float | None = None):
+        self.batches: list[int] = []
+        self.fail_when = fail_when
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        self.batches.append(len(x))
+        if self.fail_when is not None and (x == self.fail_when).any():
+            raise RuntimeError("model failed")
+        return x * 2
+
+
+def rows(start: int, count: int) -> np.ndarray:
+    return np.arange(start, start + count, dtype=np.float32).reshape(count, 1)
+
+
+def test_concurrent_submits_get_their_own_rows():
+    model = Recorder()
+
+    async def main():
+        batcher = Batcher(model, max_size=1000, max_delay=0.01)
+        inputs = [rows(100 * i, i + 1) for i in range(20)]
+        outputs = await asyncio.gather(*(batcher.submit(x) for x in inputs))
+        return inputs, outputs
+
+    inputs, outputs = asyncio.run(main())
+    for x, y in zip(inputs, outputs):
+        np.testing.assert_array_equal(y, x * 2)
+    assert model.batches == [sum(range(1, 21))]  # one run for all of them
+
+
+def test_max_size_splits_batches_and_large_requests_run_alone():
+    model = Recorder()
+
+    async def main():
+        batcher = Batcher(model, max_size=4, max_delay=10.0)  # the size, not the delay, must flush
+        return await asyncio.gather(*(batcher.submit(rows(10 * i, n)) for i, n in enumerate([1, 2, 1, 3, 9])))
+
+    outputs = asyncio.run(main())
+    assert [len(y) for y in outputs] == [1, 2, 1, 3, 9]
+    assert model.batches == [4, 3, 9]
+    assert all(b <= 4 for b in model.batches[:-1])
+
+
+def test_delay_bound_respected():
+    model = Recorder()
+
+    async def main():
+        batcher = Batcher(model, max_size=64, max_delay=0.02)
+        start = time.perf_counter()
+        await batcher.submit(rows(0, 1))  # alone: runs when its delay is up, not later
+        return time.perf_counter() - start
+
+    waited = asyncio.run(main())
+    assert 0.015 <= waited < 0.5  # generous upper bound: CI machines are noisy
+    assert model.batches == [1]
+
+
+def test_model_failure_reaches_every_request_of_that_batch_only():
+    model = Recorder(fail_when=-1.0)
+
+    async def main():
+        batcher = Batcher(model, max_size=100, max_delay=0.005)
+        first = await asyncio.gather(batcher.submit(rows(0, 2)), batcher.submit(np.array([[-1.0]], np.float32)),
+                                     return_exceptions=True)
+        second = await batcher.submit(rows(5, 2))
+        return first, second
+
+    first, second = asyncio.run(main())
+    assert all(isinstance(r, RuntimeError) for r in first)
+    np.testing.assert_array_equal(second, rows(5, 2) * 2)
+
+
+def test_cancelled_request_does_not_disturb_the_others():
+    model = Recorder()
+
+    async def main():
+        batcher = Batcher(model, max_size=100, max_delay=0.01)
+        gone = asyncio.ensure_future(batcher.submit(rows(0, 1)))
+        kept = asyncio.ensure_future(batcher.submit(rows(7, 3)))
+        await asyncio.sleep(0)
+        gone.cancel()
+        return await kept
+
+    np.testing.assert_array_equal(asyncio.run(main()), rows(7, 3) * 2)
+
+
+def test_serving_json(tmp_path):
+    assert runtime.serving_options(tmp_path / "serving.json") == {}
+    (tmp_path / "serving.json").write_text(json.dumps({"batch_max_size": 32, "batch_max_delay_ms": 1.5}))
+    assert runtime.serving_options(tmp_path / "serving.json") == {"batch_max_size": 32, "batch_max_delay_ms": 1.5}
+    for bad in ('{"batch_max_size": -1}', '{"batch_max_size": true}', '{"other": 1}', "[1]", "{"):
+        (tmp_path / "serving.json").write_text(bad)
+        with pytest.raises(ValueError, match="serving.json"):
+            runtime.serving_options(tmp_path / "serving.json")
+
+
+class FakeModel:
+    def __init__(self, serving: dict):
+        self.serving, self.state, self.run = serving, {}, Recorder()
+
+
+@pytest.mark.parametrize("serving, defaults, batched", [
+    ({}, (0, 2.0), False),  # off by default
+    ({}, (8, 2.0), True),  # on from the settings
+    ({"batch_max_size": 0}, (8, 2.0), False),  # serving.json turns it off for one model
+    ({"batch_max_size": 8, "batch_max_delay_ms": 1}, (0, 2.0), True),  # ... or on
+])
+def test_submit_uses_settings_and_serving_json(serving, defaults, batched):
+    model = FakeModel(serving)
+
+    async def main():
+        return await asyncio.gather(*(inference.submit(model, rows(i, 1), *defaults) for i in range(3)))
+
+    outputs = asyncio.run(main())
+    assert [y.item() for y in outputs] == [0.0, 2.0, 4.0]
+    assert model.run.batches == ([3] if batched else [1, 1, 1])
+    assert ("batcher" in model.state) is batched
+
+
+@pytest.mark.anyio
+async def test_batched_app_answers_each_request_and_isolates_a_bad_one(model_root):
+    """Through HTTP with batching on: concurrent requests get their own answers, a bad one its 400."""
+    from service.config import Settings
+    from service.main import create_app
+    from tests.service import helpers
+
+    app = create_app(Settings(model_root=model_root, batch_max_size=64, batch_max_delay_ms=20))
+    spec = helpers.MULTICLASS_V2
+    good = [[float(i), float(-i)][:spec.n_features] + [0.0] * (spec.n_features - 2) for i in range(12)]
+    async with helpers.serve(app) as client:
+        async def ask(row):
+            return await client.post("/predict", json={"model": spec.name, "instances": [row]})
+
+        answers = await asyncio.gather(*(ask(row) for row in good), ask(["x"] * spec.n_features))
+        assert app.state.repository.get(spec.name).state["batcher"].max_size == 64
+    *oks, bad = answers
+    assert bad.status_code == 400 and "is not a number" in bad.json()["error"]
+    expected = spec.logits(good).argmax(axis=1).tolist()
+    labels = [r.json()["predictions"][0]["label"] for r in oks]
+    assert [spec.labels[i] for i in expected] == labels
