@@ -90,16 +90,17 @@ def multiclass(logits: np.ndarray, probs: np.ndarray, found: list, labels: list[
     """Best class, its probability and the top_k classes per row."""
     # Rank by logit: the same order as by probability, but still exact where probabilities underflow to 0.
     order = np.argsort(-logits, axis=1, kind="stable")[:, :top_k]
-    # Gather in numpy, then build the dicts from plain lists: no per-element indexing in Python.
-    top_labels = np.asarray(labels, dtype=object)[order].tolist()
-    top_probs = np.take_along_axis(probs, order, axis=1).tolist()
+    k = order.shape[1]
+    # Gather in numpy, then make every top_k entry in one flat pass (not one comprehension per row).
+    names = np.asarray(labels, dtype=object)[order].ravel().tolist()
+    ps = np.take_along_axis(probs, order, axis=1).ravel().tolist()
+    entries = [{"label": n, "probability": p} for n, p in zip(names, ps)]
     preds = []
-    for label, names, ps in zip(found, top_labels, top_probs):
+    for i, label in enumerate(found):
         if label is None:
             preds.append({"label": None, "probability": None, "top_k": []})
-            continue
-        preds.append({"label": label, "probability": ps[0],
-                      "top_k": [{"label": n, "probability": p} for n, p in zip(names, ps)]})
+        else:
+            preds.append({"label": label, "probability": ps[i * k], "top_k": entries[i * k:i * k + k]})
     return preds
 
 
