@@ -156,3 +156,20 @@ async def test_batched_app_answers_each_request_and_isolates_a_bad_one(model_roo
     expected = spec.logits(good).argmax(axis=1).tolist()
     labels = [r.json()["predictions"][0]["label"] for r in oks]
     assert [spec.labels[i] for i in expected] == labels
+
+
+def test_zero_delay_batches_what_waits_and_never_holds_a_lone_request():
+    model = Recorder()
+
+    async def main():
+        batcher = Batcher(model, max_size=64, max_delay=0.0)
+        together = await asyncio.gather(batcher.submit(rows(0, 1)), batcher.submit(rows(1, 2)))
+        start = time.perf_counter()
+        alone = await batcher.submit(rows(9, 1))
+        return together, alone, time.perf_counter() - start
+
+    together, alone, waited = asyncio.run(main())
+    assert model.batches == [3, 1]
+    np.testing.assert_array_equal(together[1], rows(1, 2) * 2)
+    np.testing.assert_array_equal(alone, rows(9, 1) * 2)
+    assert waited < 0.5  # no timer to wait for (generous bound: CI machines are noisy)
