@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import hmac
 
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.errors import json_response
 
 OPEN_PATHS = frozenset({"/health/live", "/health/ready", "/v2/health/live", "/v2/health/ready",
                         "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
-_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
 def authorized(header: bytes | None, tokens: tuple[bytes, ...]) -> bool:
@@ -36,6 +37,15 @@ def authorized(header: bytes | None, tokens: tuple[bytes, ...]) -> bool:
     return ok
 
 
+def refusal(scope: Scope, tokens: tuple[bytes, ...]) -> Response | None:
+    """The 401 answer for a request without one of the tokens, or None when it carries one."""
+    header = next((v for k, v in scope["headers"] if k == b"authorization"), None)
+    if authorized(header, tokens):
+        return None
+    message = "missing bearer token" if header is None else "invalid bearer token"
+    return json_response({"error": message}, 401, CHALLENGE)
+
+
 class BearerAuth:
     """ASGI middleware refusing non-open paths without a valid bearer token."""
 
@@ -46,8 +56,7 @@ class BearerAuth:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
             return await self.app(scope, receive, send)
-        header = next((v for k, v in scope["headers"] if k == b"authorization"), None)
-        if authorized(header, self.tokens):
+        response = refusal(scope, self.tokens)
+        if response is None:
             return await self.app(scope, receive, send)
-        message = "missing bearer token" if header is None else "invalid bearer token"
-        await json_response({"error": message}, 401, _CHALLENGE)(scope, receive, send)
+        await response(scope, receive, send)

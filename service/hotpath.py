@@ -1,36 +1,45 @@
-"""A short way in for the inference routes: straight from the middleware stack to the endpoint.
+"""The way in for inference: POSTs to the inference routes, served in one coroutine without FastAPI.
 
 FastAPI's per-route machinery (route context, dependency solving, two exit stacks, the
-exception-handling wrapper) costs more per request than decoding, running and encoding a small
-request together: measured with bench/, a bare FastAPI endpoint that only parses its body
-answers about a quarter as fast as a bare ASGI app. The inference endpoints take nothing but
-the `Request` and string path parameters and answer a `Response` themselves, so for them
-`HotPath` matches the path, calls the very same endpoint function and turns any failure into the
-same `{"error": ...}` answer through `errors.to_response`. Everything outside it (request id,
-deadline, metrics, access log, auth, body limit) still applies; the routes stay declared on
-their routers, for the OpenAPI document and for every other method and path.
+exception-handling wrapper) and one ASGI layer per middleware cost more per request than
+decoding, running and encoding a small request together: measured with bench/, a bare FastAPI
+endpoint that only parses its body answers about a quarter as fast as a bare ASGI app. The
+inference endpoints take nothing but the `Request` and string path parameters and answer a
+`Response` themselves, so `FastPath`, the outermost ASGI callable, matches a POST's path against
+them and does, as plain calls: request id, bearer-token check, deadline, the very same endpoint
+function (any failure becomes the same `{"error": ...}` answer through `errors.to_response`), the
+answer in two `send`s with its X-Request-ID, and the metrics and access line (`Observer`).
+Everything else (other methods and paths) goes to the FastAPI app and its middlewares unchanged;
+the routes stay declared on their routers, for the OpenAPI document.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
+import time
 
 from starlette._utils import get_route_path
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from service.auth import refusal
 from service.errors import to_response
+from service.observe import REQUEST_ID, UNMATCHED, Deadline, Observer, request_id, timeout_response
 
 
-class HotPath:
-    """ASGI middleware serving POSTs to `routes` directly; anything else goes on to `app`."""
+class FastPath:
+    """ASGI app serving POSTs to `routes` directly; anything else goes on to `app`."""
 
-    def __init__(self, app: ASGIApp, routes: list[BaseRoute]):
+    def __init__(self, app: ASGIApp, routes: list[BaseRoute], observer: Observer, tokens: list[str] | None):
         self.app = app
         # Only endpoints that take exactly the request and the path parameters, as the router would call them.
         self.routes = [r for r in routes if "POST" in (getattr(r, "methods", None) or ())
                        and set(inspect.signature(r.endpoint).parameters) == {"request", *r.param_convertors}]
+        self.observer = observer
+        self.tokens = tuple(t.encode() for t in tokens) if tokens else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
@@ -38,15 +47,50 @@ class HotPath:
             for route in self.routes:
                 match = route.path_regex.match(path)
                 if match is not None:
-                    params = {k: route.param_convertors[k].convert(v) for k, v in match.groupdict().items()}
-                    return await self._serve(route, params, scope, receive, send)
+                    return await self._serve(route, match.groupdict(), scope, receive, send)
         await self.app(scope, receive, send)
 
-    @staticmethod
-    async def _serve(route, params: dict, scope: Scope, receive: Receive, send: Send) -> None:
-        scope["route"], scope["path_params"], scope["endpoint"] = route, params, route.endpoint
+    async def _serve(self, route, params: dict, scope: Scope, receive: Receive, send: Send) -> None:
+        start = time.perf_counter()
+        rid = request_id(scope)
+        observer = self.observer
+        metrics = observer.metrics
+        if metrics is not None:
+            metrics.in_flight_now += 1
+        deadline = Deadline(observer.timeout) if observer.timeout is not None else None
+        endpoint, status, started = route.path, 500, False
         try:
-            response = await route.endpoint(request=Request(scope, receive), **params)
-        except Exception as exc:  # the one mapping of failures, as for every other route
-            response = to_response(exc)
-        await response(scope, receive, send)
+            try:
+                response = refusal(scope, self.tokens) if self.tokens is not None else None
+                if response is not None:
+                    endpoint = UNMATCHED  # refused before routing, as BearerAuth does for every route
+                else:
+                    scope["route"], scope["endpoint"] = route, route.endpoint
+                    scope["path_params"] = params = {k: route.param_convertors[k].convert(v) for k, v in params.items()}
+                    try:
+                        response = await route.endpoint(request=Request(scope, receive), **params)
+                    except Exception as exc:  # the one mapping of failures, as for every other route
+                        response = to_response(exc)
+                status, started = response.status_code, True
+                await _answer(send, response, rid)
+            except asyncio.CancelledError:
+                if deadline is None or not deadline.caught():
+                    raise
+                if started:  # too late for a status line; end the connection
+                    raise TimeoutError from None
+                status = 504
+                await _answer(send, timeout_response(observer.timeout), rid)
+            finally:
+                if deadline is not None:
+                    deadline.handle.cancel()
+        finally:
+            if metrics is not None:
+                metrics.in_flight_now -= 1
+            observer.record(scope, endpoint, rid, status, time.perf_counter() - start)
+
+
+async def _answer(send: Send, response: Response, rid: bytes) -> None:
+    # What `Response.__call__` sends, with the request id added: two messages, no background task.
+    await send({"type": "http.response.start", "status": response.status_code,
+                "headers": [*response.raw_headers, (REQUEST_ID, rid)]})
+    await send({"type": "http.response.body", "body": response.body})

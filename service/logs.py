@@ -2,11 +2,19 @@
 
 `config(level)` is a `logging.config.dictConfig` dict; `python -m service` hands it to uvicorn,
 which applies it in every worker. Building an app never touches logging (tests keep theirs).
+
+The access log is the exception: a line per request through `logging` (a record, a formatter,
+`strftime`, a write and a flush) cost about 30% of a one-row predict. `AccessLog` writes the very
+same JSON line (same fields and order as `JsonFormatter` would give) into a buffer that goes to
+stderr in one write `FLUSH_SECONDS` after its first line, beyond `FLUSH_BYTES`, and at shutdown
+(the lifespan calls `flush`). It writes while the `tinyserve.access` logger is enabled at info.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import sys
 import time
 
 import orjson
@@ -30,6 +38,53 @@ class JsonFormatter(logging.Formatter):
 
 def _iso(created: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{int(created % 1 * 1000):03d}Z"
+
+
+FLUSH_SECONDS = 0.2
+FLUSH_BYTES = 64 * 1024
+_ACCESS_HEAD = {"level": "info", "logger": ACCESS, "msg": "request"}
+
+
+class AccessLog:
+    """Buffered JSON access lines on stderr; see the module docstring."""
+
+    def __init__(self) -> None:
+        self._logger = logging.getLogger(ACCESS)
+        self._buffer = bytearray()
+        self._handle: asyncio.TimerHandle | None = None
+        self._second = -1
+        self._stamp = ""
+
+    def enabled(self) -> bool:
+        """Whether lines are wanted now (logging's own cached level check)."""
+        return self._logger.isEnabledFor(logging.INFO)
+
+    def write(self, fields: dict) -> None:
+        """Buffer one access line: `{"ts", "level", "logger", "msg", **fields}`."""
+        now = time.time()
+        second = int(now)
+        if second != self._second:  # strftime once a second, not once a line
+            self._second, self._stamp = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        line = {"ts": f"{self._stamp}.{int(now % 1 * 1000):03d}Z", **_ACCESS_HEAD, **fields}
+        self._buffer += orjson.dumps(line, default=str, option=orjson.OPT_APPEND_NEWLINE)
+        if len(self._buffer) >= FLUSH_BYTES:
+            self.flush()
+        elif self._handle is None:
+            try:
+                self._handle = asyncio.get_running_loop().call_later(FLUSH_SECONDS, self.flush)
+            except RuntimeError:  # no loop (a direct call): write now
+                self.flush()
+
+    def flush(self) -> None:
+        """Write every buffered line to stderr now."""
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        if self._buffer:
+            data, self._buffer = self._buffer.decode(), bytearray()
+            stream = sys.stderr  # looked up now, so redirections (and pytest's capture) apply
+            stream.write(data)
+            stream.flush()
 
 
 def config(level: str) -> dict:

@@ -12,29 +12,31 @@ the `X-Request-ID` response header and logged. Bodies are never logged.
 Timeout: a request still unanswered after `request_timeout_seconds` is cancelled and answered
 `504 {"error": ...}`. Inference runs on the event loop, so the deadline is enforced at the next
 await (reading the body, sending the answer); these networks run in microseconds, so in practice
-it bounds slow clients and anything waiting.
+it bounds slow clients and anything waiting. The deadline is one `loop.call_later` handle per
+request (`Deadline`), cancelled when the request ends: cheaper than `asyncio.timeout`.
+
+`Observer` is the per-app recorder: `Observe` (the middleware every other route passes) and
+`service.hotpath.FastPath` (the inference routes) both record through it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import re
 import time
 
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import json_response
-from service.logs import ACCESS
+from service.logs import AccessLog
 from service.metrics import NONE, Metrics
 
 MODEL, ROWS, INFERENCE = "tinyserve.model", "tinyserve.rows", "tinyserve.inference"
 REQUEST_ID = b"x-request-id"
 _ID_RE = re.compile(rb"^[A-Za-z0-9._:-]{1,64}$")
 UNMATCHED = "unmatched"
-
-access_log = logging.getLogger(ACCESS)
 
 
 def note_model(scope: Scope, model: object) -> None:
@@ -56,14 +58,62 @@ def request_id(scope: Scope) -> bytes:
     return os.urandom(16).hex().encode()
 
 
-class Observe:
-    """Wrap every HTTP request: id header, deadline, in-flight gauge, metrics and one access-log line."""
+class Deadline:
+    """Cancel the current task after `seconds` (one timer handle); `expired` tells a 504 from other cancels."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics | None, timeout: float = 0.0, access: bool = True):
-        self.app = app
+    __slots__ = ("task", "handle", "expired")
+
+    def __init__(self, seconds: float):
+        self.task = asyncio.current_task()
+        self.expired = False
+        self.handle = asyncio.get_running_loop().call_later(seconds, self._expire)
+
+    def _expire(self) -> None:
+        self.expired = True
+        self.task.cancel()
+
+    def caught(self) -> bool:
+        """In `except CancelledError`: True (and the cancel undone) when the deadline caused it."""
+        if self.expired:
+            self.task.uncancel()
+        return self.expired
+
+
+def timeout_response(seconds: float) -> Response:
+    """The 504 answer of a request cancelled by its deadline."""
+    return json_response({"error": f"request took longer than {seconds:g} s and was cancelled"}, 504)
+
+
+class Observer:
+    """What every request records: metrics, one access-log line; and the deadline it runs under."""
+
+    def __init__(self, metrics: Metrics | None, timeout: float = 0.0, access: AccessLog | None = None):
         self.metrics = metrics
         self.timeout = timeout or None
         self.access = access
+
+    def record(self, scope: Scope, endpoint: str, rid: bytes, status: int, seconds: float) -> None:
+        """Count the request in the metrics and write its access line."""
+        model = scope.get(MODEL)
+        rows = scope.get(ROWS)
+        if self.metrics is not None:
+            name, version = (model.name, str(model.version)) if model is not None else (NONE, NONE)
+            self.metrics.observe_request(name, version, endpoint, status, seconds)
+            if rows is not None:
+                self.metrics.observe_inference(name, version, endpoint, rows, scope[INFERENCE])
+        if self.access is not None and self.access.enabled():
+            self.access.write({
+                "request_id": rid.decode(), "method": scope["method"], "path": endpoint, "status": status,
+                "latency_ms": round(seconds * 1000, 3), "model": model.name if model else None,
+                "version": model.version if model else None, "rows": rows})
+
+
+class Observe:
+    """Wrap every HTTP request: id header, deadline, in-flight gauge, metrics and one access-log line."""
+
+    def __init__(self, app: ASGIApp, observer: Observer):
+        self.app = app
+        self.observer = observer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -80,41 +130,28 @@ class Observe:
                 message["headers"] = [*message.get("headers", ()), (REQUEST_ID, rid)]
             await send(message)
 
-        metrics = self.metrics
+        observer = self.observer
+        metrics = observer.metrics
         if metrics is not None:
-            metrics.in_flight.inc()
+            metrics.in_flight_now += 1
         try:
-            if self.timeout is None:
+            if observer.timeout is None:
                 await self.app(scope, receive, send_with_id)
             else:
-                await self._with_deadline(scope, receive, send_with_id, lambda: started)
+                deadline = Deadline(observer.timeout)
+                try:
+                    await self.app(scope, receive, send_with_id)
+                except asyncio.CancelledError:
+                    if not deadline.caught():
+                        raise
+                    if started:  # too late for a status line; end the connection
+                        raise TimeoutError from None
+                    await timeout_response(observer.timeout)(scope, receive, send_with_id)
+                finally:
+                    deadline.handle.cancel()
         finally:
             if metrics is not None:
-                metrics.in_flight.dec()
-            self._record(scope, rid, status, time.perf_counter() - start)
-
-    async def _with_deadline(self, scope: Scope, receive: Receive, send: Send, started) -> None:
-        try:
-            async with asyncio.timeout(self.timeout):
-                await self.app(scope, receive, send)
-        except TimeoutError:
-            if started():  # too late for a status line; end the connection
-                raise
-            message = f"request took longer than {self.timeout:g} s and was cancelled"
-            await json_response({"error": message}, 504)(scope, receive, send)
-
-    def _record(self, scope: Scope, rid: bytes, status: int, seconds: float) -> None:
-        route = scope.get("route")
-        endpoint = getattr(route, "path", UNMATCHED) if route is not None else UNMATCHED
-        model = scope.get(MODEL)
-        name, version = (model.name, str(model.version)) if model is not None else (NONE, NONE)
-        rows = scope.get(ROWS)
-        if self.metrics is not None:
-            self.metrics.observe_request(name, version, endpoint, status, seconds)
-            if rows is not None:
-                self.metrics.observe_inference(name, version, endpoint, rows, scope[INFERENCE])
-        if self.access and access_log.isEnabledFor(logging.INFO):
-            access_log.info("request", extra={"fields": {
-                "request_id": rid.decode(), "method": scope["method"], "path": endpoint, "status": status,
-                "latency_ms": round(seconds * 1000, 3), "model": model.name if model else None,
-                "version": model.version if model else None, "rows": rows}})
+                metrics.in_flight_now -= 1
+            route = scope.get("route")
+            endpoint = getattr(route, "path", UNMATCHED) if route is not None else UNMATCHED
+            observer.record(scope, endpoint, rid, status, time.perf_counter() - start)

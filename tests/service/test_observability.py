@@ -78,21 +78,60 @@ async def test_request_id_is_generated_and_unique(client):
     assert len(ids) == 5
 
 
-async def test_one_access_log_line_per_request_without_input_data(client, caplog):
+async def test_one_access_log_line_per_request_without_input_data(app, client, caplog, capsys):
     caplog.set_level(logging.INFO, logs.ACCESS)
     secret = 123456.789
     response = await client.post("/models/tiny-regression/predict", json={"instances": [[secret, 1]]},
                                  headers={"X-Request-ID": "req-1"})
     assert response.status_code == 200
-    records = [r for r in caplog.records if r.name == logs.ACCESS]
+    app.state.access_log.flush()  # access lines are buffered (service.logs.AccessLog)
+    written = capsys.readouterr().err
+    records = [line for line in map(orjson.loads, written.splitlines()) if line.get("logger") == logs.ACCESS]
     assert len(records) == 1
-    line = orjson.loads(logs.JsonFormatter().format(records[0]))
+    line = records[0]
     assert line | {"ts": None, "latency_ms": None} == {
         "ts": None, "level": "info", "logger": logs.ACCESS, "msg": "request", "request_id": "req-1",
         "method": "POST", "path": "/models/{name}/predict", "status": 200, "latency_ms": None,
         "model": "tiny-regression", "version": 1, "rows": 1}
     assert line["latency_ms"] > 0
     assert str(secret) not in caplog.text and "123456" not in caplog.text
+    assert str(secret) not in written and "123456" not in written
+
+
+async def test_access_lines_are_written_at_shutdown_and_follow_the_log_level(settings, capsys, caplog):
+    caplog.set_level(logging.INFO, logs.ACCESS)
+    async with helpers.serve(create_app(settings)) as client:
+        for _ in range(3):
+            await client.get("/health/live")
+    # No explicit flush: the lifespan's exit writes what is buffered.
+    lines = [orjson.loads(x) for x in capsys.readouterr().err.splitlines()]
+    assert [x["path"] for x in lines if x.get("logger") == logs.ACCESS] == ["/health/live"] * 3
+    caplog.set_level(logging.WARNING, logs.ACCESS)
+    async with helpers.serve(create_app(settings)) as client:
+        await client.get("/health/live")
+    assert logs.ACCESS not in capsys.readouterr().err
+
+
+def test_folded_histograms_match_observe():
+    from prometheus_client import generate_latest
+
+    from service.metrics import Metrics
+
+    direct, folded = Metrics(), Metrics()
+    values = [0.0001, 0.0005, 0.0007, 0.003, 0.2, 0.5, 7.0, 99.0]
+    for v in values:
+        direct.latency.labels("m", "1", "/e", "200").observe(v)
+        direct.requests.labels("m", "1", "/e", "200").inc()
+        direct.rows.labels("m", "1", "/e").observe(int(v * 1000))
+        direct.inference.labels("m", "1").observe(v)
+        folded.observe_request("m", "1", "/e", 200, v)
+        folded.observe_inference("m", "1", "/e", int(v * 1000), v)
+    folded.flush()
+
+    def samples(m):
+        return sorted(line for line in generate_latest(m.registry).decode().splitlines()
+                      if line.startswith("tinyserve_") and "_created" not in line)
+    assert samples(folded) == samples(direct)
 
 
 def test_log_config_makes_every_logger_json():

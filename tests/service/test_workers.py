@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 
 from tests.service import helpers
+
+# Each worker folds its counts into the shared files at least once a second (service.metrics).
+FLUSH_WAIT_SECONDS = 3.0
+
+
+def scrape(url: str, done) -> str:
+    """GET /metrics until `done(text)` or FLUSH_WAIT_SECONDS have passed; the last text."""
+    deadline = time.monotonic() + FLUSH_WAIT_SECONDS
+    while True:
+        text = httpx.get(f"{url}/metrics").text
+        if done(text) or time.monotonic() > deadline:
+            return text
+        time.sleep(0.1)
 
 
 def test_two_workers_metrics_are_aggregated(model_root, tmp_path):
@@ -22,8 +37,9 @@ def test_two_workers_metrics_are_aggregated(model_root, tmp_path):
                 n += 1
             if len({f.name.split("_")[-1] for f in shared.glob("counter_*.db")}) >= 2:
                 break
+        text = scrape(url, lambda t: helpers.metric(t, "tinyserve_requests_total", model="tiny-regression",
+                                                     endpoint="/models/{name}/predict", status="200") == n)
         pids = {f.name.split("_")[-1] for f in shared.glob("counter_*.db")}
-        text = httpx.get(f"{url}/metrics").text
     assert len(pids) == 2, pids
     assert helpers.metric(text, "tinyserve_requests_total", model="tiny-regression", version="1",
                           endpoint="/models/{name}/predict", status="200") == n
@@ -38,5 +54,6 @@ def test_two_workers_without_a_multiproc_dir_get_a_temporary_one(model_root, tmp
         for _ in range(40):
             with httpx.Client(base_url=url, headers={"Connection": "close"}) as client:
                 assert client.get("/health/live").status_code == 200
-        text = httpx.get(f"{url}/metrics").text
+        text = scrape(url, lambda t: helpers.metric(t, "tinyserve_requests_total", endpoint="/health/live",
+                                                     status="200") == 40)
     assert helpers.metric(text, "tinyserve_requests_total", endpoint="/health/live", status="200") == 40
