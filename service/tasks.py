@@ -72,11 +72,11 @@ def postprocess(card: ModelCard, outputs: np.ndarray, top_k: int = DEFAULT_TOP_K
     if card.task is Task.regression:
         return regression(outputs)
     probs = probabilities(card, outputs)
+    if card.task is Task.multiclass:
+        return multiclass(outputs, probs, card.labels, top_k)
     found = predicted(card, outputs, probs)
     if card.task is Task.binary:
         return binary(probs, found)
-    if card.task is Task.multiclass:
-        return multiclass(outputs, probs, found, card.labels, top_k)
     return multilabel(probs, found, card.labels)
 
 
@@ -86,21 +86,20 @@ def binary(probs: np.ndarray, found: list) -> list[dict]:
     return [{"label": label, "probability": None if label is None else q} for label, q in zip(found, p)]
 
 
-def multiclass(logits: np.ndarray, probs: np.ndarray, found: list, labels: list[str], top_k: int) -> list[dict]:
+def multiclass(logits: np.ndarray, probs: np.ndarray, labels: list[str], top_k: int) -> list[dict]:
     """Best class, its probability and the top_k classes per row."""
     # Rank by logit: the same order as by probability, but still exact where probabilities underflow to 0.
+    # The stable ranking puts the first of tied logits first, as argmax would: the best class is entry 0.
     order = np.argsort(-logits, axis=1, kind="stable")[:, :top_k]
-    k = order.shape[1]
+    n, k = order.shape
     # Gather in numpy, then make every top_k entry in one flat pass (not one comprehension per row).
-    names = np.asarray(labels, dtype=object)[order].ravel().tolist()
-    ps = np.take_along_axis(probs, order, axis=1).ravel().tolist()
-    entries = [{"label": n, "probability": p} for n, p in zip(names, ps)]
-    preds = []
-    for i, label in enumerate(found):
-        if label is None:
-            preds.append({"label": None, "probability": None, "top_k": []})
-        else:
-            preds.append({"label": label, "probability": ps[i * k], "top_k": entries[i * k:i * k + k]})
+    flat = (order + np.arange(0, n * probs.shape[1], probs.shape[1])[:, None]).ravel()
+    names = np.asarray(labels, dtype=object)[order.ravel()].tolist()
+    ps = probs.ravel()[flat].tolist()
+    entries = [{"label": a, "probability": p} for a, p in zip(names, ps)]
+    preds = [{"label": names[j], "probability": ps[j], "top_k": entries[j:j + k]} for j in range(0, n * k, k)]
+    for i in np.flatnonzero(~np.isfinite(logits).all(axis=1)).tolist():  # no softmax for this row
+        preds[i] = {"label": None, "probability": None, "top_k": []}
     return preds
 
 
