@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.auth import refusal
 from service.errors import to_response
-from service.observe import REQUEST_ID, UNMATCHED, Deadline, Observer, request_id, timeout_response
+from service.observe import REQUEST_ID, UNMATCHED, Observer, request_id, timeout_response
 
 
 class FastPath:
@@ -42,22 +42,31 @@ class FastPath:
         self.tokens = tuple(t.encode() for t in tokens) if tokens else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        found = self.match(scope)
+        if found is not None:
+            return await self.serve(*found, scope, receive, send)
+        await self.app(scope, receive, send)
+
+    def match(self, scope: Scope) -> tuple[BaseRoute, dict] | None:
+        """The inference route of a POST and its raw path parameters, or None."""
         if scope["type"] == "http" and scope["method"] == "POST":
             path = get_route_path(scope)
             for route in self.routes:
                 match = route.path_regex.match(path)
                 if match is not None:
-                    return await self._serve(route, match.groupdict(), scope, receive, send)
-        await self.app(scope, receive, send)
+                    return route, match.groupdict()
+        return None
 
-    async def _serve(self, route, params: dict, scope: Scope, receive: Receive, send: Send) -> None:
+    async def serve(self, route, params: dict, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer one matched request, start to finish."""
         start = time.perf_counter()
         rid = request_id(scope)
         observer = self.observer
         metrics = observer.metrics
         if metrics is not None:
             metrics.in_flight_now += 1
-        deadline = Deadline(observer.timeout) if observer.timeout is not None else None
+        deadlines = observer.deadlines
+        deadline = deadlines.start() if deadlines is not None else None
         endpoint, status, started = route.path, 500, False
         try:
             try:
@@ -82,7 +91,7 @@ class FastPath:
                 await _answer(send, timeout_response(observer.timeout), rid)
             finally:
                 if deadline is not None:
-                    deadline.handle.cancel()
+                    deadlines.end(deadline)
         finally:
             if metrics is not None:
                 metrics.in_flight_now -= 1

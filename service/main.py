@@ -28,12 +28,33 @@ def _version() -> str:
 
 
 class TinyServe(FastAPI):
-    """FastAPI with `FastPath` in front of its middleware stack: inference POSTs never enter it."""
+    """FastAPI with `FastPath` in front of its middleware stack: inference POSTs never enter it.
+
+    Once the lifespan has started, and unless FastAPI's native OpenTelemetry support found a
+    configured provider then (it checks the providers and the environment on every request:
+    ~10 us), inference POSTs are matched before FastAPI's own `__call__` as well.
+    """
 
     fast_path: dict
+    direct: FastPath | None = None
 
     def build_middleware_stack(self):
         return FastPath(super().build_middleware_stack(), **self.fast_path)
+
+    def go_direct(self) -> None:
+        """Serve inference POSTs before FastAPI's `__call__` when no telemetry would see them."""
+        if self.middleware_stack is None:
+            self.middleware_stack = self.build_middleware_stack()
+        self.direct = None if self._native_telemetry.enabled() else self.middleware_stack
+
+    async def __call__(self, scope, receive, send) -> None:
+        direct = self.direct
+        if direct is not None and not self.root_path:
+            found = direct.match(scope)
+            if found is not None:
+                scope["app"] = self  # as Starlette.__call__ does, for `request.app`
+                return await direct.serve(*found, scope, receive, send)
+        await super().__call__(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -50,6 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # collector's reach, a full collection no longer rescans it (~30% of a 256-row predict).
         gc.freeze()
         watcher.publish(app, repo.last_change)
+        app.go_direct()
         poller = asyncio.create_task(watcher.poll(app, settings.poll_seconds)) if settings.poll_seconds else None
         try:
             yield

@@ -12,8 +12,8 @@ the `X-Request-ID` response header and logged. Bodies are never logged.
 Timeout: a request still unanswered after `request_timeout_seconds` is cancelled and answered
 `504 {"error": ...}`. Inference runs on the event loop, so the deadline is enforced at the next
 await (reading the body, sending the answer); these networks run in microseconds, so in practice
-it bounds slow clients and anything waiting. The deadline is one `loop.call_later` handle per
-request (`Deadline`), cancelled when the request ends: cheaper than `asyncio.timeout`.
+it bounds slow clients and anything waiting. `Deadlines` sweeps the requests in flight a few
+times per deadline instead of arming a timer per request (`asyncio.timeout`).
 
 `Observer` is the per-app recorder: `Observe` (the middleware every other route passes) and
 `service.hotpath.FastPath` (the inference routes) both record through it.
@@ -59,24 +59,58 @@ def request_id(scope: Scope) -> bytes:
 
 
 class Deadline:
-    """Cancel the current task after `seconds` (one timer handle); `expired` tells a 504 from other cancels."""
+    """One request's deadline: its task, when it expires and whether it did."""
 
-    __slots__ = ("task", "handle", "expired")
+    __slots__ = ("task", "expires", "expired")
 
-    def __init__(self, seconds: float):
-        self.task = asyncio.current_task()
-        self.expired = False
-        self.handle = asyncio.get_running_loop().call_later(seconds, self._expire)
-
-    def _expire(self) -> None:
-        self.expired = True
-        self.task.cancel()
+    def __init__(self, task: asyncio.Task, expires: float):
+        self.task, self.expires, self.expired = task, expires, False
 
     def caught(self) -> bool:
         """In `except CancelledError`: True (and the cancel undone) when the deadline caused it."""
         if self.expired:
             self.task.uncancel()
         return self.expired
+
+
+class Deadlines:
+    """Cancel requests still running `seconds` after they started (then answered 504).
+
+    One sweep over the requests in flight every `seconds / 10` (at most 50 ms) while any are,
+    rather than a timer per request: a request costs a set insert and removal, and expires at
+    most one sweep interval late.
+    """
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.tick = min(seconds / 10, 0.05)
+        self.running: set[Deadline] = set()
+        self._sweeping: asyncio.AbstractEventLoop | None = None  # the loop a sweep is scheduled on
+
+    def start(self) -> Deadline:
+        """Register the current task's request."""
+        loop = asyncio.get_running_loop()
+        deadline = Deadline(asyncio.current_task(), loop.time() + self.seconds)
+        self.running.add(deadline)
+        if self._sweeping is not loop:
+            self._sweeping = loop
+            loop.call_later(self.tick, self._sweep, loop)
+        return deadline
+
+    def end(self, deadline: Deadline) -> None:
+        """The request is over, answered or not."""
+        self.running.discard(deadline)
+
+    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        now = loop.time()
+        for deadline in self.running:
+            if not deadline.expired and deadline.expires <= now:
+                deadline.expired = True
+                deadline.task.cancel()
+        if self.running:
+            loop.call_later(self.tick, self._sweep, loop)
+        else:
+            self._sweeping = None
 
 
 def timeout_response(seconds: float) -> Response:
@@ -90,6 +124,7 @@ class Observer:
     def __init__(self, metrics: Metrics | None, timeout: float = 0.0, access: AccessLog | None = None):
         self.metrics = metrics
         self.timeout = timeout or None
+        self.deadlines = Deadlines(timeout) if timeout else None
         self.access = access
 
     def record(self, scope: Scope, endpoint: str, rid: bytes, status: int, seconds: float) -> None:
@@ -138,7 +173,7 @@ class Observe:
             if observer.timeout is None:
                 await self.app(scope, receive, send_with_id)
             else:
-                deadline = Deadline(observer.timeout)
+                deadline = observer.deadlines.start()
                 try:
                     await self.app(scope, receive, send_with_id)
                 except asyncio.CancelledError:
@@ -148,7 +183,7 @@ class Observe:
                         raise TimeoutError from None
                     await timeout_response(observer.timeout)(scope, receive, send_with_id)
                 finally:
-                    deadline.handle.cancel()
+                    observer.deadlines.end(deadline)
         finally:
             if metrics is not None:
                 metrics.in_flight_now -= 1
