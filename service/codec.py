@@ -7,9 +7,11 @@ Rows are counted from 0 in every error message. Content-Type is not required: so
 from __future__ import annotations
 
 import math
+from typing import TypeVar
 
 import numpy as np
 import orjson
+from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect, Request
 
 from service.card import ModelCard
@@ -18,6 +20,7 @@ from service.tasks import DEFAULT_TOP_K
 
 # bool is deliberately absent: JSON true/false is not a feature value.
 _NUMBERS = frozenset((int, float))
+M = TypeVar("M", bound=BaseModel)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -42,12 +45,7 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 def parse_object(body: bytes, fields: frozenset[str]) -> dict:
     """Parse a JSON object holding `instances` and no field outside `fields`; 400 otherwise."""
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"malformed JSON: {exc}") from None
-    if type(data) is not dict:
-        raise BadRequest(f"the body must be a JSON object with 'instances', got {_json_type(data)}")
+    data = json_object(body, "the body must be a JSON object with 'instances', got {got}")
     unknown = data.keys() - fields
     if unknown:
         raise BadRequest(f"unknown field(s) {sorted(unknown)}; allowed: {sorted(fields)}")
@@ -56,6 +54,28 @@ def parse_object(body: bytes, fields: frozenset[str]) -> dict:
     if no_booleans(body):
         data["instances"] = numeric_matrix(data["instances"])
     return data
+
+
+def json_object(body: bytes, not_object: str) -> dict:
+    """Parse a body that must be a JSON object: 400 "malformed JSON: ..." or `not_object`
+    (formatted with `got`, the JSON type received)."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"malformed JSON: {exc}") from None
+    if type(data) is not dict:
+        raise BadRequest(not_object.format(got=_json_type(data)))
+    return data
+
+
+def validated(model: type[M], data: dict, prefix: str = "", whole: str = "") -> M:
+    """`model.model_validate(data)`; a 400 of `prefix` and "<loc>: <msg>" per error ("; "-joined)
+    otherwise, `whole` standing for the location of an error about the whole body."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise BadRequest(prefix + "; ".join(f"{'.'.join(map(str, e['loc'])) or whole}: {e['msg']}"
+                                            for e in exc.errors(include_url=False))) from None
 
 
 def no_booleans(body: bytes) -> bool:

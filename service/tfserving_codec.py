@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import numpy as np
 import orjson
-from pydantic import ValidationError
 from starlette.responses import Response
 
 from service import codec, inference
@@ -35,17 +34,8 @@ METHOD = "tensorflow/serving/predict"
 
 def parse(body: bytes) -> PredictRequest:
     """The predict request; 400 for malformed JSON, unknown fields, both or neither format, other signatures."""
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"malformed JSON: {exc}") from None
-    if type(data) is not dict:
-        raise BadRequest("the body must be a JSON object with 'instances' or 'inputs'")
-    try:
-        req = PredictRequest.model_validate(data)
-    except ValidationError as exc:
-        raise BadRequest("; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}"
-                                   for e in exc.errors(include_url=False))) from None
+    data = codec.json_object(body, "the body must be a JSON object with 'instances' or 'inputs'")
+    req = codec.validated(PredictRequest, data, whole="body")
     if req.signature_name not in (None, SIGNATURE):
         raise BadRequest(f"Serving signature name: {req.signature_name!r} not found in signature def; "
                          f"the only signature is {SIGNATURE!r}")

@@ -36,7 +36,6 @@ from itertools import chain
 
 import numpy as np
 import orjson
-from pydantic import ValidationError
 from starlette.datastructures import Headers
 from starlette.responses import Response
 
@@ -73,19 +72,10 @@ def parse(body: bytes, headers: Headers, limit: int) -> tuple[InferenceRequest, 
         body, tail = body[:int(declared)], body[int(declared):]
     else:
         tail = b""
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"malformed JSON: {exc}") from None
-    if type(data) is not dict:
-        raise BadRequest("the body must be a JSON inference request object")
+    data = codec.json_object(body, "the body must be a JSON inference request object")
     if codec.no_booleans(body):
         _numeric_data(data)
-    try:
-        return InferenceRequest.model_validate(data), tail
-    except ValidationError as exc:
-        raise BadRequest("invalid inference request: " + "; ".join(
-            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False))) from None
+    return codec.validated(InferenceRequest, data, "invalid inference request: "), tail
 
 
 def _numeric_data(data: dict) -> None:
