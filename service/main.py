@@ -45,7 +45,8 @@ class TinyServe(FastAPI):
         """Serve inference POSTs before FastAPI's `__call__` when no telemetry would see them."""
         if self.middleware_stack is None:
             self.middleware_stack = self.build_middleware_stack()
-        self.direct = None if self._native_telemetry.enabled() else self.middleware_stack
+        telemetry = getattr(self, "_native_telemetry", None)  # private to FastAPI: tolerate its absence
+        self.direct = None if telemetry is not None and telemetry.enabled() else self.middleware_stack
 
     async def __call__(self, scope, receive, send) -> None:
         direct = self.direct
