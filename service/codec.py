@@ -20,12 +20,13 @@ from service.tasks import DEFAULT_TOP_K
 
 # bool is deliberately absent: JSON true/false is not a feature value.
 _NUMBERS = frozenset((int, float))
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 M = TypeVar("M", bound=BaseModel)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refused with 413 beyond `limit` bytes, declared or actually streamed."""
-    declared = request.headers.get("content-length", "")
+    declared = header(request.scope, b"content-length") or ""
     if declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
     # ASGI messages straight from `receive`: Starlette's `stream()` async generator costs more
@@ -41,6 +42,15 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
         chunks.append(chunk)
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def header(scope: dict, name: bytes) -> str | None:
+    """The first value of a header (`name` lowercase, as servers give them), as `Headers.get` finds it,
+    without building a `Headers`."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
 
 
 def parse_object(body: bytes, fields: frozenset[str]) -> dict:
@@ -171,6 +181,9 @@ def float32_matrix(values: list | np.ndarray, names: list[str] | None) -> np.nda
 
     Every protocol's decoder ends here, so the model never sees NaN, an infinity or an overflow.
     """
+    if type(values) is np.ndarray and values.dtype == np.float64 and values.size and \
+            np.abs(values).max() <= _FLOAT32_MAX:  # NaN fails this too
+        return values.astype(np.float32)  # every value fits: finite, and no errstate needed (~4 us)
     with np.errstate(over="ignore", invalid="ignore"):  # beyond float32 becomes inf, refused below
         x = np.asarray(values, dtype=np.float32)
     finite = np.isfinite(x)

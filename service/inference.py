@@ -68,9 +68,22 @@ def offered(card: ModelCard) -> list[OutputInfo]:
     return [raw, *(o for o in derived if o.name != raw.name)]
 
 
+# Per card (by identity): the names `offered` gives, made once rather than on every request.
+_KNOWN: dict[int, tuple[ModelCard, list[str]]] = {}
+
+
+def _known(card: ModelCard) -> list[str]:
+    entry = _KNOWN.get(id(card))
+    if entry is None or entry[0] is not card:
+        if len(_KNOWN) > 256:  # cards of unloaded versions
+            _KNOWN.clear()
+        entry = _KNOWN[id(card)] = (card, [o.name for o in offered(card)])
+    return entry[1]
+
+
 def outputs(card: ModelCard, raw: np.ndarray, names: list[str] | None = None) -> dict[str, np.ndarray]:
     """The named outputs asked for (all when `names` is None), in that order; unknown names are 400."""
-    known = [o.name for o in offered(card)]
+    known = _known(card)
     names = known if names is None else names
     unknown = [n for n in names if n not in known]
     if unknown:
@@ -91,5 +104,7 @@ def outputs(card: ModelCard, raw: np.ndarray, names: list[str] | None = None) ->
 
 def label_column(found: list) -> np.ndarray:
     """[rows, 1] strings from `tasks.predicted`: lists are joined by ",", None becomes ""."""
-    texts = ["" if f is None else LABEL_SEPARATOR.join(f) if isinstance(f, list) else f for f in found]
-    return np.array(texts, dtype=object).reshape(-1, 1)
+    texts = ["" if f is None else LABEL_SEPARATOR.join(f) if type(f) is list else f for f in found]
+    column = np.empty((len(texts), 1), dtype=object)
+    column[:, 0] = texts
+    return column

@@ -32,11 +32,11 @@ from __future__ import annotations
 import math
 import struct
 import zlib
+from collections.abc import Mapping
 from itertools import chain
 
 import numpy as np
 import orjson
-from starlette.datastructures import Headers
 from starlette.responses import Response
 
 from service import codec, inference
@@ -58,10 +58,20 @@ _NUMBERS = frozenset((int, float))
 _FLOAT_NAMES = frozenset(d.value for d in FLOATS)
 _NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
 _INTS = frozenset((int,))
+_READ = frozenset((b"content-encoding", HEADER_LENGTH.encode()))
 _WIRE = {"float32": Datatype.FP32, "float64": Datatype.FP64, "int64": Datatype.INT64, "string": Datatype.BYTES}
 
 
-def parse(body: bytes, headers: Headers, limit: int) -> tuple[InferenceRequest, bytes]:
+def headers(scope: dict) -> dict[str, str]:
+    """The two request headers `parse` reads, first value each, as `Headers.get` would give them."""
+    found = {}
+    for key, value in scope["headers"]:
+        if key in _READ and key.decode("latin-1") not in found:
+            found[key.decode("latin-1")] = value.decode("latin-1")
+    return found
+
+
+def parse(body: bytes, headers: Mapping[str, str], limit: int) -> tuple[InferenceRequest, bytes]:
     """The request object and the binary tail after its JSON header (empty without the extension)."""
     body = _decompress(body, headers.get("content-encoding", "identity").strip().lower(), limit)
     declared = headers.get(HEADER_LENGTH)
@@ -210,6 +220,8 @@ def output_names(req: InferenceRequest) -> list[str] | None:
 
 
 def _binary_outputs(req: InferenceRequest) -> tuple[bool, dict[str, bool]]:
+    if req.parameters is None and req.outputs is None:  # the usual request: all outputs, as JSON
+        return False, {}
     default = (req.parameters or {}).get("binary_data_output", False)
     chosen = {o.name: (o.parameters or {}).get("binary_data", default) for o in req.outputs or []}
     flags = [("request parameter 'binary_data_output'", default),
@@ -228,7 +240,7 @@ def response(model: LoadedModel, req: InferenceRequest, arrays: dict[str, np.nda
         head["id"] = req.id
     outputs, chunks = [], []
     for name, array in arrays.items():
-        text = array.dtype == object
+        text = array.dtype.kind == "O"
         out = {"name": name, "datatype": "BYTES" if text else "FP32", "shape": list(array.shape)}
         if chosen.get(name, default):
             raw = _bytes_tensor(array) if text else array.astype("<f4", copy=False).tobytes()

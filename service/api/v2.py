@@ -104,7 +104,7 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
     settings = deps.settings(request)
     model = deps.model(request, name, version)
     body = await codec.read_body(request, settings.max_body_bytes)
-    req, tail = v2_codec.parse(body, request.headers, settings.max_body_bytes)
+    req, tail = v2_codec.parse(body, v2_codec.headers(request.scope), settings.max_body_bytes)
     x = v2_codec.matrix(req, tail, model, settings.max_rows)
     names = v2_codec.output_names(req)
     return v2_codec.response(model, req, inference.outputs(model.card, await deps.run(request, model, x), names))
