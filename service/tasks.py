@@ -56,17 +56,19 @@ def predicted(card: ModelCard, outputs: np.ndarray, probs: np.ndarray) -> list:
     if card.task is Task.binary:
         negative, positive = card.labels
         found = [positive if on else negative for on in (probs[:, 0] >= card.thresholds[0]).tolist()]
-        undefined = np.isnan(probs[:, 0])
+        defined = ~np.isnan(probs[:, 0])
     elif card.task is Task.multiclass:
         # argmax takes the first of tied logits, as the stable ranking in `multiclass` does.
-        found = [card.labels[i] for i in np.argmax(outputs, axis=1).tolist()]
-        undefined = ~np.isfinite(outputs).all(axis=1)
+        labels = card.labels
+        found = [labels[i] for i in outputs.argmax(axis=1).tolist()]
+        defined = np.isfinite(outputs).all(axis=1)
     else:
         on = (probs >= np.asarray(card.thresholds)).tolist()
         found = [[name for name, y in zip(card.labels, row) if y] for row in on]
-        undefined = np.isnan(probs).any(axis=1)
-    for i in np.flatnonzero(undefined).tolist():
-        found[i] = None
+        defined = ~np.isnan(probs).any(axis=1)
+    if not defined.all():
+        for i in np.flatnonzero(~defined).tolist():
+            found[i] = None
     return found
 
 
@@ -102,8 +104,10 @@ def multiclass(logits: np.ndarray, probs: np.ndarray, labels: list[str], top_k: 
     ps = probs.ravel()[flat].tolist()
     entries = [{"label": a, "probability": p} for a, p in zip(names, ps)]
     preds = [{"label": names[j], "probability": ps[j], "top_k": entries[j:j + k]} for j in range(0, n * k, k)]
-    for i in np.flatnonzero(~np.isfinite(logits).all(axis=1)).tolist():  # no softmax for this row
-        preds[i] = {"label": None, "probability": None, "top_k": []}
+    finite = np.isfinite(logits).all(axis=1)
+    if not finite.all():
+        for i in np.flatnonzero(~finite).tolist():  # no softmax for this row
+            preds[i] = {"label": None, "probability": None, "top_k": []}
     return preds
 
 

@@ -238,7 +238,7 @@ def response(model: LoadedModel, req: InferenceRequest, arrays: dict[str, np.nda
     head: dict = {"model_name": model.name, "model_version": str(model.version)}
     if req.id is not None:
         head["id"] = req.id
-    outputs, chunks = [], []
+    outputs, chunks, numeric = [], [], []
     for name, array in arrays.items():
         text = array.dtype.kind == "O"
         out = {"name": name, "datatype": "BYTES" if text else "FP32", "shape": list(array.shape)}
@@ -246,11 +246,20 @@ def response(model: LoadedModel, req: InferenceRequest, arrays: dict[str, np.nda
             raw = _bytes_tensor(array) if text else array.astype("<f4", copy=False).tobytes()
             out["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)
+        elif text:
+            out["data"] = array.ravel().tolist()
         else:
-            out["data"] = array.ravel().tolist() if text else _numbers(array.ravel())
+            out["data"] = array.ravel()  # contiguous: a view, or a copy when the array is not
+            numeric.append(out)
         outputs.append(out)
     head["outputs"] = outputs
     header = orjson.dumps(head, option=orjson.OPT_SERIALIZE_NUMPY)
+    # orjson writes a non-finite array value as null: only then (or when a name, id or label merely
+    # contains the text null) is each numeric output checked, rather than twice on every request.
+    if numeric and b"null" in header:
+        for out in numeric:
+            out["data"] = _numbers(out["data"])
+        header = orjson.dumps(head, option=orjson.OPT_SERIALIZE_NUMPY)
     if not chunks:
         return Response(header, media_type="application/json")
     return Response(header + b"".join(chunks), media_type="application/octet-stream",
