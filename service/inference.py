@@ -84,13 +84,15 @@ def _known(card: ModelCard) -> list[str]:
 def outputs(card: ModelCard, raw: np.ndarray, names: list[str] | None = None) -> dict[str, np.ndarray]:
     """The named outputs asked for (all when `names` is None), in that order; unknown names are 400."""
     known = _known(card)
-    names = known if names is None else names
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise BadRequest(f"unknown output(s) {unknown}; model {card.name!r} offers {known}")
-    out, probs = {}, None
+    if names is None:
+        names = known
+    else:
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise BadRequest(f"unknown output(s) {unknown}; model {card.name!r} offers {known}")
+    out, probs, raw_name = {}, None, card.output.name
     for name in names:
-        if name == card.output.name:
+        if name == raw_name:
             out[name] = raw
             continue
         if probs is None:
@@ -105,6 +107,4 @@ def outputs(card: ModelCard, raw: np.ndarray, names: list[str] | None = None) ->
 def label_column(found: list) -> np.ndarray:
     """[rows, 1] strings from `tasks.predicted`: lists are joined by ",", None becomes ""."""
     texts = ["" if f is None else LABEL_SEPARATOR.join(f) if type(f) is list else f for f in found]
-    column = np.empty((len(texts), 1), dtype=object)
-    column[:, 0] = texts
-    return column
+    return np.array(texts, dtype=object).reshape(-1, 1)

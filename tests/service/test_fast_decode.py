@@ -67,3 +67,42 @@ def test_boolean_text_check():
     assert not codec.no_booleans(b'{"model": "is true", "instances": [[1]]}')  # only costs the fast path
     assert isinstance(codec.parse_object(b'{"instances": [[1, 2]]}', frozenset({"instances"}))["instances"],
                       np.ndarray)
+
+
+ENVELOPES = [
+    {"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]},
+    {"id": "r1", "inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP64"}]},
+    {"id": None, "inputs": []},
+    {"id": 5, "inputs": []}, {"inputs": {}}, {}, {"id": "a"}, {"inputs": [None]}, {"inputs": [[]]},
+    {"inputs": [{"name": "x", "shape": [1, 3]}]}, {"inputs": [{"name": 1, "shape": [1], "datatype": "FP32"}]},
+    {"inputs": [{"name": "x", "shape": [True, 3], "datatype": "FP32"}]},
+    {"inputs": [{"name": "x", "shape": [-1, 3], "datatype": "FP32"}]},
+    {"inputs": [{"name": "x", "shape": [2**64, 3], "datatype": "FP32"}]},
+    {"inputs": [{"name": "x", "shape": [2**64 - 1], "datatype": "UINT8"}]},
+    {"inputs": [{"name": "x", "shape": [1.0, 3], "datatype": "FP32"}]},
+    {"inputs": [{"name": "x", "shape": (1, 3), "datatype": "FP32"}]},
+    {"inputs": [{"name": "x", "shape": [1], "datatype": "fp32"}]},
+    {"inputs": [{"name": "x", "shape": [1], "datatype": ["FP32"]}]},
+    {"inputs": [{"name": "x", "shape": [1], "datatype": "BYTES", "extra": 1}]},
+    {"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "parameters": {"a": 1}}]},
+    {"inputs": [], "outputs": [{"name": "labels"}]}, {"inputs": [], "parameters": {}}, {"inputs": [], "other": 1},
+]
+
+
+@pytest.mark.parametrize("data", ENVELOPES)
+def test_v2_plain_envelope_same_as_pydantic(data):
+    # The hand check of the usual request accepts only what pydantic accepts, with the same fields.
+    plain = v2_codec._plain_request(data)
+    try:
+        model = v2_codec.InferenceRequest.model_validate(data)
+    except Exception:
+        assert plain is None
+        return
+    if plain is not None:
+        assert (plain.id, plain.parameters, plain.outputs) == (model.id, model.parameters, model.outputs)
+        assert [(i.name, i.shape, i.datatype, i.parameters, i.data) for i in plain.inputs] == \
+            [(i.name, i.shape, i.datatype, i.parameters, i.data) for i in model.inputs]
+
+
+def test_v2_plain_envelope_taken_for_the_usual_request():
+    assert all(v2_codec._plain_request(d) is not None for d in ENVELOPES[:3])
