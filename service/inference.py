@@ -90,17 +90,22 @@ def outputs(card: ModelCard, raw: np.ndarray, names: list[str] | None = None) ->
         unknown = [n for n in names if n not in known]
         if unknown:
             raise BadRequest(f"unknown output(s) {unknown}; model {card.name!r} offers {known}")
-    out, probs, raw_name = {}, None, card.output.name
+    out, probs, finite, raw_name = {}, None, None, card.output.name
     for name in names:
         if name == raw_name:
             out[name] = raw
             continue
         if probs is None:
-            probs = tasks.probabilities(card, raw.astype(np.float64))
+            x = raw.astype(np.float64)
+            if card.task is Task.multiclass:  # one finiteness check for the softmax and the labels
+                finite = np.isfinite(x).all(axis=1)
+                probs = tasks.softmax(x, bool(finite.all()))
+            else:
+                probs = tasks.probabilities(card, x)
         if name == PROBABILITIES:
             out[name] = probs.astype(np.float32)
         else:
-            out[name] = label_column(tasks.predicted(card, raw, probs))
+            out[name] = label_column(tasks.predicted(card, raw, probs, finite))
     return out
 
 

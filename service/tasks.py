@@ -35,10 +35,13 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
-def softmax(x: np.ndarray) -> np.ndarray:
-    """Row-wise softmax; subtracting the row max keeps every exponent <= 0."""
+def softmax(x: np.ndarray, finite: bool | None = None) -> np.ndarray:
+    """Row-wise softmax; subtracting the row max keeps every exponent <= 0.
+
+    `finite`: whether the caller already knows every value of `x` is finite (None: look).
+    """
     top = x.max(axis=1, keepdims=True)
-    if np.isfinite(top).all():  # no inf - inf anywhere: no need for errstate's ~4 us
+    if finite or (finite is None and np.isfinite(top).all()):  # no inf - inf: no errstate's ~4 us
         e = np.exp(x - top)
     else:
         with np.errstate(invalid="ignore"):  # inf - inf rows are reported as null by the caller
@@ -51,8 +54,11 @@ def probabilities(card: ModelCard, outputs: np.ndarray) -> np.ndarray:
     return softmax(outputs) if card.task is Task.multiclass else sigmoid(outputs)
 
 
-def predicted(card: ModelCard, outputs: np.ndarray, probs: np.ndarray) -> list:
-    """Per row: the label (binary, multiclass) or the list of labels (multilabel); None where undefined."""
+def predicted(card: ModelCard, outputs: np.ndarray, probs: np.ndarray, finite_rows: np.ndarray | None = None) -> list:
+    """Per row: the label (binary, multiclass) or the list of labels (multilabel); None where undefined.
+
+    `finite_rows` (multiclass): `np.isfinite(outputs).all(axis=1)` when the caller has it already.
+    """
     if card.task is Task.binary:
         negative, positive = card.labels
         found = [positive if on else negative for on in (probs[:, 0] >= card.thresholds[0]).tolist()]
@@ -61,7 +67,7 @@ def predicted(card: ModelCard, outputs: np.ndarray, probs: np.ndarray) -> list:
         # argmax takes the first of tied logits, as the stable ranking in `multiclass` does.
         labels = card.labels
         found = [labels[i] for i in outputs.argmax(axis=1).tolist()]
-        defined = np.isfinite(outputs).all(axis=1)
+        defined = np.isfinite(outputs).all(axis=1) if finite_rows is None else finite_rows
     else:
         on = (probs >= np.asarray(card.thresholds)).tolist()
         found = [[name for name, y in zip(card.labels, row) if y] for row in on]
@@ -77,9 +83,10 @@ def postprocess(card: ModelCard, outputs: np.ndarray, top_k: int = DEFAULT_TOP_K
     outputs = np.asarray(outputs, dtype=np.float64)
     if card.task is Task.regression:
         return regression(outputs)
-    probs = probabilities(card, outputs)
     if card.task is Task.multiclass:
-        return multiclass(outputs, probs, card.labels, top_k)
+        finite = np.isfinite(outputs).all(axis=1)
+        return multiclass(outputs, softmax(outputs, bool(finite.all())), card.labels, top_k, finite)
+    probs = probabilities(card, outputs)
     found = predicted(card, outputs, probs)
     if card.task is Task.binary:
         return binary(probs, found)
@@ -92,19 +99,26 @@ def binary(probs: np.ndarray, found: list) -> list[dict]:
     return [{"label": label, "probability": None if label is None else q} for label, q in zip(found, p)]
 
 
-def multiclass(logits: np.ndarray, probs: np.ndarray, labels: list[str], top_k: int) -> list[dict]:
-    """Best class, its probability and the top_k classes per row."""
+def multiclass(logits: np.ndarray, probs: np.ndarray, labels: list[str], top_k: int,
+               finite: np.ndarray | None = None) -> list[dict]:
+    """Best class, its probability and the top_k classes per row (`finite`: as `predicted`'s `finite_rows`)."""
     # Rank by logit: the same order as by probability, but still exact where probabilities underflow to 0.
     # The stable ranking puts the first of tied logits first, as argmax would: the best class is entry 0.
     order = np.argsort(-logits, axis=1, kind="stable")[:, :top_k]
     n, k = order.shape
-    # Gather in numpy, then make every top_k entry in one flat pass (not one comprehension per row).
-    flat = (order + np.arange(0, n * probs.shape[1], probs.shape[1])[:, None]).ravel()
-    names = np.asarray(labels, dtype=object)[order.ravel()].tolist()
-    ps = probs.ravel()[flat].tolist()
-    entries = [{"label": a, "probability": p} for a, p in zip(names, ps)]
-    preds = [{"label": names[j], "probability": ps[j], "top_k": entries[j:j + k]} for j in range(0, n * k, k)]
-    finite = np.isfinite(logits).all(axis=1)
+    if n == 1:  # one row: plain list indexing costs less than the gathering arrays below
+        row = probs[0].tolist()
+        entries = [{"label": labels[i], "probability": row[i]} for i in order[0].tolist()]
+        preds = [{"label": entries[0]["label"], "probability": entries[0]["probability"], "top_k": entries}]
+    else:
+        # Gather in numpy, then make every top_k entry in one flat pass (not one comprehension per row).
+        flat = (order + np.arange(0, n * probs.shape[1], probs.shape[1])[:, None]).ravel()
+        names = np.asarray(labels, dtype=object)[order.ravel()].tolist()
+        ps = probs.ravel()[flat].tolist()
+        entries = [{"label": a, "probability": p} for a, p in zip(names, ps)]
+        preds = [{"label": names[j], "probability": ps[j], "top_k": entries[j:j + k]} for j in range(0, n * k, k)]
+    if finite is None:
+        finite = np.isfinite(logits).all(axis=1)
     if not finite.all():
         for i in np.flatnonzero(~finite).tolist():  # no softmax for this row
             preds[i] = {"label": None, "probability": None, "top_k": []}
