@@ -19,7 +19,8 @@ def main() -> None:
     workers = getattr(settings, "workers", 1)
     options = dict(host=settings.host, port=settings.port, log_level=settings.log_level,
                    log_config=logs.config(settings.log_level), access_log=False,  # ours is the access log
-                   timeout_graceful_shutdown=settings.graceful_shutdown_seconds)
+                   timeout_graceful_shutdown=settings.graceful_shutdown_seconds,
+                   server_header=False)  # no "server: uvicorn" on every answer; the date header stays
     if workers == 1:
         uvicorn.run(create_app(settings), **options)
         return
