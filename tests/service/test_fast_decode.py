@@ -1,5 +1,6 @@
-"""The fast decoding path (one numpy pass when the body holds no JSON boolean) is exact:
-for every body it gives the same matrix, or the same 400 message, as the per-value checks."""
+"""The fast decoding paths are exact: for every body they give the same matrix, or the same 400
+message, as orjson and the per-value checks (predict: simdjson straight into a matrix; V2: one
+numpy pass when the body holds no JSON boolean)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import json
 import numpy as np
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from starlette.datastructures import Headers
 
 from service import codec, v2_codec
@@ -20,24 +23,79 @@ ROWS = [
     [[1, None, 3]], [[1, {"a": 1}, 3]], [[1, [2], 3]], [[1, 2**70, 3]], [[1, 2**63, 3]],
     [[1, -(2**63) - 1, 3]], [[1e39, 0, 0]], [[-1e39, 0, 0]], [[]], [[1, 2, 3]] * 5, [1, 2, 3],
     [[1, True, 3]], [[False, 0, 0]], [[[1, 2, 3]]], [[1, 2, 3, 4]], [{"a": 1, "b": 2, "c": 3}],
+    [[1, [2], [3]]], [[[1], [2], [3]]], [[1, 2, 3], [4, 5, [6]]], [[1, [], 3]], [[1, 2**64 - 1, 3]],
+    [[1, 2**64, 3]], [[1, -(2**63), 3]], [[0.1, 1e-400, -0.0]], [[1, 2, 3], 4], [4, [1, 2, 3]], [[1, 2, 3], {}],
+    [[1.7976931348623157e308, 3.4028235e38, 3.4028236e38]], [[2**53 + 1, 16777217, 0.30000000000000004]],
+    [], {}, None, "x", 3,
 ]
+# Bodies whose envelope, not `instances`, is what differs between the two parsers or the checks.
+BODIES = [
+    b'\xef\xbb\xbf{"instances": [[1, 2, 3]]}', b'{"instances": [[1, 2, 3]], "instances": [[4, 5, 6]]}',
+    b'{"model": "[x]", "instances": [[1, 2, 3]]}', b'{"model": "a\\"b[", "instances": [[1, 2, 3]]}',
+    b'{"model": ["x"], "instances": [[1, 2, 3]]}', b'{"model": {"a": 1}, "instances": [[1, 2, 3]]}',
+    b'{"model": "m", "top_k": 2, "version": "2", "instances": [[1, 2, 3]]}', b'{"top_k": true, "instances": [[1, 2, 3]]}',
+    b'{"other": 1, "instances": [[1, 2, 3]]}', b'{"instances": [[1, 2, 3]]} x', b'{"instances": [[1, 2, 3]],}',
+    b'{"instances": [[1, 2, 3]]}\n', b' {"instances" : [ [1 ,2, 3] ] } ', b'{"instances": [[1, 2, 1e400]]}',
+    b'{"instances": [[1, 2, 01]]}', b'{"instances": [[1, 2, NaN]]}', b'{"model": "\xff", "instances": [[1, 2, 3]]}',
+    b'{"model": "\\ud800", "instances": [[1, 2, 3]]}', b'{"model": "a\x01", "instances": [[1, 2, 3]]}',
+    b'', b'  ', b'[[1, 2, 3]]', b'{"instances": [[1, 2, 3]]', b'{"model": null, "version": null, "instances": [[1, 2, 3]]}',
+]
+FIELDS = frozenset({"model", "version", "instances", "top_k"})
+
+
+def predict_outcomes(body: bytes) -> tuple:
+    """(simdjson path, orjson path): each the fields and the matrix, or the 400 message."""
+    spec = next(s for s in helpers.STANDARD if s.n_features == N and s.feature_names is None)
+    card = helpers.make_card(spec, "0" * 64)
+
+    def decode():
+        data = codec.parse_object(body, FIELDS)
+        x = codec.rows(data.pop("instances"), card, 4)
+        return {"fields": data, "x": x.tolist(), "dtype": str(x.dtype)}
+
+    fast = outcome(decode)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(codec, "_simd_object", lambda body, fields: None)
+        slow = outcome(decode)
+    return fast, slow
 
 
 def outcome(fn):
     try:
-        return fn().tolist()
+        out = fn()
     except BadRequest as exc:
         return exc.message
+    return out.tolist() if isinstance(out, np.ndarray) else out
 
 
 @pytest.mark.parametrize("instances", ROWS)
 def test_predict_rows_same_as_per_value_checks(instances):
-    spec = next(s for s in helpers.STANDARD if s.n_features == N and s.feature_names is None)
-    card = helpers.make_card(spec, "0" * 64)
-    body = json.dumps({"instances": instances}).encode()
-    fast = outcome(lambda: codec.rows(codec.parse_object(body, frozenset({"instances"}))["instances"], card, 4))
-    slow = outcome(lambda: codec.rows(orjson.loads(body)["instances"], card, 4))
+    fast, slow = predict_outcomes(json.dumps({"instances": instances}).encode())
     assert fast == slow
+
+
+@pytest.mark.parametrize("body", BODIES)
+def test_predict_envelope_same_as_orjson(body):
+    fast, slow = predict_outcomes(body)
+    assert fast == slow
+
+
+def test_predict_table_of_numbers_takes_the_simdjson_path():
+    for body in (b'{"instances": [[1, 2, 3]]}', b'{"model": "digits", "version": 2, "top_k": 1, "instances": '
+                 b'[[1.5, -2e3, 0], [4, 5, 6]]}', b'{"instances": [[1, 2]]}'):
+        data = codec._simd_object(body, FIELDS)
+        assert data is not None and data["instances"].dtype == np.float64, body
+        assert {k: v for k, v in data.items() if k != "instances"} == \
+            {k: v for k, v in orjson.loads(body).items() if k != "instances"}
+    for body in BODIES[:6]:
+        assert codec._simd_object(body, FIELDS) is None, body
+
+
+def test_simdjson_parser_survives_a_document_still_referenced():
+    doc = codec._simd.parse(b'{"instances": [[1, 2, 3]]}')  # a live proxy: the parser may not be reused
+    assert codec._simd_object(b'{"instances": [[1, 2, 3]]}', FIELDS) is None  # declined, not an error
+    del doc
+    assert codec._simd_object(b'{"instances": [[1, 2, 3]]}', FIELDS) is not None  # a fresh parser took over
 
 
 @pytest.mark.parametrize("data", [*ROWS, [1, 2, 3], [1, 2, 3, 4, 5, 6], [1, 2, "3"], [1, None, 3], [1, True, 3],
@@ -65,8 +123,6 @@ def test_boolean_text_check():
     assert not codec.no_booleans(b'{"instances": [[1, true]]}')
     assert not codec.no_booleans(b'{"instances": [[false, 1]]}')
     assert not codec.no_booleans(b'{"model": "is true", "instances": [[1]]}')  # only costs the fast path
-    assert isinstance(codec.parse_object(b'{"instances": [[1, 2]]}', frozenset({"instances"}))["instances"],
-                      np.ndarray)
 
 
 ENVELOPES = [
@@ -106,3 +162,17 @@ def test_v2_plain_envelope_same_as_pydantic(data):
 
 def test_v2_plain_envelope_taken_for_the_usual_request():
     assert all(v2_codec._plain_request(d) is not None for d in ENVELOPES[:3])
+
+
+JSON_NUMBER = r"-?(0|[1-9][0-9]{0,24})(\.[0-9]{1,24})?([eE][+-]?[0-9]{1,3})?"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.from_regex(JSON_NUMBER, fullmatch=True), min_size=N, max_size=N),
+       st.lists(st.floats(allow_nan=False, allow_infinity=False), min_size=N, max_size=N))
+def test_predict_numbers_parse_the_same(texts, floats):
+    # simdjson and orjson both round decimal text to the nearest double; any text that either
+    # refuses (an exponent beyond the double range) must give orjson's 400 by both paths.
+    body = ('{"instances": [[' + ", ".join(texts) + "], " + json.dumps(floats) + "]}").encode()
+    fast, slow = predict_outcomes(body)
+    assert fast == slow
