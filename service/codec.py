@@ -80,13 +80,16 @@ def parse_object(body: bytes, fields: frozenset[str]) -> dict:
 
 
 _simd = simdjson.Parser()  # one per process: it keeps its buffers between documents
-_SIMD_CONTAINERS = (simdjson.Array, simdjson.Object)
+SIMD_CONTAINERS = (simdjson.Array, simdjson.Object)
 
 
-def _simd_object(body: bytes, fields: frozenset[str]) -> dict | None:
-    """The body's fields, `instances` as a float64 [rows, n] matrix, when the body is an object of
-    distinct known keys, scalar values besides `instances`, and `instances` a non-empty list of
-    equally long, non-empty lists of numbers, nothing nested deeper; None for anything else."""
+def simd_object(body: bytes) -> simdjson.Object | None:
+    """The body parsed by simdjson when it is a JSON object simdjson and orjson read alike; None
+    otherwise (malformed, a byte-order mark, a number beyond 64 bits: orjson decides those).
+
+    The caller must drop every proxy it takes from the document (`doc = None` in a `finally`)
+    before the next parse; a parser still referenced is replaced, and that body declined.
+    """
     global _simd
     if body[:1] == b"\xef":  # a byte-order mark: simdjson skips it, orjson refuses it
         return None
@@ -97,44 +100,78 @@ def _simd_object(body: bytes, fields: frozenset[str]) -> dict | None:
         return None
     except Exception:  # noqa: BLE001 - malformed, or beyond what this path takes: orjson decides
         return None
-    try:
-        if type(doc) is not simdjson.Object:
+    return doc if type(doc) is simdjson.Object else None
+
+
+def simd_keys(obj: simdjson.Object, allowed: frozenset[str]) -> list[str] | None:
+    """The object's keys when they are distinct (orjson keeps the last of a repeated key,
+    simdjson the first) and all `allowed`; else None."""
+    keys = list(obj.keys())
+    return keys if len(set(keys)) == len(keys) and allowed.issuperset(keys) else None
+
+
+def simd_numbers(array: object) -> tuple[np.ndarray, int] | None:
+    """A non-empty list of numbers as a float64 vector, or a non-empty list of equally long,
+    non-empty lists of numbers as a float64 matrix; with the number of `[` the list spans.
+
+    None for anything else. The caller checks that the body holds no other `[` than those it
+    expects (`brackets`): an element nested deeper would otherwise flatten unnoticed.
+    """
+    if type(array) is not simdjson.Array or not len(array):
+        return None
+    width = None  # 0: a flat list (a list inside it would show up in the `[` count)
+    for row in array:
+        if type(row) is not simdjson.Array:
+            if width is None:
+                width = 0
+            elif width:
+                return None
+        elif width is None:
+            width = len(row)
+            if not width:
+                return None
+        elif not width or len(row) != width:  # a list in a flat list, or a row of another length
             return None
-        keys = list(doc.keys())
-        if "instances" not in keys or len(set(keys)) != len(keys) or not fields.issuperset(keys):
+    try:
+        values = np.frombuffer(array.as_buffer(of_type="d"), dtype=np.float64)  # TypeError: not all numbers
+    except Exception:  # noqa: BLE001
+        return None
+    if width == 0:
+        return values, 1
+    if values.size != len(array) * width:
+        return None
+    return values.reshape(len(array), width), len(array) + 1
+
+
+def brackets(body: bytes) -> int:
+    """How many `[` the body holds (strings included)."""
+    return len(body) - len(body.replace(b"[", b""))
+
+
+def _simd_object(body: bytes, fields: frozenset[str]) -> dict | None:
+    """The body's fields, `instances` as a float64 [rows, n] matrix, when the body is an object of
+    distinct known keys, scalar values besides `instances`, and `instances` a non-empty list of
+    equally long, non-empty lists of numbers, nothing nested deeper; None for anything else."""
+    doc = simd_object(body)
+    if doc is None:
+        return None
+    try:
+        keys = simd_keys(doc, fields)
+        if keys is None or "instances" not in keys:
             return None
         data = {}
         for key in keys:
-            if key != "instances":
-                value = data[key] = doc[key]
-                if type(value) in _SIMD_CONTAINERS:
-                    return None
-        table = doc["instances"]
-        if type(table) is not simdjson.Array:
-            return None
-        n_rows = len(table)
-        if n_rows == 0:
-            return None
-        width = None
-        for row in table:
-            if type(row) is not simdjson.Array:
+            value = data[key] = doc[key]
+            if key != "instances" and type(value) in SIMD_CONTAINERS:
                 return None
-            if width is None:
-                width = len(row)
-            elif len(row) != width:
-                return None
-        # Every `[` in the body is the table's or a row's: nothing nests deeper (a one-element
-        # list in a row would flatten unnoticed). A `[` in a string only sends the body to orjson.
-        if not width or len(body) - len(body.replace(b"[", b"")) != n_rows + 1:
+        found = simd_numbers(data["instances"])
+        # Every `[` in the body is the table's or a row's: a `[` in a string only sends the body to orjson.
+        if found is None or found[0].ndim != 2 or brackets(body) != found[1]:
             return None
-        try:
-            values = table.as_buffer(of_type="d")  # TypeError on any string, null, bool or object
-        except Exception:  # noqa: BLE001
-            return None
-        data["instances"] = np.frombuffer(values, dtype=np.float64).reshape(n_rows, width)
+        data["instances"] = found[0]
         return data
     finally:
-        doc = table = row = None  # the parser can be reused only once no proxy of the document is alive
+        doc = data = None  # the parser can be reused only once no proxy of the document is alive
 
 
 def json_object(body: bytes, not_object: str) -> dict:

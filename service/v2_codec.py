@@ -37,6 +37,7 @@ from itertools import chain
 
 import numpy as np
 import orjson
+import simdjson
 from starlette.responses import Response
 
 from service import codec, inference
@@ -82,9 +83,11 @@ def parse(body: bytes, headers: Mapping[str, str], limit: int) -> tuple[Inferenc
         body, tail = body[:int(declared)], body[int(declared):]
     else:
         tail = b""
-    data = codec.json_object(body, "the body must be a JSON inference request object")
-    if codec.no_booleans(body):
-        _numeric_data(data)
+    data = _simd_request(body)
+    if data is None:
+        data = codec.json_object(body, "the body must be a JSON inference request object")
+        if codec.no_booleans(body):
+            _numeric_data(data)
     req = _plain_request(data)
     return (req if req is not None else codec.validated(InferenceRequest, data, "invalid inference request: ")), tail
 
@@ -136,6 +139,52 @@ def _plain_request(data: dict) -> _Request | None:
                 return None
         found.append(_Input(name, shape, datatype, inp.get("data")))
     return _Request(rid, found)
+
+
+def _simd_request(body: bytes) -> dict | None:
+    # The usual request read by simdjson, each float tensor's numbers straight into a float64 array
+    # (as `codec.parse_object` does for /predict): only `id` and `inputs`, each input only name,
+    # shape (integers), datatype and, for FP16/32/64, `data` flat or nested one level. Anything
+    # else is None: orjson parses it and the checks below decide, exactly as before.
+    doc = codec.simd_object(body)
+    if doc is None:
+        return None
+    try:
+        keys = codec.simd_keys(doc, _REQUEST_KEYS)
+        if keys is None or "inputs" not in keys:
+            return None
+        data = {key: doc[key] for key in keys}
+        if type(data.get("id")) in codec.SIMD_CONTAINERS or type(data["inputs"]) is not simdjson.Array:
+            return None
+        inputs, spans = [], 1
+        for inp in data["inputs"]:
+            keys = codec.simd_keys(inp, _INPUT_KEYS) if type(inp) is simdjson.Object else None
+            if keys is None:
+                return None
+            item = {key: inp[key] for key in keys}
+            if type(item.get("name")) in codec.SIMD_CONTAINERS or type(item.get("datatype")) in codec.SIMD_CONTAINERS:
+                return None
+            shape = item.get("shape")
+            if type(shape) is simdjson.Array:
+                item["shape"] = shape = shape.as_list()
+                if not all(type(d) is int for d in shape):
+                    return None
+                spans += 1
+            elif shape is not None:
+                return None
+            if "data" in item:
+                found = codec.simd_numbers(item["data"]) if item.get("datatype") in _FLOAT_NAMES else None
+                if found is None:
+                    return None
+                item["data"], count = found
+                spans += count
+            inputs.append(item)
+        if codec.brackets(body) != spans:  # nothing nested deeper; a `[` in a string goes to orjson
+            return None
+        data["inputs"] = inputs
+        return data
+    finally:
+        doc = data = inp = item = shape = None  # no proxy may outlive the parse (see codec.simd_object)
 
 
 def _numeric_data(data: dict) -> None:

@@ -115,6 +115,7 @@ def test_v2_matrix_same_as_per_value_checks(data, datatype, shape, monkeypatch):
 
     fast = outcome(decode)
     monkeypatch.setattr(v2_codec, "_numeric_data", lambda data: None)
+    monkeypatch.setattr(v2_codec, "_simd_request", lambda body: None)
     assert fast == outcome(decode)
 
 
@@ -176,3 +177,58 @@ def test_predict_numbers_parse_the_same(texts, floats):
     body = ('{"instances": [[' + ", ".join(texts) + "], " + json.dumps(floats) + "]}").encode()
     fast, slow = predict_outcomes(body)
     assert fast == slow
+
+
+V2_BODIES = [
+    b'{"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]}',
+    b'{"id": "r", "inputs": [{"name": "x", "shape": [2, 3], "datatype": "FP64", "data": [[1, 2, 3], [4, 5, 6]]}]}',
+    b'{"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, [2], 3]}]}',
+    b'{"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [[1, [2], 3]]}]}',
+    b'{"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [[1, 2], [3]]}]}',
+    b'{"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3], "data": [4, 5, 6]}]}',
+    b'{"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}], "inputs": []}',
+    b'\xef\xbb\xbf{"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]}',
+    b'{"inputs": [{"name": "x[", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]}',
+    b'{"id": ["a"], "inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]}',
+    b'{"inputs": [{"name": 1, "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]}',
+    b'{"inputs": [{"name": "x", "shape": [1.0, 3], "datatype": "FP32", "data": [1, 2, 3]}]}',
+    b'{"inputs": [{"name": "x", "shape": [true, 3], "datatype": "FP32", "data": [1, 2, 3]}]}',
+    b'{"inputs": [{"name": "x", "shape": [[1], 3], "datatype": "FP32", "data": [1, 2, 3]}]}',
+    b'{"inputs": [{"name": "x", "shape": 3, "datatype": "FP32", "data": [1, 2, 3]}]}',
+    b'{"inputs": [{"name": "x", "shape": [1, 3], "datatype": "INT32", "data": [1, 2, 3]}]}',
+    b'{"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, null, 3]}]}',
+    b'{"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": []}]}',
+    b'{"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32"}]}',
+    b'{"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3e39]}]}',
+    b'{"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}], "outputs": [{"name": "labels"}]}',
+    b'{"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}, '
+    b'{"name": "y", "shape": [1], "datatype": "FP32", "data": [1]}]}',
+    b'{"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]} x',
+    b'{"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [[]]}]}',
+    b'{"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [[1, 2, 3], []]}]}',
+    b'{"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [[], [1, 2, 3]]}]}',
+    b'{"inputs": {}}', b'[]', b'{}',
+]
+
+
+@pytest.mark.parametrize("body", V2_BODIES)
+def test_v2_simdjson_same_as_orjson(body, monkeypatch):
+    spec = next(s for s in helpers.STANDARD if s.n_features == N and s.feature_names is None)
+    card = helpers.make_card(spec, "0" * 64)
+    model = type("M", (), {"card": card, "name": spec.name, "input": card.input})()
+
+    def decode():
+        req, tail = v2_codec.parse(body, Headers({}), 10**6)
+        return {"id": req.id, "x": v2_codec.matrix(req, tail, model, 4).tolist()}
+
+    fast = outcome(decode)
+    monkeypatch.setattr(v2_codec, "_simd_request", lambda body: None)
+    assert fast == outcome(decode)
+
+
+def test_v2_usual_request_takes_the_simdjson_path():
+    for body in V2_BODIES[:2]:
+        data = v2_codec._simd_request(body)
+        assert data is not None and isinstance(data["inputs"][0]["data"], np.ndarray), body
+    for body in V2_BODIES[2:10]:
+        assert v2_codec._simd_request(body) is None, body
