@@ -58,11 +58,26 @@ class LoadedModel:
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Run a [rows, n_features] float32 batch; returns the card's output, [rows, n_outputs]."""
-        return self.session.run([self.output.name], {self.input.name: batch})[0]
+        call = self.state.get("run")
+        if call is None:
+            call = self.state["run"] = _runner(self.session, self.output.name, self.input.name)
+        return call(batch)
 
     def signature(self) -> dict:
         """Input and output as the session reports them."""
         return {"inputs": [self.input.model_dump()], "outputs": [self.output.model_dump()]}
+
+
+def _runner(session: ort.InferenceSession, output: str, input: str):
+    """`session.run([output], {input: batch})[0]` as one call. `InferenceSession.run` checks the
+    feed's names, graph capture and OrtValue ownership, then calls its C++ session: ~2.5 us of a
+    one-row run here. The feed is always this one float32 array, so the C++ session is called
+    directly when onnxruntime still has it (`_sess`, private), through `run` otherwise."""
+    names, options = [output], ort.RunOptions()
+    native = getattr(session, "_sess", None)
+    if native is None or not callable(getattr(native, "run", None)):
+        return lambda batch: session.run(names, {input: batch})[0]
+    return lambda batch: native.run(names, {input: batch}, options)[0]
 
 
 def load(path: Path, card: ModelCard, threads: int) -> LoadedModel:

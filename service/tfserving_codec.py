@@ -23,7 +23,7 @@ from starlette.responses import Response
 
 from service import codec, inference
 from service.card import ModelCard, Task
-from service.errors import BadRequest
+from service.errors import BadRequest, JSONBytes
 from service.repository import READY, Entry
 from service.runtime import LoadedModel
 from service.tfserving_types import PredictRequest
@@ -82,7 +82,7 @@ def predict_response(req: PredictRequest, model: LoadedModel, raw: np.ndarray) -
     name = served_output(model.card).name
     out = inference.outputs(model.card, raw, [name])[name]
     key = "predictions" if req.instances is not None else "outputs"
-    return Response(orjson.dumps({key: out}, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
+    return JSONBytes(orjson.dumps({key: out}, option=orjson.OPT_SERIALIZE_NUMPY))
 
 
 def model_status(entries: list[Entry]) -> dict:

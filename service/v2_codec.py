@@ -42,7 +42,7 @@ from starlette.responses import Response
 
 from service import codec, inference
 from service.card import ModelCard
-from service.errors import BadRequest, PayloadTooLarge
+from service.errors import BadRequest, JSONBytes, PayloadTooLarge
 from service.runtime import LoadedModel
 from service.v2_types import Datatype, InferenceRequest, RequestInput
 
@@ -360,7 +360,7 @@ def response(model: LoadedModel, req: InferenceRequest, arrays: dict[str, np.nda
             out["data"] = _numbers(out["data"])
         header = orjson.dumps(head, option=orjson.OPT_SERIALIZE_NUMPY)
     if not chunks:
-        return Response(header, media_type="application/json")
+        return JSONBytes(header)
     return Response(header + b"".join(chunks), media_type="application/octet-stream",
                     headers={"Inference-Header-Content-Length": str(len(header))})
 

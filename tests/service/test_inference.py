@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from service import inference, tasks
+from service import inference, runtime, tasks
+from service.card import read_card
 from service.errors import BadRequest
 from tests.service import helpers
 
@@ -58,3 +59,19 @@ def test_multilabel_labels_are_joined_with_commas():
 def test_unknown_output_is_400():
     with pytest.raises(BadRequest, match=r"unknown output\(s\) \['probabilities'\]; model 'tiny-regression' offers \['logits'\]"):
         inference.outputs(card(helpers.REGRESSION), np.zeros((1, 1), np.float32), ["probabilities"])
+
+
+def test_run_calls_the_session_directly_with_the_same_answers(tmp_path):
+    # LoadedModel.run calls onnxruntime's C++ session itself; it must answer as `session.run` does,
+    # and fall back to `session.run` when onnxruntime no longer has the private `_sess`.
+    folder = helpers.write_model(tmp_path, helpers.MULTICLASS_V1)
+    model = runtime.load(folder / "model.onnx", read_card(folder / "card.json"), 1)
+    x = np.random.default_rng(0).normal(size=(5, model.card.n_features)).astype(np.float32)
+    expected = model.session.run([model.output.name], {model.input.name: x})[0]
+    np.testing.assert_array_equal(model.run(x), expected)
+
+    class Public:  # a session without `_sess`
+        def run(self, names, feed):
+            return model.session.run(names, feed)
+
+    np.testing.assert_array_equal(runtime._runner(Public(), model.output.name, model.input.name)(x), expected)
