@@ -34,7 +34,7 @@ class Batcher:
         self.max_delay = max_delay
         self._waiting: list[tuple[np.ndarray, asyncio.Future]] = []
         self._rows = 0
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.Handle | None = None
 
     async def submit(self, x: np.ndarray) -> np.ndarray:
         """Run `x` ([rows, n_features]) in the next batch; returns its own [rows, n_outputs]."""
@@ -46,8 +46,9 @@ class Batcher:
         self._rows += len(x)
         if self._rows >= self.max_size:
             self.flush()
-        elif self._timer is None:
-            self._timer = loop.call_later(self.max_delay, self.flush)
+        elif self._timer is None:  # delay 0: right after the requests already scheduled (no timer heap)
+            self._timer = (loop.call_later(self.max_delay, self.flush) if self.max_delay > 0
+                           else loop.call_soon(self.flush))
         return await future
 
     def flush(self) -> None:

@@ -119,28 +119,24 @@ def simd_numbers(array: object) -> tuple[np.ndarray, int] | None:
     """
     if type(array) is not simdjson.Array or not len(array):
         return None
-    width = None  # 0: a flat list (a list inside it would show up in the `[` count)
-    for row in array:
-        if type(row) is not simdjson.Array:
-            if width is None:
-                width = 0
-            elif width:
-                return None
-        elif width is None:
-            width = len(row)
-            if not width:
-                return None
-        elif not width or len(row) != width:  # a list in a flat list, or a row of another length
+    n = len(array)
+    first = array[0]
+    if type(first) is simdjson.Array:  # rows: each a list, all as long as the first
+        width = len(first)
+        if not width:
             return None
+        for row in array:
+            if type(row) is not simdjson.Array or len(row) != width:
+                return None
+    else:  # a flat list: not a value is looked at here (a list inside it adds a `[` to the count)
+        width = 0
     try:
         values = np.frombuffer(array.as_buffer(of_type="d"), dtype=np.float64)  # TypeError: not all numbers
     except Exception:  # noqa: BLE001
         return None
-    if width == 0:
-        return values, 1
-    if values.size != len(array) * width:
+    if values.size != n * (width or 1):
         return None
-    return values.reshape(len(array), width), len(array) + 1
+    return (values.reshape(n, width), n + 1) if width else (values, 1)
 
 
 def brackets(body: bytes) -> int:
