@@ -34,9 +34,10 @@ class Settings(BaseSettings):
         "best for small networks: a run takes microseconds, less than waking a thread pool costs.",
     )
     batch_max_size: int = Field(
-        0, ge=0, description="Adaptive batching: most rows run together when concurrent requests are "
-        "queued for one model; 0 (default) or 1 turns batching off. A model's serving.json "
-        '(next to its versions, e.g. {"batch_max_size": 64, "batch_max_delay_ms": 2}) overrides it.',
+        64, ge=0, description="Adaptive batching: most rows run together when concurrent requests are "
+        "queued for one model; 0 or 1 turns batching off. A model's serving.json "
+        '(next to its versions, e.g. {"batch_max_size": 0} or {"batch_max_size": 256, "batch_max_delay_ms": 2}) '
+        "overrides it.",
     )
     batch_max_delay_ms: float = Field(
         0.0, ge=0, description="Adaptive batching: longest a request waits for others to join its batch. "

@@ -173,3 +173,36 @@ def test_zero_delay_batches_what_waits_and_never_holds_a_lone_request():
     np.testing.assert_array_equal(together[1], rows(1, 2) * 2)
     np.testing.assert_array_equal(alone, rows(9, 1) * 2)
     assert waited < 0.5  # no timer to wait for (generous bound: CI machines are noisy)
+
+
+def test_delay_zero_stops_yielding_for_lone_requests_and_resumes_under_concurrency():
+    from service import batching
+    model = Recorder()
+    yields = 0
+    real_sleep = asyncio.sleep
+
+    async def counting_sleep(delay, *args):
+        nonlocal yields
+        yields += delay == 0
+        return await real_sleep(delay, *args)
+
+    async def main():
+        batcher = Batcher(model, max_size=64, max_delay=0.0)
+        for i in range(batching.LONE + 2 * batching.PROBE):  # one at a time
+            np.testing.assert_array_equal(await batcher.submit(rows(i, 1)), rows(i, 1) * 2)
+        lone_yields = yields
+        # Concurrent requests (5 at a time, so a probe is not always the last of its turn): a probe
+        # catches several, and batching is back on for good.
+        for round_ in range(3 * batching.PROBE):
+            outs = await asyncio.gather(*(batcher.submit(rows(10 * k, 1)) for k in range(5)))
+            for k, y in enumerate(outs):
+                np.testing.assert_array_equal(y, rows(10 * k, 1) * 2)
+        return lone_yields
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(asyncio, "sleep", counting_sleep)
+        lone_yields = asyncio.run(main())
+    # Lone requests: a yield each for the first LONE, then only one per PROBE.
+    assert lone_yields == batching.LONE + 2
+    assert model.batches[:batching.LONE + 2 * batching.PROBE] == [1] * (batching.LONE + 2 * batching.PROBE)
+    assert model.batches[-10:] == [5] * 10  # the last rounds ran as one batch each
