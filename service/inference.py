@@ -90,23 +90,29 @@ def outputs(card: ModelCard, raw: np.ndarray, names: list[str] | None = None) ->
         unknown = [n for n in names if n not in known]
         if unknown:
             raise BadRequest(f"unknown output(s) {unknown}; model {card.name!r} offers {known}")
-    out, probs, finite, raw_name = {}, None, None, card.output.name
+    out, derived, raw_name = {}, None, card.output.name
     for name in names:
         if name == raw_name:
             out[name] = raw
             continue
-        if probs is None:
-            x = raw.astype(np.float64)
-            if card.task is Task.multiclass:  # one finiteness check for the softmax and the labels
-                finite = np.isfinite(x).all(axis=1)
-                probs = tasks.softmax(x, bool(finite.all()))
-            else:
-                probs = tasks.probabilities(card, x)
-        if name == PROBABILITIES:
-            out[name] = probs.astype(np.float32)
-        else:
-            out[name] = label_column(tasks.predicted(card, raw, probs, finite))
+        if derived is None:
+            derived = _derived(card, raw)
+        out[name] = derived[0] if name == PROBABILITIES else derived[1]
     return out
+
+
+def _derived(card: ModelCard, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """FP32 probabilities [rows, n_outputs] and the label column [rows, 1] of a classifier's output."""
+    if raw.size <= tasks.FEW_VALUES:  # plain Python for a few rows: the same values, fewer numpy calls
+        probs, found = tasks.few_outputs(card, raw.astype(np.float64, copy=False).tolist())
+        return np.array(probs, dtype=np.float32).reshape(raw.shape), label_column(found)
+    x, finite = raw.astype(np.float64), None
+    if card.task is Task.multiclass:  # one finiteness check for the softmax and the labels
+        finite = np.isfinite(x).all(axis=1)
+        probs = tasks.softmax(x, bool(finite.all()))
+    else:
+        probs = tasks.probabilities(card, x)
+    return probs.astype(np.float32), label_column(tasks.predicted(card, raw, probs, finite))
 
 
 def label_column(found: list) -> np.ndarray:

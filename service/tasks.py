@@ -227,6 +227,29 @@ def few_regression(rows: list[list[float]], n_outputs: int) -> list[dict]:
     return [{"value": row if all(map(math.isfinite, row)) else [_finite(v) for v in row]} for row in rows]
 
 
+def few_outputs(card: ModelCard, rows: list[list[float]]) -> tuple[list[list[float]], list]:
+    """`probabilities` and `predicted` (as `service.inference.outputs` uses them) for a few rows
+    given as plain lists: the same floats and labels, non-finite rows included."""
+    n = len(rows[0])
+    if card.task is Task.multiclass:
+        e = np.exp([v - top for row in rows for top in (max(row),) for v in row]).tolist()
+        probs, found = [], []
+        for j, row in zip(range(0, len(e), n), rows):
+            total = _numpy_sum(e, j, n)  # >= 1 (exp(0) at the maximum), or NaN
+            probs.append([q / total for q in e[j:j + n]])
+            # As in `few_multiclass`: NaN or +inf makes the sum NaN; -inf only shows itself.
+            found.append(None if total != total or -math.inf in row else card.labels[row.index(max(row))])
+        return probs, found
+    flat = _sigmoids([v for row in rows for v in row])
+    probs = [flat[j:j + n] for j in range(0, len(flat), n)]
+    if card.task is Task.binary:
+        negative, positive = card.labels
+        t = card.thresholds[0]
+        return probs, [None if p != p else positive if p >= t else negative for p, in probs]
+    return probs, [None if any(q != q for q in p) else [a for a, q, t in zip(card.labels, p, card.thresholds) if q >= t]
+                   for p in probs]
+
+
 def _sigmoids(x: list[float]) -> list[float]:
     """`sigmoid` over a plain list, with the same np.exp."""
     e = np.exp([-abs(v) for v in x]).tolist()

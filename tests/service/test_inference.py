@@ -75,3 +75,25 @@ def test_run_calls_the_session_directly_with_the_same_answers(tmp_path):
             return model.session.run(names, feed)
 
     np.testing.assert_array_equal(runtime._runner(Public(), model.output.name, model.input.name)(x), expected)
+
+
+@pytest.mark.parametrize("spec", [helpers.BINARY, helpers.MULTICLASS_V1, helpers.MULTILABEL])
+@pytest.mark.parametrize("n_rows", [1, 2, 3])
+def test_few_rows_outputs_equal_the_numpy_path(spec, n_rows, monkeypatch):
+    # A few rows take plain Python (`tasks.few_outputs`): the very same FP32 probabilities and labels.
+    c = card(spec)
+    rng = np.random.default_rng(n_rows)
+    specials = [0.0, -0.0, 1000.0, -1000.0, np.inf, -np.inf, np.nan, 1e-30]
+    for trial in range(200):
+        raw = rng.normal(scale=rng.choice([0.1, 3.0, 30.0]), size=(n_rows, c.n_outputs)).astype(np.float32)
+        if trial % 3 == 0:  # ties and non-finite values
+            raw.flat[rng.integers(raw.size)] = rng.choice(specials)
+            raw.flat[rng.integers(raw.size)] = raw.flat[0]
+        few = inference.outputs(c, raw)
+        with monkeypatch.context() as mp:
+            mp.setattr(tasks, "FEW_VALUES", 0)
+            full = inference.outputs(c, raw)
+        assert list(few) == list(full)
+        np.testing.assert_array_equal(few["probabilities"], full["probabilities"])
+        assert few["probabilities"].dtype == np.float32
+        assert few["labels"].tolist() == full["labels"].tolist(), raw
