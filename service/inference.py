@@ -43,20 +43,22 @@ def run(model: LoadedModel, x: np.ndarray) -> np.ndarray:
     return model.run(x)
 
 
-async def submit(model: LoadedModel, x: np.ndarray, max_size: int = 0, max_delay_ms: float = 0.0) -> np.ndarray:
-    """`run`, through the model's adaptive batcher when batching is on for it.
+def batcher(model: LoadedModel, max_size: int = 0, max_delay_ms: float = 0.0) -> Batcher | None:
+    """The model's adaptive batcher (made on first use), or None when batching is off for it.
 
     `max_size` and `max_delay_ms` are the settings' defaults; the model's serving.json overrides
-    them. Off (a direct `run`, on the event loop: it takes microseconds) when the size is 0 or 1.
+    them. Off (the caller runs the model directly, on the event loop: it takes microseconds) when
+    the size is 0 or 1.
     """
+    found = model.state.get("batcher")
+    if found is not None:
+        return found
     max_size = model.serving.get("batch_max_size", max_size)
     if max_size <= 1:
-        return model.run(x)
-    batcher = model.state.get("batcher")
-    if batcher is None:
-        delay = model.serving.get("batch_max_delay_ms", max_delay_ms) / 1000
-        batcher = model.state["batcher"] = Batcher(model.run, max_size, delay)
-    return await batcher.submit(x)
+        return None
+    delay = model.serving.get("batch_max_delay_ms", max_delay_ms) / 1000
+    found = model.state["batcher"] = Batcher(model.run, max_size, delay)
+    return found
 
 
 def offered(card: ModelCard) -> list[OutputInfo]:

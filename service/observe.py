@@ -6,7 +6,7 @@ request. Routes tell it what they served by writing into the ASGI scope (see `no
 the matched route's template (`scope["route"]`, set by Starlette's router), never the raw path.
 
 Request ids: a client's `X-Request-ID` is kept when it is 1-64 characters of `[A-Za-z0-9._:-]`,
-otherwise (absent, too long, anything else) the server makes one; either way it is returned in
+otherwise (absent, too long, anything else) the server makes one (32 hex digits); either way it is returned in
 the `X-Request-ID` response header and logged. Bodies are never logged.
 
 Timeout: a request still unanswered after `request_timeout_seconds` is cancelled and answered
@@ -22,6 +22,7 @@ times per deadline instead of arming a timer per request (`asyncio.timeout`).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import re
 import time
@@ -51,11 +52,29 @@ def note_inference(scope: Scope, rows: int, seconds: float) -> None:
 
 
 def request_id(scope: Scope) -> bytes:
-    """The client's X-Request-ID when it is safe to echo and log, else a fresh random one."""
+    """The client's X-Request-ID when it is safe to echo and log, else a fresh one (`new_id`)."""
     for key, value in scope["headers"]:
         if key == REQUEST_ID:
-            return value if _ID_RE.match(value) else os.urandom(16).hex().encode()
-    return os.urandom(16).hex().encode()
+            return value if _ID_RE.match(value) else new_id()
+    return new_id()
+
+
+def new_id() -> bytes:
+    """A fresh request id: 16 hex digits drawn once per process, then a 16-digit hex counter.
+
+    Unique across workers and restarts (the random half) and within a process (the counter),
+    without a `getrandom` system call per request (os.urandom, measured at several microseconds per request under load here).
+    """
+    return b"%s%016x" % (_id_prefix, next(_id_count))
+
+
+def _new_id_prefix() -> None:
+    global _id_prefix, _id_count
+    _id_prefix, _id_count = os.urandom(8).hex().encode(), itertools.count()
+
+
+_new_id_prefix()
+os.register_at_fork(after_in_child=_new_id_prefix)  # a forked worker draws its own half
 
 
 class Deadline:

@@ -46,9 +46,11 @@ def model(request: Request, name: str, version: int | str | None = None) -> Load
 
 
 async def run(request: Request, found: LoadedModel, x: np.ndarray) -> np.ndarray:
-    """`inference.submit` (batching when on), noting the rows and the onnxruntime time on the request."""
+    """Run the model, through its batcher when batching is on, noting the rows and the run time
+    (the wait for a batch included) on the request."""
     start = time.perf_counter()
     s = request.app.state.settings
-    raw = await inference.submit(found, x, s.batch_max_size, s.batch_max_delay_ms)
+    batcher = inference.batcher(found, s.batch_max_size, s.batch_max_delay_ms)
+    raw = found.run(x) if batcher is None else await batcher.submit(x)
     observe.note_inference(request.scope, len(x), time.perf_counter() - start)
     return raw

@@ -118,16 +118,20 @@ class FakeModel:
 
 
 @pytest.mark.parametrize("serving, defaults, batched", [
-    ({}, (0, 2.0), False),  # off by default
+    ({}, (0, 2.0), False),  # off from the settings
     ({}, (8, 2.0), True),  # on from the settings
     ({"batch_max_size": 0}, (8, 2.0), False),  # serving.json turns it off for one model
     ({"batch_max_size": 8, "batch_max_delay_ms": 1}, (0, 2.0), True),  # ... or on
 ])
-def test_submit_uses_settings_and_serving_json(serving, defaults, batched):
+def test_batcher_follows_settings_and_serving_json(serving, defaults, batched):
     model = FakeModel(serving)
 
+    async def run(x):  # as service.api.deps.run does
+        batcher = inference.batcher(model, *defaults)
+        return model.run(x) if batcher is None else await batcher.submit(x)
+
     async def main():
-        return await asyncio.gather(*(inference.submit(model, rows(i, 1), *defaults) for i in range(3)))
+        return await asyncio.gather(*(run(rows(i, 1)) for i in range(3)))
 
     outputs = asyncio.run(main())
     assert [y.item() for y in outputs] == [0.0, 2.0, 4.0]

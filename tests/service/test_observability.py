@@ -141,3 +141,14 @@ def test_log_config_makes_every_logger_json():
     assert set(config["loggers"]) >= {"uvicorn", "uvicorn.error", "uvicorn.access"}
     record = logging.LogRecord("uvicorn.error", logging.ERROR, __file__, 1, "boom %s", ("x",), None)
     assert orjson.loads(logs.JsonFormatter().format(record))["msg"] == "boom x"
+
+
+def test_generated_ids_differ_across_processes():
+    import multiprocessing
+    from service import observe
+    mine = observe.new_id()
+    assert len(mine) == 32 and int(mine, 16) >= 0
+    with multiprocessing.get_context("fork").Pool(1) as pool:  # a forked worker draws its own prefix
+        theirs = pool.apply(observe.new_id)
+    assert theirs[:16] != mine[:16]
+    assert observe.new_id()[:16] == mine[:16] and observe.new_id() != observe.new_id()
