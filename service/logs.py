@@ -42,7 +42,7 @@ def _iso(created: float) -> str:
 
 FLUSH_SECONDS = 0.2
 FLUSH_BYTES = 64 * 1024
-_ACCESS_HEAD = {"level": "info", "logger": ACCESS, "msg": "request"}
+_ACCESS_HEAD = orjson.dumps({"level": "info", "logger": ACCESS, "msg": "request"})[1:-1]
 
 
 class AccessLog:
@@ -53,21 +53,28 @@ class AccessLog:
         self._buffer = bytearray()
         self._handle: asyncio.TimerHandle | None = None
         self._second = -1
-        self._stamp = ""
+        self._stamp = b""
+        self._ms = -1
+        self._head = b""  # the line up to the request's own fields, remade once a millisecond
 
     def enabled(self) -> bool:
         """Whether lines are wanted now (logging's own cached level check)."""
         return self._logger.isEnabledFor(logging.INFO)
 
     def write(self, fields: dict) -> None:
-        """Buffer one access line: `{"ts", "level", "logger", "msg", **fields}`."""
-        now = time.time()
-        second = int(now)
-        if second != self._second:  # strftime once a second, not once a line
-            self._second, self._stamp = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        line = {"ts": f"{self._stamp}.{int(now % 1 * 1000):03d}Z", **_ACCESS_HEAD, **fields}
-        self._buffer += orjson.dumps(line, default=str, option=orjson.OPT_APPEND_NEWLINE)
-        if len(self._buffer) >= FLUSH_BYTES:
+        """Buffer one access line: `{"ts", "level", "logger", "msg", **fields}`, the bytes orjson
+        gives for that dict, made from a cached head and the encoded `fields`."""
+        ms = int(time.time() * 1000)
+        if ms != self._ms:
+            second, self._ms = ms // 1000, ms
+            if second != self._second:  # strftime once a second, not once a line
+                self._second = second
+                self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)).encode()
+            self._head = b'{"ts":"%s.%03dZ",%s,' % (self._stamp, ms % 1000, _ACCESS_HEAD)
+        buffer = self._buffer
+        buffer += self._head
+        buffer += memoryview(orjson.dumps(fields, default=str, option=orjson.OPT_APPEND_NEWLINE))[1:]
+        if len(buffer) >= FLUSH_BYTES:
             self.flush()
         elif self._handle is None:
             try:
@@ -76,15 +83,21 @@ class AccessLog:
                 self.flush()
 
     def flush(self) -> None:
-        """Write every buffered line to stderr now."""
+        """Write every buffered line to stderr now (its byte stream when it has one: no decoding)."""
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
         if self._buffer:
-            data, self._buffer = self._buffer.decode(), bytearray()
+            data, self._buffer = self._buffer, bytearray()
             stream = sys.stderr  # looked up now, so redirections (and pytest's capture) apply
-            stream.write(data)
-            stream.flush()
+            raw = getattr(stream, "buffer", None)
+            stream.flush()  # whatever logging wrote before goes first
+            if raw is not None:
+                raw.write(data)
+                raw.flush()
+            else:
+                stream.write(data.decode())
+                stream.flush()
 
 
 def config(level: str) -> dict:

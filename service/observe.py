@@ -158,7 +158,7 @@ class Observer:
         if self.access is not None and self.access.enabled():
             self.access.write({
                 "request_id": rid.decode(), "method": scope["method"], "path": endpoint, "status": status,
-                "latency_ms": round(seconds * 1000, 3), "model": model.name if model else None,
+                "latency_ms": int(seconds * 1e6 + 0.5) / 1000, "model": model.name if model else None,
                 "version": model.version if model else None, "rows": rows})
 
 
