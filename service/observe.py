@@ -109,7 +109,7 @@ class Deadlines:
     def start(self) -> Deadline:
         """Register the current task's request."""
         loop = asyncio.get_running_loop()
-        deadline = Deadline(asyncio.current_task(), loop.time() + self.seconds)
+        deadline = Deadline(asyncio.current_task(loop), loop.time() + self.seconds)
         self.running.add(deadline)
         if self._sweeping is not loop:
             self._sweeping = loop
