@@ -177,7 +177,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rows", default="1,256", help="rows per request, comma-separated (default 1,256)")
     p.add_argument("--concurrency", default="1,16,64", help="connections, comma-separated (default 1,16,64)")
     p.add_argument("--batch", metavar="SIZE,DELAY_MS",
-                   help="also run the service with adaptive batching on (e.g. 64,2) on /predict")
+                   help="also run the service with these batching settings on /predict, as tinyserve+batch "
+                   "(the default is 64,0; e.g. 0,0 turns batching off, 64,2 waits up to 2 ms)")
     p.add_argument("--env", action="append", default=[], metavar="TINYSERVE_X=VALUE",
                    help="extra setting for the service (repeatable), e.g. TINYSERVE_ACCESS_LOG=false")
     p.add_argument("--quick", action="store_true",
@@ -264,6 +265,9 @@ def report(args, started: list[Server], results: dict, memory: dict, server_core
     print(f"# {time.strftime('%Y-%m-%d %H:%M')}  nproc={os.cpu_count()}  cpu={cpu}")
     if args.env:
         print(f"# service settings: {' '.join(args.env)}")
+    if args.batch:
+        size, delay = args.batch.split(",")
+        print(f"# tinyserve+batch: TINYSERVE_BATCH_MAX_SIZE={size} TINYSERVE_BATCH_MAX_DELAY_MS={delay}")
     print(f"# servers on cores {server_cores}, wrk on core {wrk_core or 'shared'}; workers={args.workers}; "
           f"{args.duration}s per cell, median of {args.rounds}; model {MODEL} (64-25-15-10)")
     print()
