@@ -14,6 +14,7 @@ checks, over valid and invalid bodies, that both give the same matrix or the sam
 from __future__ import annotations
 
 import math
+import threading
 from typing import TypeVar
 
 import numpy as np
@@ -79,8 +80,16 @@ def parse_object(body: bytes, fields: frozenset[str]) -> dict:
     return data
 
 
-_simd = simdjson.Parser()  # one per process: it keeps its buffers between documents
+_parsers = threading.local()  # a simdjson parser per thread (one keeps its buffers between documents,
+# and must never parse two at once)
 SIMD_CONTAINERS = (simdjson.Array, simdjson.Object)
+
+
+def _parser(fresh: bool = False) -> simdjson.Parser:
+    parser = None if fresh else getattr(_parsers, "parser", None)
+    if parser is None:
+        parser = _parsers.parser = simdjson.Parser()
+    return parser
 
 
 def simd_object(body: bytes) -> simdjson.Object | None:
@@ -90,13 +99,12 @@ def simd_object(body: bytes) -> simdjson.Object | None:
     The caller must drop every proxy it takes from the document (`doc = None` in a `finally`)
     before the next parse; a parser still referenced is replaced, and that body declined.
     """
-    global _simd
     if body[:1] == b"\xef":  # a byte-order mark: simdjson skips it, orjson refuses it
         return None
     try:
-        doc = _simd.parse(body)
+        doc = _parser().parse(body)
     except RuntimeError:  # the parser is still referenced elsewhere (it must not be reused then)
-        _simd = simdjson.Parser()
+        _parser(fresh=True)
         return None
     except Exception:  # noqa: BLE001 - malformed, or beyond what this path takes: orjson decides
         return None

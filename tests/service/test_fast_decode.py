@@ -92,7 +92,7 @@ def test_predict_table_of_numbers_takes_the_simdjson_path():
 
 
 def test_simdjson_parser_survives_a_document_still_referenced():
-    doc = codec._simd.parse(b'{"instances": [[1, 2, 3]]}')  # a live proxy: the parser may not be reused
+    doc = codec._parser().parse(b'{"instances": [[1, 2, 3]]}')  # a live proxy: the parser may not be reused
     assert codec._simd_object(b'{"instances": [[1, 2, 3]]}', FIELDS) is None  # declined, not an error
     del doc
     assert codec._simd_object(b'{"instances": [[1, 2, 3]]}', FIELDS) is not None  # a fresh parser took over
@@ -232,3 +232,13 @@ def test_v2_usual_request_takes_the_simdjson_path():
         assert data is not None and isinstance(data["inputs"][0]["data"], np.ndarray), body
     for body in V2_BODIES[2:10]:
         assert v2_codec._simd_request(body) is None, body
+
+
+def test_each_thread_parses_with_its_own_parser():
+    import threading
+    seen = []
+    thread = threading.Thread(target=lambda: seen.append(codec._parser()))
+    thread.start()
+    thread.join()
+    assert seen[0] is not codec._parser()
+    assert codec._simd_object(b'{"instances": [[1, 2, 3]]}', FIELDS) is not None
