@@ -1,10 +1,11 @@
 """The one inference path every protocol shares, after its own decoding.
 
     route -> Repository.get (404/503) -> protocol codec: wire format -> float32 matrix (400)
-      -> inference.run -> tasks (native rows of dicts) or inference.outputs (named tensors)
-      -> protocol codec: encode
+      -> service.api.deps.run (the model, through its `batcher` when batching is on)
+      -> tasks (native rows of dicts) or inference.outputs (named tensors) -> protocol codec: encode
 
-`run` is the only place a model is called. The named outputs are what the Open Inference (V2)
+`LoadedModel.run` is the one call into a model: for requests `deps.run` makes it, or the
+batcher for many requests at once (and the repository, replaying golden examples at load). The named outputs are what the Open Inference (V2)
 and TF Serving protocols offer: the raw network output under the card's name (e.g. "logits"
 or "values"), and for classifiers "probabilities" (FP32, softmax for multiclass, sigmoid for
 binary and multilabel) and "labels" (one string per row: the predicted label for binary and
@@ -36,11 +37,6 @@ class OutputInfo:
     name: str
     dtype: str
     width: int
-
-
-def run(model: LoadedModel, x: np.ndarray) -> np.ndarray:
-    """Run a checked [rows, n_features] float32 matrix; the card's output, [rows, n_outputs]."""
-    return model.run(x)
 
 
 def batcher(model: LoadedModel, max_size: int = 0, max_delay_ms: float = 0.0) -> Batcher | None:

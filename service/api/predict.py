@@ -1,7 +1,7 @@
 """The JSON predict API: `POST /predict` and its per-model and per-version forms.
 
 Each route reads the raw body itself (no Content-Type needed), looks the model up with
-`Repository.get` (404/503), then `predict`: `codec.rows` (400) -> `inference.run` (the path
+`Repository.get` (404/503), then `predict`: `codec.rows` (400) -> `deps.run` (the path
 the V2 and TF Serving routes share) -> `tasks.postprocess`, and answers orjson bytes.
 """
 

@@ -1,6 +1,6 @@
 """Open Inference Protocol (KServe V2) REST routes, as Triton and KServe clients call them.
 
-Each route: lookup (`Repository.get`: 404/503) -> `v2_codec` decode (400) -> `inference.run`
+Each route: lookup (`Repository.get`: 404/503) -> `v2_codec` decode (400) -> `deps.run`
 -> `inference.outputs` -> `v2_codec` encode. The wire rules are in `service.v2_codec`.
 """
 
