@@ -5,12 +5,14 @@
       -> tasks (native rows of dicts) or inference.outputs (named tensors) -> protocol codec: encode
 
 `LoadedModel.run` is the one call into a model: for requests `deps.run` makes it, or the
-batcher for many requests at once (and the repository, replaying golden examples at load). The named outputs are what the Open Inference (V2)
-and TF Serving protocols offer: the raw network output under the card's name (e.g. "logits"
-or "values"), and for classifiers "probabilities" (FP32, softmax for multiclass, sigmoid for
-binary and multilabel) and "labels" (one string per row: the predicted label for binary and
-multiclass, the labels at or over their thresholds joined by "," for multilabel, "" where the
-outputs are not finite). Regression models offer only the raw output.
+batcher for many requests at once (and the repository, replaying golden examples at load).
+
+The named outputs are what the Open Inference (V2) and TF Serving protocols offer: the raw
+network output under the card's name (e.g. "logits" or "values"), and for classifiers
+"probabilities" (FP32, softmax for multiclass, sigmoid for binary and multilabel) and "labels"
+(one string per row: the predicted label for binary and multiclass, the labels at or over their
+thresholds joined by "," for multilabel, "" where the outputs are not finite). Regression
+models offer only the raw output.
 """
 
 from __future__ import annotations
