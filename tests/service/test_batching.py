@@ -102,6 +102,27 @@ def test_cancelled_request_does_not_disturb_the_others():
     np.testing.assert_array_equal(asyncio.run(main()), rows(7, 3) * 2)
 
 
+def test_delay_zero_leader_cancelled_during_its_yield_still_runs_the_others():
+    # With delay 0 the first request yields once and then runs the batch; cancelled while it
+    # yields (client gone, deadline), it must still run the batch for the requests that joined.
+    model = Recorder()
+
+    async def main():
+        batcher = Batcher(model, max_size=100, max_delay=0.0)
+        leader = asyncio.ensure_future(batcher.submit(rows(0, 1)))
+        follower = asyncio.ensure_future(batcher.submit(rows(7, 3)))
+        await asyncio.sleep(0)  # the leader yields with its rows waiting, the follower joins them
+        assert not leader.done() and not follower.done()
+        leader.cancel()  # before the leader resumes to run the batch
+        out = await asyncio.wait_for(follower, 1.0)
+        return out, leader
+
+    out, leader = asyncio.run(main())
+    np.testing.assert_array_equal(out, rows(7, 3) * 2)
+    assert leader.cancelled()
+    assert model.batches == [4]
+
+
 def test_serving_json(tmp_path):
     assert runtime.serving_options(tmp_path / "serving.json") == {}
     (tmp_path / "serving.json").write_text(json.dumps({"batch_max_size": 32, "batch_max_delay_ms": 1.5}))
