@@ -52,10 +52,9 @@ class JSONBytes(Response):
 
     media_type = "application/json"
 
-    def __init__(self, body: bytes, status: int = 200, headers: dict | None = None,
-                 media_type: str = "application/json"):
-        if headers or media_type != "application/json":
-            super().__init__(body, status, headers, media_type)
+    def __init__(self, body: bytes, status: int = 200, headers: dict | None = None):
+        if headers:
+            super().__init__(body, status, headers)
             return
         self.body, self.status_code, self.background = body, status, None
         self.raw_headers = [(b"content-length", b"%d" % len(body)), (b"content-type", b"application/json")]
