@@ -186,16 +186,10 @@ def few_binary(logits: list[float], labels: list[str], threshold: float) -> list
 def few_multiclass(rows: list[list[float]], labels: list[str], top_k: int) -> list[dict]:
     """`multiclass` for a few rows given as plain lists of logits."""
     n = len(labels)
-    shifted = []
-    for row in rows:
-        top = max(row)
-        shifted += [v - top for v in row]
-    e = np.exp(shifted).tolist()
+    e, totals = _few_softmax(rows, n)
     preds = []
-    for j, row in zip(range(0, len(e), n), rows):
-        total = _numpy_sum(e, j, n)
-        # A NaN or +inf logit makes the sum NaN (NaN - top, inf - inf); a -inf one only shows itself.
-        if total != total or -math.inf in row:  # no softmax for this row
+    for j, row, total in zip(range(0, len(e), n), rows, totals):
+        if not _few_defined(row, total):  # no softmax for this row
             preds.append({"label": None, "probability": None, "top_k": []})
             continue
         # sorted() is stable with reverse=True too: tied logits keep output order, as in `multiclass`.
@@ -232,13 +226,11 @@ def few_outputs(card: ModelCard, rows: list[list[float]]) -> tuple[list[list[flo
     given as plain lists: the same floats and labels, non-finite rows included."""
     n = len(rows[0])
     if card.task is Task.multiclass:
-        e = np.exp([v - top for row in rows for top in (max(row),) for v in row]).tolist()
+        e, totals = _few_softmax(rows, n)
         probs, found = [], []
-        for j, row in zip(range(0, len(e), n), rows):
-            total = _numpy_sum(e, j, n)  # >= 1 (exp(0) at the maximum), or NaN
+        for j, row, total in zip(range(0, len(e), n), rows, totals):
             probs.append([q / total for q in e[j:j + n]])
-            # As in `few_multiclass`: NaN or +inf makes the sum NaN; -inf only shows itself.
-            found.append(None if total != total or -math.inf in row else card.labels[row.index(max(row))])
+            found.append(card.labels[row.index(max(row))] if _few_defined(row, total) else None)
         return probs, found
     flat = _sigmoids([v for row in rows for v in row])
     probs = [flat[j:j + n] for j in range(0, len(flat), n)]
@@ -248,6 +240,19 @@ def few_outputs(card: ModelCard, rows: list[list[float]]) -> tuple[list[list[flo
         return probs, [None if p != p else positive if p >= t else negative for p, in probs]
     return probs, [None if any(q != q for q in p) else [a for a, q, t in zip(card.labels, p, card.thresholds) if q >= t]
                    for p in probs]
+
+
+def _few_softmax(rows: list[list[float]], n: int) -> tuple[list[float], list[float]]:
+    """`softmax`'s exponentials for plain rows of `n` logits (one flat list, the same np.exp) and
+    each row's sum in numpy's order: >= 1 (exp(0) at the maximum), or NaN."""
+    e = np.exp([v - top for row in rows for top in (max(row),) for v in row]).tolist()
+    return e, [_numpy_sum(e, j, n) for j in range(0, len(e), n)]
+
+
+def _few_defined(row: list[float], total: float) -> bool:
+    """Whether a row has a softmax: a NaN or +inf logit makes its sum NaN (NaN - top, inf - inf);
+    a -inf one only shows itself."""
+    return total == total and -math.inf not in row
 
 
 def _sigmoids(x: list[float]) -> list[float]:
