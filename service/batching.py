@@ -13,6 +13,12 @@ batches catch: after `LONE` batches in a row of a single request it runs request
 still yielding on every `PROBE`th one, and the first batch that catches more than one request
 turns yielding back on.
 
+What a request gets back is its own rows of the model's output, or of `post`: the answer
+the route makes from the output (`tasks.postprocess` for /predict, `inference.outputs` for V2
+and TF Serving). A `post` works row by row, so requests asking for the same one share a single
+call over the batch's output (numpy over many rows instead of one Python pass per request), and
+each takes its slice of the result.
+
 A row's output alone and inside a batch: bit-identical for the four bundled models on the
 machine the benchmark ran on (checked at batch sizes 1 to 64); onnxruntime does not promise it
 for every graph and CPU, where the last bits may differ with the batch a request lands in.
@@ -30,12 +36,31 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 
 LONE = 8  # batches of one request in a row after which a delay-0 batcher runs requests straight away
 PROBE = 16  # ... yielding on every PROBE-th request still, to notice concurrency
+
+# What a request makes of its output rows: `(function, first, *rest)`, called as
+# `function(first, rows, *rest)`, e.g. `(tasks.postprocess, card, top_k)`. It must answer row by
+# row (a row's answer depends on that row alone) and return what `take` slices: one item per row,
+# in a list or an array, or a dict of such. Requests with equal tuples share one call.
+Post = tuple
+
+
+def answer(post: Post | None, out: np.ndarray) -> Any:
+    """`post` applied to model output rows (the rows themselves when there is no `post`)."""
+    return out if post is None else post[0](post[1], out, *post[2:])
+
+
+def take(result: Any, start: int, stop: int) -> Any:
+    """Rows `start:stop` of what `answer` returned."""
+    if type(result) is dict:
+        return {name: value[start:stop] for name, value in result.items()}
+    return result[start:stop]
 
 
 class Batcher:
@@ -45,24 +70,24 @@ class Batcher:
         self.run = run
         self.max_size = max_size
         self.max_delay = max_delay
-        self._waiting: list[tuple[np.ndarray, asyncio.Future]] = []
+        self._waiting: list[tuple[np.ndarray, Post | None, asyncio.Future]] = []
         self._rows = 0
         self._timer: asyncio.TimerHandle | None = None
         self.lone = 0  # batches in a row that held a single request
         self._straight = 0  # requests run straight away since the last probe
 
-    async def submit(self, x: np.ndarray) -> np.ndarray:
-        """Run `x` ([rows, n_features]) in the next batch; returns its own [rows, n_outputs]."""
+    async def submit(self, x: np.ndarray, post: Post | None = None) -> Any:
+        """Run `x` ([rows, n_features]) in the next batch; returns `answer(post, its output rows)`."""
         if self.lone >= LONE and not self._waiting and self.max_delay <= 0:
             self._straight += 1
             if self._straight % PROBE:
-                return self.run(x)  # requests have been coming one at a time: no yield
+                return answer(post, self.run(x))  # requests have been coming one at a time: no yield
         loop = asyncio.get_running_loop()
         if self._rows and self._rows + len(x) > self.max_size:
             self.flush()  # x would overfill the batch: run what waits, x starts the next one
         future = loop.create_future()
         leader = not self._waiting
-        self._waiting.append((x, future))
+        self._waiting.append((x, post, future))
         self._rows += len(x)
         if self._rows >= self.max_size:
             self.flush()
@@ -89,14 +114,37 @@ class Batcher:
             return
         self.lone = self.lone + 1 if len(waiting) == 1 else 0
         try:
-            out = self.run(waiting[0][0] if len(waiting) == 1 else np.concatenate([x for x, _ in waiting]))
+            out = self.run(waiting[0][0] if len(waiting) == 1 else np.concatenate([x for x, _, _ in waiting]))
         except Exception as exc:  # the model failed: every request of this batch shares the error
-            for _, future in waiting:
-                if not future.done():
-                    future.set_exception(exc)
+            _fail([future for _, _, future in waiting], exc)
             return
+        # Requests asking for the same `post`, each group in one call; usually there is one group.
+        groups: list[tuple[Post | None, list[tuple[int, int, asyncio.Future]]]] = []
         start = 0
-        for x, future in waiting:
-            if not future.done():  # a cancelled request (client gone, deadline) is skipped
-                future.set_result(out[start:start + len(x)])
+        for x, post, future in waiting:
+            for known, members in groups:
+                if known == post:
+                    break
+            else:
+                members = []
+                groups.append((post, members))
+            members.append((start, start + len(x), future))
             start += len(x)
+        for post, members in groups:
+            rows = out if len(members) == len(waiting) else np.concatenate([out[a:b] for a, b, _ in members])
+            try:
+                result = answer(post, rows)
+            except Exception as exc:  # noqa: BLE001 - the answer failed: its group shares the error
+                _fail([future for _, _, future in members], exc)
+                continue
+            offset = 0
+            for a, b, future in members:
+                if not future.done():  # a cancelled request (client gone, deadline) is skipped
+                    future.set_result(result if len(members) == 1 else take(result, offset, offset + b - a))
+                offset += b - a
+
+
+def _fail(futures: list[asyncio.Future], exc: Exception) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_exception(exc)

@@ -1,8 +1,9 @@
 """The one inference path every protocol shares, after its own decoding.
 
     route -> Repository.get (404/503) -> protocol codec: wire format -> float32 matrix (400)
-      -> service.api.deps.run (the model, through its `batcher` when batching is on)
-      -> tasks (native rows of dicts) or inference.outputs (named tensors) -> protocol codec: encode
+      -> service.api.deps.run: the model, through its `batcher` when batching is on, then the
+         answer made of its output rows: tasks.postprocess (native rows of dicts) or
+         inference.outputs (named tensors), once per batch -> protocol codec: encode
 
 `LoadedModel.run` is the one call into a model: for requests `deps.run` makes it, or the
 batcher for many requests at once (and the repository, replaying golden examples at load).

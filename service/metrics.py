@@ -50,7 +50,8 @@ class Metrics:
         self.requests = Counter("tinyserve_requests", "HTTP requests answered.", req, registry=r)
         self.latency = Histogram("tinyserve_request_duration_seconds", "Time from request start to the "
                                  "last response byte.", req, buckets=LATENCY_BUCKETS, registry=r)
-        self.inference = Histogram("tinyserve_inference_duration_seconds", "onnxruntime run time per request.",
+        self.inference = Histogram("tinyserve_inference_duration_seconds", "Model time per request: "
+                                   "the onnxruntime run and the answer made of its output, with any wait for a batch.",
                                    ("model", "version"), buckets=LATENCY_BUCKETS, registry=r)
         self.rows = Histogram("tinyserve_request_rows", "Rows (instances) per inference request.",
                               ("model", "version", "endpoint"), buckets=ROW_BUCKETS, registry=r)

@@ -2,7 +2,7 @@
 
 Pure ASGI rather than `BaseHTTPMiddleware`, which would cost a task and a memory stream per
 request. Routes tell it what they served by writing into the ASGI scope (see `note_model` and
-`note_inference`): the model looked up, the rows and the onnxruntime time. The endpoint label is
+`note_inference`): the model looked up, the rows and the model time. The endpoint label is
 the matched route's template (`scope["route"]`, set by Starlette's router), never the raw path.
 
 Request ids: a client's `X-Request-ID` is kept when it is 1-64 characters of `[A-Za-z0-9._:-]`,
@@ -46,7 +46,7 @@ def note_model(scope: Scope, model: object) -> None:
 
 
 def note_inference(scope: Scope, rows: int, seconds: float) -> None:
-    """Record the rows run and the onnxruntime time."""
+    """Record the rows run and the model time (`service.api.deps.run`)."""
     scope[ROWS] = rows
     scope[INFERENCE] = seconds
 

@@ -77,10 +77,14 @@ def served_output(card: ModelCard) -> inference.OutputInfo:
     return offered[0] if card.task is Task.regression else next(o for o in offered if o.name == inference.PROBABILITIES)
 
 
-def predict_response(req: PredictRequest, model: LoadedModel, raw: np.ndarray) -> Response:
+def served(card: ModelCard) -> tuple:
+    """What `deps.run` makes of the model's output rows: the served output, as `inference.outputs` gives it."""
+    return (inference.outputs, card, [served_output(card).name])
+
+
+def predict_response(req: PredictRequest, served: dict[str, np.ndarray]) -> Response:
     """{"predictions": ...} for row format, {"outputs": ...} for columnar; NaN becomes null."""
-    name = served_output(model.card).name
-    out = inference.outputs(model.card, raw, [name])[name]
+    (out,) = served.values()
     key = "predictions" if req.instances is not None else "outputs"
     return JSONBytes(orjson.dumps({key: out}, option=orjson.OPT_SERIALIZE_NUMPY))
 

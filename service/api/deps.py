@@ -8,11 +8,13 @@ for a one-row predict), and the predict path is benchmarked against a bare endpo
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 from starlette.requests import Request
 
 from service import inference, observe
+from service.batching import Post, answer
 from service.config import Settings
 from service.errors import NotReady
 from service.repository import Repository
@@ -45,12 +47,13 @@ def model(request: Request, name: str, version: int | str | None = None) -> Load
     return found
 
 
-async def run(request: Request, found: LoadedModel, x: np.ndarray) -> np.ndarray:
-    """Run the model, through its batcher when batching is on, noting the rows and the run time
-    (the wait for a batch included) on the request."""
+async def run(request: Request, found: LoadedModel, x: np.ndarray, post: Post | None = None) -> Any:
+    """Run the model, through its batcher when batching is on, and return `post` applied to the
+    output rows (`batching.answer`: once per batch for requests asking alike); note the rows and
+    the time (the wait for a batch and the answer included) on the request."""
     start = time.perf_counter()
     s = request.app.state.settings
     batcher = inference.batcher(found, s.batch_max_size, s.batch_max_delay_ms)
-    raw = found.run(x) if batcher is None else await batcher.submit(x)
+    result = answer(post, found.run(x)) if batcher is None else await batcher.submit(x, post)
     observe.note_inference(request.scope, len(x), time.perf_counter() - start)
-    return raw
+    return result

@@ -2,7 +2,7 @@
 
 Each route reads the raw body itself (no Content-Type needed), looks the model up with
 `Repository.get` (404/503), then `predict`: `codec.rows` (400) -> `deps.run` (the path
-the V2 and TF Serving routes share) -> `tasks.postprocess`, and answers orjson bytes.
+the V2 and TF Serving routes share), which applies `tasks.postprocess`, and answers orjson bytes.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ async def predict(request: Request, model: LoadedModel, body: dict, max_rows: in
     x = codec.rows(body["instances"], model.card, max_rows)
     k = codec.top_k(body)
     return {"model": model.name, "version": model.version, "task": model.card.task.value,
-            "predictions": tasks.postprocess(model.card, await deps.run(request, model, x), k)}
+            "predictions": await deps.run(request, model, x, (tasks.postprocess, model.card, k))}
 
 
 def _docs(fields: frozenset[str]) -> dict:

@@ -73,4 +73,4 @@ async def _predict(request: Request, name: str, version: str | None) -> Response
     model = deps.model(request, name, version)
     req = tfserving_codec.parse(await codec.read_body(request, settings.max_body_bytes))
     x = tfserving_codec.matrix(req, model, settings.max_rows)
-    return tfserving_codec.predict_response(req, model, await deps.run(request, model, x))
+    return tfserving_codec.predict_response(req, await deps.run(request, model, x, tfserving_codec.served(model.card)))

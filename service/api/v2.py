@@ -1,7 +1,7 @@
 """Open Inference Protocol (KServe V2) REST routes, as Triton and KServe clients call them.
 
-Each route: lookup (`Repository.get`: 404/503) -> `v2_codec` decode (400) -> `deps.run`
--> `inference.outputs` -> `v2_codec` encode. The wire rules are in `service.v2_codec`.
+Each route: lookup (`Repository.get`: 404/503) -> `v2_codec` decode (400) -> `deps.run`,
+which applies `inference.outputs` -> `v2_codec` encode. The wire rules are in `service.v2_codec`.
 """
 
 from __future__ import annotations
@@ -107,4 +107,4 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
     req, tail = v2_codec.parse(body, v2_codec.headers(request.scope), settings.max_body_bytes)
     x = v2_codec.matrix(req, tail, model, settings.max_rows)
     names = v2_codec.output_names(req)
-    return v2_codec.response(model, req, inference.outputs(model.card, await deps.run(request, model, x), names))
+    return v2_codec.response(model, req, await deps.run(request, model, x, (inference.outputs, model.card, names)))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from service import inference, runtime
-from service.batching import Batcher
+from service.batching import LONE, Batcher
 
 
 class Recorder:
@@ -231,3 +231,111 @@ def test_delay_zero_stops_yielding_for_lone_requests_and_resumes_under_concurren
     assert lone_yields == batching.LONE + 2
     assert model.batches[:batching.LONE + 2 * batching.PROBE] == [1] * (batching.LONE + 2 * batching.PROBE)
     assert model.batches[-10:] == [5] * 10  # the last rounds ran as one batch each
+
+
+class Post:
+    """A row-wise answer that records how many rows each call got: row -> (row * 10, tag)."""
+
+    def __init__(self):
+        self.calls: list[int] = []
+
+    def __call__(self, tag: str, out: np.ndarray, as_dict: bool = False):
+        self.calls.append(len(out))
+        if tag == "fail":
+            raise ValueError("answer failed")
+        if as_dict:
+            return {"scaled": out * 10, "tag": np.array([tag] * len(out), dtype=object)}
+        return [(float(v), tag) for v in (out * 10).ravel()]
+
+
+def test_post_runs_once_per_batch_and_each_request_gets_its_own_rows():
+    model, post = Recorder(), Post()
+
+    async def main():
+        batcher = Batcher(model, max_size=100, max_delay=0.01)
+        return await asyncio.gather(*(batcher.submit(rows(10 * i, i + 1), (post, "a")) for i in range(4)))
+
+    answers = asyncio.run(main())
+    assert model.batches == [10] and post.calls == [10]  # one run, one answer call over all 10 rows
+    for i, got in enumerate(answers):
+        assert got == [(float(v), "a") for v in (rows(10 * i, i + 1) * 20).ravel()]
+
+
+def test_requests_asking_differently_are_answered_in_groups():
+    model, post = Recorder(), Post()
+
+    async def main():
+        batcher = Batcher(model, max_size=100, max_delay=0.01)
+        asks = [(rows(0, 2), (post, "a")), (rows(10, 1), (post, "b", True)), (rows(20, 3), (post, "a")),
+                (rows(30, 1), None), (rows(40, 2), (post, "b", True))]
+        return await asyncio.gather(*(batcher.submit(x, p) for x, p in asks))
+
+    a0, b0, a1, raw, b1 = asyncio.run(main())
+    assert model.batches == [9]  # still one run
+    assert sorted(post.calls) == [3, 5]  # "a" over its 5 rows, "b" (dict answers) over its 3
+    assert a0 == [(0.0, "a"), (20.0, "a")] and a1 == [(400.0, "a"), (420.0, "a"), (440.0, "a")]
+    np.testing.assert_array_equal(raw, rows(30, 1) * 2)
+    np.testing.assert_array_equal(b0["scaled"], rows(10, 1) * 20)
+    np.testing.assert_array_equal(b1["scaled"], rows(40, 2) * 20)
+    assert b0["tag"].tolist() == ["b"] and b1["tag"].tolist() == ["b", "b"]
+
+
+def test_a_failing_answer_fails_only_its_group():
+    model, post = Recorder(), Post()
+
+    async def main():
+        batcher = Batcher(model, max_size=100, max_delay=0.01)
+        return await asyncio.gather(batcher.submit(rows(0, 1), (post, "fail")), batcher.submit(rows(5, 1), (post, "a")),
+                                    batcher.submit(rows(7, 2), (post, "fail")), return_exceptions=True)
+
+    bad, good, bad2 = asyncio.run(main())
+    assert isinstance(bad, ValueError) and isinstance(bad2, ValueError)
+    assert good == [(100.0, "a")]
+
+
+def test_lone_requests_run_straight_with_their_answer():
+    model, post = Recorder(), Post()
+
+    async def main():
+        batcher = Batcher(model, max_size=64, max_delay=0.0)
+        return [await batcher.submit(rows(i, 1), (post, "a")) for i in range(LONE + 3)]
+
+    answers = asyncio.run(main())
+    assert answers == [[(20.0 * i, "a")] for i in range(LONE + 3)]
+    assert post.calls == [1] * (LONE + 3)
+
+
+@pytest.mark.anyio
+async def test_every_protocol_answers_the_same_batched_or_alone(model_root):
+    """Concurrent /predict (two top_k), V2 (all outputs, one output, an unknown one) and TF Serving
+    requests for one model share batches; each answer equals the one it gets with batching off."""
+    from service.config import Settings
+    from service.main import create_app
+    from tests.service import helpers
+
+    spec = helpers.MULTICLASS_V2
+    row = lambda i: [float(i % 5) - 2.0, float(i % 3)][:spec.n_features] + [0.5] * (spec.n_features - 2)  # noqa: E731
+    v2 = lambda i, **extra: {"inputs": [{"name": spec.input_name, "shape": [1, spec.n_features],  # noqa: E731
+                                         "datatype": "FP32", "data": row(i)}], **extra}
+    asks = []
+    for i in range(6):
+        asks += [("/predict", {"model": spec.name, "instances": [row(i)]}),
+                 ("/predict", {"model": spec.name, "instances": [row(i), row(i + 1)], "top_k": 1}),
+                 (f"/v2/models/{spec.name}/infer", v2(i)),
+                 (f"/v2/models/{spec.name}/infer", v2(i, outputs=[{"name": "labels"}])),
+                 (f"/v1/models/{spec.name}:predict", {"instances": [row(i)]})]
+    asks.append((f"/v2/models/{spec.name}/infer", v2(0, outputs=[{"name": "nope"}])))
+
+    async def answers(batch_max_size: int):
+        app = create_app(Settings(model_root=model_root, batch_max_size=batch_max_size, batch_max_delay_ms=20))
+        async with helpers.serve(app) as client:
+            got = await asyncio.gather(*(client.post(path, json=body) for path, body in asks))
+            batcher = app.state.repository.get(spec.name).state.get("batcher")
+            return [(r.status_code, r.json()) for r in got], batcher
+
+    batched, batcher = await answers(64)
+    alone, none = await answers(0)
+    assert batcher is not None and batcher.lone == 0 and none is None
+    assert batched == alone
+    assert batched[-1][0] == 400 and "unknown output" in batched[-1][1]["error"]
+    assert all(status == 200 for status, _ in batched[:-1])
