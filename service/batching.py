@@ -6,9 +6,10 @@ the event loop and each gets back exactly its own rows. Requests are decoded and
 they are submitted, so a bad request never joins a batch; should the model itself fail, every
 request of that batch gets the error.
 
-With `max_delay` 0 the batch runs on the next event-loop turn: only requests already scheduled
-join it, so a lone request is not held back; it yields the loop once, which costs a few percent
-of throughput when requests come one at a time. So with delay 0 the batcher watches what its
+With `max_delay` 0 the batch runs on the next event-loop turn, or a few turns later (`YIELDS`)
+while every turn brings more requests: only requests already scheduled or just arrived join it,
+so a lone request is not held back; it yields the loop once, which costs a few percent of
+throughput when requests come one at a time. So with delay 0 the batcher watches what its
 batches catch: after `LONE` batches in a row of a single request it runs requests straight away,
 still yielding on every `PROBE`th one, and the first batch that catches more than one request
 turns yielding back on.
@@ -43,6 +44,7 @@ import numpy as np
 
 LONE = 8  # batches of one request in a row after which a delay-0 batcher runs requests straight away
 PROBE = 16  # ... yielding on every PROBE-th request still, to notice concurrency
+YIELDS = 4  # most event-loop turns a delay-0 batch waits for, while each turn adds requests to it
 
 # What a request makes of its output rows: `(function, first, *rest)`, called as
 # `function(first, rows, *rest)`, e.g. `(tasks.postprocess, card, top_k)`. It must answer row by
@@ -95,10 +97,16 @@ class Batcher:
             if self._timer is None:
                 self._timer = loop.call_later(self.max_delay, self.flush)
         elif leader:
-            # Delay 0: the first request yields once, so that requests already scheduled on the loop
-            # reach this batcher too, then runs whatever waits. One loop turn, no timer and no wake-up.
+            # Delay 0: the first request yields, so that requests already scheduled on the loop reach
+            # this batcher too, and yields again while others keep joining (requests whose bytes
+            # arrive meanwhile: each turn polls the sockets), then runs whatever waits. No timer.
             try:
-                await asyncio.sleep(0)
+                waiting = 1
+                for _ in range(YIELDS):
+                    await asyncio.sleep(0)
+                    if future.done() or len(self._waiting) <= waiting:
+                        break  # nobody joined during this turn (or the batch has run already)
+                    waiting = len(self._waiting)
             finally:
                 self.flush()  # also when cancelled: the others of its batch still get their rows
             return future.result()

@@ -339,3 +339,22 @@ async def test_every_protocol_answers_the_same_batched_or_alone(model_root):
     assert batched == alone
     assert batched[-1][0] == 400 and "unknown output" in batched[-1][1]["error"]
     assert all(status == 200 for status, _ in batched[:-1])
+
+
+def test_zero_delay_batch_keeps_waiting_while_requests_keep_joining():
+    # A request that arrives while the leader waits for its next turn still joins, because the
+    # previous turn brought a request too; the turn that brings nobody ends the wait.
+    model = Recorder()
+
+    async def main():
+        batcher = Batcher(model, max_size=64, max_delay=0.0)
+        first = asyncio.ensure_future(batcher.submit(rows(0, 1)))  # the leader
+        second = asyncio.ensure_future(batcher.submit(rows(1, 1)))  # joins during the leader's first turn
+        await asyncio.sleep(0)  # the leader has yielded, the second has joined
+        third = asyncio.ensure_future(batcher.submit(rows(2, 2)))  # arrives during its second turn
+        return await asyncio.gather(first, second, third)
+
+    out = asyncio.run(main())
+    assert model.batches == [4]  # one batch (a single yield would have run [2, 2])
+    for got, x in zip(out, (rows(0, 1), rows(1, 1), rows(2, 2))):
+        np.testing.assert_array_equal(got, x * 2)
