@@ -207,6 +207,11 @@ V2_BODIES = [
     b'{"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [[]]}]}',
     b'{"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [[1, 2, 3], []]}]}',
     b'{"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [[], [1, 2, 3]]}]}',
+    b'{"id": null, "inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]}',
+    b'{"inputs": [{"shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]}',
+    b'{"inputs": [{"name": "x", "datatype": "FP32", "data": [1, 2, 3]}]}',
+    b'{"inputs": [{"name": "x", "shape": [1, 3], "data": [1, 2, 3]}]}',
+    b'{"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}], "id": 7}',
     b'{"inputs": {}}', b'[]', b'{}',
 ]
 
@@ -228,8 +233,8 @@ def test_v2_simdjson_same_as_orjson(body, monkeypatch):
 
 def test_v2_usual_request_takes_the_simdjson_path():
     for body in V2_BODIES[:2]:
-        data = v2_codec._simd_request(body)
-        assert data is not None and isinstance(data["inputs"][0]["data"], np.ndarray), body
+        req = v2_codec._simd_request(body)
+        assert req is not None and isinstance(req.inputs[0].data, np.ndarray), body
     for body in V2_BODIES[2:10]:
         assert v2_codec._simd_request(body) is None, body
 
