@@ -38,6 +38,13 @@ class FastPath:
         # Only endpoints that take exactly the request and the path parameters, as the router would call them.
         self.routes = [r for r in routes if "POST" in (getattr(r, "methods", None) or ())
                        and set(inspect.signature(r.endpoint).parameters) == {"request", *r.param_convertors}]
+        # By the path's first segment, so a request tries only the routes that can match it (in
+        # order); all of them, should a route's first segment be a parameter.
+        self.by_head: dict[str, list[BaseRoute]] | None = {}
+        for route in self.routes:
+            self.by_head.setdefault(_head(route.path), []).append(route)
+        if any("{" in head for head in self.by_head):
+            self.by_head = None
         self.observer = observer
         self.tokens = tuple(t.encode() for t in tokens) if tokens else None
 
@@ -51,7 +58,7 @@ class FastPath:
         """The inference route of a POST and its raw path parameters, or None."""
         if scope["type"] == "http" and scope["method"] == "POST":
             path = get_route_path(scope)
-            for route in self.routes:
+            for route in self.routes if self.by_head is None else self.by_head.get(_head(path), ()):
                 match = route.path_regex.match(path)
                 if match is not None:
                     return route, match.groupdict()
@@ -96,6 +103,11 @@ class FastPath:
             if metrics is not None:
                 metrics.in_flight_now -= 1
             observer.record(scope, endpoint, rid, status, time.perf_counter() - start)
+
+
+def _head(path: str) -> str:
+    """The first segment of a path: "v2" for "/v2/models/x/infer"."""
+    return path[1:].partition("/")[0]
 
 
 async def _answer(send: Send, response: Response, rid: bytes) -> None:

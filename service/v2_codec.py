@@ -333,10 +333,12 @@ def _binary_outputs(req: InferenceRequest) -> tuple[bool, dict[str, bool]]:
 
 def response(model: LoadedModel, req: InferenceRequest, arrays: dict[str, np.ndarray]) -> Response:
     """The inference response: JSON, or JSON header plus binary tensors when any output is binary."""
-    default, chosen = _binary_outputs(req)
     head: dict = {"model_name": model.name, "model_version": str(model.version)}
     if req.id is not None:
         head["id"] = req.id
+    if req.parameters is None and req.outputs is None:  # the usual request: every output as JSON
+        return _json_response(head, arrays)
+    default, chosen = _binary_outputs(req)
     outputs, chunks, numeric = [], [], []
     for name, array in arrays.items():
         text = array.dtype.kind == "O"
@@ -363,6 +365,22 @@ def response(model: LoadedModel, req: InferenceRequest, arrays: dict[str, np.nda
         return JSONBytes(header)
     return Response(header + b"".join(chunks), media_type="application/octet-stream",
                     headers={"Inference-Header-Content-Length": str(len(header))})
+
+
+def _json_response(head: dict, arrays: dict[str, np.ndarray]) -> Response:
+    # `response` when no output is binary, as one pass (the general loop above gives the same bytes).
+    head["outputs"] = outputs = [
+        {"name": name, "datatype": "BYTES", "shape": list(array.shape), "data": array.ravel().tolist()}
+        if array.dtype.kind == "O" else
+        {"name": name, "datatype": "FP32", "shape": list(array.shape), "data": array.ravel()}
+        for name, array in arrays.items()]
+    header = orjson.dumps(head, option=orjson.OPT_SERIALIZE_NUMPY)
+    if b"null" in header:  # a non-finite value, or a name, id or label that merely contains "null"
+        for out in outputs:
+            if out["datatype"] == "FP32":
+                out["data"] = _numbers(out["data"])
+        header = orjson.dumps(head, option=orjson.OPT_SERIALIZE_NUMPY)
+    return JSONBytes(header)
 
 
 def _numbers(flat: np.ndarray) -> np.ndarray | list:

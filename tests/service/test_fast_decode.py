@@ -247,3 +247,25 @@ def test_each_thread_parses_with_its_own_parser():
     thread.join()
     assert seen[0] is not codec._parser()
     assert codec._simd_object(b'{"instances": [[1, 2, 3]]}', FIELDS) is not None
+
+
+@pytest.mark.parametrize("arrays", [
+    {"logits": np.array([[1.5, -2.0]], np.float32), "probabilities": np.array([[0.25, 0.75]], np.float32),
+     "labels": np.array([["b"]], dtype=object)},
+    {"logits": np.array([[np.nan, np.inf], [-np.inf, 1.0]], np.float32),
+     "probabilities": np.array([[np.nan, 0.5], [0.0, 1.0]], np.float32), "labels": np.array([[""], ["null"]], dtype=object)},
+    {"values": np.array([[1e-45, 3.4028235e38, -0.0]], np.float32)},
+    {"labels": np.array([["a,b"], ["null"]], dtype=object)},
+])
+@pytest.mark.parametrize("rid", [None, "null-id"])
+def test_v2_usual_response_same_as_the_general_one(arrays, rid):
+    # The usual request (no parameters, no outputs named) is answered by a shorter path; asking
+    # explicitly for every output as JSON takes the general one: same bytes, non-finite values included.
+    model = type("M", (), {"name": "m", "version": 3})()
+    usual = v2_codec._Request(rid, [])
+    general = v2_codec.InferenceRequest.model_validate(
+        {"id": rid, "inputs": [], "parameters": {"binary_data_output": False},
+         "outputs": [{"name": name} for name in arrays]})
+    fast, slow = v2_codec.response(model, usual, arrays), v2_codec.response(model, general, arrays)
+    assert fast.body == slow.body and fast.raw_headers == slow.raw_headers
+    assert orjson.loads(fast.body)["outputs"][0]["name"] == next(iter(arrays))

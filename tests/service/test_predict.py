@@ -159,3 +159,37 @@ async def test_only_model_needs_no_name(tmp_path):
 async def test_max_rows_is_accepted(client):
     got = await predict(client, "/models/tiny-binary/predict", {"instances": [[0, 0, 0]] * 100})
     assert len(got.predictions) == 100
+
+
+def test_fast_path_matches_exactly_the_inference_routes(settings):
+    from fastapi.routing import APIRoute
+
+    from service.hotpath import FastPath
+
+    fast = create_app(settings).build_middleware_stack()
+    assert isinstance(fast, FastPath)
+
+    def match(path, method="POST"):
+        found = fast.match({"type": "http", "method": method, "path": path, "root_path": ""})
+        return None if found is None else (found[0].path, found[1])
+
+    assert match("/predict") == ("/predict", {})
+    assert match("/models/m/versions/2/predict") == ("/models/{name}/versions/{version}/predict",
+                                                      {"name": "m", "version": "2"})
+    assert match("/v2/models/m/infer") == ("/v2/models/{name}/infer", {"name": "m"})
+    assert match("/v2/models/m/versions/1/infer") == ("/v2/models/{name}/versions/{version}/infer",
+                                                      {"name": "m", "version": "1"})
+    assert match("/v1/models/m:predict") == ("/v1/models/{name}:predict", {"name": "m"})
+    assert match("/v1/models/m/versions/3:predict") == ("/v1/models/{name}/versions/{version}:predict",
+                                                        {"name": "m", "version": "3"})
+    for other in ["/predict/", "//predict", "/predictx", "/v2/models/m/ready", "/v2", "/health/ready", "/", ""]:
+        assert match(other) is None, other
+    assert match("/predict", "GET") is None
+
+    async def endpoint(name: str, request):  # a route whose first segment is a parameter: every route is tried
+        return None
+
+    odd = FastPath(fast.app, [*fast.routes, APIRoute("/{name}/run", endpoint, methods=["POST"])], fast.observer, None)
+    assert odd.by_head is None
+    assert odd.match({"type": "http", "method": "POST", "path": "/x/run", "root_path": ""})[1] == {"name": "x"}
+    assert odd.match({"type": "http", "method": "POST", "path": "/predict", "root_path": ""})[0].path == "/predict"
