@@ -12,6 +12,8 @@ from service import logs
 from service.config import get_settings
 from service.main import create_app
 
+HTTP_PROTOCOLS = {"corked": "service.protocol:Protocol", "httptools": "httptools"}
+
 
 def main() -> None:
     """Read the settings, build the app and serve it until interrupted."""
@@ -20,7 +22,8 @@ def main() -> None:
     options = dict(host=settings.host, port=settings.port, log_level=settings.log_level,
                    log_config=logs.config(settings.log_level), access_log=False,  # ours is the access log
                    timeout_graceful_shutdown=settings.graceful_shutdown_seconds,
-                   server_header=False)  # no "server: uvicorn" on every answer; the date header stays
+                   server_header=False,  # no "server: uvicorn" on every answer; the date header stays
+                   http=HTTP_PROTOCOLS[settings.http])
     if workers == 1:
         uvicorn.run(create_app(settings), **options)
         return

@@ -41,12 +41,17 @@ class Settings(BaseSettings):
     )
     batch_max_delay_ms: float = Field(
         0.0, ge=0, description="Adaptive batching: longest a request waits for others to join its batch. "
-        "0 runs the batch on the next event-loop turn: only requests already waiting join, and nothing "
-        "is added to latency (measured best for small networks, see bench/README.md).",
+        "0 runs the batch on the next event-loop turn, or a few turns later while each turn brings more "
+        "requests: no timer, and a lone request is not held back (measured best for small networks, see "
+        "bench/README.md).",
     )
     workers: int = Field(
         1, ge=1, description="uvicorn worker processes; above 1, metrics are shared through "
         "PROMETHEUS_MULTIPROC_DIR (a temporary directory unless set).",
+    )
+    http: Literal["corked", "httptools"] = Field(
+        "corked", description="HTTP/1.1 protocol: uvicorn's httptools protocol sending each answer in one "
+        "write (corked), or exactly as uvicorn ships it (httptools: the head and the body in two writes).",
     )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         "info", description="Log level of the service and of uvicorn."

@@ -13,7 +13,7 @@ from service.config import DEFAULT_MODEL_ROOT, Settings, get_settings
 def test_defaults():
     s = Settings()
     assert s.model_root == DEFAULT_MODEL_ROOT == Path(__file__).resolve().parents[2] / "models"
-    assert (s.default_model, s.host, s.port, s.threads, s.log_level) == (None, "127.0.0.1", 8000, 1, "info")
+    assert (s.default_model, s.host, s.port, s.threads, s.log_level, s.http) == (None, "127.0.0.1", 8000, 1, "info", "corked")
     assert all(field.description for field in Settings.model_fields.values())
 
 
@@ -29,7 +29,7 @@ def test_environment_with_prefix(monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize("key, value", [("THREADS", "0"), ("PORT", "70000"), ("LOG_LEVEL", "loud"),
-                                        ("MAX_ROWS", "0")])
+                                        ("MAX_ROWS", "0"), ("HTTP", "h2")])
 def test_invalid_values_are_refused(monkeypatch, key, value):
     monkeypatch.setenv(f"TINYSERVE_{key}", value)
     with pytest.raises(ValidationError):

@@ -1,0 +1,80 @@
+"""uvicorn's httptools HTTP/1.1 protocol, sending each answer in one system call.
+
+uvicorn writes a response's head when the app sends `http.response.start` and its body when the
+app sends `http.response.body`: two `write` calls, each a system call that may wake the client.
+`Protocol` gives uvicorn a transport that holds what is written during one step of the event
+loop and sends it at the end of that step, as one `writelines` (a single `writev`), the way
+Node's HTTP server corks a response. Everything else about HTTP is uvicorn's: parsing,
+keep-alive, pipelining, flow control, timeouts, shutdown.
+
+The bytes on the wire, and their order, are the same; they leave at the end of the current
+step instead of during it. Closing (or aborting) the transport sends (or drops) what is held
+first, as the transport itself would.
+
+Measured with bench/ (1-row requests, A/B in one run): see bench/README.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+
+class CorkedTransport:
+    """A transport whose writes within one event-loop step go out together at its end."""
+
+    __slots__ = ("transport", "loop", "held")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop):
+        self.transport = transport
+        self.loop = loop
+        self.held: list[bytes] | None = None
+
+    def write(self, data: bytes) -> None:
+        if self.held is None:
+            self.held = [data]
+            self.loop.call_soon(self.flush)
+        else:
+            self.held.append(data)
+
+    def writelines(self, lines) -> None:
+        for data in lines:
+            self.write(data)
+
+    def flush(self) -> None:
+        """Send what is held, in order, in one call."""
+        held, self.held = self.held, None
+        if held and not self.transport.is_closing():
+            if len(held) == 1:
+                self.transport.write(held[0])
+            else:
+                self.transport.writelines(held)
+
+    def close(self) -> None:
+        self.flush()
+        self.transport.close()
+
+    def write_eof(self) -> None:
+        self.flush()
+        self.transport.write_eof()
+
+    def abort(self) -> None:
+        self.held = None
+        self.transport.abort()
+
+    def is_closing(self) -> bool:  # asked after every answer: spared the `__getattr__` detour
+        return self.transport.is_closing()
+
+    def get_write_buffer_size(self) -> int:
+        return self.transport.get_write_buffer_size() + sum(map(len, self.held or ()))
+
+    def __getattr__(self, name: str):
+        return getattr(self.transport, name)  # is_closing, pause_reading, get_extra_info, ...
+
+
+class Protocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol on a `CorkedTransport`."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(CorkedTransport(transport, self.loop))

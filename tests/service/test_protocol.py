@@ -1,0 +1,184 @@
+"""The HTTP protocol: uvicorn's httptools protocol sending each answer in one write."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+import uvicorn
+from uvicorn.server import ServerState
+
+from service.protocol import CorkedTransport, Protocol
+
+
+class FakeTransport:
+    """Records what a protocol asks of its transport."""
+
+    def __init__(self):
+        self.calls: list[tuple] = []
+        self.closing = False
+
+    def write(self, data):
+        self.calls.append(("write", bytes(data)))
+
+    def writelines(self, lines):
+        self.calls.append(("writelines", [bytes(d) for d in lines]))
+
+    def close(self):
+        self.calls.append(("close",))
+        self.closing = True
+
+    def abort(self):
+        self.calls.append(("abort",))
+        self.closing = True
+
+    def write_eof(self):
+        self.calls.append(("write_eof",))
+
+    def is_closing(self):
+        return self.closing
+
+    def get_write_buffer_size(self):
+        return 7
+
+    def get_extra_info(self, name, default=None):
+        return default
+
+    def pause_reading(self):
+        self.calls.append(("pause_reading",))
+
+    def resume_reading(self):
+        self.calls.append(("resume_reading",))
+
+
+def test_writes_of_one_step_leave_together_at_its_end():
+    async def main():
+        fake = FakeTransport()
+        corked = CorkedTransport(fake, asyncio.get_running_loop())
+        corked.write(b"head")
+        corked.writelines([b"bo", b"dy"])
+        assert fake.calls == [] and corked.get_write_buffer_size() == 7 + 8
+        await asyncio.sleep(0)
+        first = list(fake.calls)
+        corked.write(b"next")
+        await asyncio.sleep(0)
+        corked.pause_reading()  # anything else reaches the transport itself
+        return first, fake.calls
+
+    first, calls = asyncio.run(main())
+    assert first == [("writelines", [b"head", b"bo", b"dy"])]
+    assert calls == [("writelines", [b"head", b"bo", b"dy"]), ("write", b"next"), ("pause_reading",)]
+
+
+def test_close_sends_what_is_held_first_and_abort_drops_it():
+    async def main():
+        fake, other = FakeTransport(), FakeTransport()
+        loop = asyncio.get_running_loop()
+        closed, aborted = CorkedTransport(fake, loop), CorkedTransport(other, loop)
+        closed.write(b"last words")
+        closed.close()
+        aborted.write(b"lost")
+        aborted.abort()
+        await asyncio.sleep(0)  # the flush scheduled by the writes finds nothing, or a closed transport
+        return fake.calls, other.calls
+
+    closed, aborted = asyncio.run(main())
+    assert closed == [("write", b"last words"), ("close",)]
+    assert aborted == [("abort",)]
+
+
+async def answer(scope, receive, send):
+    """A bare app: reads the body, echoes its length."""
+    body, more = b"", True
+    while more:
+        message = await receive()
+        body, more = body + message.get("body", b""), message.get("more_body", False)
+    text = b"%d" % len(body)
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"text/plain"), (b"content-length", b"%d" % len(text))]})
+    await send({"type": "http.response.body", "body": text})
+
+
+def connect(fake: FakeTransport) -> Protocol:
+    config = uvicorn.Config(answer, http=Protocol, lifespan="off", log_level="warning", server_header=False,
+                            date_header=False)
+    config.load()
+    protocol = Protocol(config=config, server_state=ServerState(), app_state={})
+    protocol.connection_made(fake)
+    return protocol
+
+
+def test_uvicorn_sends_each_answer_in_one_call():
+    async def main():
+        fake = FakeTransport()
+        protocol = connect(fake)
+        protocol.data_received(b"POST /a HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\n\r\nabc")
+        await asyncio.sleep(0.05)
+        protocol.data_received(b"POST /b HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n")
+        await asyncio.sleep(0.05)
+        protocol.connection_lost(None)
+        return fake.calls
+
+    calls = asyncio.run(main())
+    head = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 1\r\n\r\n"
+    assert calls == [("writelines", [head, b"3"]), ("writelines", [head, b"0"]), ("close",)]
+
+
+def test_expect_100_continue_still_reaches_the_client_before_the_body():
+    async def main():
+        fake = FakeTransport()
+        protocol = connect(fake)
+        protocol.data_received(b"POST /a HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\nexpect: 100-continue\r\n\r\n")
+        await asyncio.sleep(0.05)
+        before_body = list(fake.calls)
+        protocol.data_received(b"hi")
+        await asyncio.sleep(0.05)
+        protocol.connection_lost(None)
+        return before_body, fake.calls
+
+    before_body, calls = asyncio.run(main())
+    assert before_body == [("write", b"HTTP/1.1 100 Continue\r\n\r\n")]
+    assert calls[1:] == [("writelines", [b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 1\r\n\r\n",
+                                         b"2"]), ("close",)]
+
+
+def test_real_server_keep_alive_and_pipelining(server_url):
+    # Through `python -m service` (which runs this protocol): two pipelined requests on one
+    # connection get their two answers, in order, and the connection stays open for a third.
+    host, port = server_url.removeprefix("http://").split(":")
+    body = b'{"model": "tiny-regression", "instances": [[1.0, 2.0]]}'
+    request = (b"GET /health/live HTTP/1.1\r\nhost: x\r\n\r\n"
+               b"POST /predict HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(request)
+        data = b""
+        while data.count(b"HTTP/1.1 200 OK") < 2 or not data.endswith(b"}]}"):
+            chunk = s.recv(65536)
+            assert chunk, data
+            data += chunk
+        assert data.index(b'{"status":"live"}') < data.index(b'"predictions"')
+        s.sendall(b"GET /health/live HTTP/1.1\r\nhost: x\r\n\r\n")
+        assert b'{"status":"live"}' in s.recv(65536)
+
+
+@pytest.mark.parametrize("rows", [1, 2000])
+def test_real_server_answers_small_and_large(server_url, rows):
+    import httpx
+
+    body = {"model": "tiny-regression", "instances": [[1.0, 2.0]] * rows}
+    with httpx.Client(base_url=server_url, timeout=20) as client:
+        for _ in range(3):
+            response = client.post("/predict", json=body)
+            assert response.status_code == 200 and len(response.json()["predictions"]) == rows
+
+
+def test_uvicorns_own_protocol_can_be_chosen(model_root, tmp_path):
+    import httpx
+
+    from tests.service import helpers
+
+    env = {"TINYSERVE_MODEL_ROOT": str(model_root), "TINYSERVE_HTTP": "httptools", "TINYSERVE_LOG_LEVEL": "warning"}
+    with helpers.running_server(env, tmp_path / "server.log") as url:
+        response = httpx.post(f"{url}/predict", json={"model": "tiny-regression", "instances": [[1.0, 2.0]]})
+    assert response.status_code == 200 and response.json()["predictions"] == [{"value": 9.0}]
