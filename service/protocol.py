@@ -2,34 +2,41 @@
 
 uvicorn writes a response's head when the app sends `http.response.start` and its body when the
 app sends `http.response.body`: two `write` calls, each a system call that may wake the client.
-`Protocol` gives uvicorn a transport that holds what is written during one step of the event
-loop and sends it at the end of that step, as one `writelines` (a single `writev`), the way
-Node's HTTP server corks a response. Everything else about HTTP is uvicorn's: parsing,
-keep-alive, pipelining, flow control, timeouts, shutdown.
+`Protocol` gives uvicorn a `CorkedTransport`, which holds the head and sends it together with
+what follows as one `writelines` (a single `writev`), the way Node's HTTP server corks a
+response:
 
-The bytes on the wire, and their order, are the same; they leave at the end of the current
-step instead of during it. Closing (or aborting) the transport sends (or drops) what is held
-first, as the transport itself would.
+- the request is the only one in flight: the answer leaves as soon as its body is written;
+- other requests are in flight: it leaves at the end of the event-loop step, with the answers
+  the same step finished (whose clients then come back together, so the next batch is fuller);
+- anything written alone (a `100 Continue`, a streamed chunk) leaves at the end of the step.
 
-Measured with bench/ (1-row requests, A/B in one run): see bench/README.md.
+Everything else about HTTP is uvicorn's: parsing, keep-alive, pipelining, flow control,
+timeouts, shutdown. The bytes on the wire and their order are unchanged. Closing (or aborting)
+the transport sends (or drops) what is held first, as the transport itself would.
+
+Measured with bench/ (A/B against uvicorn's own protocol, `TINYSERVE_HTTP=httptools`): see
+bench/README.md.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sized
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 
 class CorkedTransport:
-    """A transport whose writes within one event-loop step go out together at its end."""
+    """A transport that sends a response's head with what follows it in one call (see the module)."""
 
-    __slots__ = ("transport", "loop", "held")
+    __slots__ = ("transport", "loop", "held", "busy")
 
-    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop):
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop, busy: Sized = ()):
         self.transport = transport
         self.loop = loop
         self.held: list[bytes] | None = None
+        self.busy = busy  # the requests in flight: with others, hold the answer until the step ends
 
     def write(self, data: bytes) -> None:
         if self.held is None:
@@ -37,6 +44,8 @@ class CorkedTransport:
             self.loop.call_soon(self.flush)
         else:
             self.held.append(data)
+            if len(self.busy) <= 1:
+                self.flush()
 
     def writelines(self, lines) -> None:
         for data in lines:
@@ -77,4 +86,4 @@ class Protocol(HttpToolsProtocol):
     """uvicorn's httptools protocol on a `CorkedTransport`."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(CorkedTransport(transport, self.loop))
+        super().connection_made(CorkedTransport(transport, self.loop, self.server_state.tasks))

@@ -52,10 +52,10 @@ class FakeTransport:
         self.calls.append(("resume_reading",))
 
 
-def test_writes_of_one_step_leave_together_at_its_end():
+def test_with_others_in_flight_writes_of_one_step_leave_together_at_its_end():
     async def main():
         fake = FakeTransport()
-        corked = CorkedTransport(fake, asyncio.get_running_loop())
+        corked = CorkedTransport(fake, asyncio.get_running_loop(), busy={"this request", "another"})
         corked.write(b"head")
         corked.writelines([b"bo", b"dy"])
         assert fake.calls == [] and corked.get_write_buffer_size() == 7 + 8
@@ -69,6 +69,24 @@ def test_writes_of_one_step_leave_together_at_its_end():
     first, calls = asyncio.run(main())
     assert first == [("writelines", [b"head", b"bo", b"dy"])]
     assert calls == [("writelines", [b"head", b"bo", b"dy"]), ("write", b"next"), ("pause_reading",)]
+
+
+def test_an_answer_leaves_at_its_body_when_alone_and_at_the_end_of_the_step_when_not():
+    async def main():
+        loop = asyncio.get_running_loop()
+        alone, busy = FakeTransport(), FakeTransport()
+        lone = CorkedTransport(alone, loop, busy={"this request"})
+        crowded = CorkedTransport(busy, loop, busy={"this request", "another"})
+        for corked in (lone, crowded):
+            corked.write(b"head")
+            corked.write(b"body")
+        during = (list(alone.calls), list(busy.calls))
+        await asyncio.sleep(0)
+        return during, (alone.calls, busy.calls)
+
+    during, after = asyncio.run(main())
+    assert during == ([("writelines", [b"head", b"body"])], [])
+    assert after == ([("writelines", [b"head", b"body"])], [("writelines", [b"head", b"body"])])
 
 
 def test_close_sends_what_is_held_first_and_abort_drops_it():
