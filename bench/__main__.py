@@ -179,6 +179,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch", metavar="SIZE,DELAY_MS",
                    help="also run the service with these batching settings on /predict, as tinyserve+batch "
                    "(the default is 64,0; e.g. 0,0 turns batching off, 64,2 waits up to 2 ms)")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME:TINYSERVE_X=VALUE[,...]",
+                   help="also run the service with these settings on /predict, as tinyserve+NAME "
+                   "(repeatable), e.g. http:TINYSERVE_HTTP=httptools")
     p.add_argument("--env", action="append", default=[], metavar="TINYSERVE_X=VALUE",
                    help="extra setting for the service (repeatable), e.g. TINYSERVE_ACCESS_LOG=false")
     p.add_argument("--quick", action="store_true",
@@ -187,6 +190,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.quick:
         args.rows, args.concurrency, args.duration, args.rounds = "1", "16", 1, 1
+    args.variants = {}  # name -> the service's extra settings
+    if args.batch:
+        size, delay = args.batch.split(",")
+        args.variants["batch"] = {"TINYSERVE_BATCH_MAX_SIZE": size, "TINYSERVE_BATCH_MAX_DELAY_MS": delay}
+    for text in args.variant:
+        name, _, settings = text.partition(":")
+        if not name or not settings or "=" not in settings:
+            p.error(f"--variant {text!r}: expected NAME:TINYSERVE_X=VALUE[,...]")
+        args.variants[name] = dict(item.split("=", 1) for item in settings.split(","))
     args.rows = [int(v) for v in args.rows.split(",")]
     args.concurrency = [int(v) for v in args.concurrency.split(",")]
     return args
@@ -198,10 +210,8 @@ def servers(args: argparse.Namespace) -> list[Server]:
     found = [Server("raw-asgi", [py, "-m", "bench.floors", "raw", "{port}", w]),
              Server("fastapi", [py, "-m", "bench.floors", "fastapi", "{port}", w]),
              Server("tinyserve", [py, "-m", "service"], {"TINYSERVE_WORKERS": w, **extra})]
-    if args.batch:
-        size, delay = args.batch.split(",")
-        found.append(Server("tinyserve+batch", [py, "-m", "service"], {
-            "TINYSERVE_WORKERS": w, **extra, "TINYSERVE_BATCH_MAX_SIZE": size, "TINYSERVE_BATCH_MAX_DELAY_MS": delay}))
+    for name, settings in args.variants.items():
+        found.append(Server(f"tinyserve+{name}", [py, "-m", "service"], {"TINYSERVE_WORKERS": w, **extra, **settings}))
     return found
 
 
@@ -265,9 +275,8 @@ def report(args, started: list[Server], results: dict, memory: dict, server_core
     print(f"# {time.strftime('%Y-%m-%d %H:%M')}  nproc={os.cpu_count()}  cpu={cpu}")
     if args.env:
         print(f"# service settings: {' '.join(args.env)}")
-    if args.batch:
-        size, delay = args.batch.split(",")
-        print(f"# tinyserve+batch: TINYSERVE_BATCH_MAX_SIZE={size} TINYSERVE_BATCH_MAX_DELAY_MS={delay}")
+    for name, settings in args.variants.items():
+        print(f"# tinyserve+{name}: {' '.join(f'{k}={v}' for k, v in settings.items())}")
     print(f"# servers on cores {server_cores}, wrk on core {wrk_core or 'shared'}; workers={args.workers}; "
           f"{args.duration}s per cell, median of {args.rounds}; model {MODEL} (64-25-15-10)")
     print()
@@ -282,8 +291,8 @@ def report(args, started: list[Server], results: dict, memory: dict, server_core
     print("Ratios (service throughput / floor throughput; rows/s ratios equal req/s ratios):")
     print()
     print("| rows | conc | /predict ÷ raw | /predict ÷ fastapi | V2 ÷ /predict |"
-          + (" batch ÷ /predict |" if args.batch else ""))
-    print("|---:|---:|---:|---:|---:|" + ("---:|" if args.batch else ""))
+          + "".join(f" {name} ÷ /predict |" for name in args.variants))
+    print("|---:|---:|---:|---:|---:|" + "---:|" * len(args.variants))
     for rows in args.rows:
         for conc in args.concurrency:
             get = lambda name, proto="predict": med.get((name, proto, rows, conc), {}).get("rps")  # noqa: E731
@@ -291,8 +300,7 @@ def report(args, started: list[Server], results: dict, memory: dict, server_core
             svc = get("tinyserve")
             line = (f"| {rows} | {conc} | {ratio(svc, get('raw-asgi'))} | {ratio(svc, get('fastapi'))} | "
                     f"{ratio(get('tinyserve', 'v2'), svc)} |")
-            if args.batch:
-                line += f" {ratio(get('tinyserve+batch'), svc)} |"
+            line += "".join(f" {ratio(get(f'tinyserve+{name}'), svc)} |" for name in args.variants)
             print(line)
     print()
     for server in started:

@@ -16,13 +16,23 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_quick_benchmark_runs(tmp_path):
     out = tmp_path / "bench.json"
-    done = subprocess.run([sys.executable, "-m", "bench", "--quick", "--json", str(out)], cwd=ROOT,
+    done = subprocess.run([sys.executable, "-m", "bench", "--quick", "--json", str(out),
+                           "--variant", "http:TINYSERVE_HTTP=httptools"], cwd=ROOT,
                           capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "| tinyserve | /predict | 1 | 16 |" in done.stdout
     assert "/predict ÷ fastapi" in done.stdout and "cold start" in done.stdout
+    assert "# tinyserve+http: TINYSERVE_HTTP=httptools" in done.stdout and "http ÷ /predict" in done.stdout
     result = json.loads(out.read_text())
     cells = {(c["server"], c["protocol"]) for c in result["cells"]}
-    assert cells == {("raw-asgi", "predict"), ("fastapi", "predict"), ("tinyserve", "predict")}
+    assert cells == {("raw-asgi", "predict"), ("fastapi", "predict"), ("tinyserve", "predict"),
+                     ("tinyserve+http", "predict")}
     assert all(c["rps"] > 0 and c["errors"] == 0 for c in result["cells"])
     assert result["cold_start_s"]["tinyserve"] > 0 and result["rss_mb"]["tinyserve"]["process"] > 0
+
+
+def test_a_malformed_variant_is_refused():
+    done = subprocess.run([sys.executable, "-m", "bench", "--variant", "TINYSERVE_HTTP=httptools"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "expected NAME:TINYSERVE_X=VALUE" in done.stderr
+    assert "Traceback" not in done.stderr
