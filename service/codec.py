@@ -115,7 +115,7 @@ def simd_keys(obj: simdjson.Object, allowed: frozenset[str]) -> list[str] | None
     """The object's keys when they are distinct (orjson keeps the last of a repeated key,
     simdjson the first) and all `allowed`; else None."""
     keys = list(obj.keys())
-    return keys if len(set(keys)) == len(keys) and allowed.issuperset(keys) else None
+    return keys if (len(keys) == 1 or len(set(keys)) == len(keys)) and allowed.issuperset(keys) else None
 
 
 def simd_numbers(array: object) -> tuple[np.ndarray, int] | None:

@@ -20,6 +20,7 @@ import inspect
 import time
 
 from starlette._utils import get_route_path
+from starlette.convertors import StringConvertor
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
@@ -38,11 +39,14 @@ class FastPath:
         # Only endpoints that take exactly the request and the path parameters, as the router would call them.
         self.routes = [r for r in routes if "POST" in (getattr(r, "methods", None) or ())
                        and set(inspect.signature(r.endpoint).parameters) == {"request", *r.param_convertors}]
+        # Each with its parameter convertors, None when all are strings (converting is then a no-op).
+        self.every = [(r, None if all(type(c) is StringConvertor for c in r.param_convertors.values())
+                       else r.param_convertors) for r in self.routes]
         # By the path's first segment, so a request tries only the routes that can match it (in
         # order); all of them, should a route's first segment be a parameter.
-        self.by_head: dict[str, list[BaseRoute]] | None = {}
-        for route in self.routes:
-            self.by_head.setdefault(_head(route.path), []).append(route)
+        self.by_head: dict[str, list[tuple]] | None = {}
+        for entry in self.every:
+            self.by_head.setdefault(_head(entry[0].path), []).append(entry)
         if any("{" in head for head in self.by_head):
             self.by_head = None
         self.observer = observer
@@ -55,13 +59,16 @@ class FastPath:
         await self.app(scope, receive, send)
 
     def match(self, scope: Scope) -> tuple[BaseRoute, dict] | None:
-        """The inference route of a POST and its raw path parameters, or None."""
+        """The inference route of a POST and its path parameters (converted, as the router does), or None."""
         if scope["type"] == "http" and scope["method"] == "POST":
             path = get_route_path(scope)
-            for route in self.routes if self.by_head is None else self.by_head.get(_head(path), ()):
+            for route, convertors in self.every if self.by_head is None else self.by_head.get(_head(path), ()):
                 match = route.path_regex.match(path)
                 if match is not None:
-                    return route, match.groupdict()
+                    params = match.groupdict()
+                    if convertors is not None:
+                        params = {k: convertors[k].convert(v) for k, v in params.items()}
+                    return route, params
         return None
 
     async def serve(self, route, params: dict, scope: Scope, receive: Receive, send: Send) -> None:
@@ -82,7 +89,7 @@ class FastPath:
                     endpoint = UNMATCHED  # refused before routing, as BearerAuth does for every route
                 else:
                     scope["route"], scope["endpoint"] = route, route.endpoint
-                    scope["path_params"] = params = {k: route.param_convertors[k].convert(v) for k, v in params.items()}
+                    scope["path_params"] = params
                     try:
                         response = await route.endpoint(request=Request(scope, receive), **params)
                     except Exception as exc:  # the one mapping of failures, as for every other route

@@ -305,6 +305,8 @@ def _check_exact(values: np.ndarray, datatype: Datatype, n: int, card: ModelCard
 
 def output_names(req: InferenceRequest) -> list[str] | None:
     """The outputs asked for, in order; None (all outputs) when the request names none."""
+    if req.outputs is None and req.parameters is None:  # the usual request
+        return None
     _binary_outputs(req)  # refuse a bad binary_data flag before the model runs
     if req.outputs is None:
         return None

@@ -186,10 +186,11 @@ def test_fast_path_matches_exactly_the_inference_routes(settings):
         assert match(other) is None, other
     assert match("/predict", "GET") is None
 
-    async def endpoint(name: str, request):  # a route whose first segment is a parameter: every route is tried
+    async def endpoint(name: str, n: int, request):  # a first segment that is a parameter: every route is tried
         return None
 
-    odd = FastPath(fast.app, [*fast.routes, APIRoute("/{name}/run", endpoint, methods=["POST"])], fast.observer, None)
+    odd = FastPath(fast.app, [*fast.routes, APIRoute("/{name}/run/{n:int}", endpoint, methods=["POST"])],
+                   fast.observer, None)
     assert odd.by_head is None
-    assert odd.match({"type": "http", "method": "POST", "path": "/x/run", "root_path": ""})[1] == {"name": "x"}
+    assert odd.match({"type": "http", "method": "POST", "path": "/x/run/5", "root_path": ""})[1] == {"name": "x", "n": 5}
     assert odd.match({"type": "http", "method": "POST", "path": "/predict", "root_path": ""})[0].path == "/predict"
