@@ -118,47 +118,41 @@ async def answer(scope, receive, send):
     await send({"type": "http.response.body", "body": text})
 
 
-def connect(fake: FakeTransport) -> Protocol:
-    config = uvicorn.Config(answer, http=Protocol, lifespan="off", log_level="warning", server_header=False,
-                            date_header=False)
-    config.load()
-    protocol = Protocol(config=config, server_state=ServerState(), app_state={})
-    protocol.connection_made(fake)
-    return protocol
+HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 1\r\n\r\n"
+
+
+def exchange(*chunks: bytes) -> list[list[tuple]]:
+    """Feed uvicorn, on this module's protocol, each chunk in turn (letting the app run after each);
+    what the transport was asked after each chunk, then after the connection is lost."""
+    async def main():
+        config = uvicorn.Config(answer, http=Protocol, lifespan="off", log_level="warning",
+                                server_header=False, date_header=False)
+        config.load()
+        protocol = Protocol(config=config, server_state=ServerState(), app_state={})
+        fake = FakeTransport()
+        protocol.connection_made(fake)
+        seen = []
+        for chunk in chunks:
+            protocol.data_received(chunk)
+            await asyncio.sleep(0.05)
+            seen.append(list(fake.calls))
+        protocol.connection_lost(None)
+        return [*seen, fake.calls]
+
+    return asyncio.run(main())
 
 
 def test_uvicorn_sends_each_answer_in_one_call():
-    async def main():
-        fake = FakeTransport()
-        protocol = connect(fake)
-        protocol.data_received(b"POST /a HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\n\r\nabc")
-        await asyncio.sleep(0.05)
-        protocol.data_received(b"POST /b HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n")
-        await asyncio.sleep(0.05)
-        protocol.connection_lost(None)
-        return fake.calls
-
-    calls = asyncio.run(main())
-    head = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 1\r\n\r\n"
-    assert calls == [("writelines", [head, b"3"]), ("writelines", [head, b"0"]), ("close",)]
+    *_, calls = exchange(b"POST /a HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\n\r\nabc",
+                         b"POST /b HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n")
+    assert calls == [("writelines", [HEAD, b"3"]), ("writelines", [HEAD, b"0"]), ("close",)]
 
 
 def test_expect_100_continue_still_reaches_the_client_before_the_body():
-    async def main():
-        fake = FakeTransport()
-        protocol = connect(fake)
-        protocol.data_received(b"POST /a HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\nexpect: 100-continue\r\n\r\n")
-        await asyncio.sleep(0.05)
-        before_body = list(fake.calls)
-        protocol.data_received(b"hi")
-        await asyncio.sleep(0.05)
-        protocol.connection_lost(None)
-        return before_body, fake.calls
-
-    before_body, calls = asyncio.run(main())
+    before_body, _, calls = exchange(
+        b"POST /a HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\nexpect: 100-continue\r\n\r\n", b"hi")
     assert before_body == [("write", b"HTTP/1.1 100 Continue\r\n\r\n")]
-    assert calls[1:] == [("writelines", [b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 1\r\n\r\n",
-                                         b"2"]), ("close",)]
+    assert calls[1:] == [("writelines", [HEAD, b"2"]), ("close",)]
 
 
 def test_real_server_keep_alive_and_pipelining(server_url):
