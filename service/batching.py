@@ -26,11 +26,11 @@ for every graph and CPU, where the last bits may differ with the batch a request
 
 NOTE: a run of these small networks takes ~5 us in a tight loop but 12-15 us inside the server,
 where each call finds onnxruntime's code and data evicted from the CPU caches by the HTTP and
-JSON work in between; one call for many requests pays that once. Measured with bench/ (1-row
-requests, delay 0, bench/README.md): +10% requests/s at concurrency 16 and +27% at 64, p99 at
-64 down from ~200 ms to ~36 ms; nothing for 256-row requests (their cost is JSON, not the
-model). A delay above 0 only adds latency when requests arrive one at a time (-80% requests/s
-at concurrency 1 with 2 ms).
+JSON work in between; one call for many requests pays that once, and so does the answer made
+of it. Measured with bench/ (1-row requests, delay 0, bench/README.md): batching on gives +54%
+requests/s at concurrency 16 and +57% at 64, p99 at 64 down from ~28 ms to ~7.5 ms; nothing
+for 256-row requests (their cost is JSON, not the model). A delay above 0 only adds latency when
+requests arrive one at a time (-80% requests/s at concurrency 1 with 2 ms).
 """
 
 from __future__ import annotations
