@@ -79,7 +79,7 @@ class CorkedTransport:
         return self.transport.get_write_buffer_size() + sum(map(len, self.held or ()))
 
     def __getattr__(self, name: str):
-        return getattr(self.transport, name)  # is_closing, pause_reading, get_extra_info, ...
+        return getattr(self.transport, name)  # pause_reading, resume_reading, get_extra_info, ...
 
 
 class Protocol(HttpToolsProtocol):
