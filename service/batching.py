@@ -123,33 +123,38 @@ class Batcher:
         self.lone = self.lone + 1 if len(waiting) == 1 else 0
         try:
             out = self.run(waiting[0][0] if len(waiting) == 1 else np.concatenate([x for x, _, _ in waiting]))
-        except Exception as exc:  # the model failed: every request of this batch shares the error
+            groups = _groups(waiting)
+        except Exception as exc:  # the model (or telling posts apart) failed: the whole batch shares the error
             _fail([future for _, _, future in waiting], exc)
             return
-        # Requests asking for the same `post`, each group in one call; usually there is one group.
-        groups: list[tuple[Post | None, list[tuple[int, int, asyncio.Future]]]] = []
-        start = 0
-        for x, post, future in waiting:
-            for known, members in groups:
-                if known == post:
-                    break
-            else:
-                members = []
-                groups.append((post, members))
-            members.append((start, start + len(x), future))
-            start += len(x)
         for post, members in groups:
-            rows = out if len(members) == len(waiting) else np.concatenate([out[a:b] for a, b, _ in members])
             try:
+                rows = out if len(members) == len(waiting) else np.concatenate([out[a:b] for a, b, _ in members])
                 result = answer(post, rows)
+                offset = 0
+                for a, b, future in members:
+                    if not future.done():  # a cancelled request (client gone, deadline) is skipped
+                        future.set_result(result if len(members) == 1 else take(result, offset, offset + b - a))
+                    offset += b - a
             except Exception as exc:  # noqa: BLE001 - the answer failed: its group shares the error
                 _fail([future for _, _, future in members], exc)
-                continue
-            offset = 0
-            for a, b, future in members:
-                if not future.done():  # a cancelled request (client gone, deadline) is skipped
-                    future.set_result(result if len(members) == 1 else take(result, offset, offset + b - a))
-                offset += b - a
+
+
+def _groups(waiting: list) -> list[tuple[Post | None, list[tuple[int, int, asyncio.Future]]]]:
+    """The waiting requests by `post` (in order of first appearance), each member with its rows
+    `start:stop` of the batch output and its future; usually there is one group."""
+    groups: list[tuple[Post | None, list[tuple[int, int, asyncio.Future]]]] = []
+    start = 0
+    for x, post, future in waiting:
+        for known, members in groups:
+            if known is post or known == post:
+                break
+        else:
+            members = []
+            groups.append((post, members))
+        members.append((start, start + len(x), future))
+        start += len(x)
+    return groups
 
 
 def _fail(futures: list[asyncio.Future], exc: Exception) -> None:

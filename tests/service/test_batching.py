@@ -358,3 +358,21 @@ def test_zero_delay_batch_keeps_waiting_while_requests_keep_joining():
     assert model.batches == [4]  # one batch (a single yield would have run [2, 2])
     for got, x in zip(out, (rows(0, 1), rows(1, 1), rows(2, 2))):
         np.testing.assert_array_equal(got, x * 2)
+
+
+SHARED_POST = Post()
+
+
+@pytest.mark.parametrize("posts", [
+    [(lambda first, rows: 42, None)] * 2,  # an answer `take` cannot slice
+    [(SHARED_POST, np.array([1, 2])), (SHARED_POST, np.array([1, 2]))],  # posts whose comparison raises
+])
+def test_a_batch_whose_answers_cannot_be_handed_out_fails_instead_of_hanging(posts):
+    model = Recorder()
+
+    async def main():
+        batcher = Batcher(model, max_size=100, max_delay=0.01)
+        return await asyncio.wait_for(asyncio.gather(*(batcher.submit(rows(i, 1), p) for i, p in enumerate(posts)),
+                                                     return_exceptions=True), 2.0)
+
+    assert all(isinstance(r, Exception) for r in asyncio.run(main()))
