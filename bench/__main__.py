@@ -192,13 +192,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.rows, args.concurrency, args.duration, args.rounds = "1", "16", 1, 1
     args.variants = {}  # name -> the service's extra settings
     if args.batch:
-        size, delay = args.batch.split(",")
+        size, comma, delay = args.batch.partition(",")
+        if not comma:
+            p.error(f"--batch {args.batch!r}: expected SIZE,DELAY_MS")
         args.variants["batch"] = {"TINYSERVE_BATCH_MAX_SIZE": size, "TINYSERVE_BATCH_MAX_DELAY_MS": delay}
     for text in args.variant:
         name, _, settings = text.partition(":")
-        if not name or not settings or "=" not in settings:
+        items = [item.partition("=") for item in settings.split(",")]
+        if not name or not all(key and sep for key, sep, _ in items):
             p.error(f"--variant {text!r}: expected NAME:TINYSERVE_X=VALUE[,...]")
-        args.variants[name] = dict(item.split("=", 1) for item in settings.split(","))
+        args.variants[name] = {key: value for key, _, value in items}
     args.rows = [int(v) for v in args.rows.split(",")]
     args.concurrency = [int(v) for v in args.concurrency.split(",")]
     return args

@@ -3,8 +3,8 @@
 uvicorn writes a response's head when the app sends `http.response.start` and its body when the
 app sends `http.response.body`: two `write` calls, each a system call that may wake the client.
 `Protocol` gives uvicorn a `CorkedTransport`, which holds the head and sends it together with
-what follows as one `writelines` (a single `writev`), the way Node's HTTP server corks a
-response:
+what follows as one `writelines` (a single `writev` on uvloop, which uvicorn runs here; asyncio's
+own loop joins the bytes and writes once), the way Node's HTTP server corks a response:
 
 - the request is the only one in flight: the answer leaves as soon as its body is written;
 - other requests are in flight: it leaves at the end of the event-loop step, with the answers
@@ -13,7 +13,10 @@ response:
 
 Everything else about HTTP is uvicorn's: parsing, keep-alive, pipelining, flow control,
 timeouts, shutdown. The bytes on the wire and their order are unchanged. Closing (or aborting)
-the transport sends (or drops) what is held first, as the transport itself would.
+the transport sends (or drops) what is held first, as the transport itself would. One case
+differs: should the transport start closing on its own (the client half-closed) within the very
+step an answer is held in, that answer is dropped where uvicorn's own protocol would have handed
+it to the socket; uvicorn drops it too when the half-close comes a moment earlier.
 
 Measured with bench/ (A/B against uvicorn's own protocol, `TINYSERVE_HTTP=httptools`): see
 bench/README.md.

@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -31,8 +33,14 @@ def test_quick_benchmark_runs(tmp_path):
     assert result["cold_start_s"]["tinyserve"] > 0 and result["rss_mb"]["tinyserve"]["process"] > 0
 
 
-def test_a_malformed_variant_is_refused():
-    done = subprocess.run([sys.executable, "-m", "bench", "--variant", "TINYSERVE_HTTP=httptools"], cwd=ROOT,
+@pytest.mark.parametrize("option, value, expected", [
+    ("--variant", "TINYSERVE_HTTP=httptools", "expected NAME:TINYSERVE_X=VALUE"),
+    ("--variant", "x:TINYSERVE_HTTP=httptools,B", "expected NAME:TINYSERVE_X=VALUE"),
+    ("--variant", "x:", "expected NAME:TINYSERVE_X=VALUE"),
+    ("--batch", "64", "expected SIZE,DELAY_MS"),
+])
+def test_a_malformed_option_is_refused(option, value, expected):
+    done = subprocess.run([sys.executable, "-m", "bench", option, value], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
-    assert done.returncode == 2 and "expected NAME:TINYSERVE_X=VALUE" in done.stderr
+    assert done.returncode == 2 and expected in done.stderr
     assert "Traceback" not in done.stderr

@@ -185,12 +185,65 @@ def test_real_server_answers_small_and_large(server_url, rows):
             assert response.status_code == 200 and len(response.json()["predictions"]) == rows
 
 
-def test_uvicorns_own_protocol_can_be_chosen(model_root, tmp_path):
-    import httpx
+@pytest.mark.parametrize("value, protocol", [(None, "service.protocol:Protocol"), ("corked", "service.protocol:Protocol"),
+                                             ("httptools", "httptools")])
+def test_the_setting_picks_the_protocol_uvicorn_runs(monkeypatch, value, protocol):
+    import service.__main__ as entry
+    from service.config import get_settings
 
-    from tests.service import helpers
+    ran = {}
+    monkeypatch.setattr(entry.uvicorn, "run", lambda app, **options: ran.update(options))
+    if value is not None:
+        monkeypatch.setenv("TINYSERVE_HTTP", value)
+    get_settings.cache_clear()
+    try:
+        entry.main()
+    finally:
+        get_settings.cache_clear()
+    assert ran["http"] == protocol
 
-    env = {"TINYSERVE_MODEL_ROOT": str(model_root), "TINYSERVE_HTTP": "httptools", "TINYSERVE_LOG_LEVEL": "warning"}
-    with helpers.running_server(env, tmp_path / "server.log") as url:
-        response = httpx.post(f"{url}/predict", json={"model": "tiny-regression", "instances": [[1.0, 2.0]]})
-    assert response.status_code == 200 and response.json()["predictions"] == [{"value": 9.0}]
+
+def test_with_another_request_in_flight_an_answer_waits_for_the_end_of_the_step():
+    # Through uvicorn: two connections whose requests are in flight together, then one alone.
+    # What each connection's transport was asked right after its app sent the body shows when
+    # the answer left: held (the end of the step) with another request in flight, at once alone.
+    fakes: dict[str, FakeTransport] = {}
+    at_body: dict[str, list] = {}
+
+    async def main():
+        gate = asyncio.Event()
+
+        async def app(scope, receive, send):
+            await receive()
+            if scope["path"] != "/alone":
+                await gate.wait()
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"text/plain"), (b"content-length", b"1")]})
+            await send({"type": "http.response.body", "body": b"1"})
+            at_body[scope["path"]] = list(fakes[scope["path"]].calls)
+
+        config = uvicorn.Config(app, http=Protocol, lifespan="off", log_level="warning",
+                                server_header=False, date_header=False)
+        config.load()
+        state, protocols = ServerState(), []
+
+        def request(path: str) -> None:
+            fakes[path] = FakeTransport()
+            protocols.append(Protocol(config=config, server_state=state, app_state={}))
+            protocols[-1].connection_made(fakes[path])
+            protocols[-1].data_received(b"POST %s HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n" % path.encode())
+
+        request("/a")
+        request("/b")
+        await asyncio.sleep(0.05)  # both wait at the gate: two requests in flight
+        gate.set()
+        await asyncio.sleep(0.05)
+        request("/alone")
+        await asyncio.sleep(0.05)
+        for protocol in protocols:
+            protocol.connection_lost(None)
+
+    asyncio.run(main())
+    answer = ("writelines", [b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 1\r\n\r\n", b"1"])
+    assert at_body == {"/a": [], "/b": [], "/alone": [answer]}
+    assert {path: fake.calls for path, fake in fakes.items()} == {path: [answer, ("close",)] for path in fakes}
