@@ -103,8 +103,8 @@ def test_cancelled_request_does_not_disturb_the_others():
 
 
 def test_delay_zero_leader_cancelled_during_its_yield_still_runs_the_others():
-    # With delay 0 the first request yields once and then runs the batch; cancelled while it
-    # yields (client gone, deadline), it must still run the batch for the requests that joined.
+    # With delay 0 the first request yields (once, when nobody else joins) and then runs the batch;
+    # cancelled while it yields (client gone, deadline), it must still run it for those that joined.
     model = Recorder()
 
     async def main():
