@@ -21,24 +21,30 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 FROM base AS builder
 WORKDIR /src
 RUN python3 -m venv /opt/venv
+# Dependencies in their own layer, from the serving lock (exact versions and hashes): editing
+# the code reuses it.
+COPY requirements/serve.txt ./requirements/
+RUN pip install -r requirements/serve.txt
 COPY pyproject.toml ./
-# Dependencies in their own layer (the project without code): editing the code reuses it.
-RUN pip install . && pip uninstall -y tinyserve
 COPY service ./service
 # Non-editable: the venv is self-contained and /src stays behind in this stage.
 # pip and setuptools are only needed to install; the serving image runs without them.
-RUN pip install --no-deps . && pip uninstall -y pip setuptools
+# pip check fails the build when the lock breaks a range in pyproject.toml (not re-locked).
+RUN pip install --no-deps . && pip check && pip uninstall -y pip setuptools
 
 # Train: the training extra (TensorFlow) on top of the same code, able to rebuild the models.
 # Not used by the serving image; build it with --target train.
 FROM base AS train
 WORKDIR /src
 RUN python3 -m venv /opt/venv
+# The test lock is the one that holds the training packages (it adds the small test tools).
+COPY requirements/test.txt ./requirements/
+RUN pip install -r requirements/test.txt
 COPY pyproject.toml ./
-RUN pip install "./[train]" && pip uninstall -y tinyserve
 COPY service ./service
 COPY training ./training
-RUN pip install --no-deps ./
+# Nothing new may come from the index: a lock that misses a [train] requirement fails here.
+RUN pip install --no-index --no-build-isolation "./[train]"
 CMD ["python3", "-m", "training", "--all", "--out", "/out"]
 
 # Serve: the venv, the default models, a non-root user.
