@@ -2,9 +2,11 @@
 
 Loopback only. Every server runs under uvicorn pinned (taskset) to the first cores, wrk to the
 last core; each cell is one wrk run of --duration seconds, repeated --rounds times (median
-reported, rounds interleaved so drift hits every server alike). Prints requests/s, rows/s,
+reported, rounds interleaved so drift hits every server alike, every other round in reverse order
+so each server goes first as often as the other of any pair). Prints requests/s, rows/s,
 p50/p99 latency and errors per cell, the service's ratio to each floor, its cold start (process
-start to first successful prediction) and its resident memory after warm-up.
+start to first successful prediction) and its resident memory after warm-up. `--baseline GITREF`
+adds another commit's service (bench/baseline.py) and its ratios.
 """
 
 from __future__ import annotations
@@ -15,14 +17,18 @@ import json
 import os
 import random
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from bench import baseline
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -39,9 +45,15 @@ class Server:
     proc: subprocess.Popen | None = None
     port: int = 0
     cold_start: float | None = None
+    cwd: Path = ROOT  # also first on PYTHONPATH: `python -m service` imports the service found here
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
+
+
+def is_service(name: str) -> bool:
+    """The service and its variants and baseline, as against the floors."""
+    return name.startswith("tinyserve") or name == baseline.NAME
 
 
 def bodies(rows: int, seed: int = 0) -> dict[str, bytes]:
@@ -63,13 +75,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def post(port: int, path: str, body: bytes, timeout: float = 2.0) -> int:
+def post(port: int, path: str, body: bytes, timeout: float = 2.0) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         conn.request("POST", path, body, {"Content-Type": "application/json"})
         response = conn.getresponse()
-        response.read()
-        return response.status
+        return response.status, response.read()
     finally:
         conn.close()
 
@@ -78,23 +89,34 @@ def start(server: Server, cores: str, probe: bytes, log: Path, timeout: float = 
     """Start pinned to `cores`; wait for a 200 to a real prediction and record how long it took."""
     server.port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TINYSERVE_")}
-    env.update(server.env, TINYSERVE_HOST="127.0.0.1", TINYSERVE_PORT=str(server.port), PYTHONPATH=str(ROOT))
+    env.update(server.env, TINYSERVE_HOST="127.0.0.1", TINYSERVE_PORT=str(server.port),
+               PYTHONPATH=str(server.cwd))
     command = [a.replace("{port}", str(server.port)) for a in server.command]
     t0 = time.perf_counter()
     with open(log, "ab") as out:
-        server.proc = subprocess.Popen(["taskset", "-c", cores, *command], cwd=ROOT, env=env,
+        server.proc = subprocess.Popen(["taskset", "-c", cores, *command], cwd=server.cwd, env=env,
                                        stdout=out, stderr=subprocess.STDOUT)
     while time.perf_counter() - t0 < timeout:
         if server.proc.poll() is not None:
-            raise SystemExit(f"{server.name} exited with {server.proc.returncode}; see {log}")
+            raise SystemExit(f"bench: {server.name} exited with {server.proc.returncode} before answering "
+                             f"({last_line(log)}); see {log}")
         try:
-            if post(server.port, "/predict", probe, timeout=1.0) == 200:
-                server.cold_start = time.perf_counter() - t0
-                return
+            status, answer = post(server.port, "/predict", probe, timeout=1.0)
         except OSError:
-            pass
+            status, answer = 0, b""
+        if status == 200:
+            server.cold_start = time.perf_counter() - t0
+            return
+        if status >= 400 and status != 503:  # up but failing the probe (no such model?): waiting won't help
+            raise SystemExit(f"bench: {server.name} answered {status} to a {MODEL} prediction on /predict "
+                             f"({answer[:200].decode(errors='replace')}); see {log}")
         time.sleep(0.005)
-    raise SystemExit(f"{server.name} gave no 200 within {timeout}s; see {log}")
+    raise SystemExit(f"bench: {server.name} gave no 200 within {timeout}s ({last_line(log)}); see {log}")
+
+
+def last_line(log: Path) -> str:
+    lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+    return lines[-1][:300] if lines else "no output"
 
 
 def stop(server: Server) -> None:
@@ -182,6 +204,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--variant", action="append", default=[], metavar="NAME:TINYSERVE_X=VALUE[,...]",
                    help="also run the service with these settings on /predict, as tinyserve+NAME "
                    "(repeatable), e.g. http:TINYSERVE_HTTP=httptools")
+    p.add_argument("--baseline", metavar="GITREF",
+                   help="also run the service of this commit (a temporary git worktree, its own models/) "
+                   "with the same settings, as baseline, and print tinyserve ÷ baseline per cell")
     p.add_argument("--env", action="append", default=[], metavar="TINYSERVE_X=VALUE",
                    help="extra setting for the service (repeatable), e.g. TINYSERVE_ACCESS_LOG=false")
     p.add_argument("--quick", action="store_true",
@@ -202,17 +227,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if not name or not all(key and sep for key, sep, _ in items):
             p.error(f"--variant {text!r}: expected NAME:TINYSERVE_X=VALUE[,...]")
         args.variants[name] = {key: value for key, _, value in items}
+    if args.baseline and any(item.startswith("TINYSERVE_MODEL_ROOT=") for item in args.env):
+        p.error("--baseline serves each checkout's own models/; it cannot take --env TINYSERVE_MODEL_ROOT")
     args.rows = [int(v) for v in args.rows.split(",")]
     args.concurrency = [int(v) for v in args.concurrency.split(",")]
     return args
 
 
-def servers(args: argparse.Namespace) -> list[Server]:
+def servers(args: argparse.Namespace, old: Path | None) -> list[Server]:
+    """The floors, the service, its baseline checkout `old` (if any), then its variants."""
     py, w = sys.executable, str(args.workers)
     extra = dict(item.split("=", 1) for item in args.env)
     found = [Server("raw-asgi", [py, "-m", "bench.floors", "raw", "{port}", w]),
              Server("fastapi", [py, "-m", "bench.floors", "fastapi", "{port}", w]),
              Server("tinyserve", [py, "-m", "service"], {"TINYSERVE_WORKERS": w, **extra})]
+    if old is not None:
+        root = baseline.model_root(old, args.baseline, MODEL)
+        found.append(Server(baseline.NAME, [py, "-m", "service"],
+                            {"TINYSERVE_WORKERS": w, **extra, "TINYSERVE_MODEL_ROOT": str(root)}, cwd=old))
     for name, settings in args.variants.items():
         found.append(Server(f"tinyserve+{name}", [py, "-m", "service"], {"TINYSERVE_WORKERS": w, **extra, **settings}))
     return found
@@ -224,14 +256,18 @@ def cells(args: argparse.Namespace, names: list[str]) -> list[tuple[str, str, in
     for rows in args.rows:
         for conc in args.concurrency:
             for name in names:
-                protocols = ["predict", "v2"] if name == "tinyserve" and not args.quick else ["predict"]
+                both = name in ("tinyserve", baseline.NAME) and not args.quick
+                protocols = ["predict", "v2"] if both else ["predict"]
                 out += [(name, proto, rows, conc) for proto in protocols]
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so servers stop and a baseline worktree is removed either way.
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
     ensure_wrk()
+    commit = baseline.resolve(ROOT, args.baseline) if args.baseline else None
     server_cores, wrk_core = cores(args.workers)
     work = Path(tempfile.mkdtemp(prefix="tinyserve-bench-"))
     files = {}
@@ -239,32 +275,43 @@ def main(argv: list[str] | None = None) -> int:
         for proto, body in bodies(rows).items():
             files[proto, rows] = work / f"{proto}-{rows}.json"
             files[proto, rows].write_bytes(body)
-    probe = files["predict", 1].read_bytes()
-    started = servers(args)
+    with baseline.checkout(ROOT, commit) if commit else nullcontext() as old:
+        started = servers(args, old)
+        if old is not None:
+            args.baseline_info = {"ref": args.baseline, "commit": commit, "worktree": str(old),
+                                  "same_model": baseline.same_model(ROOT / "models", old / "models", MODEL)}
+        results, memory = measure(args, started, files, work, server_cores, wrk_core)
+    report(args, started, results, memory, server_cores, wrk_core)
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def measure(args: argparse.Namespace, started: list[Server], files: dict, work: Path, server_cores: str,
+            wrk_core: str | None) -> tuple[dict, dict]:
+    """Start and warm up every server, then the rounds: every other one in reverse order."""
     results: dict[tuple, list[dict]] = {}
     memory = {}
     try:
         for server in started:
-            start(server, server_cores, probe, work / f"{server.name}.log")
+            start(server, server_cores, files["predict", 1].read_bytes(), work / f"{server.name}.log")
         if not args.quick:  # warm-up: every server, every body, before anything is measured
             for server in started:
                 for (proto, rows), body in files.items():
-                    if proto == "predict" or server.name.startswith("tinyserve"):
+                    if proto == "predict" or is_service(server.name):
                         wrk(server.url(PATHS[proto]), body, 16, 1, wrk_core)
         for server in started:
             memory[server.name] = rss_mb(server_pid(server))
         todo = cells(args, [s.name for s in started])
         by_name = {s.name: s for s in started}
-        for _ in range(args.rounds):
-            for name, proto, rows, conc in todo:
+        for i in range(args.rounds):
+            # Reversed every other round: of any two servers, each goes first in turn.
+            for name, proto, rows, conc in todo if i % 2 == 0 else todo[::-1]:
                 r = wrk(by_name[name].url(PATHS[proto]), files[proto, rows], conc, args.duration, wrk_core)
                 results.setdefault((name, proto, rows, conc), []).append(r)
     finally:
         for server in started:
             stop(server)
-    report(args, started, results, memory, server_cores, wrk_core)
-    shutil.rmtree(work, ignore_errors=True)
-    return 0
+    return results, memory
 
 
 def median(runs: list[dict]) -> dict:
@@ -275,22 +322,52 @@ def report(args, started: list[Server], results: dict, memory: dict, server_core
            wrk_core: str | None) -> None:
     cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
                 if ln.startswith("model name")), "unknown")
-    print(f"# {time.strftime('%Y-%m-%d %H:%M')}  nproc={os.cpu_count()}  cpu={cpu}")
-    if args.env:
-        print(f"# service settings: {' '.join(args.env)}")
-    for name, settings in args.variants.items():
-        print(f"# tinyserve+{name}: {' '.join(f'{k}={v}' for k, v in settings.items())}")
-    print(f"# servers on cores {server_cores}, wrk on core {wrk_core or 'shared'}; workers={args.workers}; "
-          f"{args.duration}s per cell, median of {args.rounds}; model {MODEL} (64-25-15-10)")
-    print()
+    header(args, cpu, server_cores, wrk_core)
     print("| server | endpoint | rows | conc | req/s | rows/s | p50 ms | p99 ms | errors |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     med = {key: median(runs) for key, runs in results.items()}
     for (name, proto, rows, conc), m in med.items():
-        endpoint = PATHS[proto] if name.startswith("tinyserve") else "(any)"
+        endpoint = PATHS[proto] if is_service(name) else "(any)"
         print(f"| {name} | {endpoint} | {rows} | {conc} | {m['rps']:,.0f} | {m['rps'] * rows:,.0f} | "
               f"{m['p50']:.2f} | {m['p99']:.2f} | {m['errors']:.0f} |")
     print()
+    floor_ratios(args, med)
+    against = baseline.report(results) if args.baseline else None
+    for server in started:
+        if is_service(server.name):
+            own, children = memory[server.name]
+            per_worker = f"workers {', '.join(f'{c:.0f}' for c in children)} MB" if children else ""
+            print(f"{server.name}: cold start {server.cold_start:.2f} s (process start to first 200 "
+                  f"from /predict); VmRSS after warm-up {own:.0f} MB {per_worker}".rstrip())
+    if args.json:
+        args.json.write_text(json.dumps({
+            "date": time.strftime("%Y-%m-%d %H:%M"), "nproc": os.cpu_count(), "cpu": cpu,
+            "workers": args.workers, "duration": args.duration, "rounds": args.rounds,
+            "cells": [{"server": k[0], "protocol": k[1], "rows": k[2], "concurrency": k[3], **v,
+                       "rps_rounds": [r["rps"] for r in results[k]]} for k, v in med.items()],
+            "cold_start_s": {s.name: s.cold_start for s in started},
+            "rss_mb": {k: {"process": v[0], "workers": v[1]} for k, v in memory.items()},
+            "baseline": {**args.baseline_info, **against} if against else None}, indent=1))
+
+
+def header(args, cpu: str, server_cores: str, wrk_core: str | None) -> None:
+    print(f"# {time.strftime('%Y-%m-%d %H:%M')}  nproc={os.cpu_count()}  cpu={cpu}")
+    if args.env:
+        print(f"# service settings: {' '.join(args.env)}")
+    if args.baseline:
+        info = args.baseline_info
+        model = "the same" if info["same_model"] else "NOT the same (compare with care)"
+        print(f"# baseline: {info['ref']} = {info['commit']}, the service of that commit run from the git "
+              f"worktree {info['worktree']} (removed), its own models/: {MODEL} {model} as the service's")
+    for name, settings in args.variants.items():
+        print(f"# tinyserve+{name}: {' '.join(f'{k}={v}' for k, v in settings.items())}")
+    print(f"# servers on cores {server_cores}, wrk on core {wrk_core or 'shared'}; workers={args.workers}; "
+          f"{args.duration}s per cell, median of {args.rounds}, every other round in reverse order; "
+          f"model {MODEL} (64-25-15-10)")
+    print()
+
+
+def floor_ratios(args, med: dict) -> None:
     print("Ratios (service throughput / floor throughput; rows/s ratios equal req/s ratios):")
     print()
     print("| rows | conc | /predict ÷ raw | /predict ÷ fastapi | V2 ÷ /predict |"
@@ -306,21 +383,11 @@ def report(args, started: list[Server], results: dict, memory: dict, server_core
             line += "".join(f" {ratio(get(f'tinyserve+{name}'), svc)} |" for name in args.variants)
             print(line)
     print()
-    for server in started:
-        if server.name.startswith("tinyserve"):
-            own, children = memory[server.name]
-            per_worker = f"workers {', '.join(f'{c:.0f}' for c in children)} MB" if children else ""
-            print(f"{server.name}: cold start {server.cold_start:.2f} s (process start to first 200 "
-                  f"from /predict); VmRSS after warm-up {own:.0f} MB {per_worker}".rstrip())
-    if args.json:
-        args.json.write_text(json.dumps({
-            "date": time.strftime("%Y-%m-%d %H:%M"), "nproc": os.cpu_count(), "cpu": cpu,
-            "workers": args.workers, "duration": args.duration, "rounds": args.rounds,
-            "cells": [{"server": k[0], "protocol": k[1], "rows": k[2], "concurrency": k[3], **v}
-                      for k, v in med.items()],
-            "cold_start_s": {s.name: s.cold_start for s in started},
-            "rss_mb": {k: {"process": v[0], "workers": v[1]} for k, v in memory.items()}}, indent=1))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # servers are stopped and a baseline worktree removed on the way out
+        print("bench: interrupted", file=sys.stderr)
+        sys.exit(130)

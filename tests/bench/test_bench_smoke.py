@@ -1,4 +1,5 @@
-"""The benchmark still runs end to end: a one-cell, one-second `python -m bench --quick`.
+"""The benchmark still runs end to end: a one-cell, one-second `python -m bench --quick`, alone
+and with `--baseline HEAD` (the committed service in a temporary git worktree beside this one).
 
 No timing is asserted; wrk must be installed (bash .ci/bootstrap test, or the benchmark installs
 it with apt as root): without it this test fails rather than skips.
@@ -7,6 +8,7 @@ it with apt as root): without it this test fails rather than skips.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -43,4 +45,37 @@ def test_a_malformed_option_is_refused(option, value, expected):
     done = subprocess.run([sys.executable, "-m", "bench", option, value], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and expected in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_baseline_commit_runs_beside_the_service_and_its_worktree_is_removed(tmp_path):
+    out = tmp_path / "bench.json"
+    done = subprocess.run([sys.executable, "-m", "bench", "--quick", "--baseline", "HEAD",
+                           "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "| baseline | /predict | 1 | 16 |" in done.stdout
+    assert "| tinyserve ÷ baseline | per round |" in done.stdout
+    assert re.search(r"^\| 1 \| 16 \| /predict \| \d+\.\d\d \| \d+\.\d\d \|$", done.stdout, re.M), done.stdout
+    assert "Issue 13 cells" in done.stdout and "not all measured" in done.stdout  # --quick has one cell
+    worktree = re.search(r"git worktree (\S+) \(removed\)", done.stdout).group(1)
+    assert not Path(worktree).exists()
+    listed = subprocess.run(["git", "worktree", "list", "--porcelain"], cwd=ROOT, capture_output=True,
+                            text=True)
+    assert worktree not in listed.stdout
+    result = json.loads(out.read_text())
+    servers = {(c["server"], c["protocol"]) for c in result["cells"]}
+    assert {("tinyserve", "predict"), ("baseline", "predict")} <= servers
+    assert result["baseline"]["ref"] == "HEAD" and len(result["baseline"]["commit"]) == 40
+    assert result["baseline"]["cells"][0]["ratio"] > 0 and result["baseline"]["issue13"] is None
+
+
+@pytest.mark.parametrize("argv, code, expected", [
+    (["--baseline", "no-such-ref-anywhere"], 1, "--baseline no-such-ref-anywhere: not a commit of"),
+    (["--baseline", "HEAD", "--env", "TINYSERVE_MODEL_ROOT=/tmp"], 2,
+     "cannot take --env TINYSERVE_MODEL_ROOT"),
+])
+def test_a_baseline_that_cannot_run_is_one_clear_line(argv, code, expected):
+    done = subprocess.run([sys.executable, "-m", "bench", *argv], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == code and expected in done.stderr
     assert "Traceback" not in done.stderr
