@@ -251,14 +251,13 @@ def servers(args: argparse.Namespace, old: Path | None) -> list[Server]:
 
 
 def cells(args: argparse.Namespace, names: list[str]) -> list[tuple[str, str, int, int]]:
-    """(server, protocol, rows, concurrency) for every measurement; floors take the /predict body."""
+    """(server, protocol, rows, concurrency) per measurement; a protocol's servers back to back."""
     out = []
     for rows in args.rows:
         for conc in args.concurrency:
-            for name in names:
-                both = name in ("tinyserve", baseline.NAME) and not args.quick
-                protocols = ["predict", "v2"] if both else ["predict"]
-                out += [(name, proto, rows, conc) for proto in protocols]
+            out += [(name, "predict", rows, conc) for name in names]
+            if not args.quick:
+                out += [(name, "v2", rows, conc) for name in names if name in ("tinyserve", baseline.NAME)]
     return out
 
 
@@ -325,7 +324,9 @@ def report(args, started: list[Server], results: dict, memory: dict, server_core
     header(args, cpu, server_cores, wrk_core)
     print("| server | endpoint | rows | conc | req/s | rows/s | p50 ms | p99 ms | errors |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
-    med = {key: median(runs) for key, runs in results.items()}
+    order = {s.name: i for i, s in enumerate(started)}  # each server's cells together, as started
+    med = {key: median(results[key]) for key in sorted(results, key=lambda k: (
+        args.rows.index(k[2]), args.concurrency.index(k[3]), order[k[0]], k[1]))}
     for (name, proto, rows, conc), m in med.items():
         endpoint = PATHS[proto] if is_service(name) else "(any)"
         print(f"| {name} | {endpoint} | {rows} | {conc} | {m['rps']:,.0f} | {m['rps'] * rows:,.0f} | "
@@ -357,7 +358,8 @@ def header(args, cpu: str, server_cores: str, wrk_core: str | None) -> None:
     if args.baseline:
         info = args.baseline_info
         model = "the same" if info["same_model"] else "NOT the same (compare with care)"
-        print(f"# baseline: {info['ref']} = {info['commit']}, the service of that commit run from the git "
+        ref = info["commit"] if info["ref"] == info["commit"] else f"{info['ref']} = {info['commit']}"
+        print(f"# baseline: {ref}, the service of that commit run from the git "
               f"worktree {info['worktree']} (removed), its own models/: {MODEL} {model} as the service's")
     for name, settings in args.variants.items():
         print(f"# tinyserve+{name}: {' '.join(f'{k}={v}' for k, v in settings.items())}")
