@@ -1,7 +1,9 @@
-"""Task postprocessing: network outputs -> one JSON-ready prediction per row.
+"""Task postprocessing: network outputs -> one JSON-ready prediction per row, and the named outputs.
 
-numpy for batches; plain Python for a few rows (numpy's fixed cost per call would dominate there),
-with the same answers bit for bit.
+One numpy path per concern, whatever the batch size: `softmax` and `sigmoid` make probabilities,
+one `decide` function per task says which label wins (or which labels pass) and when that is null,
+and one `answer` function per task builds the /predict dicts. `POST` is the table of them, keyed
+by task; a new task type is one entry there plus its functions here.
 
 Networks end in logits (regression: values); here they become predictions:
 
@@ -19,24 +21,38 @@ on one is null. A logit of +-inf still has a sigmoid (1 or 0) and is answered no
 logit makes that probability null, and the label null too (binary), or the row's `labels` null
 (multilabel). A multiclass row with any non-finite logit has no softmax: `label` and
 `probability` are null and `top_k` is empty. A non-finite regression value is null.
+
+The named outputs are what the Open Inference (V2) and TF Serving protocols offer: the raw
+network output under the card's name (e.g. "logits" or "values"), and for classifiers
+"probabilities" (FP32, softmax for multiclass, sigmoid for binary and multilabel) and "labels"
+(one string per row: the predicted label for binary and multiclass, the labels at or over their
+thresholds joined by "," for multilabel, "" where the outputs are not finite). Regression
+models offer only the raw output.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from itertools import compress
+from typing import NamedTuple
 
 import numpy as np
 
 from service.card import ModelCard, Task
+from service.errors import BadRequest
 
 DEFAULT_TOP_K = 3
+PROBABILITIES = "probabilities"
+LABELS = "labels"
+LABEL_SEPARATOR = ","
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
     """Logistic function via exp(-|x|), which is at most 1, so it never overflows."""
     e = np.exp(-np.abs(x))
-    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+    return np.where(x >= 0, 1.0, e) / (1.0 + e)
 
 
 def softmax(x: np.ndarray, finite: bool | None = None) -> np.ndarray:
@@ -45,243 +61,201 @@ def softmax(x: np.ndarray, finite: bool | None = None) -> np.ndarray:
     `finite`: whether the caller already knows every value of `x` is finite (None: look).
     """
     top = _row_max(x)
-    if finite or (finite is None and np.isfinite(top).all()):  # no inf - inf: no errstate's ~4 us
+    if finite or (finite is None and np.isfinite(top).all()):  # no inf - inf, so no errstate needed
         e = np.exp(x - top)
     else:
-        with np.errstate(invalid="ignore"):  # inf - inf rows are reported as null by the caller
+        with np.errstate(invalid="ignore"):  # inf - inf rows are null for every caller
             e = np.exp(x - top)
-    return e / e.sum(axis=1, keepdims=True)
+    e /= e.sum(axis=1, keepdims=True)
+    return e
 
 
 def _row_max(x: np.ndarray) -> np.ndarray:
-    """x.max(axis=1, keepdims=True), faster for many short rows (numpy reduces each row on its own:
-    ~40 ns a row); the maximum across the columns of a transposed copy is vectorised instead.
-    Either may return 0.0 or -0.0 for a row's zero maximum; x - top, and so softmax, is the same."""
+    """x.max(axis=1, keepdims=True); for many short rows, the maximum across the columns of a
+    transposed copy, which numpy vectorises (it reduces each row of `x` on its own). Either may
+    give 0.0 or -0.0 for a zero maximum; x - top, and so the softmax, is the same."""
     if x.shape[1] <= 16 and x.shape[0] > x.shape[1]:
         return np.ascontiguousarray(x.T).max(axis=0)[:, None]
     return x.max(axis=1, keepdims=True)
 
 
 def probabilities(card: ModelCard, outputs: np.ndarray) -> np.ndarray:
-    """[rows, n_outputs] probabilities: softmax for multiclass, one sigmoid per unit otherwise."""
-    return softmax(outputs) if card.task is Task.multiclass else sigmoid(outputs)
+    """A classifier's [rows, n_outputs] probabilities: softmax (multiclass) or one sigmoid per unit."""
+    return POST[card.task].probabilities(np.asarray(outputs, dtype=np.float64), None)
 
 
-def predicted(card: ModelCard, outputs: np.ndarray, probs: np.ndarray, finite_rows: np.ndarray | None = None) -> list:
-    """Per row: the label (binary, multiclass) or the list of labels (multilabel); None where undefined.
-
-    `finite_rows` (multiclass): `np.isfinite(outputs).all(axis=1)` when the caller has it already.
-    """
-    if card.task is Task.binary:
-        negative, positive = card.labels
-        found = [positive if on else negative for on in (probs[:, 0] >= card.thresholds[0]).tolist()]
-        defined = ~np.isnan(probs[:, 0])
-    elif card.task is Task.multiclass:
-        # argmax takes the first of tied logits, as the stable ranking in `multiclass` does.
-        labels = card.labels
-        found = [labels[i] for i in outputs.argmax(axis=1).tolist()]
-        defined = np.isfinite(outputs).all(axis=1) if finite_rows is None else finite_rows
-    else:
-        on = (probs >= np.asarray(card.thresholds)).tolist()
-        found = [list(compress(card.labels, row)) for row in on]
-        defined = ~np.isnan(probs).any(axis=1)
-    if not defined.all():
-        for i in np.flatnonzero(~defined).tolist():
-            found[i] = None
-    return found
+def predicted(card: ModelCard, outputs: np.ndarray, probs: np.ndarray) -> list:
+    """A classifier's decision per row: its label, or list of labels (multilabel); None where undefined."""
+    x = np.asarray(outputs, dtype=np.float64)
+    return POST[card.task].decide(card, x, probs, bool(np.isfinite(x).all()))
 
 
-# Up to this many output values (rows x outputs), plain Python on `outputs.tolist()` beats numpy's
-# fixed ~1 us per call; past it, numpy's per-element speed wins (measured with the digits models).
-FEW_VALUES = 48
+class Scored(NamedTuple):
+    """One output batch as the answers and the named outputs read it."""
+
+    x: np.ndarray  # [rows, n_outputs] float64
+    finite: bool  # every value of x is finite: nothing to null
+    probs: np.ndarray | None  # [rows, n_outputs] float64; None for regression
+    found: list | None  # per row what `decide` says; None for regression
+
+
+def _score(card: ModelCard, post: Post, outputs: np.ndarray) -> Scored:
+    """Probabilities and decisions for a batch; float32 becomes float64 exactly, as JSON needs."""
+    x = np.asarray(outputs).astype(np.float64, copy=False)
+    finite = bool(np.isfinite(x).all())
+    if post.probabilities is None:
+        return Scored(x, finite, None, None)
+    probs = post.probabilities(x, finite)
+    return Scored(x, finite, probs, post.decide(card, x, probs, finite))
 
 
 def postprocess(card: ModelCard, outputs: np.ndarray, top_k: int = DEFAULT_TOP_K) -> list[dict]:
     """Turn a [rows, n_outputs] output batch into one prediction dict per row."""
-    outputs = np.asarray(outputs)
-    if outputs.dtype.kind != "f":
-        outputs = outputs.astype(np.float64)
-    if outputs.size <= FEW_VALUES:  # float32 -> Python float is exact: the same float64 values as below
-        rows = outputs.tolist()
-        if card.task is Task.regression:
-            return few_regression(rows, outputs.shape[1])
-        if card.task is Task.multiclass:
-            return few_multiclass(rows, card.labels, top_k)
-        if card.task is Task.binary:
-            return few_binary([row[0] for row in rows], card.labels, card.thresholds[0])
-        return few_multilabel(rows, card.labels, card.thresholds)
-    outputs = outputs.astype(np.float64, copy=False)
-    if card.task is Task.regression:
-        return regression(outputs)
-    if card.task is Task.multiclass:
-        finite = np.isfinite(outputs).all()  # per row only when some value is not (rare)
-        return multiclass(outputs, softmax(outputs, bool(finite)), card.labels, top_k,
-                          None if finite else np.isfinite(outputs).all(axis=1))
-    probs = probabilities(card, outputs)
-    found = predicted(card, outputs, probs)
-    if card.task is Task.binary:
-        return binary(probs, found)
-    return multilabel(probs, found, card.labels)
+    post = POST[card.task]
+    return post.answer(card, _score(card, post, outputs), top_k)
 
 
-def binary(probs: np.ndarray, found: list) -> list[dict]:
+# Which label wins, or which labels pass, per row; None where that is undefined (see above).
+
+def _decide_binary(card: ModelCard, x: np.ndarray, probs: np.ndarray, finite: bool) -> list:
+    """labels[1] when the probability reaches the threshold, else labels[0]; None for NaN."""
+    negative, positive = card.labels
+    p = probs[:, 0]
+    found = [positive if on else negative for on in (p >= card.thresholds[0]).tolist()]
+    return found if finite else _null(found, np.isnan(p))
+
+
+def _decide_multiclass(card: ModelCard, x: np.ndarray, probs: np.ndarray, finite: bool) -> list:
+    """The first of the largest logits; None for a row with any non-finite logit (no softmax)."""
+    labels = card.labels
+    found = [labels[i] for i in x.argmax(axis=1).tolist()]
+    return found if finite else _null(found, ~np.isfinite(x).all(axis=1))
+
+
+def _decide_multilabel(card: ModelCard, x: np.ndarray, probs: np.ndarray, finite: bool) -> list:
+    """The labels at or over their own thresholds, in output order; None for a row with a NaN."""
+    found = [list(compress(card.labels, row)) for row in (probs >= np.asarray(card.thresholds)).tolist()]
+    return found if finite else _null(found, np.isnan(probs).any(axis=1))
+
+
+def _null(found: list, undefined: np.ndarray) -> list:
+    for i in np.flatnonzero(undefined).tolist():
+        found[i] = None
+    return found
+
+
+# The /predict answer per task, from the scored batch.
+
+def _answer_binary(card: ModelCard, s: Scored, top_k: int) -> list[dict]:
     """Positive-class probability and label per row."""
-    p = probs[:, 0].tolist()
-    return [{"label": label, "probability": None if label is None else q} for label, q in zip(found, p)]
+    return [{"label": label, "probability": None if label is None else p}
+            for label, p in zip(s.found, s.probs[:, 0].tolist())]
 
 
-def multiclass(logits: np.ndarray, probs: np.ndarray, labels: list[str], top_k: int,
-               finite: np.ndarray | None = None) -> list[dict]:
-    """Best class, its probability and the top_k classes per row (`finite`: None when every row is)."""
-    # Rank by logit: the same order as by probability, but still exact where probabilities underflow to 0.
-    # The stable ranking puts the first of tied logits first, as argmax would: the best class is entry 0.
-    order = np.argsort(-logits, axis=1, kind="stable")[:, :top_k]
-    n, k = order.shape
-    # Gather in numpy, then make every top_k entry in one flat pass (not one comprehension per row).
-    names = np.asarray(labels, dtype=object)[order.ravel()].tolist()
-    ps = probs.ravel()[(order + np.arange(0, n * probs.shape[1], probs.shape[1])[:, None]).ravel()].tolist()
+def _answer_multiclass(card: ModelCard, s: Scored, top_k: int) -> list[dict]:
+    """The winning class, its probability and the top_k classes per row, best first."""
+    # Ranked by logit: the order of the probabilities, and still exact where they underflow to 0.
+    # Stable, so tied logits keep output order and entry 0 is the class `decide` chose.
+    order = (-s.x).argsort(axis=1, kind="stable")[:, :top_k]
+    k = order.shape[1]
+    names = np.array(card.labels, dtype=object)[order].ravel().tolist()
+    ps = s.probs[np.arange(len(order))[:, None], order].ravel().tolist()
     entries = [{"label": a, "probability": p} for a, p in zip(names, ps)]
-    preds = [{"label": names[j], "probability": ps[j], "top_k": entries[j:j + k]} for j in range(0, n * k, k)]
-    if finite is not None and not finite.all():
-        for i in np.flatnonzero(~finite).tolist():  # no softmax for this row
-            preds[i] = {"label": None, "probability": None, "top_k": []}
-    return preds
+    return [{"label": label, "probability": ps[j], "top_k": entries[j:j + k]} if label is not None
+            else {"label": None, "probability": None, "top_k": []}
+            for label, j in zip(s.found, range(0, len(ps), k))]
 
 
-def multilabel(probs: np.ndarray, found: list, labels: list[str]) -> list[dict]:
+def _answer_multilabel(card: ModelCard, s: Scored, top_k: int) -> list[dict]:
     """Labels at or over their thresholds and every label's probability, per row."""
-    preds = [{"labels": row_labels, "probabilities": dict(zip(labels, p))}
-             for row_labels, p in zip(found, probs.tolist())]
-    for pred in preds:
-        if pred["labels"] is None:
-            pred["probabilities"] = {k: _finite(v) for k, v in pred["probabilities"].items()}
-    return preds
+    labels = card.labels
+    return [{"labels": found, "probabilities": dict(zip(labels, p if found is not None else map(_finite, p)))}
+            for found, p in zip(s.found, s.probs.tolist())]
 
 
-def regression(values: np.ndarray) -> list[dict]:
+def _answer_regression(card: ModelCard, s: Scored, top_k: int) -> list[dict]:
     """One value per row (a list per row when the model has several targets)."""
-    rows = values[:, 0].tolist() if values.shape[1] == 1 else values.tolist()
-    preds = [{"value": v} for v in rows]
-    for i in np.flatnonzero(~np.isfinite(values).all(axis=1)).tolist():
-        v = preds[i]["value"]
-        preds[i] = {"value": [_finite(x) for x in v] if isinstance(v, list) else _finite(v)}
-    return preds
-
-
-# The same answers for a few rows in plain Python, bit for bit. Verified on x86-64 with AVX-512
-# (numpy 2.4, glibc 2.36) over millions of random values: math.exp differs from np.exp by an ulp
-# on ~5% of inputs, so exponentials still come from one np.exp call over a contiguous float64
-# array, as in `sigmoid` and `softmax` (np.exp gave identical bits whatever the array's length,
-# offset or stride); Python's own sum differs from numpy's pairwise sum, so `_numpy_sum` replays it.
-# Subtraction, division and comparisons are IEEE in both. tests/service/test_tasks_fast.py holds
-# both paths to a numpy reference at batch sizes 1 to 256.
-
-def few_binary(logits: list[float], labels: list[str], threshold: float) -> list[dict]:
-    """`binary` for a few rows given as a plain list of logits."""
-    negative, positive = labels
-    return [{"label": None, "probability": None} if p != p else
-            {"label": positive if p >= threshold else negative, "probability": p} for p in _sigmoids(logits)]
-
-
-def few_multiclass(rows: list[list[float]], labels: list[str], top_k: int) -> list[dict]:
-    """`multiclass` for a few rows given as plain lists of logits."""
-    n = len(labels)
-    e, totals = _few_softmax(rows, n)
-    preds = []
-    for j, row, total in zip(range(0, len(e), n), rows, totals):
-        if not _few_defined(row, total):  # no softmax for this row
-            preds.append({"label": None, "probability": None, "top_k": []})
-            continue
-        # sorted() is stable with reverse=True too: tied logits keep output order, as in `multiclass`.
-        entries = [{"label": labels[i], "probability": e[j + i] / total}
-                   for i in sorted(range(n), key=row.__getitem__, reverse=True)[:top_k]]
-        preds.append({"label": entries[0]["label"], "probability": entries[0]["probability"], "top_k": entries})
-    return preds
-
-
-def few_multilabel(rows: list[list[float]], labels: list[str], thresholds: list[float]) -> list[dict]:
-    """`multilabel` for a few rows given as plain lists of logits."""
-    n = len(labels)
-    probs = _sigmoids([v for row in rows for v in row])
-    preds = []
-    for j in range(0, len(probs), n):
-        p = probs[j:j + n]
-        if math.isnan(sum(p)):  # a NaN logit: its probability and the row's labels are null
-            preds.append({"labels": None, "probabilities": {a: None if q != q else q for a, q in zip(labels, p)}})
-        else:
-            preds.append({"labels": [a for a, q, t in zip(labels, p, thresholds) if q >= t],
-                          "probabilities": dict(zip(labels, p))})
-    return preds
-
-
-def few_regression(rows: list[list[float]], n_outputs: int) -> list[dict]:
-    """`regression` for a few rows given as plain lists."""
-    if n_outputs == 1:
-        return [{"value": _finite(row[0])} for row in rows]
-    return [{"value": row if all(map(math.isfinite, row)) else [_finite(v) for v in row]} for row in rows]
-
-
-def few_outputs(card: ModelCard, rows: list[list[float]]) -> tuple[list[list[float]], list]:
-    """`probabilities` and `predicted` (as `service.inference.outputs` uses them) for a few rows
-    given as plain lists: the same floats and labels, non-finite rows included."""
-    n = len(rows[0])
-    if card.task is Task.multiclass:
-        e, totals = _few_softmax(rows, n)
-        probs, found = [], []
-        for j, row, total in zip(range(0, len(e), n), rows, totals):
-            probs.append([q / total for q in e[j:j + n]])
-            found.append(card.labels[row.index(max(row))] if _few_defined(row, total) else None)
-        return probs, found
-    flat = _sigmoids([v for row in rows for v in row])
-    probs = [flat[j:j + n] for j in range(0, len(flat), n)]
-    if card.task is Task.binary:
-        negative, positive = card.labels
-        t = card.thresholds[0]
-        return probs, [None if p != p else positive if p >= t else negative for p, in probs]
-    return probs, [None if any(q != q for q in p) else [a for a, q, t in zip(card.labels, p, card.thresholds) if q >= t]
-                   for p in probs]
-
-
-def _few_softmax(rows: list[list[float]], n: int) -> tuple[list[float], list[float]]:
-    """`softmax`'s exponentials for plain rows of `n` logits (one flat list, the same np.exp) and
-    each row's sum in numpy's order: >= 1 (exp(0) at the maximum), or NaN."""
-    e = np.exp([v - top for row in rows for top in (max(row),) for v in row]).tolist()
-    return e, [_numpy_sum(e, j, n) for j in range(0, len(e), n)]
-
-
-def _few_defined(row: list[float], total: float) -> bool:
-    """Whether a row has a softmax: a NaN or +inf logit makes its sum NaN (NaN - top, inf - inf);
-    a -inf one only shows itself."""
-    return total == total and -math.inf not in row
-
-
-def _sigmoids(x: list[float]) -> list[float]:
-    """`sigmoid` over a plain list, with the same np.exp."""
-    e = np.exp([-abs(v) for v in x]).tolist()
-    return [1.0 / (1.0 + q) if v >= 0 else q / (1.0 + q) for v, q in zip(x, e)]
-
-
-def _numpy_sum(a: list[float], start: int, n: int) -> float:
-    """sum(a[start:start + n]) added in the order of numpy's pairwise summation (`np.add.reduce` on a
-    contiguous row: `pairwise_sum` in numpy/_core/src/umath/loops_utils.h.src), so rounding matches."""
-    if n < 8:
-        total = 0.0
-        for i in range(start, start + n):
-            total += a[i]
-        return total
-    if n > 128:  # numpy's block size: split in two halves, the first a multiple of 8
-        half = n // 2 - n // 2 % 8
-        return _numpy_sum(a, start, half) + _numpy_sum(a, start + half, n - half)
-    r0, r1, r2, r3, r4, r5, r6, r7 = a[start:start + 8]  # eight accumulators, one per lane
-    end = start + n - n % 8
-    for i in range(start + 8, end, 8):
-        r0 += a[i]; r1 += a[i + 1]; r2 += a[i + 2]; r3 += a[i + 3]
-        r4 += a[i + 4]; r5 += a[i + 5]; r6 += a[i + 6]; r7 += a[i + 7]
-    total = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-    for i in range(end, start + n):
-        total += a[i]
-    return total
+    rows = s.x[:, 0].tolist() if s.x.shape[1] == 1 else s.x.tolist()
+    if not s.finite:
+        rows = [[_finite(v) for v in row] if type(row) is list else _finite(row) for row in rows]
+    return [{"value": v} for v in rows]
 
 
 def _finite(x: float) -> float | None:
     return x if math.isfinite(x) else None
+
+
+class Post(NamedTuple):
+    """How one task turns its outputs into answers (no probabilities or decisions: regression)."""
+
+    probabilities: Callable[[np.ndarray, bool | None], np.ndarray] | None
+    decide: Callable[[ModelCard, np.ndarray, np.ndarray, bool], list] | None
+    answer: Callable[[ModelCard, Scored, int], list[dict]]
+
+
+POST: dict[Task, Post] = {
+    Task.binary: Post(lambda x, finite: sigmoid(x), _decide_binary, _answer_binary),
+    Task.multiclass: Post(softmax, _decide_multiclass, _answer_multiclass),
+    Task.multilabel: Post(lambda x, finite: sigmoid(x), _decide_multilabel, _answer_multilabel),
+    Task.regression: Post(None, None, _answer_regression),
+}
+
+
+# Named outputs (V2, TF Serving).
+
+@dataclass(frozen=True)
+class OutputInfo:
+    """One output a model offers: name, element type ("float32" or "string") and row width."""
+
+    name: str
+    dtype: str
+    width: int
+
+
+def offered(card: ModelCard) -> list[OutputInfo]:
+    """Every output a model offers, raw first; a derived name never shadows the raw output."""
+    raw = OutputInfo(card.output.name, "float32", card.n_outputs)
+    if card.task is Task.regression:
+        return [raw]
+    derived = [OutputInfo(PROBABILITIES, "float32", card.n_outputs), OutputInfo(LABELS, "string", 1)]
+    return [raw, *(o for o in derived if o.name != raw.name)]
+
+
+# Per card (by identity): the names `offered` gives, made once rather than on every request.
+_KNOWN: dict[int, tuple[ModelCard, list[str]]] = {}
+
+
+def _known(card: ModelCard) -> list[str]:
+    entry = _KNOWN.get(id(card))
+    if entry is None or entry[0] is not card:
+        if len(_KNOWN) > 256:  # cards of unloaded versions
+            _KNOWN.clear()
+        entry = _KNOWN[id(card)] = (card, [o.name for o in offered(card)])
+    return entry[1]
+
+
+def outputs(card: ModelCard, raw: np.ndarray, names: list[str] | None = None) -> dict[str, np.ndarray]:
+    """The named outputs asked for (all when `names` is None), in that order; unknown names are 400."""
+    known = _known(card)
+    if names is None:
+        names = known
+    else:
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise BadRequest(f"unknown output(s) {unknown}; model {card.name!r} offers {known}")
+    out, derived, raw_name = {}, None, card.output.name
+    for name in names:
+        if name == raw_name:
+            out[name] = raw
+            continue
+        if derived is None:
+            s = _score(card, POST[card.task], raw)
+            derived = s.probs.astype(np.float32), _label_column(s.found)
+        out[name] = derived[0] if name == PROBABILITIES else derived[1]
+    return out
+
+
+def _label_column(found: list) -> np.ndarray:
+    """[rows, 1] strings from the decisions: lists are joined by ",", None becomes ""."""
+    texts = ["" if f is None else LABEL_SEPARATOR.join(f) if type(f) is list else f for f in found]
+    return np.array(texts, dtype=object).reshape(-1, 1)

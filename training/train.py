@@ -14,6 +14,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from service.card import Baseline, Metrics, Task
+from service.tasks import sigmoid
 from training.datasets import Dataset, Split
 from training.config import Config
 from training.model import build_model, loss_for, output_units
@@ -24,12 +25,6 @@ class Fitted:
     model: keras.Model
     epochs_run: int
     history: dict[str, list[float]]
-
-
-def sigmoid(z: np.ndarray) -> np.ndarray:
-    """Numerically stable logistic function (never exp of a large positive number)."""
-    e = np.exp(-np.abs(z))
-    return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
 def fit(data: Dataset, s: Split, cfg: Config) -> Fitted:

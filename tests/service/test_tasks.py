@@ -1,15 +1,23 @@
-"""Postprocessing as pure functions: stable activations, every task, non-finite outputs."""
+"""Postprocessing as pure functions: stable activations, every task, ties, thresholds, top_k,
+non-finite outputs, and the one path against a plain per-row reference at every batch size."""
 
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
+import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from service import tasks
 from service.card import Task
 from tests.service import helpers
+
+ROW_COUNTS = [1, 2, 3, 17, 256]
+SPECIAL = [np.nan, np.inf, -np.inf, 1000.0, -1000.0, 0.0, -0.0, 1.0]
 
 
 def card(spec):
@@ -21,12 +29,21 @@ def test_sigmoid_is_stable_and_exact_at_the_extremes():
     with np.errstate(over="raise", invalid="raise", divide="raise"):
         p = tasks.sigmoid(x)
     assert p.tolist() == pytest.approx([0.0, 1 / (1 + math.exp(30)), 0.5, 1 / (1 + math.exp(-30)), 1.0, 0.0, 1.0])
+    assert p[[0, 4, 5, 6]].tolist() == [0.0, 1.0, 0.0, 1.0]  # exact, not approximately
 
 
 def test_softmax_subtracts_the_row_max():
     with np.errstate(over="raise", invalid="raise", divide="raise"):
         p = tasks.softmax(np.array([[1000.0, 0.0], [-1000.0, 0.0], [0.0, math.log(3)]]))
     np.testing.assert_allclose(p, [[1.0, 0.0], [0.0, 1.0], [0.25, 0.75]])
+    assert p[:2].tolist() == [[1.0, 0.0], [0.0, 1.0]]
+
+
+def test_softmax_of_non_finite_rows_does_not_warn():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        p = tasks.softmax(np.array([[np.inf, 0.0], [-np.inf, -np.inf], [np.nan, 0.0], [-np.inf, 0.0]]))
+    assert np.isnan(p[:3]).all() and p[3].tolist() == [0.0, 1.0]
 
 
 def test_binary_threshold_and_labels():
@@ -38,6 +55,12 @@ def test_binary_threshold_and_labels():
         {"label": "yes", "probability": 1.0},
         {"label": "no", "probability": 0.0},
     ]
+
+
+def test_binary_uses_the_cards_threshold():
+    spec = helpers.Spec("b", "binary", [[1.0]], [0.0], ["n", "y"], thresholds=[0.8])
+    preds = tasks.postprocess(card(spec), np.array([[1.0], [2.0]]))  # sigmoid: 0.73, 0.88
+    assert [p["label"] for p in preds] == ["n", "y"]
 
 
 def test_multiclass_top_k_is_ranked_and_bounded():
@@ -52,10 +75,20 @@ def test_multiclass_top_k_is_ranked_and_bounded():
     assert len(tasks.postprocess(c, np.zeros((1, 3)), top_k=1)[0]["top_k"]) == 1
 
 
+def test_multiclass_ties_keep_output_order():
+    c = card(helpers.MULTICLASS_V1)
+    preds = tasks.postprocess(c, np.array([[1.0, 3.0, 3.0], [0.0, -0.0, 0.0], [-1000.0, -5000.0, -5000.0]]), top_k=3)
+    assert [[t["label"] for t in p["top_k"]] for p in preds] == [["dog", "emu", "cat"], ["cat", "dog", "emu"],
+                                                              ["cat", "dog", "emu"]]
+    assert [p["label"] for p in preds] == ["dog", "cat", "cat"]
+    # Probabilities that underflow to 0 are still ranked by their logits: -5000 after -1000.
+    assert preds[2]["top_k"][1:] == [{"label": "dog", "probability": 0.0}, {"label": "emu", "probability": 0.0}]
+
+
 def test_multilabel_uses_one_threshold_per_label():
     preds = tasks.postprocess(card(helpers.MULTILABEL), np.array([[1000.0, -1000.0, 1.0], [0.0, 0.0, 3.0]]))
     assert preds[0]["labels"] == ["even"]  # sigmoid(1) = 0.73 is under closed_loop's 0.9
-    assert preds[1]["labels"] == ["even", "prime", "closed_loop"]
+    assert preds[1]["labels"] == ["even", "prime", "closed_loop"]  # 0.5 is at the threshold: in
     assert preds[0]["probabilities"] == pytest.approx({"even": 1.0, "prime": 0.0, "closed_loop": 1 / (1 + math.exp(-1))})
 
 
@@ -80,9 +113,159 @@ def test_non_finite_outputs_become_null(spec, expected):
     assert tasks.postprocess(card(spec), outputs) == expected
 
 
+def test_only_the_non_finite_rows_are_null():
+    c = card(helpers.MULTICLASS_V1)
+    preds = tasks.postprocess(c, np.array([[0.0, 1.0, 2.0], [0.0, -np.inf, 2.0], [5.0, 0.0, 0.0]]))
+    assert [p["label"] for p in preds] == ["emu", None, "cat"]
+    assert preds[1] == {"label": None, "probability": None, "top_k": []}
+
+
 def test_vector_regression_nulls_only_the_bad_target():
     assert tasks.postprocess(card(helpers.REGRESSION2), np.array([[np.nan, 2.0]])) == [{"value": [None, 2.0]}]
 
 
-def test_every_task_is_handled():
+def test_every_task_has_one_table_entry():
     assert {s.task for s in helpers.STANDARD} == {t.value for t in Task}
+    assert set(tasks.POST) == set(Task)
+
+
+# The one path against a plain reference: random batches of every size, with ties, +-inf, NaN, +-1000.
+
+def reference(card, outputs: np.ndarray, top_k: int) -> list[dict]:
+    """The documented semantics, one row at a time in numpy."""
+    x = np.asarray(outputs, dtype=np.float64)
+    if card.task is Task.regression:
+        values = [[float(v) if np.isfinite(v) else None for v in row] for row in x]
+        return [{"value": v[0] if x.shape[1] == 1 else v} for v in values]
+    if card.task is Task.multiclass:
+        preds = []
+        for logits in x:
+            if not np.isfinite(logits).all():
+                preds.append({"label": None, "probability": None, "top_k": []})
+                continue
+            e = np.exp(logits - logits.max())
+            p = e / e.sum()
+            order = sorted(range(len(logits)), key=lambda i: -logits[i])[:top_k]  # sorted() is stable
+            top = [{"label": card.labels[i], "probability": float(p[i])} for i in order]
+            preds.append({"label": top[0]["label"], "probability": top[0]["probability"], "top_k": top})
+        return preds
+    e = np.exp(-np.abs(x))
+    probs = np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+    if card.task is Task.binary:
+        negative, positive = card.labels
+        return [{"label": None, "probability": None} if np.isnan(p) else
+                {"label": positive if p >= card.thresholds[0] else negative, "probability": float(p)}
+                for p in probs[:, 0]]
+    preds = []
+    for p in probs:
+        if np.isnan(p).any():
+            preds.append({"labels": None, "probabilities": {a: None if np.isnan(q) else float(q)
+                                                            for a, q in zip(card.labels, p)}})
+        else:
+            preds.append({"labels": [a for a, q, t in zip(card.labels, p, card.thresholds) if q >= t],
+                          "probabilities": {a: float(q) for a, q in zip(card.labels, p)}})
+    return preds
+
+
+def spec(task: str, n: int) -> helpers.Spec:
+    labels = [f"c{i}" for i in range(2 if task == "binary" else n)]
+    thresholds = {"binary": [0.5], "multilabel": [0.2 + 0.6 * i / n for i in range(n)]}.get(task)
+    return helpers.Spec(f"diff-{task}-{n}", task, [[1.0] * n], [0.0] * n, labels, thresholds=thresholds)
+
+
+CARDS = {(task, n): helpers.make_card(spec(task, n), "0" * 64)
+         for task, sizes in [("binary", [1]), ("multiclass", [2, 3, 10, 20, 40]), ("multilabel", [1, 3, 10]),
+                             ("regression", [1, 3])] for n in sizes}
+
+
+def outputs(rng: np.random.Generator, rows: int, n: int, dtype) -> np.ndarray:
+    """Realistic logits with ties, +-inf, NaN and +-1000 sprinkled in."""
+    x = rng.normal(0, rng.choice([0.5, 3.0, 30.0]), (rows, n))
+    odd = rng.random((rows, n)) < 0.15
+    x[odd] = rng.choice(SPECIAL, odd.sum())
+    ties = rng.random(rows) < 0.2
+    if n > 1:
+        x[ties, -1] = x[ties, 0]
+    if rng.random() < 0.2:
+        x = np.round(x)  # many ties
+    return x.astype(dtype)
+
+
+def check(card, x: np.ndarray, top_k: int) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # non-finite outputs are answered, never warned about
+        got = tasks.postprocess(card, x, top_k)
+    want = reference(card, x, top_k)
+    assert got == want
+    assert orjson.dumps(got) == orjson.dumps(want)  # same types too (a list is not a tuple, 1.0 is not 1)
+    assert _types(got) == _types(want)
+    for i in range(len(x)):  # one row alone answers what it answers inside the batch
+        assert tasks.postprocess(card, x[i:i + 1], top_k) == [got[i]]
+
+
+def _types(obj):
+    if isinstance(obj, dict):
+        return {k: _types(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_types(v) for v in obj]
+    return type(obj)
+
+
+@pytest.mark.parametrize("key", sorted(CARDS), ids=lambda k: f"{k[0]}-{k[1]}")
+@pytest.mark.parametrize("rows", ROW_COUNTS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_postprocess_equals_the_reference(key, rows, dtype):
+    rng = np.random.default_rng([rows, key[1], len(key[0]), np.dtype(dtype).itemsize])
+    for trial in range(20 if rows < 100 else 3):
+        x = outputs(rng, rows, key[1], dtype)
+        for top_k in ([1, 2, 3, key[1], key[1] + 5] if key[0] == "multiclass" else [3]):
+            check(CARDS[key], x, top_k)
+
+
+@settings(max_examples=300, deadline=None)
+@given(key=st.sampled_from(sorted(CARDS)), data=st.data())
+def test_postprocess_equals_the_reference_hypothesis(key, data):
+    n = key[1]
+    rows = data.draw(st.sampled_from(ROW_COUNTS[:4]))
+    values = st.one_of(st.floats(width=32), st.sampled_from(SPECIAL), st.floats(-5, 5, width=32))
+    x = np.array(data.draw(st.lists(st.lists(values, min_size=n, max_size=n), min_size=rows, max_size=rows)),
+                 dtype=np.float32)
+    check(CARDS[key], x, data.draw(st.integers(1, n + 2)))
+
+
+def test_float32_outputs_give_the_float64_answers():
+    rng = np.random.default_rng(3)
+    for key, c in CARDS.items():
+        x = outputs(rng, 40, key[1], np.float32)
+        assert orjson.dumps(tasks.postprocess(c, x)) == orjson.dumps(tasks.postprocess(c, x.astype(np.float64)))
+
+
+def test_integer_outputs_are_taken_as_floats():
+    assert tasks.postprocess(CARDS["regression", 1], np.array([[2]])) == [{"value": 2.0}]
+    assert type(tasks.postprocess(CARDS["regression", 3], np.array([[2, 3, 4]]))[0]["value"][0]) is float
+
+
+def test_no_rows():
+    for card in CARDS.values():
+        assert tasks.postprocess(card, np.zeros((0, card.output.shape[1]), np.float32)) == []
+
+
+@pytest.mark.parametrize("key", [k for k in sorted(CARDS) if k[0] != "regression"], ids=lambda k: f"{k[0]}-{k[1]}")
+def test_named_outputs_decide_as_the_answers_do(key):
+    """`outputs` and `postprocess` share the decision: the same labels, and the same probabilities in FP32."""
+    c = CARDS[key]
+    rng = np.random.default_rng(key[1])
+    for rows in ROW_COUNTS:
+        x = outputs(rng, rows, key[1], np.float32)
+        out = tasks.outputs(c, x)
+        preds = tasks.postprocess(c, x, key[1])
+        want = [p["label"] if "label" in p else p["labels"] for p in preds]
+        assert out["labels"][:, 0].tolist() == ["" if w is None else ",".join(w) if isinstance(w, list) else w
+                                                for w in want]
+        assert out["probabilities"].dtype == np.float32 and out["probabilities"].shape == x.shape
+        for p, row in zip(preds, out["probabilities"].tolist()):
+            if key[0] == "multilabel" and p["labels"] is not None:
+                assert list(p["probabilities"].values()) == pytest.approx(row, rel=1e-6, abs=1e-30)
+            elif key[0] != "multilabel" and p["probability"] is not None:
+                best = row[0] if key[0] == "binary" else row[c.labels.index(p["label"])]
+                assert p["probability"] == pytest.approx(best, rel=1e-6, abs=1e-30)
