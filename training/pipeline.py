@@ -60,12 +60,7 @@ def train_one(data: Dataset, cfg: Config, root: Path, command: str,
             name=name, version=version, task=data.task, description=data.description,
             input=input_spec, output=output_spec, feature_names=data.feature_names,
             labels=data.labels, thresholds=thresholds,
-            training=TrainingInfo(command=command, dataset=data.name, seed=cfg.seed,
-                                  hidden=list(cfg.hidden), l2=cfg.l2, epochs=cfg.epochs,
-                                  epochs_run=fitted.epochs_run, learning_rate=cfg.learning_rate,
-                                  batch_size=cfg.batch_size,
-                                  output_activation=cfg.output_activation,
-                                  threshold_metric=tuned_for),
+            training=_training_info(data, cfg, command, fitted.epochs_run, tuned_for),
             library_versions=library_versions(),
             splits=Splits(train=len(s.x_train), validation=len(s.x_val), test=len(s.x_test)),
             metrics=metrics, metrics_at_half=at_half, baseline=base, parity=parity, sha256=sha256_file(model_path),
@@ -80,6 +75,13 @@ def train_one(data: Dataset, cfg: Config, root: Path, command: str,
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return card, target
+
+
+def _training_info(data: Dataset, cfg: Config, command: str, epochs_run: int, tuned_for: str | None) -> TrainingInfo:
+    return TrainingInfo(command=command, dataset=data.name, seed=cfg.seed, hidden=list(cfg.hidden), l2=cfg.l2,
+                        epochs=cfg.epochs, epochs_run=epochs_run, learning_rate=cfg.learning_rate,
+                        batch_size=cfg.batch_size, output_activation=cfg.output_activation,
+                        threshold_metric=tuned_for)
 
 
 def _thresholds(task: Task, n_labels: int) -> list[float] | None:
