@@ -12,7 +12,7 @@ from service import logs
 from service.config import get_settings
 from service.main import create_app
 
-HTTP_PROTOCOLS = {"corked": "service.protocol:Protocol", "httptools": "httptools"}
+HTTP_PROTOCOLS = {"corked": "service.http.corked:Protocol", "httptools": "httptools"}
 
 
 def main() -> None:

@@ -17,9 +17,9 @@ from __future__ import annotations
 import hmac
 
 from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Scope
 
-from service.errors import json_response
+from service.errors import error_response
 
 OPEN_PATHS = frozenset({"/health/live", "/health/ready", "/v2/health/live", "/v2/health/ready",
                         "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
@@ -38,25 +38,11 @@ def authorized(header: bytes | None, tokens: tuple[bytes, ...]) -> bool:
 
 
 def refusal(scope: Scope, tokens: tuple[bytes, ...]) -> Response | None:
-    """The 401 answer for a request without one of the tokens, or None when it carries one."""
+    """The 401 answer for a request to a closed path without one of the tokens, else None."""
+    if scope["path"] in OPEN_PATHS:
+        return None
     header = next((v for k, v in scope["headers"] if k == b"authorization"), None)
     if authorized(header, tokens):
         return None
     message = "missing bearer token" if header is None else "invalid bearer token"
-    return json_response({"error": message}, 401, CHALLENGE)
-
-
-class BearerAuth:
-    """ASGI middleware refusing non-open paths without a valid bearer token."""
-
-    def __init__(self, app: ASGIApp, tokens: list[str]):
-        self.app = app
-        self.tokens = tuple(t.encode() for t in tokens)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
-            return await self.app(scope, receive, send)
-        response = refusal(scope, self.tokens)
-        if response is None:
-            return await self.app(scope, receive, send)
-        await response(scope, receive, send)
+    return error_response(message, 401, CHALLENGE)

@@ -8,35 +8,27 @@ request of that batch gets the error.
 
 With `max_delay` 0 the batch runs on the next event-loop turn, or a few turns later (`YIELDS`)
 while every turn brings more requests: only requests already scheduled or just arrived join it,
-so a lone request is not held back; it yields the loop once, which costs a few percent of
-throughput when requests come one at a time. So with delay 0 the batcher watches what its
-batches catch: after `LONE` batches in a row of a single request it runs requests straight away,
-still yielding on every `PROBE`th one, and the first batch that catches more than one request
-turns yielding back on.
+so a lone request is not held back, though it yields the loop once. So with delay 0 the batcher
+watches what its batches catch: after `LONE` batches in a row of a single request it runs
+requests straight away, still yielding on every `PROBE`th one, and the first batch that catches
+more than one request turns yielding back on.
 
-What a request gets back is its own rows of the model's output, or of `post`: the answer
-the route makes from the output (`tasks.postprocess` for /predict, `inference.outputs` for V2
-and TF Serving). A `post` works row by row, so requests asking for the same one share a single
-call over the batch's output (numpy over many rows instead of one Python pass per request), and
-each takes its slice of the result.
+What a request gets back is `post` applied to its rows of the model's output: the answer its
+protocol makes of them (`tasks.postprocess` for /predict, `tasks.outputs` for V2 and TF
+Serving), a `functools.partial`. A `post` works row by row, so requests with equal posts share
+one call over the batch's output and each takes its slice of the result.
 
-A row's output alone and inside a batch: bit-identical for the four bundled models on the
-machine the benchmark ran on (checked at batch sizes 1 to 64); onnxruntime does not promise it
-for every graph and CPU, where the last bits may differ with the batch a request lands in.
-
-NOTE: a run of these small networks takes ~5 us in a tight loop but 12-15 us inside the server,
-where each call finds onnxruntime's code and data evicted from the CPU caches by the HTTP and
-JSON work in between; one call for many requests pays that once, and so does the answer made
-of it. Measured with bench/ (1-row requests, delay 0, bench/README.md): batching on gives +54%
-requests/s at concurrency 16 and +57% at 64, p99 at 64 down from ~28 ms to ~7.5 ms; nothing
-for 256-row requests (their cost is JSON, not the model). A delay above 0 only adds latency when
-requests arrive one at a time (-80% requests/s at concurrency 1 with 2 ms).
+NOTE: one call for many requests pays the fixed cost of entering onnxruntime (and of the answer
+made of its output) once; bench/README.md has what that is worth. A row's output alone and
+inside a batch is bit-identical for the bundled models where checked; onnxruntime does not
+promise it for every graph and CPU, where the last bits may differ with the batch.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -46,20 +38,25 @@ LONE = 8  # batches of one request in a row after which a delay-0 batcher runs r
 PROBE = 16  # ... yielding on every PROBE-th request still, to notice concurrency
 YIELDS = 4  # most event-loop turns a delay-0 batch waits for, while each turn adds requests to it
 
-# What a request makes of its output rows: `(function, first, *rest)`, called as
-# `function(first, rows, *rest)`, e.g. `(tasks.postprocess, card, top_k)`. It must answer row by
-# row (a row's answer depends on that row alone) and return what `take` slices: one item per row,
-# in a list or an array, or a dict of such. Requests with equal tuples share one call.
-Post = tuple
+Post = Callable[[np.ndarray], Any]  # output rows -> the answer, row by row (see the module)
 
 
-def answer(post: Post | None, out: np.ndarray) -> Any:
-    """`post` applied to model output rows (the rows themselves when there is no `post`)."""
-    return out if post is None else post[0](post[1], out, *post[2:])
+def rows(out: np.ndarray) -> np.ndarray:
+    """The output rows themselves: the post of a caller that wants no answer made of them."""
+    return out
+
+
+def same(a: Post, b: Post) -> bool:
+    """Whether two posts give the same answer: the same partial of the same arguments."""
+    if a is b:
+        return True
+    if type(a) is not partial or type(b) is not partial:
+        return False
+    return a.func is b.func and a.args == b.args and a.keywords == b.keywords
 
 
 def take(result: Any, start: int, stop: int) -> Any:
-    """Rows `start:stop` of what `answer` returned."""
+    """Rows `start:stop` of what a post returned: a list or array per row, or a dict of them."""
     if type(result) is dict:
         return {name: value[start:stop] for name, value in result.items()}
     return result[start:stop]
@@ -72,18 +69,18 @@ class Batcher:
         self.run = run
         self.max_size = max_size
         self.max_delay = max_delay
-        self._waiting: list[tuple[np.ndarray, Post | None, asyncio.Future]] = []
+        self._waiting: list[tuple[np.ndarray, Post, asyncio.Future]] = []
         self._rows = 0
         self._timer: asyncio.TimerHandle | None = None
         self.lone = 0  # batches in a row that held a single request
         self._straight = 0  # requests run straight away since the last probe
 
-    async def submit(self, x: np.ndarray, post: Post | None = None) -> Any:
-        """Run `x` ([rows, n_features]) in the next batch; returns `answer(post, its output rows)`."""
+    async def submit(self, x: np.ndarray, post: Post = rows) -> Any:
+        """Run `x` ([rows, n_features]) in the next batch; returns `post` of its output rows."""
         if self.lone >= LONE and not self._waiting and self.max_delay <= 0:
             self._straight += 1
             if self._straight % PROBE:
-                return answer(post, self.run(x))  # requests have been coming one at a time: no yield
+                return post(self.run(x))  # requests have been coming one at a time: no yield
         loop = asyncio.get_running_loop()
         if self._rows and self._rows + len(x) > self.max_size:
             self.flush()  # x would overfill the batch: run what waits, x starts the next one
@@ -130,7 +127,7 @@ class Batcher:
         for post, members in groups:
             try:
                 rows = out if len(members) == len(waiting) else np.concatenate([out[a:b] for a, b, _ in members])
-                result = answer(post, rows)
+                result = post(rows)
                 offset = 0
                 for a, b, future in members:
                     if not future.done():  # a cancelled request (client gone, deadline) is skipped
@@ -140,14 +137,14 @@ class Batcher:
                 _fail([future for _, _, future in members], exc)
 
 
-def _groups(waiting: list) -> list[tuple[Post | None, list[tuple[int, int, asyncio.Future]]]]:
+def _groups(waiting: list) -> list[tuple[Post, list[tuple[int, int, asyncio.Future]]]]:
     """The waiting requests by `post` (in order of first appearance), each member with its rows
     `start:stop` of the batch output and its future; usually there is one group."""
-    groups: list[tuple[Post | None, list[tuple[int, int, asyncio.Future]]]] = []
+    groups: list[tuple[Post, list[tuple[int, int, asyncio.Future]]]] = []
     start = 0
     for x, post, future in waiting:
         for known, members in groups:
-            if known is post or known == post:
+            if same(known, post):
                 break
         else:
             members = []

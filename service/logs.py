@@ -3,8 +3,7 @@
 `config(level)` is a `logging.config.dictConfig` dict; `python -m service` hands it to uvicorn,
 which applies it in every worker. Building an app never touches logging (tests keep theirs).
 
-The access log is the exception: a line per request through `logging` (a record, a formatter,
-`strftime`, a write and a flush) cost about 30% of a one-row predict. `AccessLog` writes the very
+The access log is the exception, since it writes a line per request: `AccessLog` writes the very
 same JSON line (same fields and order as `JsonFormatter` would give) into a buffer that goes to
 stderr in one write `FLUSH_SECONDS` after its first line, beyond `FLUSH_BYTES`, and at shutdown
 (the lifespan calls `flush`). It writes while the `tinyserve.access` logger is enabled at info.

@@ -10,19 +10,17 @@ each worker then writes its values to files there and `render` aggregates every 
 (counters and histograms sum; in-flight sums over live workers; model status is the max over
 live workers).
 
-Recording is plain Python: a request adds to a count, a sum and a bucket count (found by bisect on
-the fixed bounds) kept per label tuple, and the in-flight gauge is a plain integer; no lock, no
-mmap write. `flush` folds all of that into the prometheus-client metrics in one go, which keep
-doing the exposition and the multiprocess aggregation. It runs on a timer (`FLUSH_SECONDS` after
-the first unfolded record) and right before this worker renders /metrics, so a scrape is exact
-for the worker answering it and at most `FLUSH_SECONDS` (1 s) stale for the other workers.
+Each request is recorded with prometheus-client's own `inc` and `observe`, on label children
+looked up once per label tuple. The in-flight count is a plain integer that `flush` publishes to
+its gauge: on a timer (`FLUSH_SECONDS` after a request finds none pending) and right before this
+worker renders /metrics, so a scrape is exact for the worker answering it and at most
+`FLUSH_SECONDS` stale for the other workers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from bisect import bisect_left
 
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
                                generate_latest, multiprocess)
@@ -32,8 +30,6 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 STATUSES = ("ready", "failed")
 FLUSH_SECONDS = 1.0
-_LATENCY_BOUNDS = (*LATENCY_BUCKETS, float("inf"))
-_ROW_BOUNDS = (*ROW_BUCKETS, float("inf"))
 
 
 def multiprocess_dir() -> str | None:
@@ -62,57 +58,45 @@ class Metrics:
         self.version_status = Gauge("tinyserve_model_version_status", "1 for a model version's current "
                                     "status (ready or failed), 0 otherwise; removed versions are 0.",
                                     ("model", "version", "status"), registry=r, multiprocess_mode="livemax")
-        self.in_flight_now = 0  # folded into `in_flight` by `flush`
-        # Unfolded observations: label tuple -> [count, sum, per-bucket counts].
-        self._requests: dict[tuple, list] = {}
-        self._inferences: dict[tuple, list] = {}
+        self.in_flight_now = 0  # published to `in_flight` by `flush`
         self._flush_handle: asyncio.TimerHandle | None = None
         self._statuses: set[tuple[str, str]] = set()
+        self._request_children: dict[tuple, tuple] = {}
+        self._inference_children: dict[tuple, tuple] = {}
 
     def observe_request(self, model: str, version: str, endpoint: str, status: int, seconds: float) -> None:
         """Count one answered request and its latency."""
-        entry = self._requests.get((model, version, endpoint, status))
-        if entry is None:
-            entry = self._requests[(model, version, endpoint, status)] = [0, 0.0, [0] * len(_LATENCY_BOUNDS)]
+        key = (model, version, endpoint, status)
+        children = self._request_children.get(key)
+        if children is None:
+            labels = (model, version, endpoint, str(status))
+            children = self._request_children[key] = (self.requests.labels(*labels), self.latency.labels(*labels))
+        children[0].inc()
+        children[1].observe(seconds)
+        if self._flush_handle is None:
             self._schedule()
-        entry[0] += 1
-        entry[1] += seconds
-        entry[2][bisect_left(_LATENCY_BOUNDS, seconds)] += 1
 
     def observe_inference(self, model: str, version: str, endpoint: str, rows: int, seconds: float) -> None:
-        """Record one onnxruntime run: its duration and its row count."""
-        entry = self._inferences.get((model, version, endpoint))
-        if entry is None:
-            entry = self._inferences[(model, version, endpoint)] = [
-                0.0, [0] * len(_LATENCY_BOUNDS), 0, [0] * len(_ROW_BOUNDS)]
-            self._schedule()
-        entry[0] += seconds
-        entry[1][bisect_left(_LATENCY_BOUNDS, seconds)] += 1
-        entry[2] += rows
-        entry[3][bisect_left(_ROW_BOUNDS, rows)] += 1
+        """Record one request's model time and its row count."""
+        key = (model, version, endpoint)
+        children = self._inference_children.get(key)
+        if children is None:
+            children = self._inference_children[key] = (self.inference.labels(model, version),
+                                                         self.rows.labels(model, version, endpoint))
+        children[0].observe(seconds)
+        children[1].observe(rows)
 
     def _schedule(self) -> None:
-        # A new label tuple since the last flush: make sure a flush follows within FLUSH_SECONDS.
-        if self._flush_handle is None:
-            try:
-                self._flush_handle = asyncio.get_running_loop().call_later(FLUSH_SECONDS, self.flush)
-            except RuntimeError:  # no loop (a direct call): the next render flushes
-                pass
+        try:
+            self._flush_handle = asyncio.get_running_loop().call_later(FLUSH_SECONDS, self.flush)
+        except RuntimeError:  # no loop (a direct call): the next render publishes
+            pass
 
     def flush(self) -> None:
-        """Fold every pending observation into the prometheus-client metrics."""
+        """Publish the in-flight count to its gauge."""
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
-        requests, self._requests = self._requests, {}
-        inferences, self._inferences = self._inferences, {}
-        for (model, version, endpoint, status), (count, total, buckets) in requests.items():
-            labels = (model, version, endpoint, str(status))
-            self.requests.labels(*labels).inc(count)
-            _fold(self.latency.labels(*labels), total, buckets)
-        for (model, version, endpoint), (seconds, seconds_buckets, rows, row_buckets) in inferences.items():
-            _fold(self.inference.labels(model, version), seconds, seconds_buckets)
-            _fold(self.rows.labels(model, version, endpoint), rows, row_buckets)
         self.in_flight.set(self.in_flight_now)
 
     def record_models(self, entries: dict, failed: list[dict]) -> None:
@@ -133,16 +117,6 @@ class Metrics:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
         return generate_latest(registry), CONTENT_TYPE_LATEST
-
-
-def _fold(histogram, total: float, buckets: list[int]) -> None:
-    # What `Histogram.observe` does per call (add to the sum, add 1 to the first bucket whose bound
-    # is >= the value; buckets are stored non-cumulative), done once for many observations.
-    # prometheus-client has no public batch API; tests/service/test_observability.py checks the result.
-    histogram._sum.inc(total)
-    for value, count in zip(histogram._buckets, buckets):
-        if count:
-            value.inc(count)
 
 
 def worker_exit() -> None:

@@ -1,9 +1,8 @@
-"""The one per-request ASGI middleware: request id, timeout, metrics and the JSON access log.
+"""What every request records, and the deadline it runs under (`service.http.gateway` applies them).
 
-Pure ASGI rather than `BaseHTTPMiddleware`, which would cost a task and a memory stream per
-request. Routes tell it what they served by writing into the ASGI scope (see `note_model` and
-`note_inference`): the model looked up, the rows and the model time. The endpoint label is
-the matched route's template (`scope["route"]`, set by Starlette's router), never the raw path.
+Routes tell it what they served by writing into the ASGI scope (see `note_model` and
+`note_inference`): the model looked up, the rows and the model time. The endpoint label is the
+matched route's template, never the raw path.
 
 Request ids: a client's `X-Request-ID` is kept when it is 1-64 characters of `[A-Za-z0-9._:-]`,
 otherwise (absent, too long, anything else) the server makes one (32 hex digits); either way it
@@ -13,10 +12,7 @@ Timeout: a request still unanswered after `request_timeout_seconds` is cancelled
 `504 {"error": ...}`. Inference runs on the event loop, so the deadline is enforced at the next
 await (reading the body, sending the answer); these networks run in microseconds, so in practice
 it bounds slow clients and anything waiting. `Deadlines` sweeps the requests in flight a few
-times per deadline instead of arming a timer per request (`asyncio.timeout`).
-
-`Observer` is the per-app recorder: `Observe` (the middleware every other route passes) and
-`service.hotpath.FastPath` (the inference routes) both record through it.
+times per deadline instead of arming a timer per request.
 """
 
 from __future__ import annotations
@@ -25,12 +21,11 @@ import asyncio
 import itertools
 import os
 import re
-import time
 
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
-from service.errors import json_response
+from service.errors import error_response
 from service.logs import AccessLog
 from service.metrics import NONE, Metrics
 
@@ -46,7 +41,7 @@ def note_model(scope: Scope, model: object) -> None:
 
 
 def note_inference(scope: Scope, rows: int, seconds: float) -> None:
-    """Record the rows run and the model time (`service.api.deps.run`)."""
+    """Record the rows run and the model time (`service.dataplane.run`)."""
     scope[ROWS] = rows
     scope[INFERENCE] = seconds
 
@@ -63,8 +58,7 @@ def new_id() -> bytes:
     """A fresh request id: 16 hex digits drawn once per process, then a 16-digit hex counter.
 
     Unique across workers and restarts (the random half) and within a process (the counter),
-    without a `getrandom` system call per request (py-spy put `os.urandom` at ~3% of a one-row
-    request under load here).
+    without a `getrandom` system call per request.
     """
     return b"%s%016x" % (_id_prefix, next(_id_count))
 
@@ -135,7 +129,7 @@ class Deadlines:
 
 def timeout_response(seconds: float) -> Response:
     """The 504 answer of a request cancelled by its deadline."""
-    return json_response({"error": f"request took longer than {seconds:g} s and was cancelled"}, 504)
+    return error_response(f"request took longer than {seconds:g} s and was cancelled", 504)
 
 
 class Observer:
@@ -161,52 +155,3 @@ class Observer:
                 "request_id": rid.decode(), "method": scope["method"], "path": endpoint, "status": status,
                 "latency_ms": int(seconds * 1e6 + 0.5) / 1000, "model": model.name if model else None,
                 "version": model.version if model else None, "rows": rows})
-
-
-class Observe:
-    """Wrap every HTTP request: id header, deadline, in-flight gauge, metrics and one access-log line."""
-
-    def __init__(self, app: ASGIApp, observer: Observer):
-        self.app = app
-        self.observer = observer
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        start = time.perf_counter()
-        rid = request_id(scope)
-        status = 500
-        started = False
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status, started
-            if message["type"] == "http.response.start":
-                started, status = True, message["status"]
-                message["headers"] = [*message.get("headers", ()), (REQUEST_ID, rid)]
-            await send(message)
-
-        observer = self.observer
-        metrics = observer.metrics
-        if metrics is not None:
-            metrics.in_flight_now += 1
-        try:
-            if observer.timeout is None:
-                await self.app(scope, receive, send_with_id)
-            else:
-                deadline = observer.deadlines.start()
-                try:
-                    await self.app(scope, receive, send_with_id)
-                except asyncio.CancelledError:
-                    if not deadline.caught():
-                        raise
-                    if started:  # too late for a status line; end the connection
-                        raise TimeoutError from None
-                    await timeout_response(observer.timeout)(scope, receive, send_with_id)
-                finally:
-                    observer.deadlines.end(deadline)
-        finally:
-            if metrics is not None:
-                metrics.in_flight_now -= 1
-            route = scope.get("route")
-            endpoint = getattr(route, "path", UNMATCHED) if route is not None else UNMATCHED
-            observer.record(scope, endpoint, rid, status, time.perf_counter() - start)

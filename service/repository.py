@@ -100,7 +100,8 @@ def stamp(path: Path) -> Stamp:
     return tuple(out)
 
 
-def load_version(name: str, version: int, path: Path, threads: int) -> Entry:
+def load_version(name: str, version: int, path: Path, threads: int,
+                 batching: tuple[int, float] = (0, 0.0)) -> Entry:
     """Validate and load one version folder; never raises, a failure is an Entry with a reason."""
     card = None
     try:
@@ -110,7 +111,7 @@ def load_version(name: str, version: int, path: Path, threads: int) -> Entry:
         digest = sha256_file(path / MODEL_FILE)
         if digest != card.sha256:
             raise ValueError(f"{MODEL_FILE} sha256 is {digest}, card says {card.sha256}")
-        model = runtime.load(path / MODEL_FILE, card, threads)
+        model = runtime.load(path / MODEL_FILE, card, threads, batching)
         _smoke_run(model)
         _replay_golden(model)
     except Exception as exc:  # any failure, from a bad card to an onnxruntime error, only fails this version
@@ -164,9 +165,11 @@ def _newest_ready(versions: dict[int, Entry]) -> Entry | None:
 class Repository:
     """All versions found under a root, with the lookups a request needs."""
 
-    def __init__(self, root: Path, threads: int = 1, default_model: str | None = None):
+    def __init__(self, root: Path, threads: int = 1, default_model: str | None = None,
+                 batching: tuple[int, float] = (0, 0.0)):
         self.root = Path(root)
         self.threads = threads
+        self.batching = batching  # each model's batcher: batch_max_size, batch_max_delay_ms
         self.default_model = default_model
         self.loaded = False
         self.entries: dict[str, dict[int, Entry]] = {}
@@ -195,7 +198,7 @@ class Repository:
         for (name, version), path in found.items():
             now = stamp(path)
             if now != self._stamps.get((name, version)):
-                loaded.append((load_version(name, version, path, self.threads), now))
+                loaded.append((load_version(name, version, path, self.threads, self.batching), now))
         return loaded, [key for key in self._stamps if key not in found]
 
     def _apply(self, loaded: list[tuple[Entry, Stamp]], removed: list[tuple[str, int]]) -> dict:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from service.batching import Batcher
 from service.card import ModelCard, TensorSpec
 
 SERVING_FILE = "serving.json"  # per-model serving options, next to the version folders
@@ -38,15 +39,21 @@ def _spec(arg: ort.NodeArg) -> TensorSpec:
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A validated model version ready to serve: its card, session and signature."""
+    """A validated model version ready to serve: its card, session, signature and batcher."""
 
     card: ModelCard
     session: ort.InferenceSession
     input: TensorSpec
     output: TensorSpec
     serving: dict = field(default_factory=dict)  # the model's serving.json, checked
-    # Per-process state that belongs with the session: the adaptive batcher, made on first use.
-    state: dict = field(default_factory=dict, compare=False, repr=False)
+    batching: tuple[int, float] = (0, 0.0)  # the settings' batch_max_size and delay (ms), before serving.json
+    batcher: Batcher | None = field(init=False, default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        size = self.serving.get("batch_max_size", self.batching[0])
+        if size > 1:  # 0 or 1: requests run one by one, straight away
+            delay = self.serving.get("batch_max_delay_ms", self.batching[1]) / 1000
+            object.__setattr__(self, "batcher", Batcher(self.run, size, delay))
 
     @property
     def name(self) -> str:
@@ -58,29 +65,14 @@ class LoadedModel:
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Run a [rows, n_features] float32 batch; returns the card's output, [rows, n_outputs]."""
-        call = self.state.get("run")
-        if call is None:
-            call = self.state["run"] = _runner(self.session, self.output.name, self.input.name)
-        return call(batch)
+        return self.session.run([self.output.name], {self.input.name: batch})[0]
 
     def signature(self) -> dict:
         """Input and output as the session reports them."""
         return {"inputs": [self.input.model_dump()], "outputs": [self.output.model_dump()]}
 
 
-def _runner(session: ort.InferenceSession, output: str, input: str):
-    """`session.run([output], {input: batch})[0]` as one call. `InferenceSession.run` checks the
-    feed's names, graph capture and OrtValue ownership, then calls its C++ session: ~2.5 us of a
-    one-row run here. The feed is always this one float32 array, so the C++ session is called
-    directly when onnxruntime still has it (`_sess`, private), through `run` otherwise."""
-    names, options = [output], ort.RunOptions()
-    native = getattr(session, "_sess", None)
-    if native is None or not callable(getattr(native, "run", None)):
-        return lambda batch: session.run(names, {input: batch})[0]
-    return lambda batch: native.run(names, {input: batch}, options)[0]
-
-
-def load(path: Path, card: ModelCard, threads: int) -> LoadedModel:
+def load(path: Path, card: ModelCard, threads: int, batching: tuple[int, float] = (0, 0.0)) -> LoadedModel:
     """Open `path` and check its graph against the card; raises ValueError on any mismatch."""
     session = ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
     inputs, outputs = session.get_inputs(), session.get_outputs()
@@ -90,7 +82,7 @@ def load(path: Path, card: ModelCard, threads: int) -> LoadedModel:
     if card.output.name not in by_name:
         raise ValueError(f"card output {card.output.name!r} not among graph outputs {sorted(by_name)}")
     model = LoadedModel(card, session, _spec(inputs[0]), _spec(by_name[card.output.name]),
-                        serving_options(path.parent.parent / SERVING_FILE))
+                        serving_options(path.parent.parent / SERVING_FILE), batching)
     _check_spec("input", model.input, card.input)
     _check_spec("output", model.output, card.output)
     if model.input.dtype != "float32":

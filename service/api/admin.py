@@ -5,8 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from service import watcher
-from service.api import deps
+from service import dataplane, watcher
 from service.errors import json_response
 
 router = APIRouter(prefix="/admin", tags=["admin"])
@@ -15,5 +14,5 @@ router = APIRouter(prefix="/admin", tags=["admin"])
 @router.post("/reload")
 async def reload(request: Request) -> Response:
     """Reload the model root now: what was added, replaced, removed and what failed to load."""
-    deps.repository(request)
+    dataplane.repository(request)
     return json_response(await watcher.reload(request.app))

@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from service.api import deps
-from service.errors import json_response
+from service import dataplane
+from service.errors import error_response, json_response
 from service.repository import FAILED
 
 router = APIRouter(tags=["health"])
@@ -21,11 +21,11 @@ async def live() -> Response:
 @router.get("/health/ready")
 async def ready(request: Request) -> Response:
     """Readiness: 200 once models serve, else 503; failed versions are listed either way."""
-    repo, reason = request.app.state.repository, deps.not_ready_reason(request)
+    repo, reason = request.app.state.repository, dataplane.not_ready_reason(request)
     failed = {} if repo is None else {
         f"{name}/{v}": e.reason for name, versions in repo.entries.items()
         for v, e in versions.items() if e.status == FAILED}
     if reason is not None:
-        return json_response({"error": f"not ready: {reason}", "failed": failed}, 503)
+        return error_response(f"not ready: {reason}", 503, failed=failed)
     serving = {name: e.version for name in repo.entries if (e := repo.default_entry(name))}
     return json_response({"status": "ready", "serving": serving, "failed": failed})

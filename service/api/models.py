@@ -12,7 +12,7 @@ import re
 from fastapi import APIRouter, Request
 from starlette.responses import FileResponse, Response
 
-from service.api import deps
+from service import dataplane
 from service.errors import NotFound, json_response
 from service.repository import READY, Entry, Repository
 
@@ -65,14 +65,14 @@ def version_detail(entry: Entry) -> dict:
 @router.get("/models")
 async def list_models(request: Request) -> Response:
     """List every model with its task, status and versions."""
-    repo = deps.repository(request)
+    repo = dataplane.repository(request)
     return json_response({"models": [model_summary(repo, name) for name in sorted(repo.entries)]})
 
 
 @router.get("/models/{name}")
 async def describe_model(name: str, request: Request) -> Response:
     """Describe a model: its versions and the card and signature of its default version."""
-    repo = deps.repository(request)
+    repo = dataplane.repository(request)
     summary = model_summary(repo, name)
     default = repo.default_entry(name)
     detail = version_detail(default) if default else {"card": None, "signature": None}
@@ -82,18 +82,18 @@ async def describe_model(name: str, request: Request) -> Response:
 @router.get("/models/{name}/versions/{version}")
 async def describe_version(name: str, version: str, request: Request) -> Response:
     """Describe one version: card (without golden examples), signature and status."""
-    return json_response(version_detail(deps.repository(request).entry(name, version)))
+    return json_response(version_detail(dataplane.repository(request).entry(name, version)))
 
 
 @router.get("/models/{name}/versions/{version}/report", response_class=Response,
             responses={200: {"content": {"text/markdown": {}}}})
 async def version_report(name: str, version: str, request: Request) -> Response:
     """The version's training report (report.md as text/markdown); 404 when it has none."""
-    return report_file(deps.repository(request).entry(name, version), REPORT_MD)
+    return report_file(dataplane.repository(request).entry(name, version), REPORT_MD)
 
 
 @router.get("/models/{name}/versions/{version}/report/{file}", response_class=Response,
             responses={200: {"content": {"image/png": {}, "text/markdown": {}}}})
 async def version_report_file(name: str, version: str, file: str, request: Request) -> Response:
     """One file (PNG or Markdown) of the version's report folder."""
-    return report_file(deps.repository(request).entry(name, version), file)
+    return report_file(dataplane.repository(request).entry(name, version), file)

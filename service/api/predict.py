@@ -1,8 +1,7 @@
-"""The JSON predict API: `POST /predict` and its per-model and per-version forms.
+"""The native predict API: `POST /predict` and its per-model and per-version forms.
 
-Each route reads the raw body itself (no Content-Type needed), looks the model up with
-`Repository.get` (404/503), then `predict`: `codec.rows` (400) -> `deps.run` (the path
-the V2 and TF Serving routes share), which applies `tasks.postprocess`, and answers orjson bytes.
+Each route hands its request to `dataplane.infer` with the predict codec for the fields its body
+may hold; the wire rules are in `service.codecs.predict`.
 """
 
 from __future__ import annotations
@@ -10,26 +9,13 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from service import codec, tasks
-from service.api import deps
+from service import dataplane
 from service.api.examples import openapi_examples
-from service.api.schemas import ErrorResponse, PredictRequest, PredictResponse
-from service.errors import json_response
-from service.runtime import LoadedModel
+from service.codecs.predict import ANY_MODEL, ONE_MODEL, ONE_VERSION, codec
+from service.types.predict import ErrorResponse, PredictRequest, PredictResponse
 
 router = APIRouter(tags=["predict"])
-
-ANY_MODEL = frozenset({"model", "version", "instances", "top_k"})
-ONE_MODEL = frozenset({"version", "instances", "top_k"})
-ONE_VERSION = frozenset({"instances", "top_k"})
-
-
-async def predict(request: Request, model: LoadedModel, body: dict, max_rows: int) -> dict:
-    """Decode the rows, run them and postprocess into one prediction dict per row."""
-    x = codec.rows(body["instances"], model.card, max_rows)
-    k = codec.top_k(body)
-    return {"model": model.name, "version": model.version, "task": model.card.task.value,
-            "predictions": await deps.run(request, model, x, (tasks.postprocess, model.card, k))}
+_ANY, _ONE_MODEL, _ONE_VERSION = codec(ANY_MODEL), codec(ONE_MODEL), codec(ONE_VERSION)
 
 
 def _docs(fields: frozenset[str]) -> dict:
@@ -50,25 +36,16 @@ def _docs(fields: frozenset[str]) -> dict:
 @router.post("/predict", **_docs(ANY_MODEL))
 async def predict_any(request: Request) -> Response:
     """Predict with the model named in the body, or the default model."""
-    repo, settings = deps.repository(request), deps.settings(request)
-    body = codec.parse_object(await codec.read_body(request, settings.max_body_bytes), ANY_MODEL)
-    model = deps.model(request, repo.resolve(codec.text_field(body, "model")), codec.version_field(body))
-    return json_response(await predict(request, model, body, settings.max_rows))
+    return await dataplane.infer(request, _ANY)
 
 
 @router.post("/models/{name}/predict", **_docs(ONE_MODEL))
 async def predict_model(name: str, request: Request) -> Response:
     """Predict with the named model, its newest ready version unless the body names one."""
-    settings = deps.settings(request)
-    body = codec.parse_object(await codec.read_body(request, settings.max_body_bytes), ONE_MODEL)
-    model = deps.model(request, name, codec.version_field(body))
-    return json_response(await predict(request, model, body, settings.max_rows))
+    return await dataplane.infer(request, _ONE_MODEL, name)
 
 
 @router.post("/models/{name}/versions/{version}/predict", **_docs(ONE_VERSION))
 async def predict_version(name: str, version: str, request: Request) -> Response:
     """Predict with one version of the named model."""
-    settings = deps.settings(request)
-    model = deps.model(request, name, version)
-    body = codec.parse_object(await codec.read_body(request, settings.max_body_bytes), ONE_VERSION)
-    return json_response(await predict(request, model, body, settings.max_rows))
+    return await dataplane.infer(request, _ONE_VERSION, name, version)

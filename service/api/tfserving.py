@@ -1,7 +1,7 @@
 """TensorFlow Serving REST routes: predict, model status and model metadata under /v1/models.
 
 `{name}:predict` works as a path: Starlette's `{name}` matches `[^/]+`, which backtracks to leave
-":predict" to the literal (model names cannot contain ':'). Wire rules: `service.tfserving_codec`.
+":predict" to the literal (model names cannot contain ':'). Wire rules: `service.codecs.tfserving`.
 """
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from service import codec, tfserving_codec
-from service.api import deps
+from service import dataplane
+from service.codecs import tfserving as tfserving_codec
 from service.errors import NotFound, json_response
-from service.tfserving_types import (ColumnarResponse, ErrorResponse, GetModelMetadataResponse,
+from service.types.tfserving import (ColumnarResponse, ErrorResponse, GetModelMetadataResponse,
                                      GetModelStatusResponse, PredictRequest, RowResponse)
 
 router = APIRouter(prefix="/v1/models", tags=["tfserving"])
@@ -28,49 +28,46 @@ def _docs(ok: object, body: type | None = None) -> dict:
 @router.post("/{name}:predict", **_docs(RowResponse | ColumnarResponse, PredictRequest))
 async def predict(name: str, request: Request) -> Response:
     """Predict with the newest ready version (row or columnar format)."""
-    return await _predict(request, name, None)
+    return await dataplane.infer(request, tfserving_codec.CODEC, name)
 
 
 @router.post("/{name}/versions/{version}:predict", **_docs(RowResponse | ColumnarResponse, PredictRequest))
 async def predict_version(name: str, version: str, request: Request) -> Response:
     """Predict with one version (row or columnar format)."""
-    return await _predict(request, name, version)
+    return await dataplane.infer(request, tfserving_codec.CODEC, name, version)
 
 
 @router.post("/{name}:{method}", include_in_schema=False)
-@router.post("/{name}/versions/{version}:{method}", include_in_schema=False)
-async def other_method(method: str) -> Response:
+async def other_method(name: str, method: str, request: Request) -> Response:
     """TF Serving's :classify and :regress take tf.Example protos, which these models do not."""
+    raise NotFound(f"method ':{method}' is not supported; use ':predict'")
+
+
+@router.post("/{name}/versions/{version}:{method}", include_in_schema=False)
+async def other_version_method(name: str, version: str, method: str, request: Request) -> Response:
+    """As `other_method`, for one version."""
     raise NotFound(f"method ':{method}' is not supported; use ':predict'")
 
 
 @router.get("/{name}", **_docs(GetModelStatusResponse))
 async def model_status(name: str, request: Request) -> Response:
     """Status of every version of a model."""
-    return json_response(tfserving_codec.model_status(list(deps.repository(request).versions(name).values())))
+    return json_response(tfserving_codec.model_status(list(dataplane.repository(request).versions(name).values())))
 
 
 @router.get("/{name}/versions/{version}", **_docs(GetModelStatusResponse))
 async def version_status(name: str, version: str, request: Request) -> Response:
     """Status of one version."""
-    return json_response(tfserving_codec.model_status([deps.repository(request).entry(name, version)]))
+    return json_response(tfserving_codec.model_status([dataplane.repository(request).entry(name, version)]))
 
 
 @router.get("/{name}/metadata", **_docs(GetModelMetadataResponse))
 async def model_metadata(name: str, request: Request) -> Response:
     """Signature of the newest ready version."""
-    return json_response(tfserving_codec.model_metadata(deps.repository(request).get(name)))
+    return json_response(tfserving_codec.model_metadata(dataplane.repository(request).get(name)))
 
 
 @router.get("/{name}/versions/{version}/metadata", **_docs(GetModelMetadataResponse))
 async def version_metadata(name: str, version: str, request: Request) -> Response:
     """Signature of one version."""
-    return json_response(tfserving_codec.model_metadata(deps.repository(request).get(name, version)))
-
-
-async def _predict(request: Request, name: str, version: str | None) -> Response:
-    settings = deps.settings(request)
-    model = deps.model(request, name, version)
-    req = tfserving_codec.parse(await codec.read_body(request, settings.max_body_bytes))
-    x = tfserving_codec.matrix(req, model, settings.max_rows)
-    return tfserving_codec.predict_response(req, await deps.run(request, model, x, tfserving_codec.served(model.card)))
+    return json_response(tfserving_codec.model_metadata(dataplane.repository(request).get(name, version)))

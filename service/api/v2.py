@@ -1,7 +1,6 @@
 """Open Inference Protocol (KServe V2) REST routes, as Triton and KServe clients call them.
 
-Each route: lookup (`Repository.get`: 404/503) -> `v2_codec` decode (400) -> `deps.run`,
-which applies `inference.outputs` -> `v2_codec` encode. The wire rules are in `service.v2_codec`.
+Inference goes through `dataplane.infer` with the V2 codec; the wire rules are in `service.codecs.v2`.
 """
 
 from __future__ import annotations
@@ -9,10 +8,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from service import codec, inference, v2_codec
-from service.api import deps
+from service import dataplane
+from service.codecs import v2 as v2_codec
 from service.errors import NotReady, json_response
-from service.v2_types import (ErrorResponse, InferenceRequest, InferenceResponse, MetadataModelResponse,
+from service.types.v2 import (ErrorResponse, InferenceRequest, InferenceResponse, MetadataModelResponse,
                               MetadataServerResponse, ModelReadyResponse, ServerLiveResponse,
                               ServerReadyResponse)
 
@@ -45,7 +44,7 @@ async def live() -> Response:
 @router.get("/health/ready", **_docs(ServerReadyResponse))
 async def ready(request: Request) -> Response:
     """Server ready: 200 once models serve (the rules of /health/ready), else 503."""
-    reason = deps.not_ready_reason(request)
+    reason = dataplane.not_ready_reason(request)
     if reason is not None:
         raise NotReady(f"not ready: {reason}")
     return json_response({"ready": True, "live": True})
@@ -73,38 +72,28 @@ async def version_metadata(name: str, version: str, request: Request) -> Respons
 @router.get("/models/{name}/ready", **_docs(ModelReadyResponse))
 async def model_ready(name: str, request: Request) -> Response:
     """Model ready: 200 when a version serves, 404 unknown model, 503 none ready."""
-    return json_response({"name": deps.repository(request).get(name).name, "ready": True})
+    return json_response({"name": dataplane.repository(request).get(name).name, "ready": True})
 
 
 @router.get("/models/{name}/versions/{version}/ready", **_docs(ModelReadyResponse))
 async def version_ready(name: str, version: str, request: Request) -> Response:
     """Model ready for one version: 200, 404 unknown model or version, 503 failed to load."""
-    return json_response({"name": deps.repository(request).get(name, version).name, "ready": True})
+    return json_response({"name": dataplane.repository(request).get(name, version).name, "ready": True})
 
 
 @router.post("/models/{name}/infer", **_docs(InferenceResponse, InferenceRequest))
 async def infer(name: str, request: Request) -> Response:
     """Inference with the newest ready version."""
-    return await _infer(request, name, None)
+    return await dataplane.infer(request, v2_codec.CODEC, name)
 
 
 @router.post("/models/{name}/versions/{version}/infer", **_docs(InferenceResponse, InferenceRequest))
 async def infer_version(name: str, version: str, request: Request) -> Response:
     """Inference with one version."""
-    return await _infer(request, name, version)
+    return await dataplane.infer(request, v2_codec.CODEC, name, version)
 
 
 def _metadata(request: Request, name: str, version: str | None) -> Response:
-    repo = deps.repository(request)
+    repo = dataplane.repository(request)
     model = repo.get(name, version)
     return json_response(v2_codec.model_metadata(model, repo.ready_versions(name)))
-
-
-async def _infer(request: Request, name: str, version: str | None) -> Response:
-    settings = deps.settings(request)
-    model = deps.model(request, name, version)
-    body = await codec.read_body(request, settings.max_body_bytes)
-    req, tail = v2_codec.parse(body, v2_codec.headers(request.scope), settings.max_body_bytes)
-    x = v2_codec.matrix(req, tail, model, settings.max_rows)
-    names = v2_codec.output_names(req)
-    return v2_codec.response(model, req, await deps.run(request, model, x, (inference.outputs, model.card, names)))

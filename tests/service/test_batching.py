@@ -9,8 +9,11 @@ import time
 import numpy as np
 import pytest
 
-from service import inference, runtime
+from functools import partial
+
+from service import runtime
 from service.batching import LONE, Batcher
+from service.batching import rows as output_rows
 
 
 class Recorder:
@@ -133,9 +136,14 @@ def test_serving_json(tmp_path):
             runtime.serving_options(tmp_path / "serving.json")
 
 
-class FakeModel:
-    def __init__(self, serving: dict):
-        self.serving, self.state, self.run = serving, {}, Recorder()
+class FakeSession:
+    """What `LoadedModel.run` calls: run(names, feed) -> [output]."""
+
+    def __init__(self):
+        self.recorder = Recorder()
+
+    def run(self, names, feed):
+        return [self.recorder(next(iter(feed.values())))]
 
 
 @pytest.mark.parametrize("serving, defaults, batched", [
@@ -145,19 +153,20 @@ class FakeModel:
     ({"batch_max_size": 8, "batch_max_delay_ms": 1}, (0, 2.0), True),  # ... or on
 ])
 def test_batcher_follows_settings_and_serving_json(serving, defaults, batched):
-    model = FakeModel(serving)
+    spec = runtime.TensorSpec(name="x", shape=[-1, 1])
+    session = FakeSession()
+    model = runtime.LoadedModel(None, session, spec, spec, serving, defaults)  # the batcher is made here
 
-    async def run(x):  # as service.api.deps.run does
-        batcher = inference.batcher(model, *defaults)
-        return model.run(x) if batcher is None else await batcher.submit(x)
+    async def run(x):  # as service.dataplane.run does
+        return model.run(x) if model.batcher is None else await model.batcher.submit(x)
 
     async def main():
         return await asyncio.gather(*(run(rows(i, 1)) for i in range(3)))
 
     outputs = asyncio.run(main())
     assert [y.item() for y in outputs] == [0.0, 2.0, 4.0]
-    assert model.run.batches == ([3] if batched else [1, 1, 1])
-    assert ("batcher" in model.state) is batched
+    assert session.recorder.batches == ([3] if batched else [1, 1, 1])
+    assert (model.batcher is not None) is batched
 
 
 @pytest.mark.anyio
@@ -175,7 +184,7 @@ async def test_batched_app_answers_each_request_and_isolates_a_bad_one(model_roo
             return await client.post("/predict", json={"model": spec.name, "instances": [row]})
 
         answers = await asyncio.gather(*(ask(row) for row in good), ask(["x"] * spec.n_features))
-        assert app.state.repository.get(spec.name).state["batcher"].max_size == 64
+        assert app.state.repository.get(spec.name).batcher.max_size == 64
     *oks, bad = answers
     assert bad.status_code == 400 and "is not a number" in bad.json()["error"]
     expected = spec.logits(good).argmax(axis=1).tolist()
@@ -253,7 +262,7 @@ def test_post_runs_once_per_batch_and_each_request_gets_its_own_rows():
 
     async def main():
         batcher = Batcher(model, max_size=100, max_delay=0.01)
-        return await asyncio.gather(*(batcher.submit(rows(10 * i, i + 1), (post, "a")) for i in range(4)))
+        return await asyncio.gather(*(batcher.submit(rows(10 * i, i + 1), partial(post, "a")) for i in range(4)))
 
     answers = asyncio.run(main())
     assert model.batches == [10] and post.calls == [10]  # one run, one answer call over all 10 rows
@@ -266,8 +275,8 @@ def test_requests_asking_differently_are_answered_in_groups():
 
     async def main():
         batcher = Batcher(model, max_size=100, max_delay=0.01)
-        asks = [(rows(0, 2), (post, "a")), (rows(10, 1), (post, "b", True)), (rows(20, 3), (post, "a")),
-                (rows(30, 1), None), (rows(40, 2), (post, "b", True))]
+        asks = [(rows(0, 2), partial(post, "a")), (rows(10, 1), partial(post, "b", as_dict=True)), (rows(20, 3), partial(post, "a")),
+                (rows(30, 1), output_rows), (rows(40, 2), partial(post, "b", as_dict=True))]
         return await asyncio.gather(*(batcher.submit(x, p) for x, p in asks))
 
     a0, b0, a1, raw, b1 = asyncio.run(main())
@@ -285,8 +294,8 @@ def test_a_failing_answer_fails_only_its_group():
 
     async def main():
         batcher = Batcher(model, max_size=100, max_delay=0.01)
-        return await asyncio.gather(batcher.submit(rows(0, 1), (post, "fail")), batcher.submit(rows(5, 1), (post, "a")),
-                                    batcher.submit(rows(7, 2), (post, "fail")), return_exceptions=True)
+        return await asyncio.gather(batcher.submit(rows(0, 1), partial(post, "fail")), batcher.submit(rows(5, 1), partial(post, "a")),
+                                    batcher.submit(rows(7, 2), partial(post, "fail")), return_exceptions=True)
 
     bad, good, bad2 = asyncio.run(main())
     assert isinstance(bad, ValueError) and isinstance(bad2, ValueError)
@@ -298,7 +307,7 @@ def test_lone_requests_run_straight_with_their_answer():
 
     async def main():
         batcher = Batcher(model, max_size=64, max_delay=0.0)
-        return [await batcher.submit(rows(i, 1), (post, "a")) for i in range(LONE + 3)]
+        return [await batcher.submit(rows(i, 1), partial(post, "a")) for i in range(LONE + 3)]
 
     answers = asyncio.run(main())
     assert answers == [[(20.0 * i, "a")] for i in range(LONE + 3)]
@@ -330,7 +339,7 @@ async def test_every_protocol_answers_the_same_batched_or_alone(model_root):
         app = create_app(Settings(model_root=model_root, batch_max_size=batch_max_size, batch_max_delay_ms=20))
         async with helpers.serve(app) as client:
             got = await asyncio.gather(*(client.post(path, json=body) for path, body in asks))
-            batcher = app.state.repository.get(spec.name).state.get("batcher")
+            batcher = app.state.repository.get(spec.name).batcher
             return [(r.status_code, r.json()) for r in got], batcher
 
     batched, batcher = await answers(64)
@@ -364,8 +373,8 @@ SHARED_POST = Post()
 
 
 @pytest.mark.parametrize("posts", [
-    [(lambda first, rows: 42, None)] * 2,  # an answer `take` cannot slice
-    [(SHARED_POST, np.array([1, 2])), (SHARED_POST, np.array([1, 2]))],  # posts whose comparison raises
+    [partial(lambda first, rows: 42, None)] * 2,  # an answer `take` cannot slice
+    [partial(SHARED_POST, np.array([1, 2])), partial(SHARED_POST, np.array([1, 2]))],  # posts whose comparison raises
 ])
 def test_a_batch_whose_answers_cannot_be_handed_out_fails_instead_of_hanging(posts):
     model = Recorder()

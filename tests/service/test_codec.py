@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service import codec
+from service.codecs import json as codec
+from service.codecs import predict
 from service.errors import BadRequest
 from tests.service import helpers
 
@@ -51,9 +52,9 @@ def test_top_k_must_be_a_positive_integer(value, ok):
     body = {} if value is None else {"top_k": value}
     if ok is None:
         with pytest.raises(BadRequest, match="'top_k' must be an integer >= 1"):
-            codec.top_k(body)
+            predict.top_k(body)
     else:
-        assert codec.top_k(body) == ok
+        assert predict.top_k(body) == ok
 
 
 @pytest.mark.parametrize("body, message", [
@@ -67,5 +68,5 @@ def test_top_k_must_be_a_positive_integer(value, ok):
 ])
 def test_parse_object(body, message):
     with pytest.raises(BadRequest) as info:
-        codec.parse_object(body, frozenset({"model", "instances"}))
+        predict.parse(frozenset({"model", "instances"}), body, {}, 0)
     assert message in info.value.message

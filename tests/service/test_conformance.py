@@ -23,7 +23,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.v2_types import Datatype, ModelReadyResponse, ServerLiveResponse, ServerReadyResponse
+from service.types.v2 import Datatype, ModelReadyResponse, ServerLiveResponse, ServerReadyResponse
 from tests.service import helpers
 
 SPEC_FILE = helpers.REPO_ROOT / "tests" / "data" / "specs" / "open_inference_rest.yaml"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.api.schemas import PREDICTIONS, PredictResponse
+from service.types.predict import PREDICTIONS, PredictResponse
 from service.config import DEFAULT_MODEL_ROOT, Settings
 from service.main import create_app
 from tests.service import helpers

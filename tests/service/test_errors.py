@@ -9,7 +9,7 @@ import httpx
 import orjson
 import pytest
 
-from service import runtime
+from service import repository, runtime
 from service.config import Settings
 from service.main import create_app
 from tests.service import helpers
@@ -86,13 +86,17 @@ async def test_before_loading_everything_is_503(app):
         assert (await client.get("/health/live")).status_code == 200
 
 
-async def test_unexpected_exception_is_a_logged_json_500(client, monkeypatch, caplog):
+async def test_unexpected_exception_is_a_logged_json_500(app, monkeypatch, caplog):
     def explode(self, batch):
         raise RuntimeError("onnxruntime fell over")
 
+    # Patched before the models load: a model's batcher takes its `run` when the model loads.
+    monkeypatch.setattr(repository, "_replay_golden", lambda model: None)
+    monkeypatch.setattr(repository, "_smoke_run", lambda model: None)
     monkeypatch.setattr(runtime.LoadedModel, "run", explode)
-    with caplog.at_level(logging.ERROR, logger="service.errors"):
-        response = await client.post("/models/tiny-binary/predict", json={"instances": [[0, 0, 0]]})
+    async with helpers.serve(app) as client:
+        with caplog.at_level(logging.ERROR, logger="service.errors"):
+            response = await client.post("/models/tiny-binary/predict", json={"instances": [[0, 0, 0]]})
     assert_error(response, 500, "internal error")
     assert "onnxruntime fell over" not in response.text
     assert any("onnxruntime fell over" in r.getMessage() or "onnxruntime fell over" in str(r.exc_info)
@@ -100,7 +104,7 @@ async def test_unexpected_exception_is_a_logged_json_500(client, monkeypatch, ca
 
 
 async def test_request_validation_errors_are_400_not_422(app):
-    @app.get("/probe")
+    @app.api.get("/probe")
     async def probe(n: int) -> dict:
         return {"n": n}
 

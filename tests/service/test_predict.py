@@ -9,7 +9,7 @@ import numpy as np
 import orjson
 import pytest
 
-from service.api.schemas import PREDICTIONS, PredictResponse
+from service.types.predict import PREDICTIONS, PredictResponse
 from service.config import Settings
 from service.main import create_app
 from tests.service import helpers
@@ -161,16 +161,11 @@ async def test_max_rows_is_accepted(client):
     assert len(got.predictions) == 100
 
 
-def test_fast_path_matches_exactly_the_inference_routes(settings):
-    from fastapi.routing import APIRoute
+def test_gateway_matches_exactly_the_inference_routes(settings):
+    gateway = create_app(settings)
 
-    from service.hotpath import FastPath
-
-    fast = create_app(settings).build_middleware_stack()
-    assert isinstance(fast, FastPath)
-
-    def match(path, method="POST"):
-        found = fast.match({"type": "http", "method": method, "path": path, "root_path": ""})
+    def match(path, method="POST", root_path=""):
+        found = gateway.match({"type": "http", "method": method, "path": path, "root_path": root_path})
         return None if found is None else (found[0].path, found[1])
 
     assert match("/predict") == ("/predict", {})
@@ -182,15 +177,24 @@ def test_fast_path_matches_exactly_the_inference_routes(settings):
     assert match("/v1/models/m:predict") == ("/v1/models/{name}:predict", {"name": "m"})
     assert match("/v1/models/m/versions/3:predict") == ("/v1/models/{name}/versions/{version}:predict",
                                                         {"name": "m", "version": "3"})
+    assert match("/v1/models/m:classify") == ("/v1/models/{name}:{method}", {"name": "m", "method": "classify"})
     for other in ["/predict/", "//predict", "/predictx", "/v2/models/m/ready", "/v2", "/health/ready", "/", ""]:
         assert match(other) is None, other
     assert match("/predict", "GET") is None
+    assert match("/api/predict", root_path="/api") == ("/predict", {})
 
-    async def endpoint(name: str, n: int, request):  # a first segment that is a parameter: every route is tried
+
+def test_an_inference_route_the_gateway_cannot_call_is_refused_at_build(settings):
+    from fastapi import APIRouter, FastAPI
+
+    from service.http.gateway import Gateway
+    from service.observe import Observer
+
+    router = APIRouter()
+
+    @router.post("/models/{name}/explain")
+    async def explain(name: str, request, depth: int = 1):
         return None
 
-    odd = FastPath(fast.app, [*fast.routes, APIRoute("/{name}/run/{n:int}", endpoint, methods=["POST"])],
-                   fast.observer, None)
-    assert odd.by_head is None
-    assert odd.match({"type": "http", "method": "POST", "path": "/x/run/5", "root_path": ""})[1] == {"name": "x", "n": 5}
-    assert odd.match({"type": "http", "method": "POST", "path": "/predict", "root_path": ""})[0].path == "/predict"
+    with pytest.raises(TypeError, match="/models/{name}/explain must take exactly"):
+        Gateway(FastAPI(), [router], Observer(None), ())

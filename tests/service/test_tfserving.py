@@ -12,7 +12,7 @@ import pytest
 from service import tasks
 from service.config import Settings
 from service.main import create_app
-from service.tfserving_types import (ColumnarResponse, GetModelMetadataResponse, GetModelStatusResponse,
+from service.types.tfserving import (ColumnarResponse, GetModelMetadataResponse, GetModelStatusResponse,
                                      RowResponse)
 from tests.service import helpers
 from tests.service.helpers import DATA

@@ -13,7 +13,7 @@ import pytest
 from service import tasks
 from service.config import Settings
 from service.main import create_app
-from service.v2_types import (InferenceResponse, MetadataModelResponse, MetadataServerResponse,
+from service.types.v2 import (InferenceResponse, MetadataModelResponse, MetadataServerResponse,
                               ModelReadyResponse, ServerLiveResponse, ServerReadyResponse)
 from tests.service import helpers
 from tests.service.helpers import DATA

@@ -1,7 +1,7 @@
 """Open Inference Protocol (KServe V2) REST objects: one pydantic model per spec object.
 
 Docstrings quote the spec (tests/data/specs/inference_rest.md). Tensor `data` is typed `Any` on
-purpose: pydantic passes it through untouched, and `service.v2_codec` converts it with numpy,
+purpose: pydantic passes it through untouched, and `service.codecs.v2` converts it with numpy,
 because validating a large array element by element would cost more than running the model.
 Requests are validated with these models (cheap: a handful of small fields); responses are built
 as plain dicts on the request path and re-validated against these models in the tests.
@@ -46,17 +46,21 @@ class Datatype(str, Enum):
     BYTES = "BYTES"
 
 
-class RequestInput(_Object):
-    """$inference_request_input: "describes an input to the model. If the input is batched, the
-    shape and data must represent the full shape and contents of the entire batch."
-    `data` may be absent when the binary tensor data extension carries the tensor
-    (`parameters.binary_data_size`)."""
+class _Tensor(_Object):
+    """A tensor on the wire: the fields $inference_request_input and $response_output share."""
 
     name: StrictStr
     shape: Shape
     datatype: Datatype
     parameters: Parameters | None = None
     data: Any = None
+
+
+class RequestInput(_Tensor):
+    """$inference_request_input: "describes an input to the model. If the input is batched, the
+    shape and data must represent the full shape and contents of the entire batch."
+    `data` may be absent when the binary tensor data extension carries the tensor
+    (`parameters.binary_data_size`)."""
 
 
 class RequestOutput(_Object):
@@ -78,16 +82,10 @@ class InferenceRequest(_Object):
     outputs: list[RequestOutput] | None = None
 
 
-class ResponseOutput(_Object):
+class ResponseOutput(_Tensor):
     """$response_output: "describes an output from the model. If the output is batched, the shape
     and data represents the full shape of the entire batch." With binary data, `data` is absent
     and `parameters.binary_data_size` gives the tensor's byte count in the body after the JSON."""
-
-    name: str
-    shape: Shape
-    datatype: Datatype
-    parameters: Parameters | None = None
-    data: Any = None
 
 
 class InferenceResponse(_Object):

@@ -1,7 +1,7 @@
 """The JSON shapes of the predict and error responses, for the OpenAPI docs and for tests.
 
 The request path does not validate bodies with these models (that would cost a pydantic object
-per number); `service.codec` checks the raw JSON instead. Tests re-validate responses against them.
+per number); `service.codecs` check the raw JSON instead. Tests re-validate responses against them.
 """
 
 from __future__ import annotations

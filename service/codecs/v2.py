@@ -16,7 +16,7 @@ Input rules (the model has one FP32 input of shape [-1, n_features]):
   `Inference-Header-Content-Length` header) the bytes are the declared type, little-endian,
   under the same rules. A gzip or deflate `Content-Encoding` is decompressed within the body limit.
 
-Outputs: as `service.inference.outputs`. Each is sent as JSON `data` (a non-finite FP32 value as
+Outputs: as `service.tasks.outputs`. Each is sent as JSON `data` (a non-finite FP32 value as
 the string "NaN", "Infinity" or "-Infinity": JSON has no such numbers and the spec's tensor_data
 no null) unless binary was asked
 for, per output (`parameters.binary_data`) or for all (request `parameters.binary_data_output`);
@@ -32,19 +32,20 @@ from __future__ import annotations
 import math
 import struct
 import zlib
-from collections.abc import Mapping
+from functools import partial
 from itertools import chain
 
 import numpy as np
 import orjson
-import simdjson
 from starlette.responses import Response
 
-from service import codec, inference
+from service import tasks
 from service.card import ModelCard
+from service.codecs import json
+from service.dataplane import Codec
 from service.errors import BadRequest, JSONBytes, PayloadTooLarge
 from service.runtime import LoadedModel
-from service.v2_types import Datatype, InferenceRequest, RequestInput
+from service.types.v2 import Datatype, InferenceRequest, RequestInput
 
 PLATFORM = "onnx_onnxv1"
 EXTENSIONS = ["binary_tensor_data"]
@@ -59,148 +60,32 @@ _NUMBERS = frozenset((int, float))
 _FLOAT_NAMES = frozenset(d.value for d in FLOATS)
 _NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
 _INTS = frozenset((int,))
-_READ = frozenset((b"content-encoding", HEADER_LENGTH.encode()))
 _WIRE = {"float32": Datatype.FP32, "float64": Datatype.FP64, "int64": Datatype.INT64, "string": Datatype.BYTES}
 
 
-def headers(scope: dict) -> dict[str, str]:
-    """The two request headers `parse` reads, first value each, as `Headers.get` would give them."""
-    found = {}
-    for key, value in scope["headers"]:
-        if key in _READ and key.decode("latin-1") not in found:
-            found[key.decode("latin-1")] = value.decode("latin-1")
-    return found
+Parsed = tuple[InferenceRequest, bytes]  # the request and the binary tail after its JSON header
 
 
-def parse(body: bytes, headers: Mapping[str, str], limit: int) -> tuple[InferenceRequest, bytes]:
+def _float_data(key: str, parent: object, depth: int) -> bool:
+    # An input's `data` is a tensor when its datatype is a float one (`parent` has no repeated key).
+    return depth == 1 and key == "data" and parent.get("datatype") in _FLOAT_NAMES
+
+
+def parse(body: bytes, scope: dict, limit: int) -> Parsed:
     """The request object and the binary tail after its JSON header (empty without the extension)."""
-    body = _decompress(body, headers.get("content-encoding", "identity").strip().lower(), limit)
-    declared = headers.get(HEADER_LENGTH)
+    encoding = json.header(scope, b"content-encoding") or "identity"
+    body = _decompress(body, encoding.strip().lower(), limit)
+    declared = json.header(scope, HEADER_LENGTH.encode())
     if declared is not None:
-        if not declared.strip().isdigit() or int(declared) > len(body):
+        count = declared.strip()
+        if not (count.isascii() and count.isdigit()) or int(count) > len(body):
             raise BadRequest(f"{HEADER_LENGTH} must be a byte count within the {len(body)}-byte body, "
                              f"got {declared!r}")
         body, tail = body[:int(declared)], body[int(declared):]
     else:
         tail = b""
-    req = _simd_request(body)
-    if req is not None:
-        return req, tail
-    data = codec.json_object(body, "the body must be a JSON inference request object")
-    if codec.no_booleans(body):
-        _numeric_data(data)
-    req = _plain_request(data)
-    return (req if req is not None else codec.validated(InferenceRequest, data, "invalid inference request: ")), tail
-
-
-class _Input:
-    """A `RequestInput` that pydantic would accept unchanged, made without validating the model."""
-
-    __slots__ = ("name", "shape", "datatype", "parameters", "data")
-
-    def __init__(self, name: str, shape: list[int], datatype: Datatype, data: object):
-        self.name, self.shape, self.datatype, self.parameters, self.data = name, shape, datatype, None, data
-
-
-class _Request:
-    """An `InferenceRequest` without parameters or outputs (the usual request), as `_Input`s."""
-
-    __slots__ = ("id", "parameters", "inputs", "outputs")
-
-    def __init__(self, id: str | None, inputs: list[_Input]):
-        self.id, self.parameters, self.inputs, self.outputs = id, None, inputs, None
-
-
-_REQUEST_KEYS = frozenset(("id", "inputs"))
-_INPUT_KEYS = frozenset(("name", "shape", "datatype", "data"))
-_DATATYPES = {d.value: d for d in Datatype}
-_U64 = 2**64 - 1
-
-
-def _plain_request(data: dict) -> _Request | None:
-    # pydantic's validation of `InferenceRequest` costs a few microseconds per request; the usual
-    # request (only `id` and `inputs`, each input with only name, shape, datatype and data) is
-    # checked here by the same rules. Anything else, valid or not, is None: pydantic decides, and
-    # words its errors, exactly as before.
-    if "inputs" not in data or not _REQUEST_KEYS.issuperset(data):
-        return None
-    rid, inputs = data.get("id"), data["inputs"]
-    if (rid is not None and type(rid) is not str) or type(inputs) is not list:
-        return None
-    found = []
-    for inp in inputs:
-        if type(inp) is not dict or not _INPUT_KEYS.issuperset(inp):
-            return None
-        name, shape, datatype = inp.get("name"), inp.get("shape"), inp.get("datatype")
-        datatype = _DATATYPES.get(datatype) if type(datatype) is str else None
-        if type(name) is not str or type(shape) is not list or datatype is None:
-            return None
-        for d in shape:
-            if type(d) is not int or not 0 <= d <= _U64:
-                return None
-        found.append(_Input(name, shape, datatype, inp.get("data")))
-    return _Request(rid, found)
-
-
-def _simd_request(body: bytes) -> _Request | None:
-    # The usual request read by simdjson, each float tensor's numbers straight into a float64 array
-    # (as `codec.parse_object` does for /predict), under `_plain_request`'s rules: only `id` and
-    # `inputs`, each input only name, shape (integers), datatype and, for FP16/32/64, `data` flat or
-    # nested one level. Anything else is None: orjson parses it and the checks below decide,
-    # exactly as before.
-    doc = codec.simd_object(body)
-    if doc is None:
-        return None
-    try:
-        keys = codec.simd_keys(doc, _REQUEST_KEYS)
-        if keys is None or "inputs" not in keys:
-            return None
-        rid, inputs = doc["id"] if "id" in keys else None, doc["inputs"]  # `get` of a missing key: ~2 us
-        if (rid is not None and type(rid) is not str) or type(inputs) is not simdjson.Array:
-            return None
-        found, spans = [], 1
-        for inp in inputs:
-            keys = codec.simd_keys(inp, _INPUT_KEYS) if type(inp) is simdjson.Object else None
-            if keys is None:
-                return None
-            name, shape, datatype = inp.get("name"), inp.get("shape"), inp.get("datatype")
-            if type(name) is not str or type(shape) is not simdjson.Array or type(datatype) is not str \
-                    or datatype not in _DATATYPES:
-                return None
-            shape = shape.as_list()
-            for d in shape:
-                if type(d) is not int or not 0 <= d <= _U64:
-                    return None
-            spans += 1
-            data = None
-            if "data" in keys:
-                numbers = codec.simd_numbers(inp["data"]) if datatype in _FLOAT_NAMES else None
-                if numbers is None:
-                    return None
-                data, count = numbers
-                spans += count
-            found.append(_Input(name, shape, _DATATYPES[datatype], data))
-        if codec.brackets(body) != spans:  # nothing nested deeper; a `[` in a string goes to orjson
-            return None
-        return _Request(rid, found)
-    finally:
-        doc = inputs = inp = shape = None  # no proxy may outlive the parse (see codec.simd_object)
-
-
-def _numeric_data(data: dict) -> None:
-    # The fast path: float tensors whose JSON `data` numpy reads as numbers (flat or nested) become
-    # float64 arrays here, in one C pass, instead of a type check per value in `_json_values`.
-    inputs = data.get("inputs")
-    for inp in inputs if type(inputs) is list else ():
-        if type(inp) is dict and inp.get("datatype") in _FLOAT_NAMES and type(inp.get("data")) is list:
-            values = inp["data"]
-            ndim = 2 if values and type(values[0]) is list else 1
-            try:
-                x = np.array(values)
-            except (ValueError, TypeError, OverflowError):
-                continue
-            if x.ndim == ndim and x.size and x.dtype.kind in "if":
-                inp["data"] = x.astype(np.float64, copy=False)
+    data = json.parse(body, "the body must be a JSON inference request object", _float_data)
+    return json.validated(InferenceRequest, data, "invalid inference request: "), tail
 
 
 def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
@@ -218,8 +103,9 @@ def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
     return out
 
 
-def matrix(req: InferenceRequest, tail: bytes, model: LoadedModel, max_rows: int) -> np.ndarray:
+def matrix(parsed: Parsed, model: LoadedModel, max_rows: int) -> np.ndarray:
     """The request's one input as a checked [rows, n_features] float32 matrix."""
+    req, tail = parsed
     if len(req.inputs) != 1 or req.inputs[0].name != model.input.name:
         raise BadRequest(f"model {model.name!r} takes one input {model.input.name!r}, "
                          f"got {[i.name for i in req.inputs]}")
@@ -234,7 +120,7 @@ def matrix(req: InferenceRequest, tail: bytes, model: LoadedModel, max_rows: int
     values = _json_values(inp, rows, n) if size is None else _binary_values(inp, size, tail, rows * n)
     if inp.datatype in INTEGERS and values.dtype.itemsize >= 4:
         _check_exact(values, inp.datatype, n, card)
-    return codec.float32_matrix(values.reshape(rows, n), card.feature_names)
+    return json.float32_matrix(values.reshape(rows, n), card.feature_names)
 
 
 def _rows(inp: RequestInput, card: ModelCard, max_rows: int) -> tuple[int, int]:
@@ -251,7 +137,7 @@ def _rows(inp: RequestInput, card: ModelCard, max_rows: int) -> tuple[int, int]:
 
 def _json_values(inp: RequestInput, rows: int, n: int) -> np.ndarray:
     data = inp.data
-    if type(data) is np.ndarray:  # numbers already, from `_numeric_data`
+    if type(data) is np.ndarray:  # a table of numbers, as `json.parse` read it
         if data.shape == ((rows * n,) if data.ndim == 1 else (rows, n)):
             return data.ravel()
         data = data.tolist()  # a count or shape mismatch: the checks below explain it
@@ -305,8 +191,6 @@ def _check_exact(values: np.ndarray, datatype: Datatype, n: int, card: ModelCard
 
 def output_names(req: InferenceRequest) -> list[str] | None:
     """The outputs asked for, in order; None (all outputs) when the request names none."""
-    if req.outputs is None and req.parameters is None:  # the usual request
-        return None
     _binary_outputs(req)  # refuse a bad binary_data flag before the model runs
     if req.outputs is None:
         return None
@@ -321,8 +205,6 @@ def output_names(req: InferenceRequest) -> list[str] | None:
 
 
 def _binary_outputs(req: InferenceRequest) -> tuple[bool, dict[str, bool]]:
-    if req.parameters is None and req.outputs is None:  # the usual request: all outputs, as JSON
-        return False, {}
     default = (req.parameters or {}).get("binary_data_output", False)
     chosen = {o.name: (o.parameters or {}).get("binary_data", default) for o in req.outputs or []}
     flags = [("request parameter 'binary_data_output'", default),
@@ -333,13 +215,17 @@ def _binary_outputs(req: InferenceRequest) -> tuple[bool, dict[str, bool]]:
     return default, chosen
 
 
-def response(model: LoadedModel, req: InferenceRequest, arrays: dict[str, np.ndarray]) -> Response:
+def post(parsed: Parsed, model: LoadedModel) -> partial:
+    """The outputs asked for, made of the model's output rows."""
+    return partial(tasks.outputs, model.card, names=output_names(parsed[0]))
+
+
+def encode(parsed: Parsed, model: LoadedModel, arrays: dict[str, np.ndarray]) -> Response:
     """The inference response: JSON, or JSON header plus binary tensors when any output is binary."""
+    req = parsed[0]
     head: dict = {"model_name": model.name, "model_version": str(model.version)}
     if req.id is not None:
         head["id"] = req.id
-    if req.parameters is None and req.outputs is None:  # the usual request: every output as JSON
-        return _json_response(head, arrays)
     default, chosen = _binary_outputs(req)
     outputs, chunks, numeric = [], [], []
     for name, array in arrays.items():
@@ -369,22 +255,6 @@ def response(model: LoadedModel, req: InferenceRequest, arrays: dict[str, np.nda
                     headers={"Inference-Header-Content-Length": str(len(header))})
 
 
-def _json_response(head: dict, arrays: dict[str, np.ndarray]) -> Response:
-    # `response` when no output is binary, as one pass (the general loop above gives the same bytes).
-    head["outputs"] = outputs = [
-        {"name": name, "datatype": "BYTES", "shape": list(array.shape), "data": array.ravel().tolist()}
-        if array.dtype.kind == "O" else
-        {"name": name, "datatype": "FP32", "shape": list(array.shape), "data": array.ravel()}
-        for name, array in arrays.items()]
-    header = orjson.dumps(head, option=orjson.OPT_SERIALIZE_NUMPY)
-    if b"null" in header:  # a non-finite value, or a name, id or label that merely contains "null"
-        for out in outputs:
-            if out["datatype"] == "FP32":
-                out["data"] = _numbers(out["data"])
-        header = orjson.dumps(head, option=orjson.OPT_SERIALIZE_NUMPY)
-    return JSONBytes(header)
-
-
 def _numbers(flat: np.ndarray) -> np.ndarray | list:
     # JSON has no NaN or infinity, and the spec's tensor_data allows no null: non-finite values are
     # sent as the strings "NaN", "Infinity", "-Infinity", which float() and numpy (tritonclient) parse.
@@ -399,14 +269,17 @@ def _bytes_tensor(array: np.ndarray) -> bytes:
 
 
 def model_metadata(model: LoadedModel, versions: list[int]) -> dict:
-    """$metadata_model_response: the session's input and every output `inference.offered`."""
+    """$metadata_model_response: the session's input and every output `tasks.offered`."""
     return {"name": model.name, "versions": [str(v) for v in versions], "platform": PLATFORM,
             "inputs": [{"name": model.input.name, "datatype": _WIRE.get(model.input.dtype, Datatype.FP32).value,
                         "shape": model.input.shape or model.card.input.shape}],
             "outputs": [{"name": o.name, "datatype": _WIRE[o.dtype].value, "shape": [-1, o.width]}
-                        for o in inference.offered(model.card)]}
+                        for o in tasks.offered(model.card)]}
 
 
 def server_metadata(version: str) -> dict:
     """$metadata_server_response."""
     return {"name": "tinyserve", "version": version, "extensions": EXTENSIONS}
+
+
+CODEC = Codec(parse, matrix, post, encode)

@@ -12,30 +12,38 @@ Accepted inputs, as in TF Serving's REST guide, for a model with n features:
 - columnar: {"inputs": [[n numbers], ...]} or {"inputs": {"<input>": [[n numbers], ...]}};
 - a model with one feature also takes one number per row: {"instances": [1.0, 2.0, 5.0]};
 - "signature_name", when given, must be "serving_default".
-Rows then follow the native rules of `codec.rows` (count, width, numbers only, finite float32).
+Rows then follow the native rules of `codecs.json.rows` (count, width, numbers only, finite float32).
 """
 
 from __future__ import annotations
+
+from functools import partial
 
 import numpy as np
 import orjson
 from starlette.responses import Response
 
-from service import codec, inference
+from service import tasks
 from service.card import ModelCard, Task
+from service.codecs import json
+from service.dataplane import Codec
 from service.errors import BadRequest, JSONBytes
 from service.repository import READY, Entry
 from service.runtime import LoadedModel
-from service.tfserving_types import PredictRequest
+from service.types.tfserving import PredictRequest
 
 SIGNATURE = "serving_default"
 METHOD = "tensorflow/serving/predict"
 
 
-def parse(body: bytes) -> PredictRequest:
+def _rows(key: str, parent: object, depth: int) -> bool:
+    return depth == 0 and key in ("instances", "inputs")
+
+
+def parse(body: bytes, scope: dict, limit: int) -> PredictRequest:
     """The predict request; 400 for malformed JSON, unknown fields, both or neither format, other signatures."""
-    data = codec.json_object(body, "the body must be a JSON object with 'instances' or 'inputs'")
-    req = codec.validated(PredictRequest, data, whole="body")
+    data = json.parse(body, "the body must be a JSON object with 'instances' or 'inputs'", _rows)
+    req = json.validated(PredictRequest, data, whole="body")
     if req.signature_name not in (None, SIGNATURE):
         raise BadRequest(f"Serving signature name: {req.signature_name!r} not found in signature def; "
                          f"the only signature is {SIGNATURE!r}")
@@ -49,9 +57,9 @@ def matrix(req: PredictRequest, model: LoadedModel, max_rows: int) -> np.ndarray
         rows = req.instances
         if type(rows) is list:
             rows = [_unwrap(row, name, f"instance {i}") if type(row) is dict else row for i, row in enumerate(rows)]
-        return codec.rows(_plain(rows, card), card, max_rows, "instances")
+        return json.rows(_plain(rows, card), card, max_rows, "instances")
     rows = _unwrap(req.inputs, name, "'inputs'") if type(req.inputs) is dict else req.inputs
-    return codec.rows(_plain(rows, card), card, max_rows, "inputs")
+    return json.rows(_plain(rows, card), card, max_rows, "inputs")
 
 
 def _unwrap(named: dict, name: str, where: str) -> object:
@@ -61,8 +69,10 @@ def _unwrap(named: dict, name: str, where: str) -> object:
 
 
 def _plain(rows: object, card: ModelCard) -> object:
+    if type(rows) is np.ndarray and rows.ndim == 1:  # a flat table: one number per row
+        rows = rows.tolist()
     if type(rows) is not list:
-        return rows  # codec.rows refuses it with the usual message
+        return rows  # json.rows takes a table, or refuses it with the usual message
     if card.n_features == 1:  # one number per instance, as in TF Serving's {"instances": [1.0, 2.0, 5.0]}
         rows = [[r] if type(r) in (int, float) else r for r in rows]
     for i, row in enumerate(rows):
@@ -71,18 +81,18 @@ def _plain(rows: object, card: ModelCard) -> object:
     return rows
 
 
-def served_output(card: ModelCard) -> inference.OutputInfo:
+def served_output(card: ModelCard) -> tasks.OutputInfo:
     """The signature's one output: probabilities for classifiers, the raw output for regression."""
-    offered = inference.offered(card)
-    return offered[0] if card.task is Task.regression else next(o for o in offered if o.name == inference.PROBABILITIES)
+    offered = tasks.offered(card)
+    return offered[0] if card.task is Task.regression else next(o for o in offered if o.name == tasks.PROBABILITIES)
 
 
-def served(card: ModelCard) -> tuple:
-    """What `deps.run` makes of the model's output rows: the served output, as `inference.outputs` gives it."""
-    return (inference.outputs, card, [served_output(card).name])
+def post(req: PredictRequest, model: LoadedModel) -> partial:
+    """The served output, as `tasks.outputs` makes it of the model's output rows."""
+    return partial(tasks.outputs, model.card, names=[served_output(model.card).name])
 
 
-def predict_response(req: PredictRequest, served: dict[str, np.ndarray]) -> Response:
+def encode(req: PredictRequest, model: LoadedModel, served: dict[str, np.ndarray]) -> Response:
     """{"predictions": ...} for row format, {"outputs": ...} for columnar; NaN becomes null."""
     (out,) = served.values()
     key = "predictions" if req.instances is not None else "outputs"
@@ -110,3 +120,6 @@ def model_metadata(model: LoadedModel) -> dict:
 def _tensor(name: str, width: int) -> dict:
     dims = [{"size": "-1", "name": ""}, {"size": str(width), "name": ""}]
     return {"dtype": "DT_FLOAT", "tensor_shape": {"dim": dims, "unknown_rank": False}, "name": name}
+
+
+CODEC = Codec(parse, matrix, post, encode)

@@ -1,7 +1,7 @@
 """TensorFlow Serving REST objects: one pydantic model per object of its REST API doc.
 
-Docstrings quote the TF Serving RESTful API guide. As in `service.v2_types`, tensor values are
-`Any`: `service.tfserving_codec` converts them with numpy instead of validating each number.
+Docstrings quote the TF Serving RESTful API guide. As in `service.types.v2`, tensor values are
+`Any`: `service.codecs.tfserving` converts them with numpy instead of validating each number.
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""Wire formats, one module per protocol, on top of the one JSON reader in `codecs.json`."""

@@ -1,0 +1,263 @@
+"""JSON in, for every protocol: the bounded body read, the one parser, and rows -> float32 matrix.
+
+One parser: simdjson. Where a protocol expects a tensor (`tensor(key, parent)` says which keys),
+a rectangular array of JSON numbers, flat or one level nested, comes back as a float64 numpy
+array straight from simdjson's buffer; every other value comes back as plain Python. Should a
+tensor array hide anything the float64 buffer cannot show (a list nested deeper), the body's
+`[` count gives it away and the document is read again as plain Python, so the per-value checks
+word the 400. orjson only words the message of a body simdjson refuses, so that it stays the
+message clients have seen ("malformed JSON: ...").
+
+Rows are counted from 0 in every message. Content-Type is not required: some clients
+(tritonclient among them) send none.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+import numpy as np
+import orjson
+import simdjson
+from pydantic import BaseModel, ValidationError
+from starlette.requests import ClientDisconnect
+
+from service.card import ModelCard
+from service.errors import BadRequest, PayloadTooLarge
+
+# bool is deliberately absent: JSON true/false is not a feature value.
+NUMBERS = frozenset((int, float))
+BOM = b"\xef\xbb\xbf"
+M = TypeVar("M", bound=BaseModel)
+Tensor = Callable[[str, simdjson.Object, int], bool]  # key, its object, how many objects enclose that one
+
+
+async def read_body(receive, scope: dict, limit: int) -> bytes:
+    """The request body, refused with 413 beyond `limit` bytes, declared or actually streamed."""
+    declared = header(scope, b"content-length") or ""
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
+    chunks, size, more = [], 0, True
+    while more:
+        message = await receive()
+        if message["type"] != "http.request":  # the client left; nothing will answer it
+            raise ClientDisconnect()
+        chunk, more = message.get("body", b""), message.get("more_body", False)
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def header(scope: dict, name: bytes) -> str | None:
+    """The first value of a header (`name` lowercase, as servers give them)."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+def parse(body: bytes, not_object: str, tensor: Tensor) -> dict:
+    """The body's JSON object as Python values, the arrays `tensor` picks as float64 tables where
+    they are tables of numbers; 400 "malformed JSON: ..." or `not_object` (formatted with `got`)."""
+    doc = _document(body)
+    reader = _Reader(tensor)
+    try:
+        if type(doc) is not simdjson.Object:
+            raise BadRequest(not_object.format(got=json_type(_plain(doc))))
+        data = reader.object(doc)
+        if reader.tables and reader.brackets != body.count(b"["):
+            data = doc.as_dict()  # a table hid a deeper list, or a string holds a `[`: no tables
+        return data
+    finally:
+        doc = reader = None  # the parser is reused only once no proxy of its document is alive
+
+
+_parsers = threading.local()  # one parser per thread: a parser must never read two documents at once
+
+
+def _document(body: bytes) -> object:
+    if body.startswith(BOM):  # simdjson would skip it; JSON over HTTP has none
+        _malformed(body, None)
+    for fresh in (False, True):
+        parser = None if fresh else getattr(_parsers, "parser", None)
+        if parser is None:
+            parser = _parsers.parser = simdjson.Parser()
+        try:
+            return parser.parse(body)
+        except RuntimeError as exc:
+            if not fresh and "re-use a parser" in str(exc):
+                continue  # a proxy of this thread's last document is still alive: take a new parser
+            _malformed(body, exc)
+        except Exception as exc:  # noqa: BLE001 - simdjson's own error types for a malformed body
+            _malformed(body, exc)
+    raise AssertionError("unreachable")
+
+
+def _malformed(body: bytes, exc: Exception | None) -> None:
+    """Raise the 400 for a body simdjson refuses, worded by orjson's message where it has one."""
+    try:
+        orjson.loads(body)
+    except orjson.JSONDecodeError as refused:
+        raise BadRequest(f"malformed JSON: {refused}") from None
+    # What only simdjson refuses: an integer literal beyond 64 bits (orjson reads it as a float).
+    raise BadRequest("number out of range: JSON integers must fit in 64 bits; write larger numbers "
+                     f"with an exponent, such as 1e21 ({exc})") from None
+
+
+class _Reader:
+    """Plain Python from simdjson proxies; tables of numbers where `tensor` asks for them."""
+
+    def __init__(self, tensor: Tensor):
+        self.tensor = tensor
+        self.tables = 0
+        self.brackets = 0  # the `[` of every array read: tables count theirs, the others one each
+
+    def object(self, obj: simdjson.Object, depth: int = 0) -> dict:
+        # as_dict() reads the object whole; its `[` go uncounted, so the body then takes no tables.
+        keys = list(obj.keys())
+        if len(keys) > 1 and len(set(keys)) != len(keys):
+            return obj.as_dict()  # a repeated key: the last one wins
+        try:
+            return {key: self.value(obj[key], depth, key, obj) for key in keys}
+        except KeyError:  # a key simdjson cannot look up by name (one holding a NUL)
+            return obj.as_dict()
+
+    def value(self, value: object, depth: int = 0, key: str | None = None,
+              parent: simdjson.Object | None = None) -> object:
+        kind = type(value)
+        if kind is simdjson.Object:
+            return self.object(value, depth + 1)
+        if kind is not simdjson.Array:
+            return value
+        if key is not None and self.tensor(key, parent, depth):
+            found = table(value)
+            if found is not None:
+                self.tables += 1
+                self.brackets += found[1]
+                return found[0]
+        self.brackets += 1
+        return [self.value(item, depth) for item in value]
+
+
+def _plain(value: object) -> object:
+    return value.as_list() if type(value) is simdjson.Array else value
+
+
+def table(array: simdjson.Array) -> tuple[np.ndarray, int] | None:
+    """A non-empty list of numbers as a float64 vector, or a non-empty list of equally long,
+    non-empty lists of numbers as a float64 matrix; with the number of `[` it spans. None else."""
+    n = len(array)
+    if not n:
+        return None
+    first = array[0]
+    width = 0
+    if type(first) is simdjson.Array:
+        width = len(first)
+        if not width:
+            return None
+        for row in array:
+            if type(row) is not simdjson.Array or len(row) != width:
+                return None
+    try:
+        values = np.frombuffer(array.as_buffer(of_type="d"), dtype=np.float64)
+    except (TypeError, ValueError):  # not all numbers
+        return None
+    if values.size != n * (width or 1):
+        return None
+    return (values.reshape(n, width), n + 1) if width else (values, 1)
+
+
+def validated(model: type[M], data: dict, prefix: str = "", whole: str = "") -> M:
+    """`model.model_validate(data)`; a 400 of `prefix` and "<loc>: <msg>" per error ("; "-joined)
+    otherwise, `whole` standing for the location of an error about the whole body."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise BadRequest(prefix + "; ".join(f"{'.'.join(map(str, e['loc'])) or whole}: {e['msg']}"
+                                            for e in exc.errors(include_url=False))) from None
+
+
+def rows(instances: object, card: ModelCard, max_rows: int, field: str = "instances") -> np.ndarray:
+    """Rows (lists of numbers, or objects keyed by feature name) -> a [rows, n_features] float32
+    matrix; `instances` may already be the float64 table `parse` made, leaving only counts to check."""
+    if type(instances) is np.ndarray and instances.ndim == 2:
+        if len(instances) > max_rows:
+            raise BadRequest(f"at most {max_rows} rows per request, got {len(instances)}")
+        if instances.shape[1] != card.n_features:
+            raise BadRequest(f"expected {card.n_features} features per row, row 0 has {instances.shape[1]}")
+        return float32_matrix(instances, card.feature_names)
+    if type(instances) is np.ndarray:  # a flat table: each value is a row, for `_row` to refuse or take
+        instances = instances.tolist()
+    if type(instances) is not list or not instances:
+        raise BadRequest(f"'{field}' must be a non-empty list of rows, got {show(instances)}")
+    if len(instances) > max_rows:
+        raise BadRequest(f"at most {max_rows} rows per request, got {len(instances)}")
+    names = card.feature_names
+    return float32_matrix([_row(row, i, card) for i, row in enumerate(instances)], names)
+
+
+def _row(row: object, i: int, card: ModelCard) -> list:
+    n, names = card.n_features, card.feature_names
+    if type(row) is dict:
+        row = _by_name(row, i, names, n)
+    elif type(row) is not list:
+        form = " or an object keyed by feature name" if names else ""
+        raise BadRequest(f"row {i} must be a list of {n} numbers{form}, got {json_type(row)}")
+    if len(row) != n:
+        raise BadRequest(f"expected {n} features per row, row {i} has {len(row)}")
+    if not NUMBERS.issuperset(map(type, row)):
+        j = next(j for j, v in enumerate(row) if type(v) not in NUMBERS)
+        raise BadRequest(f"row {i}, {_feature(j, names)} is not a number: {show(row[j])}")
+    return row
+
+
+def float32_matrix(values: list | np.ndarray, names: list[str] | None) -> np.ndarray:
+    """A [rows, n_features] matrix of numbers -> float32, refusing what float32 cannot hold finitely.
+
+    Every protocol's decoder ends here, so the model never sees NaN, an infinity or an overflow.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):  # beyond float32 becomes inf, refused below
+        x = np.asarray(values, dtype=np.float32)
+    if not np.isfinite(x).all():
+        i, j = np.argwhere(~np.isfinite(x))[0].tolist()
+        value = values[i][j]
+        raise BadRequest(f"row {i}, {_feature(j, names)} is {show(getattr(value, 'item', lambda: value)())}, "
+                         "which is not a finite float32 (|x| <= 3.4e38)")
+    return x
+
+
+def _by_name(row: dict, i: int, names: list[str] | None, n: int) -> list:
+    if names is None:
+        raise BadRequest(f"row {i} is an object, but this model has no feature names; "
+                         f"send a list of {n} numbers")
+    if len(row) != n or not all(f in row for f in names):
+        missing = [f for f in names if f not in row]
+        unknown = sorted(set(row) - set(names))
+        raise BadRequest(f"row {i}: missing features {missing}, unknown features {unknown}; "
+                         f"expected {names}")
+    return [row[f] for f in names]
+
+
+def _feature(j: int, names: list[str] | None) -> str:
+    return f"feature {j} ({names[j]})" if names else f"feature {j}"
+
+
+def json_type(value: object) -> str:
+    """How a message names the JSON type of a parsed value."""
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
+            type(None): "null"}.get(type(value), "a number")
+
+
+def show(value: object) -> str:
+    """A parsed value as JSON text for a message, cut to 40 characters."""
+    if type(value) is np.ndarray:
+        value = value.tolist()
+    if type(value) is float and not math.isfinite(value):
+        return str(value)  # orjson would print null
+    text = orjson.dumps(value).decode()
+    return text if len(text) <= 40 else text[:37] + "..."

@@ -1,0 +1,77 @@
+"""The native predict API's wire format: `{"model", "version", "instances", "top_k"}` in,
+`{"model", "version", "task", "predictions"}` out, one task-aware prediction per row."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+from starlette.responses import Response
+
+from service import tasks
+from service.codecs import json
+from service.dataplane import Codec
+from service.errors import BadRequest, json_response
+from service.runtime import LoadedModel
+
+ANY_MODEL = frozenset({"model", "version", "instances", "top_k"})
+ONE_MODEL = frozenset({"version", "instances", "top_k"})
+ONE_VERSION = frozenset({"instances", "top_k"})
+NOT_OBJECT = "the body must be a JSON object with 'instances', got {got}"
+
+
+def _instances(key: str, parent: object, depth: int) -> bool:
+    return depth == 0 and key == "instances"
+
+
+def parse(fields: frozenset[str], body: bytes, scope: dict, limit: int) -> dict:
+    """The body's fields, `instances` a float64 table when it is a table of numbers; 400 for
+    anything but an object of known fields holding `instances`."""
+    data = json.parse(body, NOT_OBJECT, _instances)
+    unknown = data.keys() - fields
+    if unknown:
+        raise BadRequest(f"unknown field(s) {sorted(unknown)}; allowed: {sorted(fields)}")
+    if "instances" not in data:
+        raise BadRequest("missing field 'instances'")
+    return data
+
+
+def target(data: dict) -> tuple[str | None, int | str | None]:
+    """The model and version the body names, if any."""
+    model, version = data.get("model"), data.get("version")
+    if model is not None and type(model) is not str:
+        raise BadRequest(f"'model' must be a string, got {json.json_type(model)}")
+    if version is not None and type(version) not in (int, str):
+        raise BadRequest(f"'version' must be an integer or a string, got {json.json_type(version)}")
+    return model, version
+
+
+def matrix(data: dict, model: LoadedModel, max_rows: int) -> np.ndarray:
+    """The rows as a checked float32 matrix."""
+    return json.rows(data["instances"], model.card, max_rows)
+
+
+def top_k(data: dict) -> int:
+    """The optional `top_k` (multiclass only, ignored otherwise): a positive integer."""
+    k = data.get("top_k")
+    if k is None:
+        return tasks.DEFAULT_TOP_K
+    if type(k) is not int or k < 1:
+        raise BadRequest(f"'top_k' must be an integer >= 1, got {json.show(k)}")
+    return k
+
+
+def post(data: dict, model: LoadedModel) -> partial:
+    """One prediction per row, the top `top_k` classes for multiclass models."""
+    return partial(tasks.postprocess, model.card, top_k=top_k(data))
+
+
+def encode(data: dict, model: LoadedModel, predictions: list) -> Response:
+    """The predictions with the model that made them."""
+    return json_response({"model": model.name, "version": model.version, "task": model.card.task.value,
+                          "predictions": predictions})
+
+
+def codec(fields: frozenset[str]) -> Codec:
+    """The codec of a predict route whose body may hold `fields`."""
+    return Codec(partial(parse, fields), matrix, post, encode, target if fields & {"model", "version"} else None)

@@ -1,0 +1,119 @@
+"""uvicorn's httptools HTTP/1.1 protocol on a corked transport: each answer in one system call.
+
+uvicorn writes a response's head and its body in two `write` calls. `CorkedTransport` holds the
+head and sends it with what follows in one `writelines` (one `writev` on uvloop), as Node's HTTP
+server corks a response: a lone request's answer leaves as soon as its body is written; with
+other requests in flight (`IN_FLIGHT`, counted by the gateway) it leaves at the end of the
+event-loop step, with the answers that step finished; anything written alone (a `100 Continue`)
+leaves at the end of the step.
+
+Everything else about HTTP is uvicorn's. Closing (or aborting) the transport sends (or drops) what
+is held first. One case differs: should the client half-close within the very step an answer is
+held in, that answer is dropped where uvicorn's own protocol would have handed it to the socket.
+
+`Protocol` wraps uvicorn's protocol rather than subclassing it; uvicorn takes it by name.
+What it is worth against uvicorn's own (`TINYSERVE_HTTP=httptools`) is in bench/README.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sized
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+
+class InFlight:
+    """How many requests this process is answering now; `service.http.gateway` keeps the count."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __len__(self) -> int:
+        return self.count
+
+
+IN_FLIGHT = InFlight()
+
+
+class CorkedTransport:
+    """A transport that sends a response's head with what follows it in one call (see the module)."""
+
+    __slots__ = ("transport", "loop", "held", "busy")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop, busy: Sized = ()):
+        self.transport = transport
+        self.loop = loop
+        self.held: list[bytes] | None = None
+        self.busy = busy  # the requests in flight: with others, hold the answer until the step ends
+
+    def write(self, data: bytes) -> None:
+        if self.held is None:
+            self.held = [data]
+            self.loop.call_soon(self.flush)
+        else:
+            self.held.append(data)
+            if len(self.busy) <= 1:
+                self.flush()
+
+    def writelines(self, lines) -> None:
+        for data in lines:
+            self.write(data)
+
+    def flush(self) -> None:
+        """Send what is held, in order, in one call."""
+        held, self.held = self.held, None
+        if held and not self.transport.is_closing():
+            if len(held) == 1:
+                self.transport.write(held[0])
+            else:
+                self.transport.writelines(held)
+
+    def close(self) -> None:
+        self.flush()
+        self.transport.close()
+
+    def write_eof(self) -> None:
+        self.flush()
+        self.transport.write_eof()
+
+    def abort(self) -> None:
+        self.held = None
+        self.transport.abort()
+
+    def is_closing(self) -> bool:  # asked after every answer: spared the `__getattr__` detour
+        return self.transport.is_closing()
+
+    def get_write_buffer_size(self) -> int:
+        return self.transport.get_write_buffer_size() + sum(map(len, self.held or ()))
+
+    def __getattr__(self, name: str):
+        return getattr(self.transport, name)  # pause_reading, resume_reading, get_extra_info, ...
+
+
+class Protocol(asyncio.Protocol):
+    """uvicorn's httptools protocol on a `CorkedTransport`; made as uvicorn makes its protocols."""
+
+    def __init__(self, config, server_state, app_state: dict, _loop: asyncio.AbstractEventLoop | None = None):
+        self.http = HttpToolsProtocol(config=config, server_state=server_state, app_state=app_state, _loop=_loop)
+        self.loop = _loop or asyncio.get_event_loop()
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self.http.connection_made(CorkedTransport(transport, self.loop, IN_FLIGHT))
+
+    def data_received(self, data: bytes) -> None:
+        self.http.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.http.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.http.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.http.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.http.resume_writing()

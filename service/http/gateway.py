@@ -1,0 +1,178 @@
+"""The outermost ASGI app: every HTTP request is wrapped here, once, and inference is answered here.
+
+For every request, whatever its route: request id, bearer-token check, deadline, error mapping,
+metrics and the access line. Inference POSTs (every POST route of the routers given as
+`inference`) are then answered by calling their endpoint directly, as plain calls: FastAPI's
+per-route machinery (dependency solving, exit stacks, its middleware layers) costs more than
+decoding, running and encoding a small request. Everything else goes to the FastAPI app, which
+also serves the OpenAPI document of every route, the inference ones included: the routers are
+the one route table, and Starlette's own `Route.matches` picks the route in both places.
+
+An inference endpoint takes the `Request` and its path parameters and returns a `Response`;
+one that does not is refused when the gateway is built, rather than served another way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+
+from fastapi import FastAPI
+from fastapi.routing import APIRoute, APIRouter
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Match
+from starlette.types import Message, Receive, Scope, Send
+
+from service.auth import refusal
+from service.errors import to_response
+from service.http.corked import IN_FLIGHT
+from service.observe import REQUEST_ID, UNMATCHED, Observer, request_id, timeout_response
+
+log = logging.getLogger(__name__)
+
+
+class Gateway:
+    """ASGI app in front of `api` (see the module docstring)."""
+
+    def __init__(self, api: FastAPI, inference: list[APIRouter], observer: Observer, tokens: tuple[str, ...]):
+        self.api = api
+        self.observer = observer
+        self.tokens = tuple(t.encode() for t in tokens) or None
+        # By the path's first segment, so that a request tries only the routes that can match it.
+        self.routes: dict[str, list[APIRoute]] = {}
+        for router in inference:
+            for route in router.routes:
+                if "POST" in route.methods:
+                    _check(route)
+                    self.routes.setdefault(_head(route.path), []).append(route)
+
+    @property
+    def state(self):
+        """The FastAPI app's state: settings, repository, metrics, access log."""
+        return self.api.state
+
+    @property
+    def router(self):
+        """The FastAPI app's router, whose lifespan loads the models."""
+        return self.api.router
+
+    def openapi(self) -> dict:
+        """The OpenAPI document of every route."""
+        return self.api.openapi()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # the lifespan, above all
+            return await self.api(scope, receive, send)
+        start = time.perf_counter()
+        rid = request_id(scope)
+        observer = self.observer
+        metrics = observer.metrics
+        if metrics is not None:
+            metrics.in_flight_now += 1
+        IN_FLIGHT.count += 1
+        deadlines = observer.deadlines
+        deadline = deadlines.start() if deadlines is not None else None
+        exchange = _Exchange(send, rid)
+        try:
+            await self._serve(scope, receive, exchange)
+        except asyncio.CancelledError:
+            if deadline is None or not deadline.caught():
+                raise
+            if exchange.status is not None:  # too late for a status line; end the connection
+                raise TimeoutError from None
+            await exchange.answer(timeout_response(observer.timeout))
+        finally:
+            if deadline is not None:
+                deadlines.end(deadline)
+            if metrics is not None:
+                metrics.in_flight_now -= 1
+            IN_FLIGHT.count -= 1
+            observer.record(scope, exchange.endpoint, rid, exchange.status or 500, time.perf_counter() - start)
+
+    async def _serve(self, scope: Scope, receive: Receive, exchange: _Exchange) -> None:
+        refused = refusal(scope, self.tokens) if self.tokens is not None else None
+        if refused is not None:
+            return await exchange.answer(refused)
+        found = self.match(scope)
+        if found is None:
+            return await self._forward(scope, receive, exchange)
+        route, params = found
+        exchange.endpoint = route.path
+        scope["app"], scope["route"], scope["endpoint"], scope["path_params"] = self.api, route, route.endpoint, params
+        try:
+            response = await route.endpoint(request=Request(scope, receive), **params)
+        except Exception as exc:  # the one mapping of failures, as for every other route
+            response = to_response(exc)
+        await exchange.answer(response)
+
+    def match(self, scope: Scope) -> tuple[APIRoute, dict] | None:
+        """The inference route of a POST and its path parameters, or None."""
+        if scope["method"] != "POST":
+            return None
+        routes = self.routes.get(_head(scope["path"]), ()) if not scope.get("root_path") else \
+            [r for group in self.routes.values() for r in group]
+        for route in routes:
+            how, child = route.matches(scope)
+            if how is Match.FULL:
+                return route, child["path_params"]
+        return None
+
+    async def _forward(self, scope: Scope, receive: Receive, exchange: _Exchange) -> None:
+        """Hand the request to FastAPI, whose exception handlers answer its failures."""
+        try:
+            await self.api(scope, receive, exchange.send)
+        except Exception as exc:
+            # Starlette answers an unexpected error through `to_response` (which logs it) and
+            # raises it again: answered, it ends here; half sent, the connection must end.
+            if exchange.status is None:
+                await exchange.answer(to_response(exc))
+            elif not exchange.done:
+                log.error("error after the response started", exc_info=exc)
+                raise
+        finally:
+            route = scope.get("route")
+            exchange.endpoint = getattr(route, "path", UNMATCHED) if route is not None else UNMATCHED
+
+
+class _Exchange:
+    """One request's way out: adds the request id, and remembers the status and the route."""
+
+    __slots__ = ("_send", "rid", "status", "done", "endpoint")
+
+    def __init__(self, send: Send, rid: bytes):
+        self._send, self.rid = send, rid
+        self.status: int | None = None
+        self.done = False
+        self.endpoint = UNMATCHED
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            message["headers"] = [*message.get("headers", ()), (REQUEST_ID, self.rid)]
+        elif message["type"] == "http.response.body" and not message.get("more_body", False):
+            self.done = True
+        await self._send(message)
+
+    async def answer(self, response: Response) -> None:
+        """Send a complete response (no background task) in two messages."""
+        self.status = response.status_code
+        await self._send({"type": "http.response.start", "status": response.status_code,
+                          "headers": [*response.raw_headers, (REQUEST_ID, self.rid)]})
+        await self._send({"type": "http.response.body", "body": response.body})
+        self.done = True
+
+
+def _check(route: APIRoute) -> None:
+    expected = {"request", *route.param_convertors}
+    got = set(inspect.signature(route.endpoint).parameters)
+    if got != expected:
+        raise TypeError(f"inference route {route.path} must take exactly {sorted(expected)}, "
+                        f"its endpoint takes {sorted(got)}")
+
+
+def _head(path: str) -> str:
+    """The first segment of a path: "v2" for "/v2/models/x/infer"."""
+    return path[1:].partition("/")[0]

@@ -1,0 +1,108 @@
+"""The one JSON reader gives, for every body of a corpus of valid and invalid ones, the matrix or
+the 400 message the service gave before it became the only reader (recorded in
+tests/data/service/decode_outcomes.json), and reads what it takes as a table in one pass."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from service.codecs import json as codec
+from service.codecs import predict, v2
+from service.errors import BadRequest
+from tests.service import helpers
+from tests.service.helpers import DATA
+
+N = 3
+FIELDS = frozenset({"model", "version", "instances", "top_k"})
+SPEC = next(s for s in helpers.STANDARD if s.n_features == N and s.feature_names is None)
+CARD = helpers.make_card(SPEC, "0" * 64)
+MODEL = type("M", (), {"card": CARD, "name": SPEC.name, "input": CARD.input})()
+CASES = json.loads((DATA / "decode_outcomes.json").read_text())
+
+
+def outcome(fn):
+    try:
+        return fn()
+    except BadRequest as exc:
+        return {"error": exc.message}
+
+
+def decode(protocol: str, body: bytes) -> dict:
+    if protocol == "predict":
+        def run():
+            data = predict.parse(FIELDS, body, {"headers": []}, 0)
+            x = predict.matrix(data, MODEL, 4)
+            return {"fields": {k: v for k, v in data.items() if k != "instances"}, "x": x.tolist()}
+    else:
+        def run():
+            parsed = v2.parse(body, {"headers": []}, 10**6)
+            return {"id": parsed[0].id, "x": v2.matrix(parsed, MODEL, 4).tolist()}
+    return outcome(run)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"{c['protocol']}-{i}" for i, c in enumerate(CASES)])
+def test_same_matrix_or_message_as_recorded(case):
+    assert decode(case["protocol"], case["body"].encode("latin-1")) == case["outcome"]
+
+
+def test_tables_of_numbers_are_read_as_float64_arrays():
+    tensor = lambda key, parent, depth: key == "instances"  # noqa: E731
+    for body, shape in [(b'{"instances": [[1, 2, 3]]}', (1, 3)), (b'{"instances": [1.5, -2e3]}', (2,)),
+                        (b'{"model": "m", "instances": [[1.5, -2e3, 0], [4, 5, 6]]}', (2, 3))]:
+        got = codec.parse(body, "{got}", tensor)["instances"]
+        assert type(got) is np.ndarray and got.dtype == np.float64 and got.shape == shape, body
+    for body in [b'{"instances": [[1, [2], 3]]}', b'{"instances": [[1, 2], [3]]}', b'{"instances": [[1, true]]}',
+                 b'{"model": "[", "instances": [[1, 2]]}', b'{"instances": []}', b'{"instances": [[]]}']:
+        assert type(codec.parse(body, "{got}", tensor)["instances"]) is list, body
+
+
+def test_keys_simdjson_cannot_look_up_are_read_whole():
+    assert codec.parse(b'{"\\u0000": [1], "instances": [[1, 2]]}', "{got}", lambda *a: True) == \
+        {"\x00": [1], "instances": [[1, 2]]}
+
+
+def test_a_parser_still_referenced_is_replaced_not_reused():
+    doc = codec._parsers.parser.parse(b'[1]') if hasattr(codec._parsers, "parser") else None
+    assert codec.parse(b'{"instances": [[1, 2]]}', "{got}", lambda *a: True)["instances"].tolist() == [[1, 2]]
+    del doc
+
+
+def test_each_thread_parses_with_its_own_parser():
+    seen = []
+    thread = threading.Thread(target=lambda: seen.append(codec.parse(b'{"a": [1]}', "{got}", lambda *a: True)))
+    thread.start()
+    thread.join()
+    assert seen[0]["a"].tolist() == [1.0]
+    assert codec._parsers.parser is not None
+
+
+JSON_NUMBER = r"-?(0|[1-9][0-9]{0,24})(\.[0-9]{1,24})?([eE][+-]?[0-9]{1,3})?"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.from_regex(JSON_NUMBER, fullmatch=True), min_size=N, max_size=N),
+       st.lists(st.floats(allow_nan=False, allow_infinity=False), min_size=N, max_size=N))
+def test_numbers_read_as_python_reads_them(texts, floats):
+    # simdjson rounds decimal text to the nearest double, as Python's float() does; text beyond
+    # the double range is a 400, never a value.
+    body = ('{"instances": [[' + ", ".join(texts) + "], " + json.dumps(floats) + "]}").encode()
+    got = decode("predict", body)
+    values = [float(t) for t in texts]
+    if any(abs(v) == float("inf") for v in values):
+        assert "malformed JSON" in got["error"]
+        return
+    if any(t.lstrip("-").isdigit() and not -2**63 <= int(t) < 2**64 for t in texts):
+        assert "JSON integers must fit in 64 bits" in got["error"]
+        return
+    with np.errstate(over="ignore"):
+        expected = np.array([values, floats], dtype=np.float64).astype(np.float32)
+    if not np.isfinite(expected).all():
+        assert "not a finite float32" in got["error"]
+    else:
+        assert got["x"] == expected.tolist()
