@@ -10,11 +10,12 @@ each worker then writes its values to files there and `render` aggregates every 
 (counters and histograms sum; in-flight sums over live workers; model status is the max over
 live workers).
 
-Each request is recorded with prometheus-client's own `inc` and `observe`, on label children
-looked up once per label tuple. The in-flight count is a plain integer that `flush` publishes to
-its gauge: on a timer (`FLUSH_SECONDS` after a request finds none pending) and right before this
-worker renders /metrics, so a scrape is exact for the worker answering it and at most
-`FLUSH_SECONDS` stale for the other workers.
+A request is noted in a list as it ends; `flush` records the noted requests with prometheus-client's
+own `inc` and `observe` (on label children looked up once per label tuple) in one pass, away
+from the request, and publishes the in-flight count, a plain integer, to its gauge. It runs on a
+timer (`FLUSH_SECONDS` after a request finds none pending), every `FLUSH_REQUESTS` requests, and
+right before this worker renders /metrics, so a scrape is exact for the worker answering it and
+at most `FLUSH_SECONDS` stale for the other workers.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 STATUSES = ("ready", "failed")
 FLUSH_SECONDS = 1.0
+FLUSH_REQUESTS = 4096  # requests noted before `flush` records them, whatever the time
 
 
 def multiprocess_dir() -> str | None:
@@ -61,43 +63,47 @@ class Metrics:
         self.in_flight_now = 0  # published to `in_flight` by `flush`
         self._flush_handle: asyncio.TimerHandle | None = None
         self._statuses: set[tuple[str, str]] = set()
-        self._request_children: dict[tuple, tuple] = {}
-        self._inference_children: dict[tuple, tuple] = {}
+        self._children: dict[tuple, tuple] = {}
+        self._pending: list[tuple] = []  # one entry per answered request, until `flush` records it
 
-    def observe_request(self, model: str, version: str, endpoint: str, status: int, seconds: float) -> None:
-        """Count one answered request and its latency."""
-        key = (model, version, endpoint, status)
-        children = self._request_children.get(key)
-        if children is None:
-            labels = (model, version, endpoint, str(status))
-            children = self._request_children[key] = (self.requests.labels(*labels), self.latency.labels(*labels))
-        children[0].inc()
-        children[1].observe(seconds)
-        if self._flush_handle is None:
-            self._schedule()
-
-    def observe_inference(self, model: str, version: str, endpoint: str, rows: int, seconds: float) -> None:
-        """Record one request's model time and its row count."""
-        key = (model, version, endpoint)
-        children = self._inference_children.get(key)
-        if children is None:
-            children = self._inference_children[key] = (self.inference.labels(model, version),
-                                                         self.rows.labels(model, version, endpoint))
-        children[0].observe(seconds)
-        children[1].observe(rows)
-
-    def _schedule(self) -> None:
-        try:
-            self._flush_handle = asyncio.get_running_loop().call_later(FLUSH_SECONDS, self.flush)
-        except RuntimeError:  # no loop (a direct call): the next render publishes
-            pass
+    def observe(self, model: str, version: str, endpoint: str, status: int, seconds: float,
+                rows: int | None = None, inference: float | None = None) -> None:
+        """Note one answered request: its latency and, for inference, its rows and model time."""
+        self._pending.append((model, version, endpoint, status, seconds, rows, inference))
+        if len(self._pending) >= FLUSH_REQUESTS:
+            self.flush()
+        elif self._flush_handle is None:
+            try:
+                self._flush_handle = asyncio.get_running_loop().call_later(FLUSH_SECONDS, self.flush)
+            except RuntimeError:  # no loop (a direct call): the next render records it
+                pass
 
     def flush(self) -> None:
-        """Publish the in-flight count to its gauge."""
+        """Record every noted request with prometheus-client, and publish the in-flight count."""
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
+        pending, self._pending = self._pending, []
+        counts: dict[tuple, int] = {}
+        for model, version, endpoint, status, seconds, rows, inference in pending:
+            key = (model, version, endpoint, status)
+            counts[key] = counts.get(key, 0) + 1
+            children = self._children.get(key) or self._labelled(key)
+            children[1].observe(seconds)
+            if rows is not None:
+                children[2].observe(inference)
+                children[3].observe(rows)
+        for key, count in counts.items():
+            self._children[key][0].inc(count)
         self.in_flight.set(self.in_flight_now)
+
+    def _labelled(self, key: tuple) -> tuple:
+        model, version, endpoint, status = key
+        labels = (model, version, endpoint, str(status))
+        children = self._children[key] = (self.requests.labels(*labels), self.latency.labels(*labels),
+                                          self.inference.labels(model, version),
+                                          self.rows.labels(model, version, endpoint))
+        return children
 
     def record_models(self, entries: dict, failed: list[dict]) -> None:
         """Publish every version's status after a (re)load, and count the loads that failed."""

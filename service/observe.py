@@ -147,9 +147,7 @@ class Observer:
         rows = scope.get(ROWS)
         if self.metrics is not None:
             name, version = (model.name, str(model.version)) if model is not None else (NONE, NONE)
-            self.metrics.observe_request(name, version, endpoint, status, seconds)
-            if rows is not None:
-                self.metrics.observe_inference(name, version, endpoint, rows, scope[INFERENCE])
+            self.metrics.observe(name, version, endpoint, status, seconds, rows, scope.get(INFERENCE))
         if self.access is not None and self.access.enabled():
             self.access.write({
                 "request_id": rid.decode(), "method": scope["method"], "path": endpoint, "status": status,
