@@ -35,6 +35,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from itertools import compress
 from typing import NamedTuple
 
@@ -221,28 +222,23 @@ def offered(card: ModelCard) -> list[OutputInfo]:
     return [raw, *(o for o in derived if o.name != raw.name)]
 
 
-# Per card (by identity): the names `offered` gives, made once rather than on every request.
-_KNOWN: dict[int, tuple[ModelCard, list[str]]] = {}
-
-
-def _known(card: ModelCard) -> list[str]:
-    entry = _KNOWN.get(id(card))
-    if entry is None or entry[0] is not card:
-        if len(_KNOWN) > 256:  # cards of unloaded versions
-            _KNOWN.clear()
-        entry = _KNOWN[id(card)] = (card, [o.name for o in offered(card)])
-    return entry[1]
+@lru_cache(maxsize=64)
+def _names(task: Task, raw_name: str) -> tuple[str, ...]:
+    """The names `offered` gives a card of this task and raw output name."""
+    if task is Task.regression:
+        return (raw_name,)
+    return (raw_name, *(n for n in (PROBABILITIES, LABELS) if n != raw_name))
 
 
 def outputs(card: ModelCard, raw: np.ndarray, names: list[str] | None = None) -> dict[str, np.ndarray]:
     """The named outputs asked for (all when `names` is None), in that order; unknown names are 400."""
-    known = _known(card)
+    known = _names(card.task, card.output.name)
     if names is None:
         names = known
     else:
         unknown = [n for n in names if n not in known]
         if unknown:
-            raise BadRequest(f"unknown output(s) {unknown}; model {card.name!r} offers {known}")
+            raise BadRequest(f"unknown output(s) {unknown}; model {card.name!r} offers {list(known)}")
     out, derived, raw_name = {}, None, card.output.name
     for name in names:
         if name == raw_name:
