@@ -205,14 +205,18 @@ def output_names(req: InferenceRequest) -> list[str] | None:
 
 
 def _binary_outputs(req: InferenceRequest) -> tuple[bool, dict[str, bool]]:
-    default = (req.parameters or {}).get("binary_data_output", False)
-    chosen = {o.name: (o.parameters or {}).get("binary_data", default) for o in req.outputs or []}
-    flags = [("request parameter 'binary_data_output'", default),
-             *((f"output {name!r} parameter 'binary_data'", flag) for name, flag in chosen.items())]
-    for what, flag in flags:
-        if type(flag) is not bool:
-            raise BadRequest(f"{what} must be true or false, got {flag!r}")
+    default = req.parameters.get("binary_data_output", False) if req.parameters else False
+    _flag("request parameter 'binary_data_output'", default)
+    chosen = {o.name: o.parameters.get("binary_data", default) if o.parameters else default for o in req.outputs or ()}
+    for name, flag in chosen.items():  # a repeated name keeps its last flag, as a JSON object would
+        _flag(f"output {name!r} parameter 'binary_data'", flag)
     return default, chosen
+
+
+def _flag(what: str, flag: object) -> bool:
+    if type(flag) is not bool:
+        raise BadRequest(f"{what} must be true or false, got {flag!r}")
+    return flag
 
 
 def post(parsed: Parsed, model: LoadedModel) -> partial:
