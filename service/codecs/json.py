@@ -31,6 +31,8 @@ from service.errors import BadRequest, PayloadTooLarge
 # bool is deliberately absent: JSON true/false is not a feature value.
 NUMBERS = frozenset((int, float))
 BOM = b"\xef\xbb\xbf"
+# Every float64 below this rounds to a finite float32 (it is halfway between float32's largest and 2**128).
+FLOAT32_LIMIT = float.fromhex("0x1.ffffffp+127")
 M = TypeVar("M", bound=BaseModel)
 Tensor = Callable[[str, simdjson.Object, int], bool]  # key, its object, how many objects enclose that one
 
@@ -82,6 +84,7 @@ def _count_brackets(body: bytes) -> int:
     return len(body) - len(body.replace(b"[", b""))
 
 
+_CONTAINERS = (simdjson.Object, simdjson.Array)
 _parsers = threading.local()  # one parser per thread: a parser must never read two documents at once
 
 
@@ -127,10 +130,14 @@ class _Reader:
         keys = list(obj.keys())
         if len(keys) > 1 and len(set(keys)) != len(keys):
             return obj.as_dict()  # a repeated key: the last one wins
+        out = {}
         try:
-            return {key: self.value(obj[key], depth, key, obj) for key in keys}
+            for key in keys:
+                value = obj[key]
+                out[key] = self.value(value, depth, key, obj) if type(value) in _CONTAINERS else value
         except KeyError:  # a key simdjson cannot look up by name (one holding a NUL)
             return obj.as_dict()
+        return out
 
     def value(self, value: object, depth: int = 0, key: str | None = None,
               parent: simdjson.Object | None = None) -> object:
@@ -236,14 +243,14 @@ def float32_matrix(values: list | np.ndarray, names: list[str] | None) -> np.nda
 
     Every protocol's decoder ends here, so the model never sees NaN, an infinity or an overflow.
     """
-    with np.errstate(over="ignore", invalid="ignore"):  # beyond float32 becomes inf, refused below
-        x = np.asarray(values, dtype=np.float32)
-    if not np.isfinite(x).all():
-        i, j = np.argwhere(~np.isfinite(x))[0].tolist()
+    wide = np.asarray(values, dtype=np.float64)
+    magnitude = np.abs(wide)
+    if not magnitude.max() < FLOAT32_LIMIT:  # also false for NaN
+        i, j = np.argwhere(~(magnitude < FLOAT32_LIMIT))[0].tolist()
         value = values[i][j]
         raise BadRequest(f"row {i}, {_feature(j, names)} is {show(getattr(value, 'item', lambda: value)())}, "
                          "which is not a finite float32 (|x| <= 3.4e38)")
-    return x
+    return wide.astype(np.float32)
 
 
 def _by_name(row: dict, i: int, names: list[str] | None, n: int) -> list:

@@ -106,3 +106,15 @@ def test_numbers_read_as_python_reads_them(texts, floats):
         assert "not a finite float32" in got["error"]
     else:
         assert got["x"] == expected.tolist()
+
+
+def test_float32_overflow_is_refused_exactly_where_the_cast_overflows():
+    import math
+
+    limit = codec.FLOAT32_LIMIT
+    below = math.nextafter(limit, 0)
+    assert np.isfinite(np.array([below]).astype(np.float32)).all()
+    assert codec.float32_matrix([[below, -below]], None).tolist() == [[3.4028234663852886e38, -3.4028234663852886e38]]
+    for bad in (limit, -limit, float("inf"), float("nan")):
+        with pytest.raises(BadRequest, match="row 0, feature 1 is .* which is not a finite float32"):
+            codec.float32_matrix([[0.0, bad]], None)
