@@ -63,7 +63,14 @@ _INTS = frozenset((int,))
 _WIRE = {"float32": Datatype.FP32, "float64": Datatype.FP64, "int64": Datatype.INT64, "string": Datatype.BYTES}
 
 
-Parsed = tuple[InferenceRequest, bytes]  # the request and the binary tail after its JSON header
+class Parsed:
+    """A request, the binary tail after its JSON header, and (from `post`) the outputs it asks for."""
+
+    __slots__ = ("req", "tail", "binary")
+
+    def __init__(self, req: InferenceRequest, tail: bytes):
+        self.req, self.tail = req, tail
+        self.binary: tuple[bool, dict[str, bool]] = (False, {})
 
 
 def _float_data(key: str, parent: object, depth: int) -> bool:
@@ -85,7 +92,7 @@ def parse(body: bytes, scope: dict, limit: int) -> Parsed:
     else:
         tail = b""
     data = json.parse(body, "the body must be a JSON inference request object", _float_data)
-    return json.validated(InferenceRequest, data, "invalid inference request: "), tail
+    return Parsed(json.validated(InferenceRequest, data, "invalid inference request: "), tail)
 
 
 def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
@@ -105,7 +112,7 @@ def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
 
 def matrix(parsed: Parsed, model: LoadedModel, max_rows: int) -> np.ndarray:
     """The request's one input as a checked [rows, n_features] float32 matrix."""
-    req, tail = parsed
+    req, tail = parsed.req, parsed.tail
     if len(req.inputs) != 1 or req.inputs[0].name != model.input.name:
         raise BadRequest(f"model {model.name!r} takes one input {model.input.name!r}, "
                          f"got {[i.name for i in req.inputs]}")
@@ -189,9 +196,10 @@ def _check_exact(values: np.ndarray, datatype: Datatype, n: int, card: ModelCard
                          f"+-2^24 are not exact in the model's FP32 input")
 
 
-def output_names(req: InferenceRequest) -> list[str] | None:
+def output_names(parsed: Parsed) -> list[str] | None:
     """The outputs asked for, in order; None (all outputs) when the request names none."""
-    _binary_outputs(req)  # refuse a bad binary_data flag before the model runs
+    req = parsed.req
+    parsed.binary = _binary_outputs(req)  # a bad binary_data flag is refused before the model runs
     if req.outputs is None:
         return None
     names = [o.name for o in req.outputs]
@@ -221,16 +229,16 @@ def _flag(what: str, flag: object) -> bool:
 
 def post(parsed: Parsed, model: LoadedModel) -> partial:
     """The outputs asked for, made of the model's output rows."""
-    return partial(tasks.outputs, model.card, names=output_names(parsed[0]))
+    return partial(tasks.outputs, model.card, names=output_names(parsed))
 
 
 def encode(parsed: Parsed, model: LoadedModel, arrays: dict[str, np.ndarray]) -> Response:
     """The inference response: JSON, or JSON header plus binary tensors when any output is binary."""
-    req = parsed[0]
+    req = parsed.req
     head: dict = {"model_name": model.name, "model_version": str(model.version)}
     if req.id is not None:
         head["id"] = req.id
-    default, chosen = _binary_outputs(req)
+    default, chosen = parsed.binary
     outputs, chunks, numeric = [], [], []
     for name, array in arrays.items():
         text = array.dtype.kind == "O"

@@ -42,7 +42,7 @@ def decode(protocol: str, body: bytes) -> dict:
     else:
         def run():
             parsed = v2.parse(body, {"headers": []}, 10**6)
-            return {"id": parsed[0].id, "x": v2.matrix(parsed, MODEL, 4).tolist()}
+            return {"id": parsed.req.id, "x": v2.matrix(parsed, MODEL, 4).tolist()}
     return outcome(run)
 
 
