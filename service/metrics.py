@@ -31,7 +31,7 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 STATUSES = ("ready", "failed")
 FLUSH_SECONDS = 1.0
-FLUSH_REQUESTS = 4096  # requests noted before `flush` records them, whatever the time
+FLUSH_REQUESTS = 256  # requests noted before `flush` records them: a short pause, not a long one
 
 
 def multiprocess_dir() -> str | None:
