@@ -32,7 +32,6 @@ from service.http.corked import IN_FLIGHT
 from service.observe import REQUEST_ID, UNMATCHED, Observer, request_id, timeout_response
 
 log = logging.getLogger(__name__)
-MATCHED = 1024  # paths whose match is kept; more are forgotten all at once
 
 
 class Gateway:
@@ -44,8 +43,6 @@ class Gateway:
         self.tokens = tuple(t.encode() for t in tokens) or None
         # By the path's first segment, so that a request tries only the routes that can match it.
         self.routes: dict[str, list[APIRoute]] = {}
-        # What `Route.matches` said of each (root path, path) POSTed lately: a client posts to a few paths.
-        self.matched: dict[tuple[str, str], tuple[APIRoute, dict] | None] = {}
         for router in inference:
             for route in router.routes:
                 if "POST" in route.methods:
@@ -115,16 +112,6 @@ class Gateway:
         """The inference route of a POST and its path parameters, or None."""
         if scope["method"] != "POST":
             return None
-        key = (scope.get("root_path", ""), scope["path"])
-        if key in self.matched:
-            found = self.matched[key]
-            return found and (found[0], dict(found[1]))
-        if len(self.matched) >= MATCHED:
-            self.matched.clear()
-        found = self.matched[key] = self._match(scope)
-        return found and (found[0], dict(found[1]))
-
-    def _match(self, scope: Scope) -> tuple[APIRoute, dict] | None:
         routes = self.routes.get(_head(scope["path"]), ()) if not scope.get("root_path") else \
             [r for group in self.routes.values() for r in group]
         for route in routes:
