@@ -306,3 +306,12 @@ async def test_docs_list_the_v2_routes(client):
             "/v2/models/{name}/versions/{version}/ready", "/v2/models/{name}/versions/{version}/infer"} <= set(paths)
     schema = paths["/v2/models/{name}/infer"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert "$ref" not in json.dumps(schema) and "inputs" in schema["properties"]
+
+
+@pytest.mark.parametrize("length", [b"\xb2", b"1\xb9", b"\xb3\xb3"])
+async def test_header_length_in_other_digits_is_400_not_500(app, length):
+    # Header values are latin-1: b"\xb2" is "²", which str.isdigit() takes and int() does not (issue 17).
+    async with helpers.serve(app):
+        status, _, body = await helpers.raw_request(app, "POST", b"/v2/models/tiny-binary/infer", b"{}",
+                                                    [(b"inference-header-content-length", length)])
+    assert status == 400 and "must be a byte count" in orjson.loads(body)["error"]
