@@ -71,7 +71,10 @@ def parse(body: bytes, not_object: str, tensor: Tensor) -> dict:
     try:
         if type(doc) is not simdjson.Object:
             raise BadRequest(not_object.format(got=json_type(_plain(doc))))
-        data = reader.object(doc)
+        try:
+            data = reader.object(doc)
+        except RecursionError:  # nested deeper than Python's stack: simdjson reads it whole
+            return doc.as_dict()
         if reader.tables and reader.brackets != _count_brackets(body):
             data = doc.as_dict()  # a table hid a deeper list, or a string holds a `[`: no tables
         return data
@@ -112,9 +115,12 @@ def _malformed(body: bytes, exc: Exception | None) -> None:
         orjson.loads(body)
     except orjson.JSONDecodeError as refused:
         raise BadRequest(f"malformed JSON: {refused}") from None
-    # What only simdjson refuses: an integer literal beyond 64 bits (orjson reads it as a float).
-    raise BadRequest("number out of range: JSON integers must fit in 64 bits; write larger numbers "
-                     f"with an exponent, such as 1e21 ({exc})") from None
+    # What only simdjson refuses: an integer literal beyond 64 bits (orjson reads it as a float),
+    # or a document nested deeper than simdjson reads.
+    if "BIGINT_ERROR" in str(exc) or "NUMBER_ERROR" in str(exc):
+        raise BadRequest("number out of range: JSON integers must fit in 64 bits; write larger numbers "
+                         f"with an exponent, such as 1e21 ({exc})") from None
+    raise BadRequest(f"malformed JSON: {exc}") from None
 
 
 class _Reader:
@@ -281,5 +287,13 @@ def show(value: object) -> str:
         value = value.tolist()
     if type(value) is float and not math.isfinite(value):
         return str(value)  # orjson would print null
-    text = orjson.dumps(value).decode()
+    text = json_text(value)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+def json_text(value: object) -> str:
+    """A parsed value as JSON text, or its JSON type when it is nested deeper than orjson writes."""
+    try:
+        return orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:
+        return json_type(value)

@@ -43,7 +43,7 @@ from service import tasks
 from service.card import ModelCard
 from service.codecs import json
 from service.dataplane import Codec
-from service.errors import BadRequest, JSONBytes, PayloadTooLarge
+from service.errors import BadRequest, PayloadTooLarge, json_bytes
 from service.runtime import LoadedModel
 from service.types.v2 import Datatype, InferenceRequest, RequestInput
 
@@ -88,7 +88,7 @@ def parse(body: bytes, scope: dict, limit: int) -> Parsed:
         if not (count.isascii() and count.isdigit()) or int(count) > len(body):
             raise BadRequest(f"{HEADER_LENGTH} must be a byte count within the {len(body)}-byte body, "
                              f"got {declared!r}")
-        body, tail = body[:int(declared)], body[int(declared):]
+        body, tail = body[:int(count)], body[int(count):]
     else:
         tail = b""
     data = json.parse(body, "the body must be a JSON inference request object", _float_data)
@@ -163,7 +163,7 @@ def _json_values(inp: RequestInput, rows: int, n: int) -> np.ndarray:
         k = next(k for k, v in enumerate(data) if type(v) not in (_INTS if integer else _NUMBERS))
         kind = "an integer" if integer else "a number"
         raise BadRequest(f"input {inp.name!r} ({inp.datatype.value}): row {k // n}, feature {k % n} "
-                         f"is not {kind}: {orjson.dumps(data[k]).decode()[:40]}")
+                         f"is not {kind}: {json.json_text(data[k])[:40]}")
     if not integer:
         return np.array(data, dtype=np.float64)
     dtype = INTEGERS[inp.datatype]
@@ -262,7 +262,7 @@ def encode(parsed: Parsed, model: LoadedModel, arrays: dict[str, np.ndarray]) ->
             out["data"] = _numbers(out["data"])
         header = orjson.dumps(head, option=orjson.OPT_SERIALIZE_NUMPY)
     if not chunks:
-        return JSONBytes(header)
+        return json_bytes(header)
     return Response(header + b"".join(chunks), media_type="application/octet-stream",
                     headers={"Inference-Header-Content-Length": str(len(header))})
 

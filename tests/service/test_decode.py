@@ -118,3 +118,20 @@ def test_float32_overflow_is_refused_exactly_where_the_cast_overflows():
     for bad in (limit, -limit, float("inf"), float("nan")):
         with pytest.raises(BadRequest, match="row 0, feature 1 is .* which is not a finite float32"):
             codec.float32_matrix([[0.0, bad]], None)
+
+
+@pytest.mark.parametrize("body", [
+    b'{"instances": ' + b"[" * 600 + b"]" * 600 + b"}",
+    b'{"model": "m", "x": ' + b'{"a": ' * 600 + b"1" + b"}" * 600 + b', "instances": [[1, 2, 3]]}',
+    b'{"instances": [[1, 2, ' + b"[" * 300 + b"]" * 300 + b"]]}",
+    b'{"x": ' + b'{"a": ' * 1023 + b"1" + b"}" * 1023 + b', "instances": [[1, 2, 3]]}',
+])
+def test_deep_nesting_is_a_400(body):
+    got = decode("predict", body)
+    assert "error" in got and "64 bits" not in got["error"], got
+
+
+def test_deep_nesting_in_v2_data_is_a_400():
+    inp = b'{"name": "features", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, ' + b"[" * 300 + b"]" * 300 + b"]}"
+    got = decode("v2", b'{"inputs": [' + inp + b"]}")
+    assert "is not a number" in got["error"]
