@@ -21,7 +21,7 @@ import time
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute, APIRouter
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Match
 from starlette.types import Message, Receive, Scope, Send
@@ -32,6 +32,7 @@ from service.http.corked import IN_FLIGHT
 from service.observe import REQUEST_ID, UNMATCHED, Observer, request_id, timeout_response
 
 log = logging.getLogger(__name__)
+CLIENT_GONE = 499  # recorded for a request whose client left before its body arrived (nginx's code)
 
 
 class Gateway:
@@ -104,6 +105,9 @@ class Gateway:
         scope["app"], scope["route"], scope["endpoint"], scope["path_params"] = self.api, route, route.endpoint, params
         try:
             response = await route.endpoint(request=Request(scope, receive), **params)
+        except ClientDisconnect:  # the client left mid-body: nobody to answer, nothing went wrong here
+            exchange.status = CLIENT_GONE
+            return
         except Exception as exc:  # the one mapping of failures, as for every other route
             response = to_response(exc)
         await exchange.answer(response)

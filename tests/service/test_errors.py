@@ -117,3 +117,26 @@ async def test_405_keeps_the_allow_header(client):
     response = await client.get("/predict")
     assert_error(response, 405)
     assert response.headers["allow"] == "POST"
+
+
+async def test_a_client_gone_mid_body_is_not_a_server_error(app, caplog):
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+             "scheme": "http", "path": "/predict", "raw_path": b"/predict", "query_string": b"", "root_path": "",
+             "headers": [(b"host", b"t"), (b"content-length", b"100")], "client": ("127.0.0.1", 1),
+             "server": ("t", 80), "state": {}}
+    sent = []
+
+    async def receive():
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    async with helpers.serve(app) as client:
+        with caplog.at_level(logging.ERROR):
+            await app(scope, receive, send)
+        text = (await client.get("/metrics")).text
+    assert sent == []  # nobody to answer
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert helpers.metric(text, "tinyserve_requests_total", endpoint="/predict", status="499") == 1
+    assert helpers.metric(text, "tinyserve_requests_total", endpoint="/predict", status="500") is None
