@@ -12,6 +12,7 @@ import logging
 
 import orjson
 from fastapi import FastAPI, Request
+from pydantic import BaseModel, ConfigDict
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
@@ -45,23 +46,23 @@ class NotReady(ServiceError):
     status = 503
 
 
-class JSONBytes(Response):
-    """A response of ready-made JSON bytes with the two headers Starlette's `Response` would make
-    (content-length, content-type), set directly since every answer pays for them."""
+class ErrorResponse(BaseModel):
+    """The body of every failure, whatever its status or protocol: the V2 spec's
+    $inference_error_response and TF Serving's error object have this one field too."""
 
-    media_type = "application/json"
+    model_config = ConfigDict(extra="forbid")
 
-    def __init__(self, body: bytes, status: int = 200, headers: dict | None = None):
-        if headers:
-            super().__init__(body, status, headers)
-            return
-        self.body, self.status_code, self.background = body, status, None
-        self.raw_headers = [(b"content-length", b"%d" % len(body)), (b"content-type", b"application/json")]
+    error: str
+
+
+def json_bytes(body: bytes, status: int = 200, headers: dict | None = None) -> Response:
+    """A response of ready-made JSON bytes."""
+    return Response(body, status, headers, media_type="application/json")
 
 
 def json_response(content: object, status: int = 200, headers: dict | None = None) -> Response:
     """Encode with orjson; NaN and infinities, should any slip through, become null."""
-    return JSONBytes(orjson.dumps(content), status, headers)
+    return json_bytes(orjson.dumps(content), status, headers)
 
 
 def error_response(message: str, status: int, headers: dict | None = None, **extra: object) -> Response:

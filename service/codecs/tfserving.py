@@ -27,7 +27,7 @@ from service import tasks
 from service.card import ModelCard, Task
 from service.codecs import json
 from service.dataplane import Codec
-from service.errors import BadRequest, JSONBytes
+from service.errors import BadRequest, json_bytes
 from service.repository import READY, Entry
 from service.runtime import LoadedModel
 from service.types.tfserving import PredictRequest
@@ -96,7 +96,7 @@ def encode(req: PredictRequest, model: LoadedModel, served: dict[str, np.ndarray
     """{"predictions": ...} for row format, {"outputs": ...} for columnar; NaN becomes null."""
     (out,) = served.values()
     key = "predictions" if req.instances is not None else "outputs"
-    return JSONBytes(orjson.dumps({key: out}, option=orjson.OPT_SERIALIZE_NUMPY))
+    return json_bytes(orjson.dumps({key: out}, option=orjson.OPT_SERIALIZE_NUMPY))
 
 
 def model_status(entries: list[Entry]) -> dict:

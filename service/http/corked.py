@@ -83,7 +83,7 @@ class CorkedTransport:
         self.held = None
         self.transport.abort()
 
-    def is_closing(self) -> bool:  # asked after every answer: spared the `__getattr__` detour
+    def is_closing(self) -> bool:  # asked after every answer, so not left to `__getattr__`
         return self.transport.is_closing()
 
     def get_write_buffer_size(self) -> int:
@@ -97,7 +97,7 @@ class Protocol(asyncio.Protocol):
     """uvicorn's httptools protocol on a `CorkedTransport`; made as uvicorn makes its protocols."""
 
     def __init__(self, config, server_state, app_state: dict, _loop: asyncio.AbstractEventLoop | None = None):
-        self.http = HttpToolsProtocol(config=config, server_state=server_state, app_state=app_state, _loop=_loop)
+        self.http = HttpToolsProtocol(config=config, server_state=server_state, app_state=app_state)
         self.loop = _loop or asyncio.get_event_loop()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.card import Task
+from service.errors import ErrorResponse  # noqa: F401 - the one error body, named here for this protocol's routes
 
 
 class _Strict(BaseModel):
@@ -68,9 +69,3 @@ class PredictResponse(_Strict):
     version: int
     task: Task
     predictions: list[MulticlassPrediction | BinaryPrediction | MultilabelPrediction | RegressionPrediction]
-
-
-class ErrorResponse(_Strict):
-    """Every failure, whatever its status."""
-
-    error: str

@@ -10,6 +10,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, StrictStr, model_validator
 
+from service.errors import ErrorResponse  # noqa: F401 - the one error body, named here for this protocol's routes
+
 
 class _Object(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -126,10 +128,3 @@ class GetModelMetadataResponse(_Object):
 
     model_spec: ModelSpec
     metadata: Metadata
-
-
-class ErrorResponse(_Object):
-    """"In case of error, all APIs will return a JSON object in the response body with error as key
-    and the error message as the value: {"error": <error message string>}"."""
-
-    error: str

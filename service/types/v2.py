@@ -14,6 +14,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
+from service.errors import ErrorResponse  # noqa: F401 - the one error body, named here for this protocol's routes
+
 # "$parameter = $string : $string | $number | $boolean"
 Parameters = dict[str, StrictStr | StrictInt | StrictFloat | StrictBool]
 # "Each dimension must be an integer representable as an unsigned 64-bit integer value."
@@ -97,14 +99,6 @@ class InferenceResponse(_Object):
     id: str | None = None
     parameters: Parameters | None = None
     outputs: list[ResponseOutput]
-
-
-class ErrorResponse(_Object):
-    """$inference_error_response (and the metadata error objects): "A failed inference request must
-    be indicated by an HTTP error status (typically 400). The HTTP body must contain the
-    $inference_error_response object." "error" is "The descriptive message for the error."""
-
-    error: str
 
 
 class MetadataTensor(_Object):
