@@ -3,8 +3,9 @@
 A request's rows wait in the model's `Batcher` until the waiting rows reach `max_size` or the
 first of them has waited `max_delay` seconds; then every waiting request runs in one call on
 the event loop and each gets back exactly its own rows. Requests are decoded and checked before
-they are submitted, so a bad request never joins a batch; should the model itself fail, every
-request of that batch gets the error.
+they are submitted, so bad rows never join a batch; should the model itself fail, every request
+of that batch gets the error, and should a request's answer fail (a V2 output name the model
+does not offer is found there), the requests asking alike get that error.
 
 With `max_delay` 0 the batch runs on the next event-loop turn, or a few turns later (`YIELDS`)
 while every turn brings more requests: only requests already scheduled or just arrived join it,

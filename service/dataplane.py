@@ -61,7 +61,8 @@ def lookup(request: Request, name: str | None, version: int | str | None = None)
 
 
 async def infer(request: Request, codec: Codec, name: str | None = None, version: str | None = None) -> Response:
-    """Answer one inference request: the model a URL names is looked up before its body is read."""
+    """Answer one inference request. The model is looked up before the body is read unless the
+    body may name it or its version (`Codec.target`, without a version in the URL)."""
     settings = request.app.state.settings
     limit = settings.max_body_bytes
     if codec.target is None or version is not None:

@@ -215,30 +215,27 @@ class OutputInfo:
 
 def offered(card: ModelCard) -> list[OutputInfo]:
     """Every output a model offers, raw first; a derived name never shadows the raw output."""
-    raw = OutputInfo(card.output.name, "float32", card.n_outputs)
-    if card.task is Task.regression:
-        return [raw]
-    derived = [OutputInfo(PROBABILITIES, "float32", card.n_outputs), OutputInfo(LABELS, "string", 1)]
-    return [raw, *(o for o in derived if o.name != raw.name)]
+    return list(_offered(card.task, card.output.name, card.n_outputs))
 
 
 @lru_cache(maxsize=64)
-def _names(task: Task, raw_name: str) -> tuple[str, ...]:
-    """The names `offered` gives a card of this task and raw output name."""
+def _offered(task: Task, raw_name: str, width: int) -> tuple[OutputInfo, ...]:
+    raw = OutputInfo(raw_name, "float32", width)
     if task is Task.regression:
-        return (raw_name,)
-    return (raw_name, *(n for n in (PROBABILITIES, LABELS) if n != raw_name))
+        return (raw,)
+    derived = (OutputInfo(PROBABILITIES, "float32", width), OutputInfo(LABELS, "string", 1))
+    return (raw, *(o for o in derived if o.name != raw_name))
 
 
 def outputs(card: ModelCard, raw: np.ndarray, names: list[str] | None = None) -> dict[str, np.ndarray]:
     """The named outputs asked for (all when `names` is None), in that order; unknown names are 400."""
-    known = _names(card.task, card.output.name)
+    known = [o.name for o in _offered(card.task, card.output.name, card.n_outputs)]
     if names is None:
         names = known
     else:
         unknown = [n for n in names if n not in known]
         if unknown:
-            raise BadRequest(f"unknown output(s) {unknown}; model {card.name!r} offers {list(known)}")
+            raise BadRequest(f"unknown output(s) {unknown}; model {card.name!r} offers {known}")
     out, derived, raw_name = {}, None, card.output.name
     for name in names:
         if name == raw_name:
