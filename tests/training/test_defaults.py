@@ -15,6 +15,10 @@ BARS = {"digits": ("accuracy", 0.97), "digits-binary": ("accuracy", 0.995),
         "digit-traits": ("macro_f1", 0.95)}
 # Retraining on another machine may differ by float rounding in the last epochs.
 TOLERANCE = {"accuracy": 0.01, "macro_f1": 0.01, "r2": 0.03, "mae": 2.0, "rmse": 2.0}
+# Tuned thresholds come from a grid search (steps of 0.01) over validation F1; oneDNN rounds the
+# last bits differently on another CPU, which moves that optimum by a step or two (0.51 -> 0.52
+# seen on one machine), while a real change to training moves it much further.
+THRESHOLD_TOLERANCE = 0.05
 
 
 def committed():
@@ -60,8 +64,13 @@ def test_retraining_reproduces_the_committed_models(tmp_path):
         argv = shlex.split(card.training.command)[3:]  # drop "python -m training"
         assert main([*argv, "--out", str(tmp_path)]) == 0
         fresh = read_card(tmp_path / name / "1" / CARD_FILE)
-        for field in ("task", "input", "output", "feature_names", "labels", "thresholds", "splits"):
+        for field in ("task", "input", "output", "feature_names", "labels", "splits"):
             assert getattr(fresh, field) == getattr(card, field), f"{name}: {field} drifted"
+        if card.thresholds is None:
+            assert fresh.thresholds is None, f"{name}: thresholds appeared"
+        else:
+            assert fresh.thresholds == pytest.approx(card.thresholds, abs=THRESHOLD_TOLERANCE), \
+                f"{name}: thresholds drifted {card.thresholds} -> {fresh.thresholds}"
         assert fresh.training.model_dump(exclude={"epochs_run"}) == \
             card.training.model_dump(exclude={"epochs_run"})
         for key, tol in TOLERANCE.items():
