@@ -65,11 +65,9 @@ async def infer(request: Request, codec: Codec, name: str | None = None, version
     body may name it or its version (`Codec.target`, without a version in the URL)."""
     settings = request.app.state.settings
     limit = settings.max_body_bytes
-    if codec.target is None or version is not None:
-        model = lookup(request, name, version)
-        req = codec.parse(await read_body(request.receive, request.scope, limit), request.scope, limit)
-    else:
-        req = codec.parse(await read_body(request.receive, request.scope, limit), request.scope, limit)
+    model = lookup(request, name, version) if codec.target is None or version is not None else None
+    req = codec.parse(await read_body(request.receive, request.scope, limit), request.scope, limit)
+    if model is None:
         named, version = codec.target(req)
         model = lookup(request, name if name is not None else named, version)
     x = codec.matrix(req, model, settings.max_rows)

@@ -1,6 +1,6 @@
 """JSON in, for every protocol: the bounded body read, the one parser, and rows -> float32 matrix.
 
-One parser: simdjson. Where a protocol expects a tensor (`tensor(key, parent)` says which keys),
+One parser: simdjson. Where a protocol expects a tensor (`tensor(key, parent, depth)` says where),
 a rectangular array of JSON numbers, flat or one level nested, comes back as a float64 numpy
 array straight from simdjson's buffer; every other value comes back as plain Python. Should a
 tensor array hide anything the float64 buffer cannot show (a list nested deeper), the body's
@@ -213,20 +213,18 @@ def validated(model: type[M], data: dict, prefix: str = "", whole: str = "") -> 
 def rows(instances: object, card: ModelCard, max_rows: int, field: str = "instances") -> np.ndarray:
     """Rows (lists of numbers, or objects keyed by feature name) -> a [rows, n_features] float32
     matrix; `instances` may already be the float64 table `parse` made, leaving only counts to check."""
-    if type(instances) is np.ndarray and instances.ndim == 2:
-        if len(instances) > max_rows:
-            raise BadRequest(f"at most {max_rows} rows per request, got {len(instances)}")
-        if instances.shape[1] != card.n_features:
-            raise BadRequest(f"expected {card.n_features} features per row, row 0 has {instances.shape[1]}")
-        return float32_matrix(instances, card.feature_names)
-    if type(instances) is np.ndarray:  # a flat table: each value is a row, for `_row` to refuse or take
+    if type(instances) is np.ndarray and instances.ndim == 1:  # a flat table: each value is a row
         instances = instances.tolist()
-    if type(instances) is not list or not instances:
+    table = type(instances) is np.ndarray
+    if not table and (type(instances) is not list or not instances):
         raise BadRequest(f"'{field}' must be a non-empty list of rows, got {show(instances)}")
     if len(instances) > max_rows:
         raise BadRequest(f"at most {max_rows} rows per request, got {len(instances)}")
-    names = card.feature_names
-    return float32_matrix([_row(row, i, card) for i, row in enumerate(instances)], names)
+    if table:
+        if instances.shape[1] != card.n_features:
+            raise BadRequest(f"expected {card.n_features} features per row, row 0 has {instances.shape[1]}")
+        return float32_matrix(instances, card.feature_names)
+    return float32_matrix([_row(row, i, card) for i, row in enumerate(instances)], card.feature_names)
 
 
 def _row(row: object, i: int, card: ModelCard) -> list:

@@ -56,7 +56,6 @@ INTEGERS = {Datatype.INT8: np.int8, Datatype.INT16: np.int16, Datatype.INT32: np
             Datatype.INT64: np.int64, Datatype.UINT8: np.uint8, Datatype.UINT16: np.uint16,
             Datatype.UINT32: np.uint32, Datatype.UINT64: np.uint64}
 EXACT = 2**24  # every integer up to this magnitude is exact in float32
-_NUMBERS = frozenset((int, float))
 _FLOAT_NAMES = frozenset(d.value for d in FLOATS)
 _NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
 _INTS = frozenset((int,))
@@ -159,8 +158,8 @@ def _json_values(inp: RequestInput, rows: int, n: int) -> np.ndarray:
     if len(data) != rows * n:
         raise BadRequest(f"input {inp.name!r}: shape {inp.shape} holds {rows * n} elements, 'data' has {len(data)}")
     integer = inp.datatype in INTEGERS
-    if not (_INTS if integer else _NUMBERS).issuperset(map(type, data)):
-        k = next(k for k, v in enumerate(data) if type(v) not in (_INTS if integer else _NUMBERS))
+    if not (_INTS if integer else json.NUMBERS).issuperset(map(type, data)):
+        k = next(k for k, v in enumerate(data) if type(v) not in (_INTS if integer else json.NUMBERS))
         kind = "an integer" if integer else "a number"
         raise BadRequest(f"input {inp.name!r} ({inp.datatype.value}): row {k // n}, feature {k % n} "
                          f"is not {kind}: {json.json_text(data[k])[:40]}")
