@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 
 import uvicorn
 
 from service import logs
-from service.config import get_settings
+from service.config import SettingsError, get_settings
 from service.main import create_app
 
 HTTP_PROTOCOLS = {"corked": "service.http.corked:Protocol", "httptools": "httptools"}
@@ -17,7 +18,10 @@ HTTP_PROTOCOLS = {"corked": "service.http.corked:Protocol", "httptools": "httpto
 
 def main() -> None:
     """Read the settings, build the app and serve it until interrupted."""
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except SettingsError as exc:
+        sys.exit(f"tinyserve: bad setting: {exc}")
     workers = getattr(settings, "workers", 1)
     options = dict(host=settings.host, port=settings.port, log_level=settings.log_level,
                    log_config=logs.config(settings.log_level), access_log=False,  # ours is the access log

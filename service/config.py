@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_MODEL_ROOT = Path(__file__).resolve().parents[1] / "models"
+# What a bearer token may hold (RFC 6750's b64token is a subset): visible ASCII, no spaces.
+TOKEN_RE = re.compile(r"[!-~]+")
 
 
 class Settings(BaseSettings):
@@ -85,12 +88,30 @@ class Settings(BaseSettings):
 
     @field_validator("api_tokens", mode="before")
     @classmethod
-    def _tokens(cls, value: object) -> object:
+    def _tokens(cls, value: object) -> tuple[str, ...]:
+        # Fails closed: a value that is set but yields no usable token stops start-up instead of
+        # turning auth off. Unset (the default) is the only way to run without tokens.
         if isinstance(value, str):
             text = value.strip()
-            items = json.loads(text) if text.startswith("[") else text.split(",")
-            return tuple(t.strip() for t in items if isinstance(t, str) and t.strip())
-        return value
+            if not text:
+                raise ValueError("is set but holds no token; unset it to run without auth")
+            try:
+                items = json.loads(text) if text.startswith("[") else text.split(",")
+            except ValueError:
+                raise ValueError("is not a JSON list of strings") from None
+            if isinstance(items, list) and all(isinstance(t, str) for t in items):
+                items = [t.strip() for t in items]
+        elif value == ():  # the default: no tokens, no auth
+            return ()
+        else:
+            items = value
+        if not isinstance(items, (list, tuple)) or not items:
+            raise ValueError("is set but holds no token; unset it to run without auth")
+        for token in items:
+            if not isinstance(token, str) or not TOKEN_RE.fullmatch(token):
+                raise ValueError(f"must be non-empty tokens of visible ASCII characters (comma-separated "
+                                 f"or a JSON list of strings); got {_shown(token)}")
+        return tuple(items)
 
     @property
     def admin(self) -> bool:
@@ -103,7 +124,23 @@ class Settings(BaseSettings):
         return value.lower() if isinstance(value, str) else value
 
 
+def _shown(token: object) -> str:
+    """A refused token's kind, never its value: settings errors end up in logs."""
+    if isinstance(token, str):
+        return "an empty entry" if not token else "an entry with spaces or non-ASCII characters"
+    return f"an entry of JSON type {'number' if isinstance(token, (int, float)) else type(token).__name__}"
+
+
+class SettingsError(ValueError):
+    """Settings that cannot start the server, worded as one line naming each variable."""
+
+
 @lru_cache
 def get_settings() -> Settings:
     """The settings from the environment, read once; tests call `get_settings.cache_clear()`."""
-    return Settings()
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise SettingsError("; ".join(
+            f"{'TINYSERVE_' + '.'.join(map(str, e['loc'])).upper()}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors(include_url=False))) from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import logging
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 
@@ -18,12 +19,22 @@ from service.http.gateway import Gateway
 from service.observe import Observer
 from service.repository import Repository
 
+log = logging.getLogger(__name__)
+
 
 def _version() -> str:
     try:
         return version("tinyserve")
     except PackageNotFoundError:  # running from a checkout that was never installed
         return "0.0.0"
+
+
+def _auth_line(settings: Settings) -> str:
+    """What the start-up log says of auth: on or off, how many tokens (never the tokens), admin."""
+    tokens = len(settings.api_tokens)
+    auth = f"auth on: {tokens} bearer token{'s' if tokens != 1 else ''}" if tokens else \
+        "auth off: no TINYSERVE_API_TOKENS, every route is open"
+    return f"{auth}; admin routes {'on' if settings.admin else 'off'}"
 
 
 def create_app(settings: Settings | None = None) -> Gateway:
@@ -37,6 +48,7 @@ def create_app(settings: Settings | None = None) -> Gateway:
         repo = Repository(settings.model_root, settings.threads, settings.default_model,
                           (settings.batch_max_size, settings.batch_max_delay_ms)).load()
         app.state.repository = repo
+        log.info(_auth_line(settings))
         # What is alive now (modules, app, models) lives as long as the process: moved out of the
         # collector's reach, a full collection no longer rescans it.
         gc.freeze()

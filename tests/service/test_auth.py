@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import subprocess
+import sys
+
 import pytest
 
-from service.config import Settings
+from service.config import Settings, SettingsError, get_settings
 from service.main import create_app
 from tests.service import helpers
 from tests.service.helpers import REGRESSION, write_model
@@ -68,10 +73,53 @@ async def test_admin_can_be_switched_off_with_tokens(tmp_path):
 def test_tokens_parse_from_a_list_or_commas_and_stay_out_of_repr(monkeypatch):
     monkeypatch.setenv("TINYSERVE_API_TOKENS", '["a", "b"]')
     assert Settings().api_tokens == ("a", "b") and Settings().admin
-    monkeypatch.setenv("TINYSERVE_API_TOKENS", " a , b ,")
+    monkeypatch.setenv("TINYSERVE_API_TOKENS", " a , b ")
     assert Settings().api_tokens == ("a", "b") and "a" not in repr(Settings()).split("model_root")[0]
     monkeypatch.delenv("TINYSERVE_API_TOKENS")
     assert Settings().api_tokens == () and not Settings().admin
+
+
+# Set but unusable: each must stop start-up rather than turn auth off (fail closed).
+@pytest.mark.parametrize("value, why", [
+    ("", "holds no token"), ("  ", "holds no token"), ("[]", "holds no token"),
+    (" , ", "an empty entry"), ("a,,b", "an empty entry"), ("a,", "an empty entry"),
+    ('[""]', "an empty entry"), ('["a", " "]', "an empty entry"), ("[1,2]", "JSON type number"),
+    ('["a", null]', "JSON type NoneType"), ("[", "not a JSON list"), ('{"a": 1', "spaces or non-ASCII"),
+    ("two words", "spaces or non-ASCII"), ("caf\u00e9", "spaces or non-ASCII"),
+])
+def test_a_token_setting_without_usable_tokens_stops_start_up(monkeypatch, value, why):
+    monkeypatch.setenv("TINYSERVE_API_TOKENS", value)
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(SettingsError, match=why) as refused:
+            get_settings()
+    finally:
+        get_settings.cache_clear()
+    assert str(refused.value).startswith("TINYSERVE_API_TOKENS: ") and "\n" not in str(refused.value)
+
+
+def test_python_m_service_ends_with_one_line_on_a_bad_token_setting(tmp_path):
+    env = {**os.environ, "TINYSERVE_API_TOKENS": "[1,2]", "TINYSERVE_MODEL_ROOT": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-m", "service"], env=env, capture_output=True, text=True,
+                          timeout=60, cwd=helpers.REPO_ROOT)
+    assert done.returncode != 0 and done.stdout == ""
+    assert done.stderr.strip().splitlines() == [
+        "tinyserve: bad setting: TINYSERVE_API_TOKENS: must be non-empty tokens of visible ASCII characters "
+        "(comma-separated or a JSON list of strings); got an entry of JSON type number"]
+
+
+@pytest.mark.parametrize("tokens, line", [
+    ((), "auth off: no TINYSERVE_API_TOKENS, every route is open; admin routes off"),
+    (("a",), "auth on: 1 bearer token; admin routes on"),
+    (("a", "b"), "auth on: 2 bearer tokens; admin routes on"),
+])
+async def test_start_up_log_says_whether_auth_is_on_and_never_the_tokens(tmp_path, caplog, tokens, line):
+    write_model(tmp_path, REGRESSION)
+    caplog.set_level(logging.INFO, logger="service.main")
+    async with helpers.serve(create_app(Settings(model_root=tmp_path, api_tokens=tokens, poll_seconds=0))):
+        pass
+    said = [r.getMessage() for r in caplog.records if r.name == "service.main"]
+    assert said == [line]
 
 
 # A complete, valid model outside the model root: every traversal attempt must miss it.
