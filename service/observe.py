@@ -50,7 +50,7 @@ def request_id(scope: Scope) -> bytes:
     """The client's X-Request-ID when it is safe to echo and log, else a fresh one (`new_id`)."""
     for key, value in scope["headers"]:
         if key == REQUEST_ID:
-            return value if _ID_RE.match(value) else new_id()
+            return value if _ID_RE.fullmatch(value) else new_id()
     return new_id()
 
 

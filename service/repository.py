@@ -77,10 +77,10 @@ def scan(root: Path) -> list[tuple[str, int, Path]]:
         return []
     found = []
     for model_dir in sorted(root.iterdir()):
-        if not model_dir.is_dir() or not NAME_RE.match(model_dir.name):
+        if not model_dir.is_dir() or not NAME_RE.fullmatch(model_dir.name):
             continue
         for version_dir in model_dir.iterdir():
-            if version_dir.is_dir() and VERSION_RE.match(version_dir.name):
+            if version_dir.is_dir() and VERSION_RE.fullmatch(version_dir.name):
                 found.append((model_dir.name, int(version_dir.name), version_dir))
     return sorted(found)
 
@@ -240,7 +240,7 @@ class Repository:
         """One version's entry, ready or not; 404 when the model or version does not exist."""
         versions = self.versions(name)
         number = version if isinstance(version, int) and not isinstance(version, bool) else None
-        if isinstance(version, str) and VERSION_RE.match(version):
+        if isinstance(version, str) and VERSION_RE.fullmatch(version):
             number = int(version)
         if number not in versions:
             raise NotFound(f"model {name!r} has no version {version}; versions: {sorted(versions)}")

@@ -164,10 +164,10 @@ def main(argv: list[str] | None = None) -> int:
         if not args.csv and (args.target or args.targets or args.task or args.drop
                              or args.positive):
             raise CliError("--target, --targets, --task, --drop and --positive go with --csv")
-        if args.csv and not args.name and not NAME_RE.match(args.csv.stem):
+        if args.csv and not args.name and not NAME_RE.fullmatch(args.csv.stem):
             raise CliError(f"the file name {args.csv.stem!r} is not a valid model name; "
                            "choose one with --name")
-        if args.name and not NAME_RE.match(args.name):
+        if args.name and not NAME_RE.fullmatch(args.name):
             raise CliError(f"model name {args.name!r} must match {NAME_RE.pattern}")
         check_writable(args.out)
         # Data first: a bad file answers in a second, before TensorFlow loads.

@@ -30,13 +30,13 @@ def report_files(entry: Entry) -> list[str]:
         names = sorted(p.name for p in folder.iterdir())
     except OSError:
         return []
-    return [n for n in names if REPORT_FILE_RE.match(n) and (folder / n).is_file()
+    return [n for n in names if REPORT_FILE_RE.fullmatch(n) and (folder / n).is_file()
             and not (folder / n).is_symlink()]
 
 
 def report_file(entry: Entry, file: str) -> Response:
     """One report file with its content type; 404 JSON unless it is listed by `report_files`."""
-    if not REPORT_FILE_RE.match(file) or file not in report_files(entry):
+    if not REPORT_FILE_RE.fullmatch(file) or file not in report_files(entry):
         raise NotFound(f"{entry.name} version {entry.version} has no report file {file[:100]!r}; "
                        f"files: {report_files(entry)}")
     return FileResponse(entry.path / REPORT_DIR / file, media_type=MEDIA_TYPES[file.rsplit(".", 1)[1]])

@@ -174,3 +174,21 @@ async def test_report_file_traversal(fenced, file):
     status, _, body = await helpers.raw_request(
         app, "GET", f"/models/tiny-regression/versions/1/report/{file}".encode())
     assert status == 404 and b"secret" not in body and b"sha256" not in body
+
+
+# `$` in a regex also matches before a trailing newline: every name, version and file segment
+# must be matched whole, so "1%0A" is not version 1 and "x.md%0A" is not a report file.
+@pytest.mark.parametrize("method, path", [
+    ("POST", "/models/tiny-regression/versions/1%0A/predict"),
+    ("POST", "/v2/models/tiny-regression/versions/1%0A/infer"),
+    ("POST", "/v1/models/tiny-regression/versions/1%0A:predict"),
+    ("GET", "/v2/models/tiny-regression/versions/1%0A"),
+    ("GET", "/models/tiny-regression/versions/1%0A/report"),
+    ("POST", "/models/tiny-regression%0A/predict"),
+])
+async def test_a_trailing_newline_never_names_a_version_or_model(tmp_path, method, path):
+    write_model(tmp_path, REGRESSION)
+    async with helpers.serve(create_app(Settings(model_root=tmp_path, poll_seconds=0))) as client:
+        response = await client.request(method, path, **({"json": ROW} if method == "POST" else {}))
+        assert response.status_code == 404, response.text
+        assert set(response.json()) == {"error"}
