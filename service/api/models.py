@@ -24,13 +24,19 @@ MEDIA_TYPES = {"png": "image/png", "md": "text/markdown; charset=utf-8"}
 
 
 def report_files(entry: Entry) -> list[str]:
-    """The servable files of a version's report folder, sorted; empty when it has none."""
+    """The servable files of a version's report folder, sorted; empty when it has none.
+
+    A file is servable when it is a plain file (not a link) whose real path, every symlink on the
+    way followed (the folder, the version, the model), lies inside the model root's real path.
+    """
     folder = entry.path / REPORT_DIR
     try:
         names = sorted(p.name for p in folder.iterdir())
+        root = entry.path.parents[1].resolve(strict=True)
+        inside = folder.resolve(strict=True).is_relative_to(root)
     except OSError:
         return []
-    return [n for n in names if REPORT_FILE_RE.fullmatch(n) and (folder / n).is_file()
+    return [n for n in names if inside and REPORT_FILE_RE.fullmatch(n) and (folder / n).is_file()
             and not (folder / n).is_symlink()]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import os
 import subprocess
 import sys
@@ -192,3 +193,40 @@ async def test_a_trailing_newline_never_names_a_version_or_model(tmp_path, metho
         response = await client.request(method, path, **({"json": ROW} if method == "POST" else {}))
         assert response.status_code == 404, response.text
         assert set(response.json()) == {"error"}
+
+
+def _outside_report(tmp_path):
+    folder = tmp_path / "elsewhere" / "report"
+    folder.mkdir(parents=True)
+    (folder / "report.md").write_text("secret report")
+    (folder / "secret.md").write_text("secret")
+    return folder
+
+
+@pytest.mark.parametrize("link", ["report", "version", "model", "inside"])
+async def test_report_files_resolve_inside_the_model_root_whatever_part_is_a_link(tmp_path, link):
+    root = tmp_path / "root"
+    version = write_model(root, REGRESSION)
+    report = _outside_report(tmp_path)
+    if link == "report":  # the report folder links out of the root
+        (version / "report").symlink_to(report, target_is_directory=True)
+    elif link in ("version", "model"):  # a whole version (or model) folder that lives outside
+        real = write_model(tmp_path / "elsewhere", REGRESSION)
+        report.rename(real / "report")
+        moved = version if link == "version" else version.parent
+        shutil.rmtree(moved)
+        moved.symlink_to(real if link == "version" else real.parent, target_is_directory=True)
+    else:  # a link that stays inside the root is followed
+        inner = root / "shared-report"
+        report.rename(inner)
+        (version / "report").symlink_to(inner, target_is_directory=True)
+    async with helpers.serve(create_app(Settings(model_root=root, poll_seconds=0))) as client:
+        assert (await client.post("/models/tiny-regression/predict", json=ROW)).status_code == 200
+        for file in ("", "/report.md", "/secret.md"):
+            response = await client.get(f"/models/tiny-regression/versions/1/report{file}")
+            if link == "inside":
+                assert response.status_code == 200 and "secret" in response.text
+            else:
+                assert response.status_code == 404 and "secret" not in response.text.replace("secret.md", "")
+        listed = (await client.get("/models/tiny-regression/versions/1")).json().get("report", [])
+        assert bool(listed) == (link == "inside")
