@@ -22,6 +22,9 @@ class PredictRequest(_Object):
     default serving signature is used." "Input Tensors in row ("instances") or columnar
     ("inputs") format. A request can have either of them but NOT both."""
 
+    # Fields this API does not use are ignored, not refused: clients written for other servers add some.
+    model_config = ConfigDict(extra="ignore")
+
     signature_name: StrictStr | None = None
     instances: Any = None
     inputs: Any = None

@@ -28,6 +28,11 @@ class _Object(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# The spec's request objects do not forbid other properties, and real clients send some (KServe's
+# SDK puts "model_name" in the body): requests ignore what they do not know; what we send is exact.
+_REQUEST = ConfigDict(extra="ignore")
+
+
 class Datatype(str, Enum):
     """Tensor Data Types: "Tensor data types are shown in the following table along with the size
     of each type, in bytes." BOOL 1, UINT8 1, UINT16 2, UINT32 4, UINT64 8, INT8 1, INT16 2,
@@ -64,10 +69,14 @@ class RequestInput(_Tensor):
     `data` may be absent when the binary tensor data extension carries the tensor
     (`parameters.binary_data_size`)."""
 
+    model_config = _REQUEST
+
 
 class RequestOutput(_Object):
     """$inference_request_output: "is used to request which output tensors should be returned
     from the model." `parameters.binary_data` asks for the binary tensor data extension."""
+
+    model_config = _REQUEST
 
     name: StrictStr
     parameters: Parameters | None = None
@@ -77,6 +86,8 @@ class InferenceRequest(_Object):
     """$inference_request: "id" is "An identifier for this request. Optional, but if specified this
     identifier must be returned in the response." "outputs" is "Optional, if not specified all
     outputs produced by the model will be returned using default $request_output settings."""
+
+    model_config = _REQUEST
 
     id: StrictStr | None = None
     parameters: Parameters | None = None

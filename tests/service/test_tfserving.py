@@ -61,6 +61,13 @@ async def test_every_task(client):
     assert regression == {"predictions": [[1.0, 2.5]]}
 
 
+async def test_unknown_fields_are_ignored(client):
+    plain = await client.post("/v1/models/tiny-binary:predict", json={"instances": [[1, 1, 1]]})
+    extra = await client.post("/v1/models/tiny-binary:predict",
+                              json={"instances": [[1, 1, 1]], "examples": [], "model_spec": {"name": "x"}})
+    assert extra.status_code == plain.status_code == 200 and extra.json() == plain.json()
+
+
 async def test_version_path_and_the_colon(client):
     rows = {"instances": [[0, 0, 0, 0]]}
     newest = (await client.post("/v1/models/tiny-multiclass:predict", json=rows)).json()["predictions"][0]

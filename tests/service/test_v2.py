@@ -143,6 +143,15 @@ async def test_spec_example_id_parameters_and_requested_output(client):
     np.testing.assert_allclose(as_numpy(got.outputs[0]), expected(helpers.MULTICLASS_V2, rows)["probabilities"], rtol=1e-6)
 
 
+async def test_unknown_fields_are_ignored_as_the_spec_allows(client):
+    # KServe's InferenceRESTClient sends "model_name" in the body; the OIP schema forbids no property.
+    plain = {"inputs": [tensor([[0, 0, 0]])], "outputs": [{"name": "labels"}, {"name": "logits"}]}
+    extra = {"model_name": "tiny-binary", "model_version": "1", "future": {"x": [1]},
+             "inputs": [{**tensor([[0, 0, 0]]), "id": "i", "extra": [[1]]}],
+             "outputs": [{"name": "labels", "other": 1}, {"name": "logits"}]}
+    assert await infer(client, "tiny-binary", extra) == await infer(client, "tiny-binary", plain)
+
+
 async def test_outputs_come_in_the_requested_order(client):
     body = {"inputs": [tensor([[0, 0, 0]])], "outputs": [{"name": "labels"}, {"name": "logits"}]}
     got = await infer(client, "tiny-binary", body)
