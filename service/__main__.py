@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sys
 import tempfile
 
@@ -28,6 +29,10 @@ def main() -> None:
                    timeout_graceful_shutdown=settings.graceful_shutdown_seconds,
                    server_header=False,  # no "server: uvicorn" on every answer; the date header stays
                    http=HTTP_PROTOCOLS[settings.http])
+    # uvicorn raises the signal it caught again once it has shut down gracefully; answered here, a
+    # SIGTERM ends with status 0 and Ctrl-C with 130, neither with a traceback.
+    signal.signal(signal.SIGTERM, _exit_with(0))
+    signal.signal(signal.SIGINT, _exit_with(130))
     if workers == 1:
         uvicorn.run(create_app(settings), **options)
         return
@@ -41,6 +46,12 @@ def main() -> None:
     finally:
         if own_dir is not None:
             shutil.rmtree(own_dir, ignore_errors=True)
+
+
+def _exit_with(status: int):
+    def stop(signum, frame):
+        raise SystemExit(status)
+    return stop
 
 
 if __name__ == "__main__":

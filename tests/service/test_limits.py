@@ -86,6 +86,7 @@ def test_sigterm_lets_in_flight_requests_finish(model_root, tmp_path):
                 return time.monotonic() - started
 
         waited = asyncio.run(main())
+        assert procs[0].wait(timeout=30) == 0  # a graceful stop is a clean exit, not death by signal
     assert results["slow"] == [200] * 8
     assert results["fast"] and set(results["fast"]) == {200}
     assert waited >= 0.5  # the server waited for the slow bodies instead of cutting them off
