@@ -40,7 +40,7 @@ Tensor = Callable[[str, simdjson.Object, int], bool]  # key, its object, how man
 async def read_body(receive, scope: dict, limit: int) -> bytes:
     """The request body, refused with 413 beyond `limit` bytes, declared or actually streamed."""
     declared = header(scope, b"content-length") or ""
-    if declared.isdigit() and int(declared) > limit:
+    if declared.isascii() and declared.isdigit() and int(declared) > limit:  # isdigit alone takes "²"
         raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
     chunks, size, more = [], 0, True
     while more:
