@@ -7,6 +7,11 @@ other requests in flight (`IN_FLIGHT`, counted by the gateway) it leaves at the 
 event-loop step, with the answers that step finished; anything written alone (a `100 Continue`)
 leaves at the end of the step.
 
+One request header is dropped before uvicorn parses it: `Upgrade: h2c` (what `curl --http2` sends
+over plain HTTP). The server speaks HTTP/1.1 only, and the HTTP parser stops at an upgrade
+request's head, so the request would lose its body; without the header (when the head arrives in
+one piece, as it does from real clients) it is served as HTTP/1.1.
+
 Everything else about HTTP is uvicorn's. Closing (or aborting) the transport sends (or drops) what
 is held first. One case differs: should the client half-close within the very step an answer is
 held in, that answer is dropped where uvicorn's own protocol would have handed it to the socket.
@@ -18,6 +23,7 @@ What it is worth against uvicorn's own (`TINYSERVE_HTTP=httptools`) is in bench/
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Sized
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -36,6 +42,8 @@ class InFlight:
 
 
 IN_FLIGHT = InFlight()
+# A whole `Upgrade: h2c` header line (any case); the scan for "pgrade" first keeps it off most data.
+_H2C = re.compile(rb"\r\nupgrade[ \t]*:[ \t]*h2c[ \t]*(?=\r\n)", re.IGNORECASE)
 
 
 class CorkedTransport:
@@ -104,6 +112,9 @@ class Protocol(asyncio.Protocol):
         self.http.connection_made(CorkedTransport(transport, self.loop, IN_FLIGHT))
 
     def data_received(self, data: bytes) -> None:
+        if b"pgrade" in data or b"PGRADE" in data:
+            head = data.find(b"\r\n\r\n") + 2  # only header lines: a body is the client's own
+            data = _H2C.sub(b"", data[:head]) + data[head:]
         self.http.data_received(data)
 
     def eof_received(self) -> bool | None:

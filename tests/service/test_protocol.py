@@ -155,6 +155,19 @@ def test_expect_100_continue_still_reaches_the_client_before_the_body():
     assert calls[1:] == [("writelines", [HEAD, b"2"]), ("close",)]
 
 
+@pytest.mark.parametrize("upgrade", [b"Upgrade: h2c", b"upgrade:h2c", b"UPGRADE: H2C "])
+def test_an_h2c_upgrade_is_ignored_and_the_body_read(upgrade):
+    # curl --http2 over plain HTTP asks to upgrade; the request is served as HTTP/1.1, body and all.
+    *_, calls = exchange(b"POST /a HTTP/1.1\r\nhost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n" + upgrade +
+                         b"\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\ncontent-length: 3\r\n\r\nabc")
+    assert calls == [("writelines", [HEAD, b"3"]), ("close",)]
+
+
+def test_an_upgrade_header_inside_a_body_is_left_alone():
+    *_, calls = exchange(b"POST /a HTTP/1.1\r\nhost: x\r\ncontent-length: 16\r\n\r\n\r\nupgrade: h2c\r\n")
+    assert calls == [("writelines", [HEAD.replace(b"length: 1", b"length: 2"), b"16"]), ("close",)]
+
+
 def test_real_server_keep_alive_and_pipelining(server_url):
     # Through `python -m service` (which runs this protocol): two pipelined requests on one
     # connection get their two answers, in order, and the connection stays open for a third.
@@ -172,6 +185,21 @@ def test_real_server_keep_alive_and_pipelining(server_url):
         assert data.index(b'{"status":"live"}') < data.index(b'"predictions"')
         s.sendall(b"GET /health/live HTTP/1.1\r\nhost: x\r\n\r\n")
         assert b'{"status":"live"}' in s.recv(65536)
+
+
+def test_real_server_serves_an_h2c_upgrade_request_as_http_1_1(server_url):
+    host, port = server_url.removeprefix("http://").split(":")
+    body = b'{"model": "tiny-regression", "instances": [[1.0, 2.0]]}'
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(b"POST /predict HTTP/1.1\r\nhost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+                  b"HTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\ncontent-type: application/json\r\n"
+                  b"content-length: %d\r\n\r\n%s" % (len(body), body))
+        data = b""
+        while not data.endswith(b"}]}"):
+            chunk = s.recv(65536)
+            assert chunk, data
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200 OK") and b'"predictions"' in data
 
 
 @pytest.mark.parametrize("rows", [1, 2000])
