@@ -12,7 +12,7 @@ from importlib.metadata import PackageNotFoundError, version
 from fastapi import FastAPI
 
 from service import errors, logs, metrics, watcher
-from service.api import admin, health, models, predict, tfserving, v2
+from service.api import admin, docs, health, models, predict, tfserving, v2
 from service.api import metrics as metrics_api
 from service.config import Settings, get_settings
 from service.http.gateway import Gateway
@@ -85,5 +85,6 @@ def create_app(settings: Settings | None = None) -> Gateway:
     routers += [admin.router] if settings.admin else []
     for router in routers:
         app.include_router(router)
+    app.openapi = lambda: docs.document(app, bool(settings.api_tokens))
     observer = Observer(app.state.metrics, settings.request_timeout_seconds, app.state.access_log)
     return Gateway(app, inference, observer, settings.api_tokens)

@@ -6,12 +6,12 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from service import dataplane, watcher
-from service.errors import json_response
+from service.errors import ErrorResponse, json_response
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
 
-@router.post("/reload")
+@router.post("/reload", responses={503: {"model": ErrorResponse}})
 async def reload(request: Request) -> Response:
     """Reload the model root now: what was added, replaced, removed and what failed to load."""
     dataplane.repository(request)

@@ -6,10 +6,16 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from service import dataplane
-from service.errors import error_response, json_response
+from service.errors import ErrorResponse, error_response, json_response
 from service.repository import FAILED
 
 router = APIRouter(tags=["health"])
+
+
+class NotReadyResponse(ErrorResponse):
+    """Why the server is not ready, and every version that failed to load with its reason."""
+
+    failed: dict[str, str]
 
 
 @router.get("/health/live")
@@ -18,7 +24,7 @@ async def live() -> Response:
     return json_response({"status": "live"})
 
 
-@router.get("/health/ready")
+@router.get("/health/ready", responses={503: {"model": NotReadyResponse}})
 async def ready(request: Request) -> Response:
     """Readiness: 200 once models serve, else 503; failed versions are listed either way."""
     repo, reason = request.app.state.repository, dataplane.not_ready_reason(request)

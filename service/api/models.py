@@ -13,10 +13,13 @@ from fastapi import APIRouter, Request
 from starlette.responses import FileResponse, Response
 
 from service import dataplane
-from service.errors import NotFound, json_response
+from service.errors import ErrorResponse, NotFound, json_response
 from service.repository import READY, Entry, Repository
 
 router = APIRouter(tags=["models"])
+# Every route reads the repository (503 until it has loaded); those naming a model or version 404.
+_LOADED = {503: {"model": ErrorResponse}}
+_FOUND = {404: {"model": ErrorResponse}, **_LOADED}
 
 REPORT_DIR, REPORT_MD = "report", "report.md"
 REPORT_FILE_RE = re.compile(r"^[A-Za-z0-9_-]+\.(png|md)$")
@@ -68,14 +71,14 @@ def version_detail(entry: Entry) -> dict:
             "report": [f"{base}/{f}" for f in report_files(entry)]}
 
 
-@router.get("/models")
+@router.get("/models", responses=_LOADED)
 async def list_models(request: Request) -> Response:
     """List every model with its task, status and versions."""
     repo = dataplane.repository(request)
     return json_response({"models": [model_summary(repo, name) for name in sorted(repo.entries)]})
 
 
-@router.get("/models/{name}")
+@router.get("/models/{name}", responses=_FOUND)
 async def describe_model(name: str, request: Request) -> Response:
     """Describe a model: its versions and the card and signature of its default version."""
     repo = dataplane.repository(request)
@@ -85,21 +88,21 @@ async def describe_model(name: str, request: Request) -> Response:
     return json_response(summary | {"card": detail["card"], "signature": detail["signature"]})
 
 
-@router.get("/models/{name}/versions/{version}")
+@router.get("/models/{name}/versions/{version}", responses=_FOUND)
 async def describe_version(name: str, version: str, request: Request) -> Response:
     """Describe one version: card (without golden examples), signature and status."""
     return json_response(version_detail(dataplane.repository(request).entry(name, version)))
 
 
 @router.get("/models/{name}/versions/{version}/report", response_class=Response,
-            responses={200: {"content": {"text/markdown": {}}}})
+            responses={200: {"content": {"text/markdown": {}}}, **_FOUND})
 async def version_report(name: str, version: str, request: Request) -> Response:
     """The version's training report (report.md as text/markdown); 404 when it has none."""
     return report_file(dataplane.repository(request).entry(name, version), REPORT_MD)
 
 
 @router.get("/models/{name}/versions/{version}/report/{file}", response_class=Response,
-            responses={200: {"content": {"image/png": {}, "text/markdown": {}}}})
+            responses={200: {"content": {"image/png": {}, "text/markdown": {}}}, **_FOUND})
 async def version_report_file(name: str, version: str, file: str, request: Request) -> Response:
     """One file (PNG or Markdown) of the version's report folder."""
     return report_file(dataplane.repository(request).entry(name, version), file)

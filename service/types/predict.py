@@ -6,10 +6,17 @@ per number); `service.codecs` check the raw JSON instead. Tests re-validate resp
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.card import Task
 from service.errors import ErrorResponse  # noqa: F401 - the one error body, named here for this protocol's routes
+
+
+# Versions are folder names of up to nine digits (`service.repository.VERSION_RE`); JSON integers
+# beyond 64 bits (unsigned) are refused by the parser (`service.codecs.json`).
+VERSION_MAX, VERSION_PATTERN, JSON_INT_MAX = 999_999_999, r"^[1-9][0-9]{0,8}$", 2**64 - 1
 
 
 class _Strict(BaseModel):
@@ -20,10 +27,14 @@ class PredictRequest(_Strict):
     """Body of the predict routes; `model` and `version` only where the URL does not name them."""
 
     model: str | None = Field(None, description="Model name; optional with a default or a single model.")
-    version: int | str | None = Field(None, description="Model version; the newest ready one if left out.")
+    version: Annotated[int, Field(ge=1, le=VERSION_MAX)] | Annotated[str, Field(pattern=VERSION_PATTERN)] | None = \
+        Field(None, description="Model version; the newest ready one if left out.")
     instances: list[list[float] | dict[str, float]] = Field(
-        min_length=1, description="Rows: lists of numbers, or objects keyed by feature name.")
-    top_k: int | None = Field(None, ge=1, description="Multiclass: how many classes to rank (default 3).")
+        min_length=1, description="Rows: lists of numbers, or objects keyed by feature name. Each row "
+        "must hold exactly the model's features (its card's `feature_names`, or as many numbers), "
+        "each a finite float32; anything else is answered 400 naming the row and feature.")
+    top_k: int | None = Field(None, ge=1, le=JSON_INT_MAX,
+                              description="Multiclass: how many classes to rank (default 3).")
 
 
 class LabelProbability(_Strict):
