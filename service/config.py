@@ -63,6 +63,17 @@ class Settings(BaseSettings):
         8 * 1024 * 1024, ge=1, description="Largest accepted request body in bytes; larger is 413."
     )
     max_rows: int = Field(4096, ge=1, description="Most rows (instances) accepted in one request.")
+    max_connections: int = Field(
+        1000, ge=1, description="Most open connections per worker; one more is answered 503 and closed."
+    )
+    max_head_bytes: int = Field(
+        32 * 1024, ge=1024, description="Largest request head (request line and headers) in bytes; "
+        "larger is answered 431 and the connection closed.",
+    )
+    head_timeout_seconds: float = Field(
+        10.0, gt=0, description="A request head (the first one from when the connection opens) must "
+        "arrive within this many seconds, or it is answered 408 and the connection closed.",
+    )
     request_timeout_seconds: float = Field(
         30.0, ge=0, description="A request unanswered after this many seconds is cancelled and answered "
         "504; 0 disables the deadline.",

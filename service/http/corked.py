@@ -28,6 +28,9 @@ from collections.abc import Sized
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from service.config import get_settings
+from service.http.limits import Guard, Limits
+
 
 class InFlight:
     """How many requests this process is answering now; `service.http.gateway` keeps the count."""
@@ -101,27 +104,48 @@ class CorkedTransport:
         return getattr(self.transport, name)  # pause_reading, resume_reading, get_extra_info, ...
 
 
+def limits() -> Limits:
+    """This process's connection limits (`service.http.limits`), from the settings, made once."""
+    global _limits
+    if _limits is None:
+        settings = get_settings()
+        _limits = Limits(settings.max_connections, settings.max_head_bytes, settings.head_timeout_seconds)
+    return _limits
+
+
+_limits: Limits | None = None
+
+
 class Protocol(asyncio.Protocol):
-    """uvicorn's httptools protocol on a `CorkedTransport`; made as uvicorn makes its protocols."""
+    """uvicorn's httptools protocol on a `CorkedTransport`, behind the connection `Guard`; made as
+    uvicorn makes its protocols."""
 
     def __init__(self, config, server_state, app_state: dict, _loop: asyncio.AbstractEventLoop | None = None):
         self.http = HttpToolsProtocol(config=config, server_state=server_state, app_state=app_state)
         self.loop = _loop or asyncio.get_event_loop()
+        self.guard: Guard | None = None
+        self.opened = False  # whether uvicorn's protocol has the connection (not refused at once)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        self.http.connection_made(CorkedTransport(transport, self.loop, IN_FLIGHT))
+        self.guard = Guard(limits(), transport, self.loop)
+        if not self.guard.closed:
+            self.opened = True
+            self.http.connection_made(CorkedTransport(transport, self.loop, IN_FLIGHT))
 
     def data_received(self, data: bytes) -> None:
         if b"pgrade" in data or b"PGRADE" in data:
             head = data.find(b"\r\n\r\n") + 2  # only header lines: a body is the client's own
             data = _H2C.sub(b"", data[:head]) + data[head:]
-        self.http.data_received(data)
+        if self.guard.admit(data):
+            self.http.data_received(data)
 
     def eof_received(self) -> bool | None:
-        return self.http.eof_received()
+        return self.http.eof_received() if self.opened else None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.http.connection_lost(exc)
+        self.guard.lost()
+        if self.opened:
+            self.http.connection_lost(exc)
 
     def pause_writing(self) -> None:
         self.http.pause_writing()

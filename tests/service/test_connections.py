@@ -1,0 +1,160 @@
+"""Connection limits over real sockets: slow or endless request heads, and too many connections.
+
+Each test runs `python -m service` and talks to it on 127.0.0.1 with raw sockets, bounded in time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import statistics
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.service import helpers
+
+HEAD = b"GET /health/live HTTP/1.1\r\nHost: x\r\n"
+
+
+def connect(url: str) -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=10)
+
+
+def answered(sock: socket.socket) -> bool:
+    """Whether the server has sent something (or closed) on this connection, without waiting."""
+    sock.setblocking(False)
+    try:
+        sock.recv(1, socket.MSG_PEEK)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        sock.settimeout(10)
+
+
+def answer(sock: socket.socket) -> tuple[int, dict]:
+    """The status and JSON body of the one answer before the server closes the connection."""
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert b"content-type: application/json" in head.lower(), data
+    return int(head.split()[1]), json.loads(body)
+
+
+@pytest.fixture(scope="module")
+def guarded(model_root, tmp_path_factory):
+    env = {"TINYSERVE_MODEL_ROOT": str(model_root), "TINYSERVE_LOG_LEVEL": "warning",
+           "TINYSERVE_HEAD_TIMEOUT_SECONDS": "1", "TINYSERVE_MAX_CONNECTIONS": "20"}
+    with helpers.running_server(env, tmp_path_factory.mktemp("guarded") / "server.log") as url:
+        yield url
+
+
+@pytest.mark.parametrize("sent", [b"", b"POST /predict HTTP/1.1\r\n", HEAD])
+def test_a_head_that_does_not_arrive_in_time_is_408(guarded, sent):
+    with connect(guarded) as sock:
+        sock.sendall(sent)
+        started = time.monotonic()
+        status, body = answer(sock)
+    assert status == 408 and body == {"error": "request head not received within 1 s"}
+    assert time.monotonic() - started < 8  # closed by the sweep, not left open
+
+
+def test_a_slow_head_on_a_kept_alive_connection_is_timed_too(guarded):
+    with connect(guarded) as sock:
+        sock.sendall(HEAD + b"\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200 OK")
+        sock.sendall(b"GET /health/live HTTP/1.1\r\n")  # the next head starts, and stalls
+        assert answer(sock) == (408, {"error": "request head not received within 1 s"})
+
+
+@pytest.mark.parametrize("extra", [b"X-Big: " + b"a" * 40_000 + b"\r\n\r\n",
+                                   b"".join(b"X-%d: %s\r\n" % (i, b"b" * 100) for i in range(400)) + b"\r\n"])
+def test_a_head_over_the_size_limit_is_431(guarded, extra):
+    with connect(guarded) as sock:
+        sock.sendall(HEAD + extra)
+        assert answer(sock) == (431, {"error": "request head exceeds 32768 bytes"})
+
+
+def test_a_header_streamed_without_end_is_cut_at_the_limit(guarded):
+    with connect(guarded) as sock:
+        sock.sendall(HEAD + b"X-Endless: ")
+        sent = 0
+        try:
+            while sent < 8 * 1024 * 1024:
+                sock.sendall(b"c" * 4096)
+                sent += 4096
+        except OSError:  # the server answered and closed: the rest cannot be sent
+            pass
+        try:
+            status, body = answer(sock)
+        except ConnectionResetError:  # closed with unread bytes pending: the answer may be lost
+            status, body = 431, {"error": "request head exceeds 32768 bytes"}
+    assert (status, body) == (431, {"error": "request head exceeds 32768 bytes"})
+    assert sent < 8 * 1024 * 1024
+
+
+def test_past_the_connection_cap_a_new_connection_is_503_and_the_rest_served(guarded):
+    held = [connect(guarded) for _ in range(30)]
+    try:
+        time.sleep(0.3)  # well within the 1 s head timeout: only refused connections have an answer
+        refused = [answer(sock) for sock in held if answered(sock)]
+        assert 10 <= len(refused) <= 10 + 1  # the cap is 20 (the readiness probe's may linger)
+        assert set(map(json.dumps, refused)) == {json.dumps(
+            [503, {"error": "too many connections: this server takes 20 at a time"}])}
+    finally:
+        for sock in held:
+            sock.close()
+    time.sleep(0.2)
+    assert httpx.get(guarded + "/health/live", timeout=10).status_code == 200
+
+
+def _fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def test_a_thousand_idle_or_half_sent_connections_leave_other_clients_served(model_root, tmp_path):
+    # Within the cap they stay open (until the head timeout); other clients are still answered,
+    # and the server holds no more descriptors than the cap allows.
+    env = {"TINYSERVE_MODEL_ROOT": str(model_root), "TINYSERVE_LOG_LEVEL": "warning",
+           "TINYSERVE_HEAD_TIMEOUT_SECONDS": "60", "TINYSERVE_MAX_CONNECTIONS": "1050"}
+    procs: list = []
+    body = b'{"model": "tiny-regression", "instances": [[1, 2]]}'
+    with helpers.running_server(env, tmp_path / "server.log", procs=procs) as url, \
+            httpx.Client(base_url=url, timeout=10) as client:
+        def latencies() -> list[float]:
+            out = []
+            for _ in range(30):
+                started = time.perf_counter()
+                with httpx.Client(base_url=url, timeout=10) as fresh:  # a new connection each time
+                    assert fresh.post("/predict", content=body).status_code == 200
+                out.append(time.perf_counter() - started)
+            return out
+
+        before = latencies()
+        held = [connect(url) for _ in range(1000)]
+        try:
+            for i, sock in enumerate(held):
+                sock.sendall(b"" if i % 2 else b"POST /predict HTTP/1.1\r\nHost: x\r\n")
+            during = latencies()
+            assert client.get("/health/ready").status_code == 200
+            fds = _fds(procs[0].pid)
+            extra = [connect(url) for _ in range(100)]
+            time.sleep(0.5)
+            over = sum(1 for sock in extra if answered(sock) and answer(sock)[0] == 503)
+            fds_over = _fds(procs[0].pid)
+            for sock in extra:
+                sock.close()
+        finally:
+            for sock in held:
+                sock.close()
+    print(f"median latency: {statistics.median(before) * 1e3:.1f} ms before, "
+          f"{statistics.median(during) * 1e3:.1f} ms with 1,000 idle connections; fds {fds}, {fds_over}")
+    assert statistics.median(during) < 2.0  # answered, not stuck behind the idle connections
+    assert 1000 < fds < 1050 + 64 and fds_over < 1050 + 64  # the cap, plus the process's own files
+    assert over >= 40  # what the cap leaves for the extra hundred is refused 503
