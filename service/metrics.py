@@ -106,14 +106,34 @@ class Metrics:
         return children
 
     def record_models(self, entries: dict, failed: list[dict]) -> None:
-        """Publish every version's status after a (re)load, and count the loads that failed."""
+        """Publish every version's status after a (re)load, and count the loads that failed.
+
+        A removed version keeps its status series (at 0), but its request, latency, inference and
+        row series go: each holds a histogram, and a server that publishes a version a day would
+        otherwise keep every one of them for good.
+        """
         for item in failed:
             self.load_failures.labels(item["model"]).inc()
         now = {(name, str(v)): e.status for name, versions in entries.items() for v, e in versions.items()}
         for key in self._statuses | now.keys():
             for status in STATUSES:
                 self.version_status.labels(*key, status).set(1 if now.get(key) == status else 0)
+        self._forget(self._statuses - now.keys())
         self._statuses |= now.keys()
+
+    def _forget(self, versions: set[tuple[str, str]]) -> None:
+        if not versions:
+            return
+        self.flush()  # what is noted of those versions is recorded before their series go
+        gone = [key for key in self._children if key[:2] in versions]
+        by_metric = {self.requests: {(*k[:3], str(k[3])) for k in gone}, self.inference: {k[:2] for k in gone},
+                     self.rows: {k[:3] for k in gone}}
+        by_metric[self.latency] = by_metric[self.requests]
+        for metric, label_sets in by_metric.items():
+            for labels in label_sets:
+                metric.remove(*labels)
+        for key in gone:
+            del self._children[key]
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text (every worker's, in multiprocess mode) and its content type."""

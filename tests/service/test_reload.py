@@ -157,3 +157,62 @@ def test_add_replace_remove_under_load_fails_no_request(root, tmp_path_factory):
 def _status(url: str, version: int) -> str | None:
     versions = httpx.get(f"{url}/models/tiny-multiclass").json()["versions"]
     return next((v["status"] for v in versions if v["version"] == version), None)
+
+
+async def test_a_removed_version_leaves_only_its_status_in_the_metrics(root):
+    app = create_app(Settings(model_root=root, admin_enabled=True, poll_seconds=0))
+    async with helpers.serve(app) as client:
+        write_model(root, V3)
+        await client.post("/admin/reload")
+        assert (await client.post("/models/tiny-multiclass/versions/3/predict", json=ROW)).status_code == 200
+        assert 'version="3"' in (await client.get("/metrics")).text.split("tinyserve_model_version_status")[0]
+        shutil.rmtree(root / "tiny-multiclass" / "3")
+        await client.post("/admin/reload")
+        text = (await client.get("/metrics")).text
+    series = [line for line in text.splitlines() if 'version="3"' in line and not line.startswith("#")]
+    assert series and all(line.startswith("tinyserve_model_version_status{") and line.endswith(" 0.0")
+                          for line in series), series
+
+
+def _rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) / 1024
+
+
+def test_memory_returns_after_200_versions_come_and_go_under_load(tmp_path):
+    # Each cycle publishes a version, predicts with it, removes it; 4 clients predict meanwhile.
+    shutil.copytree(helpers.REPO_ROOT / "models" / "digits", tmp_path / "digits")
+    env = {"TINYSERVE_MODEL_ROOT": str(tmp_path), "TINYSERVE_ADMIN_ENABLED": "true", "TINYSERVE_POLL_SECONDS": "0",
+           "TINYSERVE_LOG_LEVEL": "warning", "TINYSERVE_ACCESS_LOG": "false"}
+    procs: list = []
+    rows = {"instances": [[0.0] * 64] * 8}
+    with helpers.running_server(env, tmp_path / "server.log", procs=procs) as url:
+        async def cycles(count: int, start: int) -> None:
+            async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+                for version in range(start, start + count):
+                    folder = tmp_path / "digits" / str(version)
+                    shutil.copytree(tmp_path / "digits" / "1", folder)
+                    helpers.edit_card(folder, version=version)
+                    assert not (await client.post("/admin/reload")).json()["failed"]
+                    assert (await client.post(f"/models/digits/versions/{version}/predict", json=rows)).status_code == 200
+                    shutil.rmtree(folder)
+                    await client.post("/admin/reload")
+
+        async def load(stop: asyncio.Event) -> None:
+            async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+                while not stop.is_set():
+                    assert (await client.post("/models/digits/predict", json=rows)).status_code == 200
+
+        async def main() -> tuple[float, float]:
+            stop = asyncio.Event()
+            clients = [asyncio.create_task(load(stop)) for _ in range(4)]
+            await cycles(10, 2)  # warm: first sessions, first metric series, the allocator's pools
+            before = _rss_mb(procs[0].pid)
+            await cycles(200, 12)
+            stop.set()
+            await asyncio.gather(*clients)
+            return before, _rss_mb(procs[0].pid)
+
+        before, after = asyncio.run(main())
+    print(f"RSS {before:.1f} MB before, {after:.1f} MB after 200 versions")
+    assert after <= before * 1.10
