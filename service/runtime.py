@@ -56,8 +56,8 @@ def signature(session: ort.InferenceSession, output: str) -> tuple[TensorSpec, T
         raise ValueError(f"the graph has {len(inputs)} inputs {[i.name for i in inputs]}; "
                          "a served graph has exactly one, [batch, n_features]")
     arg = inputs[0]
-    if arg.shape is None or len(arg.shape) != 2:
-        rank = "no fixed rank" if arg.shape is None else f"shape {arg.shape}"
+    if not arg.shape or len(arg.shape) != 2:  # onnxruntime reports an unknown rank as []
+        rank = "no fixed rank" if not arg.shape else f"shape {arg.shape}"
         raise ValueError(f"graph input {arg.name!r} has {rank}; a served input is [batch, n_features]")
     if isinstance(arg.shape[0], int) or not isinstance(arg.shape[1], int):
         raise ValueError(f"graph input {arg.name!r} has shape {arg.shape}; a served input is "

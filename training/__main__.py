@@ -4,6 +4,10 @@
     python -m training --dataset digits --hidden 25,15 --l2 1e-3 --out models
     python -m training --csv cancer.csv --target diagnosis --out models
     python -m training --csv traits.csv --targets even,prime,closed_loop --out models
+    python -m training import model.keras --task binary --labels no,yes --out models
+
+`import` turns a model made elsewhere (Keras or ONNX) into a served version: see training/importer.py
+and `python -m training import --help`.
 """
 
 from __future__ import annotations
@@ -157,6 +161,10 @@ def check_writable(root: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["import"]:
+        from training.importer import main as import_main
+        return import_main(argv[1:])
     try:
         args = build_parser().parse_args(argv)
         if args.all and args.name:
