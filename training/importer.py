@@ -57,11 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", type=int, help="version number (default: one more than the newest)")
     p.add_argument("--out", type=Path, default=DEFAULT_ROOT, help="model repository (default: the repo's models/)")
     names = p.add_mutually_exclusive_group()
-    names.add_argument("--labels", type=_list, help="class or label names in output order, e.g. cat,dog "
+    names.add_argument("--labels", type=names, help="class or label names in output order, e.g. cat,dog "
                        "(binary: negative,positive; regression: target names)")
     names.add_argument("--labels-file", type=Path, help="a file with one label per line, in output order")
-    p.add_argument("--feature-names", type=_list, help="input feature names in column order, e.g. age,bmi")
-    p.add_argument("--thresholds", type=_list, help="binary: one threshold; multilabel: one per label (default 0.5)")
+    p.add_argument("--feature-names", type=names, help="input feature names in column order, e.g. age,bmi")
+    p.add_argument("--thresholds", type=names, help="binary: one threshold; multilabel: one per label (default 0.5)")
     p.add_argument("--output", help="the output to serve when the model has several")
     p.add_argument("--output-kind", choices=[OutputKind.logits.value, OutputKind.probabilities.value],
                    help="what a classifier's output holds (default: found from the model)")
@@ -71,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _list(text: str) -> list[str]:
+def names(text: str) -> list[str]:
+    """A command-line list: names (or numbers) separated by commas, spaces around them dropped."""
     items = [t.strip() for t in text.split(",") if t.strip()]
     if not items:
         raise argparse.ArgumentTypeError(f"expected names separated by commas, got {text!r}")
@@ -191,9 +192,9 @@ def _from_keras(path: Path, output: str | None, task: Task, kind: str | None, ta
         model = keras.saving.load_model(path, compile=False)
     except Exception as e:  # Keras raises many types for a file it cannot read
         raise ImportFailed(f"cannot load {path.name} as a Keras model: {_line(e)}")
-    names = list(getattr(model, "output_names", None) or [t.name for t in model.outputs])
-    chosen = _choose(output, names, "the Keras model")
-    model = keras.Model(model.inputs, model.outputs[names.index(chosen)])
+    outputs = list(getattr(model, "output_names", None) or [t.name for t in model.outputs])
+    chosen = _choose(output, outputs, "the Keras model")
+    model = keras.Model(model.inputs, model.outputs[outputs.index(chosen)])
     if len(model.inputs) != 1 or len(model.inputs[0].shape) != 2 or model.inputs[0].shape[1] is None:
         shapes = [tuple(i.shape) for i in model.inputs]
         raise ImportFailed(f"the Keras model takes inputs of shapes {shapes}; a served model has one "
