@@ -56,10 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="model name (default: the file's name without its extension)")
     p.add_argument("--version", type=int, help="version number (default: one more than the newest)")
     p.add_argument("--out", type=Path, default=DEFAULT_ROOT, help="model repository (default: the repo's models/)")
-    names = p.add_mutually_exclusive_group()
-    names.add_argument("--labels", type=names, help="class or label names in output order, e.g. cat,dog "
+    labels = p.add_mutually_exclusive_group()
+    labels.add_argument("--labels", type=names, help="class or label names in output order, e.g. cat,dog "
                        "(binary: negative,positive; regression: target names)")
-    names.add_argument("--labels-file", type=Path, help="a file with one label per line, in output order")
+    labels.add_argument("--labels-file", type=Path, help="a file with one label per line, in output order")
     p.add_argument("--feature-names", type=names, help="input feature names in column order, e.g. age,bmi")
     p.add_argument("--thresholds", type=names, help="binary: one threshold; multilabel: one per label (default 0.5)")
     p.add_argument("--output", help="the output to serve when the model has several")
