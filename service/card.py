@@ -1,7 +1,12 @@
 """The model card: the one schema that training writes and the service reads.
 
-A model repository is `<root>/<name>/<version>/` holding `model.onnx` and `card.json`.
-This module imports only pydantic so the service can read cards without TensorFlow.
+A model repository is `<root>/<name>/<version>/` holding `model.onnx` and `card.json`; the
+folders decide the name and version a model serves as, and the card's own `name` and `version`
+are provenance (what it was trained or imported as). Cards come from two writers: training
+(`python -m training`), which fills every field, and the import command (`python -m training
+import`), which records only facts it can know: the fields about training (`training`, `splits`,
+`metrics`, `baseline`, and `parity` for an ONNX file) are then absent. This module imports only
+pydantic so the service can read cards without TensorFlow.
 """
 
 from __future__ import annotations
@@ -27,6 +32,14 @@ class Task(str, Enum):
     multiclass = "multiclass"
     multilabel = "multilabel"
     regression = "regression"
+
+
+class OutputKind(str, Enum):
+    """What the served graph output holds, so the service never applies a second sigmoid/softmax."""
+
+    logits = "logits"  # classifiers: the service applies sigmoid (binary, multilabel) or softmax
+    probabilities = "probabilities"  # classifiers: already probabilities, answered as they are
+    values = "values"  # regression: target values
 
 
 class _Strict(BaseModel):
@@ -94,6 +107,18 @@ class Parity(_Strict):
     passed: bool
 
 
+class Source(_Strict):
+    """Where an imported model came from: the file given to the import command, as it was."""
+
+    file: str  # its name, without the folder it was in
+    format: str  # "keras" or "onnx"
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    output: str  # the model output that serves (Keras output name or ONNX graph output)
+    output_kind_from: str  # how output_kind was decided: the last activation, a node, or the option
+    samples: str  # where the golden (and parity) rows came from
+    command: str  # the import command, as run
+
+
 class Golden(_Strict):
     """An input row and the Keras output for it; replayed by the service at load time."""
 
@@ -105,29 +130,33 @@ class ModelCard(_Strict):
     """Everything the service needs to serve a model and a person needs to trust it."""
 
     schema_version: int = SCHEMA_VERSION
-    name: Annotated[str, Field(pattern=NAME_PATTERN)]
-    version: Annotated[int, Field(ge=1)]
+    # What the model was trained or imported as; the folders it sits in decide how it serves.
+    name: Annotated[str, Field(pattern=NAME_PATTERN)] | None = None
+    version: Annotated[int, Field(ge=1)] | None = None
     task: Task
     description: str = ""
     input: TensorSpec
     output: TensorSpec
+    # Cards written before this field existed hold logits (values for regression): the default.
+    output_kind: OutputKind | None = None
     feature_names: list[str] | None = None
     # Class names in output order (multiclass), [negative, positive] (binary),
     # label names in output order (multilabel), target names (regression).
     labels: list[str]
     # Binary: one threshold on the positive probability; multilabel: one per label.
     thresholds: list[float] | None = None
-    training: TrainingInfo
-    library_versions: dict[str, str]
-    splits: Splits
-    metrics: Metrics
+    source: Source | None = None  # imported models
+    training: TrainingInfo | None = None  # trained models, as are the fields down to baseline
+    library_versions: dict[str, str] | None = None
+    splits: Splits | None = None
+    metrics: Metrics | None = None
     # Test metrics had every threshold stayed at 0.5, to show what tuning changed.
     metrics_at_half: Metrics | None = None
-    baseline: Baseline
-    parity: Parity
+    baseline: Baseline | None = None
+    parity: Parity | None = None
     sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
-    golden: list[Golden]
-    created_at: str
+    golden: list[Golden] = []
+    created_at: str | None = None
 
     @property
     def n_features(self) -> int:
@@ -136,6 +165,14 @@ class ModelCard(_Strict):
     @property
     def n_outputs(self) -> int:
         return self.output.shape[-1]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_output_kind(cls, data: object) -> object:
+        if isinstance(data, dict) and data.get("output_kind") is None:
+            regression = data.get("task") in (Task.regression, Task.regression.value)
+            data = {**data, "output_kind": OutputKind.values if regression else OutputKind.logits}
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelCard:
@@ -152,6 +189,9 @@ class ModelCard(_Strict):
         if len(self.labels) != expected_labels:
             raise ValueError(f"{self.task.value} model with {n_out} outputs needs "
                              f"{expected_labels} labels, card has {len(self.labels)}")
+        if (self.task is Task.regression) != (self.output_kind is OutputKind.values):
+            raise ValueError(f"output_kind {self.output_kind.value!r} does not fit a {self.task.value} model: "
+                             "regression outputs are 'values', classifiers' 'logits' or 'probabilities'")
         if self.task is Task.binary and n_out != 1:
             raise ValueError(f"binary model must have one output unit, card says {n_out}")
         if self.task is Task.multiclass and n_out < 2:

@@ -1,7 +1,8 @@
 """The data plane: the one path every inference request takes, whatever its protocol.
 
-    body (413) -> model lookup (404/503) -> codec decode (400) -> the model's batcher, or a
-    straight run -> post: the task's answer made of the output rows -> codec encode
+    body (413) -> model lookup (404/503) -> codec decode (400) -> the graph's input type
+    (`LoadedModel.feed`, 400) -> the model's batcher, or a straight run -> post: the task's
+    answer made of the output rows -> codec encode
 
 A protocol brings a `Codec` (its wire format both ways, in `service.codecs`) and a router that
 calls `infer`; nothing else in this path knows one protocol from another.
@@ -70,7 +71,7 @@ async def infer(request: Request, codec: Codec, name: str | None = None, version
     if model is None:
         named, version = codec.target(req)
         model = lookup(request, name if name is not None else named, version)
-    x = codec.matrix(req, model, settings.max_rows)
+    x = model.feed(codec.matrix(req, model, settings.max_rows))
     return codec.encode(req, model, await run(request, model, x, codec.post(req, model)))
 
 

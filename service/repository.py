@@ -1,10 +1,12 @@
 """The model repository: scan `<root>/<name>/<version>/`, validate and load each version, look up.
 
 A version is served only if all of these hold: the folder names are valid (name matches
-`card.NAME_RE`, version is a positive integer without leading zeros), `card.json` validates, the
-card's name and version match the folders, `model.onnx` has the card's SHA-256, the graph has
-exactly one input and its input/output agree with the card, and the card's golden examples
-replay within `abs 1e-4 + rel 1e-4`. Anything else marks that version `failed` with a `reason`;
+`card.NAME_RE`, version is a positive integer without leading zeros), `card.json` validates,
+`model.onnx` has the card's SHA-256, the graph serves (`runtime.signature`) and its input/output
+agree with the card, and the card's golden examples replay within `abs 1e-4 + rel 1e-4`. The
+folders decide the name and version, as in TF Serving and Triton: `cp -r digits/1 digits/2`
+publishes version 2 and `cp -r digits digits-canary` a second model; the card's own name and
+version are provenance, shown in the metadata. Anything else marks that version `failed` with a `reason`;
 every other version still serves. The newest ready version of a model is its default; older
 ready versions stay addressable by number.
 
@@ -16,7 +18,9 @@ live but never-ready server.
 
 Updates without downtime (`Repository.refresh`, called by the poller and POST /admin/reload):
 a version folder is (re)loaded only when it is new or its `card.json`/`model.onnx` changed
-(inode, size or mtime), in a worker thread, beside the running versions. The result is swapped
+(inode, size or mtime), in a worker thread, beside the running versions. A folder whose files
+changed while it was being loaded (a copy in progress) is loaded again at the next pass, so a
+version caught half-copied is not left failed once the copy completes. The result is swapped
 in on the event loop by assigning a freshly built `entries` and `_serving` with no await in
 between, so a request sees the old repository or the new one, never a mix. A changed version that
 fails validation is rejected and the running one keeps serving (its summary gains a `reason`); a
@@ -106,12 +110,10 @@ def load_version(name: str, version: int, path: Path, threads: int,
     card = None
     try:
         card = _read_card(path / CARD_FILE)
-        if (card.name, card.version) != (name, version):
-            raise ValueError(f"card says {card.name}/{card.version}, folder is {name}/{version}")
         digest = sha256_file(path / MODEL_FILE)
         if digest != card.sha256:
             raise ValueError(f"{MODEL_FILE} sha256 is {digest}, card says {card.sha256}")
-        model = runtime.load(path / MODEL_FILE, card, threads, batching)
+        model = runtime.load(path / MODEL_FILE, card, threads, batching, name, version)
         _smoke_run(model)
         _replay_golden(model)
     except Exception as exc:  # any failure, from a bad card to an onnxruntime error, only fails this version
@@ -139,7 +141,7 @@ def _reason(exc: Exception) -> str:
 
 def _smoke_run(model: LoadedModel) -> None:
     # Two rows prove the batch dimension is free and the output has the card's width.
-    got = model.run(np.zeros((2, model.card.n_features), np.float32)).shape
+    got = model.run(model.feed(np.zeros((2, model.card.n_features), np.float32))).shape
     if got != (2, model.card.n_outputs):
         raise ValueError(f"2 rows in gave output shape {list(got)}, expected [2, {model.card.n_outputs}]")
 
@@ -150,7 +152,7 @@ def _replay_golden(model: LoadedModel) -> None:
         log.warning("%s/%s has no golden examples to replay", model.name, model.version)
         return
     want = np.array([g.output for g in golden], np.float64)
-    got = model.run(np.array([g.input for g in golden], np.float32)).astype(np.float64)
+    got = model.run(model.feed(np.array([g.input for g in golden], np.float32))).astype(np.float64)
     bad = np.argwhere(~(np.abs(got - want) <= GOLDEN_ATOL + GOLDEN_RTOL * np.abs(want)))
     if bad.size:
         i, j = bad[0]
@@ -198,7 +200,10 @@ class Repository:
         for (name, version), path in found.items():
             now = stamp(path)
             if now != self._stamps.get((name, version)):
-                loaded.append((load_version(name, version, path, self.threads, self.batching), now))
+                entry = load_version(name, version, path, self.threads, self.batching)
+                # Files that changed during the load (a copy in progress): not this stamp, so the
+                # next pass loads them again.
+                loaded.append((entry, now if stamp(path) == now else None))
         return loaded, [key for key in self._stamps if key not in found]
 
     def _apply(self, loaded: list[tuple[Entry, Stamp]], removed: list[tuple[str, int]]) -> dict:

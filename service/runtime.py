@@ -1,4 +1,11 @@
-"""onnxruntime session wrapper: load once, read the signature once, run a float32 batch."""
+"""onnxruntime session wrapper: load once, read the signature once, run a batch.
+
+What graphs serve (`signature`, used by the service at load time and by the import command):
+one numeric input of shape [batch, n_features] with a free batch dimension and a fixed feature
+count, and one chosen float output [batch, n_outputs]. Every protocol decodes features to
+float32; a float64 input takes them as they are (float32 -> float64 is exact), an int32 or int64
+input only whole numbers within +-2^24 (`LoadedModel.feed`), the integers float32 holds exactly.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +18,15 @@ import onnxruntime as ort
 
 from service.batching import Batcher
 from service.card import ModelCard, TensorSpec
+from service.errors import BadRequest
 
 SERVING_FILE = "serving.json"  # per-model serving options, next to the version folders
 SERVING_KEYS = frozenset({"batch_max_size", "batch_max_delay_ms"})
-_DTYPES = {"tensor(float)": "float32", "tensor(double)": "float64", "tensor(int64)": "int64"}
+_DTYPES = {"tensor(float)": "float32", "tensor(double)": "float64", "tensor(int64)": "int64",
+           "tensor(int32)": "int32"}
+INPUT_DTYPES = ("float32", "float64", "int32", "int64")
+OUTPUT_DTYPES = ("float32", "float64")
+EXACT = 2**24  # every integer up to this magnitude is exact in float32
 
 
 def session_options(threads: int) -> ort.SessionOptions:
@@ -37,9 +49,38 @@ def _spec(arg: ort.NodeArg) -> TensorSpec:
     return TensorSpec(name=arg.name, shape=shape, dtype=_DTYPES.get(arg.type, arg.type))
 
 
+def signature(session: ort.InferenceSession, output: str) -> tuple[TensorSpec, TensorSpec]:
+    """The input and the chosen output of a graph that serves; ValueError saying why one does not."""
+    inputs, outputs = session.get_inputs(), {o.name: o for o in session.get_outputs()}
+    if len(inputs) != 1:
+        raise ValueError(f"the graph has {len(inputs)} inputs {[i.name for i in inputs]}; "
+                         "a served graph has exactly one, [batch, n_features]")
+    arg = inputs[0]
+    if not arg.shape or len(arg.shape) != 2:  # onnxruntime reports an unknown rank as []
+        rank = "no fixed rank" if not arg.shape else f"shape {arg.shape}"
+        raise ValueError(f"graph input {arg.name!r} has {rank}; a served input is [batch, n_features]")
+    if isinstance(arg.shape[0], int) or not isinstance(arg.shape[1], int):
+        raise ValueError(f"graph input {arg.name!r} has shape {arg.shape}; a served input is "
+                         "[batch, n_features] with a free batch dimension and a fixed feature count")
+    spec = _spec(arg)
+    if spec.dtype not in INPUT_DTYPES:
+        kind = "strings" if "string" in arg.type else f"{arg.type} values"
+        raise ValueError(f"graph input {arg.name!r} takes {kind}; features are served as float32, "
+                         f"cast exactly to an input of {', '.join(INPUT_DTYPES)} only")
+    if output not in outputs:
+        raise ValueError(f"no graph output {output!r}; the graph's outputs are {sorted(outputs)}")
+    out = _spec(outputs[output])
+    if out.dtype not in OUTPUT_DTYPES or (out.shape and len(out.shape) != 2):
+        raise ValueError(f"graph output {output!r} is {outputs[output].type} of shape {outputs[output].shape}; "
+                         "a served output is float32 or float64 [batch, n_outputs]")
+    return spec, out
+
+
 @dataclass(frozen=True)
 class LoadedModel:
-    """A validated model version ready to serve: its card, session, signature and batcher."""
+    """A validated model version ready to serve: its card, session, signature and batcher.
+
+    `name` and `version` are the folders it was loaded from, whatever its card says."""
 
     card: ModelCard
     session: ort.InferenceSession
@@ -47,6 +88,8 @@ class LoadedModel:
     output: TensorSpec
     serving: dict = field(default_factory=dict)  # the model's serving.json, checked
     batching: tuple[int, float] = (0, 0.0)  # the settings' batch_max_size and delay (ms), before serving.json
+    name: str = ""
+    version: int = 0
     batcher: Batcher | None = field(init=False, default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -55,16 +98,21 @@ class LoadedModel:
             delay = self.serving.get("batch_max_delay_ms", self.batching[1]) / 1000
             object.__setattr__(self, "batcher", Batcher(self.run, size, delay))
 
-    @property
-    def name(self) -> str:
-        return self.card.name
-
-    @property
-    def version(self) -> int:
-        return self.card.version
+    def feed(self, x: np.ndarray) -> np.ndarray:
+        """Decoded float32 features as the graph's input type, exactly; 400 when they cannot be."""
+        dtype = self.input.dtype
+        if dtype == "float32":
+            return x
+        if dtype.startswith("int"):
+            bad = np.argwhere((x != np.round(x)) | (np.abs(x) > EXACT))
+            if bad.size:
+                i, j = bad[0].tolist()
+                raise BadRequest(f"row {i}, feature {j} is {float(x[i, j])!r}; model input {self.input.name!r} is "
+                                 f"{dtype}: send whole numbers within +-2^24")
+        return x.astype(dtype)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        """Run a [rows, n_features] float32 batch; returns the card's output, [rows, n_outputs]."""
+        """Run a [rows, n_features] batch (from `feed`); returns the card's output, [rows, n_outputs]."""
         return self.session.run([self.output.name], {self.input.name: batch})[0]
 
     def signature(self) -> dict:
@@ -72,22 +120,15 @@ class LoadedModel:
         return {"inputs": [self.input.model_dump()], "outputs": [self.output.model_dump()]}
 
 
-def load(path: Path, card: ModelCard, threads: int, batching: tuple[int, float] = (0, 0.0)) -> LoadedModel:
-    """Open `path` and check its graph against the card; raises ValueError on any mismatch."""
+def load(path: Path, card: ModelCard, threads: int, batching: tuple[int, float] = (0, 0.0),
+         name: str = "", version: int = 0) -> LoadedModel:
+    """Open `path` as `name`/`version` and check its graph against the card; ValueError on any mismatch."""
     session = ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
-    inputs, outputs = session.get_inputs(), session.get_outputs()
-    if len(inputs) != 1:
-        raise ValueError(f"expected exactly one graph input, found {len(inputs)}")
-    by_name = {o.name: o for o in outputs}
-    if card.output.name not in by_name:
-        raise ValueError(f"card output {card.output.name!r} not among graph outputs {sorted(by_name)}")
-    model = LoadedModel(card, session, _spec(inputs[0]), _spec(by_name[card.output.name]),
-                        serving_options(path.parent.parent / SERVING_FILE), batching)
-    _check_spec("input", model.input, card.input)
-    _check_spec("output", model.output, card.output)
-    if model.input.dtype != "float32":
-        raise ValueError(f"graph input must be float32, it is {model.input.dtype}")
-    return model
+    graph_input, graph_output = signature(session, card.output.name)
+    _check_spec("input", graph_input, card.input)
+    _check_spec("output", graph_output, card.output)
+    return LoadedModel(card, session, graph_input, graph_output,
+                       serving_options(path.parent.parent / SERVING_FILE), batching, name, version)
 
 
 def _check_spec(role: str, graph: TensorSpec, card: TensorSpec) -> None:

@@ -5,13 +5,19 @@ one `decide` function per task says which label wins (or which labels pass) and 
 and one `answer` function per task builds the /predict dicts. `POST` is the table of them, keyed
 by task; a new task type is one entry there plus its functions here.
 
-Networks end in logits (regression: values); here they become predictions:
+What a classifier's output holds is the card's `output_kind`, decided once per (task, kind) in
+`post_for`: `logits` get the task's sigmoid or softmax; `probabilities` (a graph that ends in
+its own softmax or sigmoid) are taken as they are, so no second sigmoid or softmax is ever
+applied. Everything else (decisions, answers, named outputs) is the same for both kinds; the
+ranking of a multiclass row is the same on logits and on their softmax.
 
-- binary: `{"label", "probability"}`, the sigmoid of the single logit; the label is `labels[1]`
+The outputs become predictions:
+
+- binary: `{"label", "probability"}`, the probability of the single output; the label is `labels[1]`
   when the probability reaches the card's threshold, else `labels[0]`.
-- multiclass: `{"label", "probability", "top_k": [{"label", "probability"}, ...]}` from a
-  softmax over the logits, best first (ties keep output order).
-- multilabel: `{"labels": [...], "probabilities": {label: p}}`, one sigmoid per label; `labels`
+- multiclass: `{"label", "probability", "top_k": [{"label", "probability"}, ...]}` from the
+  probabilities, best first (ties keep output order).
+- multilabel: `{"labels": [...], "probabilities": {label: p}}`, one probability per label; `labels`
   lists those at or over their own threshold, in output order.
 - regression: `{"value"}`, a number for one target, a list for several.
 
@@ -24,7 +30,7 @@ logit makes that probability null, and the label null too (binary), or the row's
 
 The named outputs are what the Open Inference (V2) and TF Serving protocols offer: the raw
 network output under the card's name (e.g. "logits" or "values"), and for classifiers
-"probabilities" (FP32, softmax for multiclass, sigmoid for binary and multilabel) and "labels"
+"probabilities" (FP32, the probabilities the answers use) and "labels"
 (one string per row: the predicted label for binary and multiclass, the labels at or over their
 thresholds joined by "," for multilabel, "" where the outputs are not finite). Regression
 models offer only the raw output.
@@ -41,7 +47,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from service.card import ModelCard, Task
+from service.card import ModelCard, OutputKind, Task
 from service.errors import BadRequest
 
 DEFAULT_TOP_K = 3
@@ -81,8 +87,8 @@ def _row_max(x: np.ndarray) -> np.ndarray:
 
 
 def probabilities(card: ModelCard, outputs: np.ndarray) -> np.ndarray:
-    """A classifier's [rows, n_outputs] probabilities: softmax (multiclass) or one sigmoid per unit."""
-    return POST[card.task].probabilities(np.asarray(outputs, dtype=np.float64), None)
+    """A classifier's [rows, n_outputs] probabilities, whatever its outputs hold (see `post_for`)."""
+    return post_for(card.task, card.output_kind).probabilities(np.asarray(outputs, dtype=np.float64), None)
 
 
 def predicted(card: ModelCard, outputs: np.ndarray, probs: np.ndarray) -> list:
@@ -112,7 +118,7 @@ def _score(card: ModelCard, post: Post, outputs: np.ndarray) -> Scored:
 
 def postprocess(card: ModelCard, outputs: np.ndarray, top_k: int = DEFAULT_TOP_K) -> list[dict]:
     """Turn a [rows, n_outputs] output batch into one prediction dict per row."""
-    post = POST[card.task]
+    post = post_for(card.task, card.output_kind)
     return post.answer(card, _score(card, post, outputs), top_k)
 
 
@@ -202,6 +208,17 @@ POST: dict[Task, Post] = {
 }
 
 
+def _as_given(x: np.ndarray, finite: bool | None) -> np.ndarray:
+    return x
+
+
+@lru_cache(maxsize=16)
+def post_for(task: Task, kind: OutputKind) -> Post:
+    """The task's entry, taking outputs that already are probabilities as they are."""
+    post = POST[task]
+    return Post(_as_given, post.decide, post.answer) if kind is OutputKind.probabilities else post
+
+
 # Named outputs (V2, TF Serving).
 
 @dataclass(frozen=True)
@@ -235,14 +252,14 @@ def outputs(card: ModelCard, raw: np.ndarray, names: list[str] | None = None) ->
     else:
         unknown = [n for n in names if n not in known]
         if unknown:
-            raise BadRequest(f"unknown output(s) {unknown}; model {card.name!r} offers {known}")
+            raise BadRequest(f"unknown output(s) {unknown}; the model offers {known}")
     out, derived, raw_name = {}, None, card.output.name
     for name in names:
         if name == raw_name:
             out[name] = raw
             continue
         if derived is None:
-            s = _score(card, POST[card.task], raw)
+            s = _score(card, post_for(card.task, card.output_kind), raw)
             derived = s.probs.astype(np.float32), _label_column(s.found)
         out[name] = derived[0] if name == PROBABILITIES else derived[1]
     return out

@@ -18,3 +18,70 @@ def test_ci_runs_exactly_the_readme_test_command():
     assert "bash .ci/bootstrap test " in README and "bash .ci/bootstrap serve " in README
     ci = (ROOT / ".ci" / "run").read_text()
     assert re.search(r"^exec bash \.ci/bootstrap test$", ci, flags=re.M)
+
+
+def _section(title: str) -> str:
+    start = README.index(f"## {title}\n")
+    return README[start:README.index("\n## ", start + 1)]
+
+
+def test_serving_a_model_you_already_have_runs_as_written(tmp_path, tmp_path_factory):
+    """The worked example end to end: build and save the Keras model, import it, serve it, ask
+    /predict and V2 as the curl lines do; the answers are what Keras says, with no second sigmoid."""
+    import json
+    import os
+    import shlex
+    import subprocess
+    import sys
+
+    import httpx
+    import numpy as np
+
+    from tests.service.helpers import running_server
+
+    section = _section("Serving a model you already have")
+    script = re.search(r"```python\n(.*?)```", section, flags=re.S).group(1)
+    commands = re.search(r"```sh\n(.*?)```", section, flags=re.S).group(1).splitlines()
+    subprocess.run([sys.executable, "-c", script], cwd=tmp_path, check=True, capture_output=True, timeout=300)
+    (line,) = [c for c in commands if " -m training import " in c]
+    argv = shlex.split(line)
+    assert argv[0] == ".venv/bin/python"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # this checkout's packages, from the example's folder
+    done = subprocess.run([sys.executable, *argv[1:]], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0 and "imported churn.keras as churn version 1" in done.stdout, done.stderr
+    env_root = next(c for c in commands if "-m service" in c).split()[0].split("=")
+    env = {env_root[0]: str(tmp_path / env_root[1]), "TINYSERVE_LOG_LEVEL": "warning"}
+    with running_server(env, tmp_path_factory.mktemp("readme") / "server.log") as url:
+        answers = []
+        for curl in [c for c in commands if c.startswith("curl ")]:
+            words = shlex.split(curl)
+            path, body = words[2].removeprefix("localhost:8000"), json.loads(words[words.index("-d") + 1])
+            response = httpx.post(url + path, json=body)
+            assert response.status_code == 200, response.text
+            answers.append(response.json())
+    keras_p = _keras_probability(tmp_path / "churn.keras", [[2, 9, 80]])
+    (predicted,) = answers[0]["predictions"]
+    v2 = {o["name"]: o["data"] for o in answers[1]["outputs"]}
+    assert abs(predicted["probability"] - keras_p) < 1e-5 and abs(v2["probabilities"][0] - keras_p) < 1e-5
+    assert predicted["label"] == v2["labels"][0] == ("leave" if keras_p >= 0.5 else "stay")
+
+
+def _keras_probability(path, rows) -> float:
+    import subprocess
+    import sys
+
+    code = ("import keras, numpy, sys; m = keras.saving.load_model(sys.argv[1]); "
+            f"print(float(m.predict(numpy.array({rows!r}, 'float32'), verbose=0)[0, 0]))")
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def test_every_card_field_is_documented():
+    from service.card import ModelCard
+
+    table = _section("Serving a model you already have").split("### Card fields", 1)[1]
+    documented = set(re.findall(r"`([a-z_0-9]+)`", "\n".join(r.split("|")[1] for r in table.splitlines()
+                                                               if r.startswith("| `"))))
+    assert documented == set(ModelCard.model_fields)

@@ -4,6 +4,10 @@
     python -m training --dataset digits --hidden 25,15 --l2 1e-3 --out models
     python -m training --csv cancer.csv --target diagnosis --out models
     python -m training --csv traits.csv --targets even,prime,closed_loop --out models
+    python -m training import model.keras --task binary --labels no,yes --out models
+
+`import` turns a model made elsewhere (Keras or ONNX) into a served version: see training/importer.py
+and `python -m training import --help`.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up
 from service.card import MODEL_FILE, NAME_RE, Task  # noqa: E402
 from training.datasets import BUILTIN  # noqa: E402
 from training.config import RECIPES, Config  # noqa: E402
+from training.importer import names  # noqa: E402
 
 DEFAULT_ROOT = Path(__file__).resolve().parents[1] / "models"
 
@@ -76,11 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="train from a CSV file (or .parquet, when pyarrow is installed)")
     table = p.add_argument_group("training from a file")
     table.add_argument("--target", help="target column (binary, multiclass or regression)")
-    table.add_argument("--targets", type=_names, help="0/1 label columns, e.g. A,B,C (multilabel), "
+    table.add_argument("--targets", type=names, help="0/1 label columns, e.g. A,B,C (multilabel), "
                        "or several regression targets with --task regression")
     table.add_argument("--task", choices=[t.value for t in Task],
                        help="task; guessed from the target when left out")
-    table.add_argument("--drop", type=_names, default=[], help="columns to leave out, e.g. id,name")
+    table.add_argument("--drop", type=names, default=[], help="columns to leave out, e.g. id,name")
     table.add_argument("--positive", help="the positive class of a binary target "
                        "(default: the last of the two, sorted)")
     p.add_argument("--out", type=Path, default=DEFAULT_ROOT,
@@ -100,13 +105,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="metric the binary / per-label thresholds are chosen for on the "
                    "validation split (default f1; none keeps 0.5)")
     return p
-
-
-def _names(text: str) -> list[str]:
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    if not names:
-        raise argparse.ArgumentTypeError(f"expected column names separated by commas, got {text!r}")
-    return names
 
 
 def config_for(dataset: str, args: argparse.Namespace) -> Config:
@@ -157,6 +155,10 @@ def check_writable(root: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["import"]:
+        from training.importer import main as import_main
+        return import_main(argv[1:])
     try:
         args = build_parser().parse_args(argv)
         if args.all and args.name:

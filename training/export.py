@@ -31,8 +31,11 @@ def output_name(task: Task) -> str:
     return OUTPUT_NAMES.get(task, "logits")
 
 
-def export_onnx(model: keras.Model, task: Task, path: Path) -> tuple[TensorSpec, TensorSpec]:
-    """Write model.onnx with one float32 input [-1, n] named `features` and a stable output name."""
+def export_onnx(model: keras.Model, task: Task, path: Path,
+                output: str | None = None) -> tuple[TensorSpec, TensorSpec]:
+    """Write model.onnx with one float32 input [-1, n] named `features` and a stable output name
+    (`output`, else the task's: "logits" or "values")."""
+    output = output or output_name(task)
     n_features = model.input_shape[-1]
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / MODEL_FILE
@@ -46,12 +49,12 @@ def export_onnx(model: keras.Model, task: Task, path: Path) -> tuple[TensorSpec,
     if len(graph.graph.output) != 1:
         raise ExportError(f"expected one graph output, got {len(graph.graph.output)}")
     _rename(graph.graph.node, graph.graph.input[0], INPUT_NAME)
-    _rename(graph.graph.node, graph.graph.output[0], output_name(task))
+    _rename(graph.graph.node, graph.graph.output[0], output)
     onnx.checker.check_model(graph)
     onnx.save(graph, str(path))
     n_out = model.output_shape[-1]
     return (TensorSpec(name=INPUT_NAME, shape=[-1, n_features]),
-            TensorSpec(name=output_name(task), shape=[-1, n_out]))
+            TensorSpec(name=output, shape=[-1, n_out]))
 
 
 def _rename(nodes, value: onnx.ValueInfoProto, new: str) -> None:
@@ -91,5 +94,5 @@ def golden_examples(model: keras.Model, x: np.ndarray, n: int = 5) -> list[Golde
     return [Golden(input=r.tolist(), output=o.tolist()) for r, o in zip(rows, out)]
 
 
-def library_versions() -> dict[str, str]:
-    return {name: dist_version(name) for name in LIBRARIES}
+def library_versions(names: tuple[str, ...] = LIBRARIES) -> dict[str, str]:
+    return {name: dist_version(name) for name in names}

@@ -2,28 +2,18 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from datetime import datetime, timezone
 from pathlib import Path
 
 from service.card import (CARD_FILE, MODEL_FILE, NAME_RE, ModelCard, Splits, Task, TrainingInfo,
                           sha256_file, write_card)
 from training.datasets import Dataset, split
 from training.export import check_parity, export_onnx, golden_examples, library_versions
+from training.publish import next_version, now, publish
 from training.config import Config
 from training.report import write_report
 from training.train import baseline, decide, fit, score, tune_thresholds
 
 DEFAULT_THRESHOLD = 0.5
-
-
-def next_version(root: Path, name: str) -> int:
-    """One more than the highest integer version folder of `name` (1 when there is none)."""
-    folder = root / name
-    versions = [int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit()] \
-        if folder.is_dir() else []
-    return max(versions, default=0) + 1
 
 
 def train_one(data: Dataset, cfg: Config, root: Path, command: str,
@@ -47,12 +37,9 @@ def train_one(data: Dataset, cfg: Config, root: Path, command: str,
         if tuned_for else None
     base = baseline(data.task, s, data.labels, cfg.seed)
 
-    root.mkdir(parents=True, exist_ok=True)
     version = next_version(root, name)
-    # Build the version in a scratch folder beside it, then rename: a watcher never sees half a model.
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}-{version}-", dir=root))
-    staging.chmod(0o755)  # mkdtemp makes it private; a server under another user must read it
-    try:
+
+    def fill(staging: Path) -> ModelCard:
         model_path = staging / MODEL_FILE
         input_spec, output_spec = export_onnx(fitted.model, data.task, model_path)
         parity = check_parity(fitted.model, model_path, s.x_test)
@@ -65,16 +52,13 @@ def train_one(data: Dataset, cfg: Config, root: Path, command: str,
             splits=Splits(train=len(s.x_train), validation=len(s.x_val), test=len(s.x_test)),
             metrics=metrics, metrics_at_half=at_half, baseline=base, parity=parity, sha256=sha256_file(model_path),
             golden=golden_examples(fitted.model, s.x_test),
-            created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            created_at=now(),
         )
         write_card(card, staging / CARD_FILE)
         write_report(staging, card, fitted.history, s.y_test, predicted)
-        target = root / name / str(version)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging.rename(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return card, target
+        return card
+
+    return publish(root, name, version, fill)
 
 
 def _training_info(data: Dataset, cfg: Config, command: str, epochs_run: int, tuned_for: str | None) -> TrainingInfo:

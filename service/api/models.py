@@ -62,10 +62,19 @@ def model_summary(repo: Repository, name: str) -> dict:
             "versions": [e.summary() for e in entries]}
 
 
+def origin(entry: Entry) -> str | None:
+    """What the card says the model was trained or imported as ("digits/1"): provenance only, since
+    the folders decide the name and version it serves as."""
+    card = entry.card
+    if card is None or card.name is None:
+        return None
+    return card.name if card.version is None else f"{card.name}/{card.version}"
+
+
 def version_detail(entry: Entry) -> dict:
     """One version: status (and reason), card without golden examples, signature from the session."""
     base = f"/models/{entry.name}/versions/{entry.version}/report"
-    return {"name": entry.name, **entry.summary(),
+    return {"name": entry.name, **entry.summary(), "origin": origin(entry),
             "card": entry.card.public() if entry.card else None,
             "signature": entry.model.signature() if entry.model else None,
             "report": [f"{base}/{f}" for f in report_files(entry)]}
@@ -84,8 +93,8 @@ async def describe_model(name: str, request: Request) -> Response:
     repo = dataplane.repository(request)
     summary = model_summary(repo, name)
     default = repo.default_entry(name)
-    detail = version_detail(default) if default else {"card": None, "signature": None}
-    return json_response(summary | {"card": detail["card"], "signature": detail["signature"]})
+    detail = version_detail(default) if default else {"origin": None, "card": None, "signature": None}
+    return json_response(summary | {k: detail[k] for k in ("origin", "card", "signature")})
 
 
 @router.get("/models/{name}/versions/{version}", responses=_FOUND)

@@ -59,7 +59,7 @@ EXACT = 2**24  # every integer up to this magnitude is exact in float32
 _FLOAT_NAMES = frozenset(d.value for d in FLOATS)
 _NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
 _INTS = frozenset((int,))
-_WIRE = {"float32": Datatype.FP32, "float64": Datatype.FP64, "int64": Datatype.INT64, "string": Datatype.BYTES}
+_WIRE = {"float32": Datatype.FP32, "string": Datatype.BYTES}
 
 
 class Parsed:
@@ -280,9 +280,12 @@ def _bytes_tensor(array: np.ndarray) -> bytes:
 
 
 def model_metadata(model: LoadedModel, versions: list[int]) -> dict:
-    """$metadata_model_response: the session's input and every output `tasks.offered`."""
+    """$metadata_model_response: the session's input and every output `tasks.offered`.
+
+    The input is FP32 whatever the graph's type: every request is decoded to float32 features,
+    which `LoadedModel.feed` casts exactly to a float64 or integer graph input."""
     return {"name": model.name, "versions": [str(v) for v in versions], "platform": PLATFORM,
-            "inputs": [{"name": model.input.name, "datatype": _WIRE.get(model.input.dtype, Datatype.FP32).value,
+            "inputs": [{"name": model.input.name, "datatype": Datatype.FP32.value,
                         "shape": model.input.shape or model.card.input.shape}],
             "outputs": [{"name": o.name, "datatype": _WIRE[o.dtype].value, "shape": [-1, o.width]}
                         for o in tasks.offered(model.card)]}

@@ -4,7 +4,8 @@ import pytest
 from pydantic import ValidationError
 
 from service.card import ModelCard, read_card, write_card
-from tests.service.helpers import Spec, make_card
+from service.card import OutputKind
+from tests.service.helpers import REPO_ROOT, Spec, make_card
 
 SHA = "0" * 64
 BINARY = Spec("bin", "binary", [[1.0], [2.0]], [0.0], ["no", "yes"], thresholds=[0.5])
@@ -38,6 +39,8 @@ def test_round_trip(tmp_path):
     ({"task": "ranking"}, "binary"),
     ({"golden": [{"input": [1.0], "output": [0.0]}]}, "golden example 0"),
     ({"surprise": 1}, "Extra inputs are not permitted"),
+    ({"output_kind": "values"}, "output_kind 'values' does not fit a binary model"),
+    ({"output_kind": "scores"}, "'logits', 'probabilities' or 'values'"),
 ])
 def test_invalid_cards_are_refused_with_a_reason(changes, message):
     with pytest.raises(ValidationError, match=message):
@@ -47,3 +50,20 @@ def test_invalid_cards_are_refused_with_a_reason(changes, message):
 def test_multilabel_needs_one_threshold_per_label():
     with pytest.raises(ValidationError, match="needs 3 threshold"):
         ModelCard.model_validate(_data(MULTILABEL, thresholds=[0.5]))
+
+
+def test_cards_written_before_output_kind_hold_logits_or_values():
+    cards = sorted((REPO_ROOT / "models").glob("*/*/card.json"))
+    assert len(cards) == 4 and not any("output_kind" in c.read_text() for c in cards)
+    kinds = {c.parent.parent.name: read_card(c).output_kind for c in cards}
+    assert kinds == {"digits": OutputKind.logits, "digits-binary": OutputKind.logits,
+                     "digit-traits": OutputKind.logits, "diabetes": OutputKind.values}
+
+
+def test_an_imported_card_needs_no_training_fields():
+    data = _data(BINARY, output_kind="probabilities")
+    for key in ("name", "version", "training", "library_versions", "splits", "metrics", "baseline", "parity",
+                "golden", "created_at"):
+        data.pop(key)
+    card = ModelCard.model_validate(data)
+    assert card.output_kind is OutputKind.probabilities and card.training is None and card.golden == []

@@ -57,7 +57,7 @@ def test_multilabel_labels_are_joined_with_commas():
 
 
 def test_unknown_output_is_400():
-    with pytest.raises(BadRequest, match=r"unknown output\(s\) \['probabilities'\]; model 'tiny-regression' offers \['logits'\]"):
+    with pytest.raises(BadRequest, match=r"unknown output\(s\) \['probabilities'\]; the model offers \['logits'\]"):
         tasks.outputs(card(helpers.REGRESSION), np.zeros((1, 1), np.float32), ["probabilities"])
 
 

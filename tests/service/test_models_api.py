@@ -39,6 +39,7 @@ async def test_describe_version(client):
     body = (await client.get("/models/tiny-binary/versions/1")).json()
     assert (body["name"], body["version"], body["status"]) == ("tiny-binary", 1, "ready")
     assert "reason" not in body and body["card"]["feature_names"] == ["a", "b", "c"]
+    assert body["origin"] == "tiny-binary/1" and body["card"]["output_kind"] == "logits"
     ModelCard.model_validate({**body["card"], "golden": []})  # the public card is the card minus golden
 
 
@@ -61,11 +62,11 @@ async def test_failed_versions_are_described_with_their_reason(tmp_path):
     assert models["tiny-multiclass"]["versions"][1]["status"] == "failed"
     assert version["status"] == "failed" and version["reason"].startswith("model.onnx sha256 is")
     assert version["card"]["version"] == 2 and version["signature"] is None
-    assert binary["status"] == "failed" and binary["default_version"] is None and binary["card"] is None
-    assert binary["task"] == "binary" and binary["versions"][0]["reason"] == (
-        "card says other/1, folder is tiny-binary/1")
+    # The folders decide the name and version; the card's own are provenance, never a reason to refuse.
+    assert binary["status"] == "ready" and binary["default_version"] == 1 and binary["origin"] == "other/1"
+    assert binary["task"] == "binary" and "reason" not in binary["versions"][0]
     assert ready.status_code == 200  # one good model is enough to take traffic
-    assert set(ready.json()["failed"]) == {"tiny-multiclass/2", "tiny-binary/1"}
+    assert set(ready.json()["failed"]) == {"tiny-multiclass/2"}
 
 
 async def test_health(client):

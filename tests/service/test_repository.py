@@ -87,15 +87,13 @@ def test_golden_within_tolerance_passes(tmp_path):
 
 @pytest.mark.parametrize("breakage, reason", [
     (lambda f: (f / CARD_FILE).write_text("{not json"), "invalid card.json"),
-    (lambda f: (f / CARD_FILE).write_text('{"name": "tiny-binary"}'), "invalid card.json: version: Field required"),
+    (lambda f: (f / CARD_FILE).write_text('{"name": "tiny-binary"}'), "invalid card.json: task: Field required"),
     (lambda f: (f / CARD_FILE).unlink(), "missing card.json"),
     (lambda f: (f / MODEL_FILE).unlink(), "missing model.onnx"),
-    (lambda f: edit_card(f, name="other"), "card says other/1, folder is tiny-binary/1"),
-    (lambda f: edit_card(f, version=7), "card says tiny-binary/7, folder is tiny-binary/1"),
     (lambda f: edit_card(f, input=BINARY_CARD.input.model_copy(update={"name": "features"})),
      "graph input {'name': 'x', 'shape': [-1, 3], 'dtype': 'float32'} does not match card input"),
     (lambda f: edit_card(f, output=BINARY_CARD.output.model_copy(update={"name": "probs"})),
-     "card output 'probs' not among graph outputs ['logits']"),
+     "no graph output 'probs'; the graph's outputs are ['logits']"),
 ])
 def test_invalid_versions_report_why(tmp_path, breakage, reason):
     folder = write_model(tmp_path, BINARY)
@@ -111,7 +109,8 @@ def test_graph_with_two_inputs_is_refused(tmp_path):
     model.graph.input.append(onnx.helper.make_tensor_value_info("unused", TensorProto.FLOAT, [1]))
     onnx.save(model, folder / MODEL_FILE)
     reseal(folder)
-    assert status(load(tmp_path), "tiny-binary") == ("failed", "expected exactly one graph input, found 2")
+    assert status(load(tmp_path), "tiny-binary") == (
+        "failed", "the graph has 2 inputs ['x', 'unused']; a served graph has exactly one, [batch, n_features]")
 
 
 def test_fixed_batch_graph_is_refused(tmp_path):
@@ -122,7 +121,7 @@ def test_fixed_batch_graph_is_refused(tmp_path):
     onnx.save(model, folder / MODEL_FILE)
     reseal(folder)
     state, reason = status(load(tmp_path), "fixed")
-    assert state == "failed" and "graph input" in reason and "'shape': [1, 3]" in reason
+    assert state == "failed" and reason.startswith("graph input 'x' has shape [1, 3]") and "free batch" in reason
 
 
 def test_stray_files_and_folders_are_ignored(tmp_path):

@@ -1,0 +1,261 @@
+"""The import command: models made elsewhere (Keras files, ONNX graphs, scikit-learn via skl2onnx)
+become served versions whose answers are right on every protocol, whatever their outputs hold."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from service.card import read_card
+from service.config import Settings
+from service.main import create_app
+from tests.service import helpers
+from tests.training.test_cli import run_cli
+from training.importer import main
+
+pytestmark = pytest.mark.anyio
+ROWS = np.random.default_rng(3).normal(size=(16, 4)).astype(np.float32) * 2
+W = np.array([[1.0, -2.0, 0.5], [0.0, 1.0, 1.0], [2.0, 0.0, -1.0], [-1.0, 1.0, 0.0]], np.float32)
+B = np.array([0.1, -0.3, 0.2], np.float32)
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+def keras_model(last: str):
+    """A small untrained network as a user would write it, ending as `last` says."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    head = {"softmax": keras.layers.Dense(3, activation="softmax"),
+            "sigmoid": keras.layers.Dense(1, activation="sigmoid"),
+            "multilabel": keras.layers.Dense(3, activation="sigmoid"),
+            "regressor": keras.layers.Dense(2)}[last]
+    return keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="tanh"), head])
+
+
+def onnx_graph(path, last: str | None, inputs=None, out_type=TensorProto.FLOAT) -> None:
+    """x @ W + B, ending in `last` (e.g. "Softmax") when given; `inputs` replaces the one input."""
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["xw"]),
+             helper.make_node("Add", ["xw", "B"], ["scores" if last else "out"])]
+    if last:
+        nodes.append(helper.make_node(last, ["scores"], ["out"]))
+    inputs = inputs or [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])]
+    graph = helper.make_graph(nodes, "g", inputs, [helper.make_tensor_value_info("out", out_type, ["batch", 3])],
+                              initializer=[numpy_helper.from_array(W, "W"), numpy_helper.from_array(B, "B")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    path.write_bytes(model.SerializeToString())
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def run_import(capsys, *args: str) -> tuple[int, str]:
+    code = main([str(a) for a in args])
+    return code, capsys.readouterr().err
+
+
+async def answers(root, name: str, rows: np.ndarray) -> dict:
+    """What the served model answers for `rows` on /predict, V2 (every output) and TF Serving."""
+    async with helpers.serve(create_app(Settings(model_root=root, poll_seconds=0))) as client:
+        meta = (await client.get(f"/models/{name}")).json()
+        assert meta["status"] == "ready", meta
+        native = (await client.post(f"/models/{name}/predict", json={"instances": rows.tolist()})).json()
+        body = {"inputs": [{"name": meta["card"]["input"]["name"], "shape": list(rows.shape),
+                            "datatype": "FP32", "data": rows.ravel().tolist()}]}
+        v2 = (await client.post(f"/v2/models/{name}/infer", json=body)).json()
+        tfs = (await client.post(f"/v1/models/{name}:predict", json={"instances": rows.tolist()})).json()
+    outputs = {o["name"]: np.array(o["data"]).reshape(o["shape"]) for o in v2["outputs"]}
+    return {"meta": meta, "predict": native["predictions"], "v2": outputs, "tfs": np.array(tfs["predictions"])}
+
+
+@pytest.mark.parametrize("last,task,labels,suffix", [
+    ("softmax", "multiclass", "cat,dog,emu", ".keras"),
+    ("sigmoid", "binary", "no,yes", ".keras"),
+    ("multilabel", "multilabel", "even,prime,round", ".keras"),
+    ("regressor", "regression", "y1,y2", ".h5"),
+])
+async def test_keras_models_serve_what_keras_answers(tmp_path, capsys, last, task, labels, suffix):
+    model = keras_model(last)
+    model.save(tmp_path / f"user{suffix}")
+    expected = model.predict(ROWS, verbose=0).astype(np.float64)
+    np.save(tmp_path / "rows.npy", ROWS)
+    code, err = run_import(capsys, tmp_path / f"user{suffix}", "--task", task, "--labels", labels,
+                           "--samples", tmp_path / "rows.npy", "--out", tmp_path / "models")
+    assert code == 0, err
+    card = read_card(tmp_path / "models/user/1/card.json")
+    assert card.output_kind.value == ("values" if task == "regression" else "probabilities")
+    assert card.parity.passed and card.parity.rows == len(ROWS) and card.source.format == "keras"
+    assert card.training is None and card.metrics is None and card.baseline is None
+    got = await answers(tmp_path / "models", "user", ROWS)
+    names = labels.split(",")
+    raw = got["v2"][card.output.name]
+    np.testing.assert_allclose(raw, expected, atol=1e-5)  # the raw V2 output is the graph's
+    if task == "regression":
+        np.testing.assert_allclose([p["value"] for p in got["predict"]], expected, atol=1e-5)
+        np.testing.assert_allclose(got["tfs"], expected, atol=1e-5)
+        return
+    np.testing.assert_allclose(got["v2"]["probabilities"], expected, atol=1e-5)  # no second sigmoid/softmax
+    np.testing.assert_allclose(got["tfs"], expected, atol=1e-5)
+    if task == "binary":
+        assert [p["label"] for p in got["predict"]] == [names[int(p >= 0.5)] for p in expected[:, 0]]
+        np.testing.assert_allclose([p["probability"] for p in got["predict"]], expected[:, 0], atol=1e-5)
+        assert (expected[:, 0] < 0.5).any() and (expected[:, 0] >= 0.5).any()  # both labels are exercised
+    elif task == "multiclass":
+        assert [p["label"] for p in got["predict"]] == [names[i] for i in expected.argmax(axis=1)]
+        np.testing.assert_allclose([p["probability"] for p in got["predict"]], expected.max(axis=1), atol=1e-5)
+    else:
+        assert [p["labels"] for p in got["predict"]] == [[n for n, p in zip(names, row) if p >= 0.5] for row in expected]
+
+
+@pytest.mark.parametrize("last,kind", [("Softmax", "probabilities"), (None, "logits")])
+async def test_an_onnx_graph_serves_by_what_its_last_node_makes(tmp_path, capsys, last, kind):
+    onnx_graph(tmp_path / "graph.onnx", last)
+    code, err = run_import(capsys, tmp_path / "graph.onnx", "--task", "multiclass", "--labels", "a,b,c",
+                           "--out", tmp_path / "models")
+    assert code == 0, err
+    card = read_card(tmp_path / "models/graph/1/card.json")
+    assert card.output_kind.value == kind and card.parity is None and len(card.golden) == 5
+    logits = ROWS.astype(np.float64) @ W + B
+    got = await answers(tmp_path / "models", "graph", ROWS)
+    np.testing.assert_allclose(got["v2"]["probabilities"], softmax(logits), atol=1e-5)
+    np.testing.assert_allclose(got["v2"]["out"], softmax(logits) if last else logits, atol=1e-5)
+    np.testing.assert_allclose([p["probability"] for p in got["predict"]], softmax(logits).max(axis=1), atol=1e-5)
+    np.testing.assert_allclose(got["tfs"], softmax(logits), atol=1e-5)
+
+
+def test_the_option_overrides_what_the_graph_says(tmp_path, capsys):
+    onnx_graph(tmp_path / "graph.onnx", "Softmax")
+    assert run_import(capsys, tmp_path / "graph.onnx", "--task", "multiclass", "--output-kind", "logits",
+                      "--out", tmp_path)[0] == 0
+    card = read_card(tmp_path / "graph/1/card.json")
+    assert card.output_kind.value == "logits" and card.source.output_kind_from == "--output-kind"
+
+
+async def test_a_scikit_learn_classifier_serves_its_probabilities(tmp_path, capsys):
+    from skl2onnx import to_onnx
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = load_iris(return_X_y=True)
+    clf = LogisticRegression(max_iter=1000).fit(x, y)
+    onx = to_onnx(clf, x[:1].astype(np.float32), options={id(clf): {"zipmap": False}})
+    (tmp_path / "iris.onnx").write_bytes(onx.SerializeToString())
+    (tmp_path / "labels.txt").write_text("setosa\nversicolor\nvirginica\n")
+    base = ["--task", "multiclass", "--labels-file", tmp_path / "labels.txt", "--out", tmp_path / "models"]
+    code, err = run_import(capsys, tmp_path / "iris.onnx", *base)
+    assert code == 2 and "has outputs ['label', 'probabilities']; choose the one to serve with --output" in err
+    assert not (tmp_path / "models").exists()
+    assert run_import(capsys, tmp_path / "iris.onnx", *base, "--output", "probabilities")[0] == 0
+    card = read_card(tmp_path / "models/iris/1/card.json")
+    assert card.output_kind.value == "probabilities" and card.labels == ["setosa", "versicolor", "virginica"]
+    rows = x[::10].astype(np.float32)
+    got = await answers(tmp_path / "models", "iris", rows)
+    expected = clf.predict_proba(rows)
+    np.testing.assert_allclose(got["v2"]["probabilities"], expected, atol=1e-5)
+    assert [p["label"] for p in got["predict"]] == [card.labels[i] for i in clf.predict(rows)]
+    np.testing.assert_allclose([p["probability"] for p in got["predict"]], expected.max(axis=1), atol=1e-5)
+
+
+def _two_inputs(path):
+    extra = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])
+    onnx_graph(path, None, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4]), extra])
+
+
+def _strings(path):
+    onnx_graph(path, None, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])])
+    import onnx
+    model = onnx.load(str(path))
+    model.graph.input[0].name = "text"
+    model.graph.input[0].type.tensor_type.elem_type = TensorProto.STRING
+    model.graph.node.insert(0, helper.make_node("Cast", ["text"], ["x"], to=TensorProto.FLOAT))
+    onnx.save(model, str(path))
+
+
+def _dynamic_rank(path):
+    onnx_graph(path, None, [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)])
+
+
+UNSERVABLE = [(_two_inputs, "the graph has 2 inputs ['x', 'y']"),
+              (_strings, "graph input 'text' takes strings"),
+              (_dynamic_rank, "graph input 'x' has no fixed rank")]
+
+
+@pytest.mark.parametrize("make,reason", UNSERVABLE)
+async def test_unservable_graphs_are_refused_by_import_and_by_the_service(tmp_path, capsys, make, reason):
+    make(tmp_path / "bad.onnx")
+    code, err = run_import(capsys, tmp_path / "bad.onnx", "--task", "multiclass", "--out", tmp_path / "models")
+    assert code == 2 and err.count("\n") == 1 and reason in err, err
+    assert not (tmp_path / "models").exists()
+    # The same graph put in place by hand, with a card: the service says why it does not serve.
+    spec = helpers.Spec("bad", "multiclass", W.tolist(), B.tolist(), ["a", "b", "c"], output_name="out")
+    folder = helpers.write_model(tmp_path / "repo", spec)
+    (folder / "model.onnx").write_bytes((tmp_path / "bad.onnx").read_bytes())
+    helpers.reseal(folder)
+    async with helpers.serve(create_app(Settings(model_root=tmp_path / "repo", poll_seconds=0))) as client:
+        (model,) = (await client.get("/models")).json()["models"]
+    assert model["status"] == "failed" and reason in model["versions"][0]["reason"]
+
+
+def _bad_inputs(tmp_path):
+    onnx_graph(tmp_path / "graph.onnx", "Softmax")
+    (tmp_path / "notes.onnx").write_text("these are not the weights you are looking for")
+    (tmp_path / "notes.keras").write_text("nor these")
+    (tmp_path / "notes.txt").write_text("a,b")
+    (tmp_path / "narrow.csv").write_text("1,2\n3,4\n")
+    graph = ["--task", "multiclass", "--labels"]
+    return [
+        ([tmp_path / "missing.onnx", "--task", "binary"], "no such file: "),
+        ([tmp_path / "notes.onnx", "--task", "binary"], "notes.onnx is not an ONNX model: "),
+        ([tmp_path / "notes.keras", "--task", "binary"], "cannot load notes.keras as a Keras model: "),
+        ([tmp_path / "notes.txt", "--task", "binary"], "not a model file this command reads"),
+        ([tmp_path / "graph.onnx", *graph, "a,b"], "multiclass model with 3 outputs needs 3 labels, card has 2"),
+        ([tmp_path / "graph.onnx", "--task", "multiclass", "--labels-file", tmp_path / "notes.txt"],
+         "needs 3 labels, card has 1"),
+        ([tmp_path / "graph.onnx", "--task", "ranking"], "argument --task: invalid choice: 'ranking'"),
+        ([tmp_path / "graph.onnx", "--task", "binary"], "a binary model serves one output column"),
+        ([tmp_path / "graph.onnx", *graph, "a,b,c", "--thresholds", "0.5"], "--thresholds apply to binary"),
+        ([tmp_path / "graph.onnx", *graph, "a,b,c", "--output", "nope"], "the graph has no output 'nope'"),
+        ([tmp_path / "graph.onnx", *graph, "a,b,c", "--samples", tmp_path / "narrow.csv"], "have 2 columns"),
+        ([tmp_path / "graph.onnx", *graph, "a,b,c", "--name", "../up"], "model name '../up' must match"),
+    ]
+
+
+def test_bad_input_ends_in_one_line_and_writes_nothing(tmp_path, capsys):
+    for args, message in _bad_inputs(tmp_path):
+        code, err = run_import(capsys, *args, "--out", tmp_path / "models")
+        assert code != 0 and err.count("\n") == 1, (args, err)
+        assert err.startswith("python -m training import: error: ") and message in err, (args, err)
+        assert not (tmp_path / "models").exists(), args
+
+
+def test_the_command_line_reports_without_a_traceback(tmp_path):
+    (tmp_path / "notes.onnx").write_text("not a graph")
+    for args in (["import", str(tmp_path / "notes.onnx"), "--task", "binary", "--out", str(tmp_path / "m")],
+                 ["import", str(tmp_path / "none.keras"), "--task", "binary", "--out", str(tmp_path / "m")]):
+        result = run_cli(*args)
+        lines = result.stderr.splitlines()
+        assert result.returncode == 2 and len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+        assert lines[0].startswith("python -m training import: error: ")
+    assert not (tmp_path / "m").exists()
+
+
+async def test_csv_samples_name_the_features_and_versions_follow_on(tmp_path, capsys):
+    model = keras_model("regressor")
+    model.save(tmp_path / "reg.keras")
+    header = "age,bmi,bp,s1"
+    (tmp_path / "rows.csv").write_text(header + "\n" + "\n".join(",".join(map(str, r)) for r in ROWS.tolist()))
+    args = [tmp_path / "reg.keras", "--task", "regression", "--samples", tmp_path / "rows.csv", "--out", tmp_path]
+    assert run_import(capsys, *args)[0] == 0 and run_import(capsys, *args)[0] == 0
+    card = read_card(tmp_path / "reg/2/card.json")
+    assert card.feature_names == header.split(",") and card.version == 2 and card.labels == ["value_0", "value_1"]
+    assert [g.input for g in card.golden] == ROWS[:5].tolist() and card.source.samples == "rows.csv"
+    async with helpers.serve(create_app(Settings(model_root=tmp_path, poll_seconds=0))) as client:
+        row = dict(zip(header.split(","), ROWS[0].tolist()))
+        got = (await client.post("/models/reg/predict", json={"instances": [row]})).json()
+    np.testing.assert_allclose(got["predictions"][0]["value"], model.predict(ROWS[:1], verbose=0)[0], atol=1e-5)

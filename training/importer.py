@@ -1,0 +1,392 @@
+"""Import a model made elsewhere, a Keras file or an ONNX graph, as a served version folder.
+
+    python -m training import churn.keras --task binary --labels stay,leave --out models
+    python -m training import iris.onnx --task multiclass --labels-file labels.txt \\
+        --output probabilities --samples rows.csv --out models
+
+Writes `<out>/<name>/<version>/model.onnx` and a card of facts: the signature read from the
+graph, its SHA-256, where it came from (`source`), what its output holds (`output_kind`: from the
+last Keras layer's activation or the graph's last node, unless --output-kind says), golden
+examples computed with onnxruntime and, for a Keras file, the parity proof against Keras on the
+sample rows. Nothing about training is invented: those card fields stay absent. The version is
+checked with the service's own loader before it is published; anything wrong ends with one
+line on stderr, a non-zero exit, and nothing written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import shlex
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+from pydantic import ValidationError
+
+from service.card import (CARD_FILE, MODEL_FILE, NAME_RE, Golden, ModelCard, OutputKind, Source, Task,
+                          TensorSpec, sha256_file, write_card)
+from training.publish import next_version, now, publish
+
+PROG = "python -m training import"
+DEFAULT_ROOT = Path(__file__).resolve().parents[1] / "models"
+FORMATS = {".keras": "keras", ".h5": "keras", ".onnx": "onnx"}
+GOLDEN_ROWS = 5
+DEFAULT_THRESHOLD = 0.5
+KERAS_LIBRARIES = ("tensorflow-cpu", "keras", "tf2onnx", "onnx", "onnxruntime", "numpy")
+ONNX_LIBRARIES = ("onnx", "onnxruntime", "numpy")
+
+
+class ImportFailed(Exception):
+    """A problem the user can fix; printed as one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, no usage dump
+        raise ImportFailed(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", type=Path, help="a Keras file (.keras, or .h5 where Keras 3 loads it) or an ONNX file")
+    p.add_argument("--task", required=True, choices=[t.value for t in Task], help="what the model does")
+    p.add_argument("--name", help="model name (default: the file's name without its extension)")
+    p.add_argument("--version", type=int, help="version number (default: one more than the newest)")
+    p.add_argument("--out", type=Path, default=DEFAULT_ROOT, help="model repository (default: the repo's models/)")
+    labels = p.add_mutually_exclusive_group()
+    labels.add_argument("--labels", type=names, help="class or label names in output order, e.g. cat,dog "
+                       "(binary: negative,positive; regression: target names)")
+    labels.add_argument("--labels-file", type=Path, help="a file with one label per line, in output order")
+    p.add_argument("--feature-names", type=names, help="input feature names in column order, e.g. age,bmi")
+    p.add_argument("--thresholds", type=names, help="binary: one threshold; multilabel: one per label (default 0.5)")
+    p.add_argument("--output", help="the output to serve when the model has several")
+    p.add_argument("--output-kind", choices=[OutputKind.logits.value, OutputKind.probabilities.value],
+                   help="what a classifier's output holds (default: found from the model)")
+    p.add_argument("--samples", type=Path, help="sample rows for golden examples and parity: CSV (a header "
+                   "row names the features) or .npy (default: 5 seeded random rows)")
+    p.add_argument("--description", default="", help="one line about the model")
+    return p
+
+
+def names(text: str) -> list[str]:
+    """A command-line list: names (or numbers) separated by commas, spaces around them dropped."""
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError(f"expected names separated by commas, got {text!r}")
+    return items
+
+
+class Converted(NamedTuple):
+    """A model as an ONNX file, with what the import learnt about its output."""
+
+    output: str  # the graph output that serves
+    chosen: str  # the model's own name for it (the Keras output's, or the same)
+    kind: OutputKind | None  # what that output holds, when the model says
+    kind_from: str  # how `kind` was found
+    keras: object | None  # the Keras model, for the parity proof
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the import command; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        args = build_parser().parse_args(argv)
+        card, folder = import_model(args, shlex.join(["python", "-m", "training", "import", *argv]))
+    except ImportFailed as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+    except (ValueError, OSError, RuntimeError) as e:  # an I/O error, a failed export or parity
+        print(f"{PROG}: error: {_line(e)}", file=sys.stderr)
+        return 1
+    kind = card.output_kind.value
+    print(f"imported {args.model.name} as {card.name} version {card.version} ({card.task.value}, "
+          f"{card.n_features} features, {card.n_outputs} outputs of {kind}) into {folder}")
+    return 0
+
+
+def import_model(args: argparse.Namespace, command: str) -> tuple[ModelCard, Path]:
+    """Convert, check and publish one model; raises ImportFailed with the reason."""
+
+    path, task = args.model, Task(args.task)
+    fmt = _format(path)
+    name = args.name or path.stem
+    if not NAME_RE.match(name):
+        raise ImportFailed(f"model name {name!r} must match {NAME_RE.pattern}; choose one with --name")
+    if args.version is not None and args.version < 1:
+        raise ImportFailed(f"--version must be 1 or more, got {args.version}")
+    version = args.version or next_version(args.out, name)
+    if (args.out / name / str(version)).exists():
+        raise ImportFailed(f"{args.out / name / str(version)} exists already; choose another --version")
+    labels = _read_lines(args.labels_file) if args.labels_file else args.labels
+    samples, header = _samples(args.samples) if args.samples else (None, None)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / name / str(version)
+        folder.mkdir(parents=True)
+        convert = _from_keras if fmt == "keras" else _from_onnx
+        converted = convert(path, args.output, task, args.output_kind, folder / MODEL_FILE)
+        card = _card(args, name, version, task, labels, args.feature_names or header, samples, converted,
+                     Source(file=path.name, format=fmt, sha256=sha256_file(path), output=converted.chosen,
+                            output_kind_from=_kind_from(args, task, converted), samples=_samples_from(args),
+                            command=command), folder / MODEL_FILE)
+        write_card(card, folder / CARD_FILE)
+        _serves(name, version, folder)
+        _, target = publish(args.out, name, version, lambda staging: _copy(folder, staging))
+    return card, target
+
+
+def _format(path: Path) -> str:
+    if not path.is_file():
+        raise ImportFailed(f"no such file: {path}")
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise ImportFailed(f"{path.name} is not a model file this command reads: expected {', '.join(FORMATS)}")
+    return fmt
+
+
+def _read_lines(path: Path) -> list[str]:
+    try:
+        lines = [line.strip() for line in path.read_text().splitlines()]
+    except (OSError, UnicodeDecodeError) as e:
+        raise ImportFailed(f"cannot read labels file {path}: {_line(e)}")
+    return [line for line in lines if line]
+
+
+def _samples(path: Path) -> tuple[np.ndarray, list[str] | None]:
+    """Sample rows from a CSV (its first row may name the features) or a .npy file."""
+    try:
+        if path.suffix.lower() == ".npy":
+            rows, header = np.load(path, allow_pickle=False), None
+        else:
+            with open(path, newline="") as f:
+                table = [r for r in csv.reader(f) if r]
+            header = table.pop(0) if table and not _numeric(table[0]) else None
+            rows = np.array(table, dtype=np.float64)
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise ImportFailed(f"cannot read sample rows from {path}: {_line(e)}")
+    if rows.ndim != 2 or not len(rows) or rows.dtype.kind not in "iuf" or not np.isfinite(rows).all():
+        raise ImportFailed(f"sample rows in {path} must be a table of finite numbers, one row per line")
+    return rows.astype(np.float64), header
+
+
+def _numeric(row: list[str]) -> bool:
+    try:
+        [float(v) for v in row]
+    except ValueError:
+        return False
+    return True
+
+
+def _from_keras(path: Path, output: str | None, task: Task, kind: str | None, target: Path) -> Converted:
+    import warnings
+
+    import keras
+
+    from training.export import export_onnx
+
+    warnings.filterwarnings("ignore", category=FutureWarning)  # the converter's numpy notices, not the user's
+
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except Exception as e:  # Keras raises many types for a file it cannot read
+        raise ImportFailed(f"cannot load {path.name} as a Keras model: {_line(e)}")
+    outputs = list(getattr(model, "output_names", None) or [t.name for t in model.outputs])
+    chosen = _choose(output, outputs, "the Keras model")
+    model = keras.Model(model.inputs, model.outputs[outputs.index(chosen)])
+    if len(model.inputs) != 1 or len(model.inputs[0].shape) != 2 or model.inputs[0].shape[1] is None:
+        shapes = [tuple(i.shape) for i in model.inputs]
+        raise ImportFailed(f"the Keras model takes inputs of shapes {shapes}; a served model has one "
+                           "input [batch, n_features]")
+    found, how = _keras_kind(model)
+    name = _kind(task, kind, found).value
+    try:
+        export_onnx(model, task, target, name)
+    except Exception as e:  # the converter's errors are its own types
+        raise ImportFailed(f"cannot export {path.name} to ONNX: {_line(e)}")
+    return Converted(name, chosen, found, how, model)
+
+
+def _keras_kind(model) -> tuple[OutputKind | None, str]:
+    """Probabilities when the output layer ends in softmax or sigmoid, logits when it is linear."""
+    import keras
+
+    layer = next(layer for layer in model.layers if layer.output is model.outputs[0])
+    activation = getattr(layer, "activation", None)
+    act = "softmax" if isinstance(layer, keras.layers.Softmax) else \
+        keras.activations.serialize(activation) if activation is not None else None
+    act = act if isinstance(act, str) else None
+    found = {"softmax": OutputKind.probabilities, "sigmoid": OutputKind.probabilities,
+             "linear": OutputKind.logits}.get(act)
+    return found, f"the last Keras layer {layer.name!r} has activation {act!r}"
+
+
+def _from_onnx(path: Path, output: str | None, task: Task, kind: str | None, target: Path) -> Converted:
+    import onnx
+
+    try:
+        graph = onnx.load(str(path)).graph
+    except Exception as e:  # protobuf's DecodeError and friends
+        raise ImportFailed(f"{path.name} is not an ONNX model: {_line(e)}")
+    chosen = _choose(output, [o.name for o in graph.output], "the graph")
+    found, how = _onnx_kind(graph, chosen)
+    _kind(task, kind, found)
+    shutil.copyfile(path, target)
+    return Converted(chosen, chosen, found, how, None)
+
+
+# Nodes that pass values through unchanged, and those whose output is a linear score (logits).
+PASS_THROUGH = {"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cast"}
+LINEAR = {"Gemm", "MatMul", "Add"}
+ML_CLASSIFIERS = {"LinearClassifier", "SVMClassifier", "TreeEnsembleClassifier"}
+
+
+def _onnx_kind(graph, output: str) -> tuple[OutputKind | None, str]:
+    """What the node making `output` says it holds: Softmax or Sigmoid (or an ONNX-ML classifier's
+    scores after its softmax or logistic, or rows scaled to sum to 1) are probabilities."""
+    producers = {out: node for node in graph.node for out in node.output}
+    name, node = output, producers.get(output)
+    while node is not None and node.op_type in PASS_THROUGH:
+        name, node = node.input[0], producers.get(node.input[0])
+    if node is None:
+        return None, f"output {output!r} is not made by a node"
+    attrs = {a.name: a.s.decode() for a in node.attribute if a.s}
+    probabilities = node.op_type in ("Softmax", "Sigmoid") or (
+        node.op_type == "Normalizer" and attrs.get("norm") == "L1") or (
+        node.op_type in ML_CLASSIFIERS and name == node.output[-1]
+        and attrs.get("post_transform") in ("SOFTMAX", "LOGISTIC", "SOFTMAX_ZERO"))
+    found = OutputKind.probabilities if probabilities else OutputKind.logits if node.op_type in LINEAR else None
+    detail = f" (post_transform {attrs['post_transform']})" if "post_transform" in attrs else ""
+    return found, f"output {output!r} comes from a {node.op_type} node{detail}"
+
+
+def _choose(output: str | None, names: list[str], what: str) -> str:
+    if output is None and len(names) == 1:
+        return names[0]
+    if output is None:
+        raise ImportFailed(f"{what} has outputs {names}; choose the one to serve with --output")
+    if output not in names:
+        raise ImportFailed(f"{what} has no output {output!r}; its outputs are {names}")
+    return output
+
+
+def _kind(task: Task, option: str | None, found: OutputKind | None) -> OutputKind:
+    """What the served output holds: values for regression, else the option, else what was found."""
+    if task is Task.regression:
+        if option is not None:
+            raise ImportFailed("--output-kind is for classifiers; a regression output holds values")
+        return OutputKind.values
+    if option is not None:
+        return OutputKind(option)
+    if found is None:
+        raise ImportFailed("cannot tell whether the output holds logits or probabilities; "
+                           "say which with --output-kind")
+    return found
+
+
+def _kind_from(args: argparse.Namespace, task: Task, converted: Converted) -> str:
+    if task is Task.regression:
+        return "the task: regression outputs are values"
+    return "--output-kind" if args.output_kind else converted.kind_from
+
+
+def _samples_from(args: argparse.Namespace) -> str:
+    if args.samples:
+        return f"{args.samples.name}"
+    return f"{GOLDEN_ROWS} rows drawn from a standard normal (seed 0): no sample rows were given"
+
+
+def _card(args, name: str, version: int, task: Task, labels: list[str] | None, features: list[str] | None,
+          samples: np.ndarray | None, converted: Converted, source: Source, model_path: Path) -> ModelCard:
+    import onnxruntime as ort
+
+    from service import runtime
+    from training.export import check_parity, library_versions
+
+    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    try:
+        graph_in, graph_out = runtime.signature(session, converted.output)
+    except ValueError as e:
+        raise ImportFailed(f"{args.model.name} cannot serve: {e}")
+    n = graph_in.shape[1]
+    rows = _rows(samples, n, graph_in.dtype, args.samples)
+    out = session.run([converted.output], {graph_in.name: rows.astype(graph_in.dtype)})[0]
+    width = out.shape[1] if out.ndim == 2 else None
+    if width is None:
+        raise ImportFailed(f"output {converted.output!r} gives shape {list(out.shape)}; a served output is "
+                           "[batch, n_outputs]")
+    if task is Task.binary and width != 1:
+        raise ImportFailed(f"a binary model serves one output column (the positive class); {converted.output!r} "
+                           f"has {width}: import it with --task multiclass and {width} labels")
+    keras_model = converted.keras
+    parity = check_parity(keras_model, model_path, rows) if keras_model is not None else None
+    fields = dict(
+        name=name, version=version, task=task, description=args.description,
+        input=TensorSpec(name=graph_in.name, shape=[-1, n], dtype=graph_in.dtype),
+        output=TensorSpec(name=graph_out.name, shape=[-1, width], dtype=graph_out.dtype),
+        output_kind=_kind(task, args.output_kind, converted.kind), feature_names=features,
+        labels=labels or _default_labels(task, width), thresholds=_thresholds(args.thresholds, task, width),
+        source=source, parity=parity, sha256=sha256_file(model_path),
+        library_versions=library_versions(KERAS_LIBRARIES if keras_model is not None else ONNX_LIBRARIES),
+        golden=[Golden(input=r.tolist(), output=o.tolist()) for r, o in zip(rows[:GOLDEN_ROWS], out)],
+        created_at=now())
+    try:
+        return ModelCard(**fields)
+    except ValidationError as e:
+        raise ImportFailed("; ".join(err["msg"].removeprefix("Value error, ") for err in e.errors()))
+
+
+def _rows(samples: np.ndarray | None, n: int, dtype: str, path: Path | None) -> np.ndarray:
+    """The sample rows as float32 (what the service feeds), or seeded random ones."""
+    if samples is None:
+        samples = np.random.default_rng(0).standard_normal((GOLDEN_ROWS, n))
+        samples = samples.round() if dtype.startswith("int") else samples
+    if samples.shape[1] != n:
+        raise ImportFailed(f"sample rows in {path} have {samples.shape[1]} columns; the model takes {n} features")
+    rows = samples.astype(np.float32)
+    if dtype.startswith("int") and not (rows == np.round(rows)).all():
+        raise ImportFailed(f"the model's input is {dtype}: sample rows must be whole numbers")
+    return rows
+
+
+def _default_labels(task: Task, width: int) -> list[str]:
+    if task is Task.regression:
+        return ["value"] if width == 1 else [f"value_{i}" for i in range(width)]
+    return [str(i) for i in range(2 if task is Task.binary else width)]
+
+
+def _thresholds(given: list[str] | None, task: Task, width: int) -> list[float] | None:
+    if task not in (Task.binary, Task.multilabel):
+        if given:
+            raise ImportFailed(f"--thresholds apply to binary and multilabel models, not {task.value}")
+        return None
+    if not given:
+        return [DEFAULT_THRESHOLD] * width
+    try:
+        return [float(t) for t in given]
+    except ValueError:
+        raise ImportFailed(f"--thresholds must be numbers between 0 and 1, got {','.join(given)}")
+
+
+def _serves(name: str, version: int, folder: Path) -> None:
+    """Load the version as the service will (hash, signature, golden replay), before publishing it."""
+    from service.repository import FAILED, load_version, log
+
+    was, log.disabled = log.disabled, True  # its reason becomes the one line this command prints
+    try:
+        entry = load_version(name, version, folder, threads=1)
+    finally:
+        log.disabled = was
+    if entry.status == FAILED:
+        raise ImportFailed(f"the imported model would not serve: {entry.reason}")
+
+
+def _copy(folder: Path, staging: Path) -> None:
+    for file in (MODEL_FILE, CARD_FILE):
+        shutil.copyfile(folder / file, staging / file)
+
+
+def _line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

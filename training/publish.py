@@ -1,0 +1,46 @@
+"""Publishing a version folder into a model repository, shared by training and the import command.
+
+No TensorFlow here: the import of an ONNX file never loads it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def next_version(root: Path, name: str) -> int:
+    """One more than the highest integer version folder of `name` (1 when there is none)."""
+    folder = root / name
+    versions = [int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit()] \
+        if folder.is_dir() else []
+    return max(versions, default=0) + 1
+
+
+def now() -> str:
+    """The time a card is written, UTC, to the second."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def publish(root: Path, name: str, version: int, fill: Callable[[Path], T]) -> tuple[T, Path]:
+    """`fill` a scratch folder beside `<root>/<name>/<version>`, then rename it there: a watcher
+    never sees half a model, and a failure leaves no version behind. Returns what `fill` did."""
+    target = root / name / str(version)
+    if target.exists():
+        raise ValueError(f"{target} exists already; choose another version")
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}-{version}-", dir=root))
+    staging.chmod(0o755)  # mkdtemp makes it private; a server under another user must read it
+    try:
+        made = fill(staging)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return made, target
