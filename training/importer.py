@@ -113,7 +113,7 @@ def import_model(args: argparse.Namespace, command: str) -> tuple[ModelCard, Pat
     path, task = args.model, Task(args.task)
     fmt = _format(path)
     name = args.name or path.stem
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):
         raise ImportFailed(f"model name {name!r} must match {NAME_RE.pattern}; choose one with --name")
     if args.version is not None and args.version < 1:
         raise ImportFailed(f"--version must be 1 or more, got {args.version}")

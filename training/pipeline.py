@@ -20,7 +20,7 @@ def train_one(data: Dataset, cfg: Config, root: Path, command: str,
               name: str | None = None) -> tuple[ModelCard, Path]:
     """Train `data` and publish it as the next version of `name` under `root`."""
     name = name or data.name
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):
         raise ValueError(f"model name {name!r} must match {NAME_RE.pattern}")
     s = split(data, cfg.seed)
     fitted = fit(data, s, cfg)
