@@ -4,13 +4,28 @@ from __future__ import annotations
 
 import json
 from functools import lru_cache
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-DEFAULT_MODEL_ROOT = Path(__file__).resolve().parents[1] / "models"
+PACKAGE = Path(__file__).resolve().parent
+# The default models ship inside the package, so an installed wheel serves them from anywhere;
+# in a checkout service/default_models is a link to the repository's models/.
+DEFAULT_MODEL_ROOT = (PACKAGE / "default_models").resolve()
+# The source checkout the code runs from (bench/ and the repository's models/ are there), or None
+# for an installed wheel.
+CHECKOUT = PACKAGE.parent if (PACKAGE.parent / "pyproject.toml").is_file() else None
+
+
+def package_version() -> str:
+    """The installed distribution's version."""
+    try:
+        return version("tinyserve")
+    except PackageNotFoundError:  # running from a checkout that was never installed
+        return "0.0.0"
 
 
 class Settings(BaseSettings):
