@@ -82,10 +82,13 @@ def test_the_wheel_serves_your_own_models(venv, tmp_path, how):
 
 
 def test_the_serving_install_says_what_is_missing_in_one_line(venv, tmp_path):
-    for command in ("train", "import"):
-        done = tinyserve(venv, command, "--help", cwd=tmp_path)
-        assert done.returncode != 0 and done.stderr.splitlines() == [done.stderr.strip()], done.stderr
-        assert TRAIN_EXTRA in done.stderr and "Traceback" not in done.stderr
+    train = tinyserve(venv, "train", "--help", cwd=tmp_path)
+    assert train.returncode != 0 and train.stderr.splitlines() == [train.stderr.strip()], train.stderr
+    assert TRAIN_EXTRA in train.stderr and "Traceback" not in train.stderr
+    # Whether importing a model needs the train extra is the import command's to say (issue 14).
+    imported = tinyserve(venv, "import", "--help", cwd=tmp_path)
+    assert "Traceback" not in imported.stderr
+    assert imported.returncode == 0 or TRAIN_EXTRA in imported.stderr, imported.stderr
     bench = tinyserve(venv, "bench", "--help", cwd=tmp_path)
     assert bench.returncode == 2 and "source checkout" in bench.stderr and len(bench.stderr.splitlines()) == 1
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
