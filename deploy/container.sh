@@ -5,17 +5,21 @@
 #                                              as localhost/pybase:bookworm (debootstrap, once)
 #   deploy/container.sh build [TAG] [ARGS...]  build the Dockerfile (default tag tinyserve:latest);
 #                                              ARGS go to the engine, e.g. --target train
-#   deploy/container.sh run [ARGS...]          run the image in the foreground on 127.0.0.1:8000
+#   deploy/container.sh run [-d] [ARGS...]     run the image on 127.0.0.1:8000 until stopped: in the
+#                                              foreground (Ctrl-C stops it), or with -d in the
+#                                              background, printing the command that stops it
 #                                              (ARGS before the image, e.g. -v /my/models:/models;
 #                                              IMAGE=... and PORT=... pick the image and host port)
+#   deploy/container.sh stop NAME              stop (and remove) a container started with run -d
 #   deploy/container.sh engine ARGS...         the engine itself, set up the same way
 #                                              (e.g. `engine images`, `engine healthcheck run NAME`)
 #   deploy/container.sh which                  print the engine in use: docker or podman
 #
 # Docker is used when `docker info` succeeds; otherwise podman, set up as in CONTAINERS.md: runc,
 # ulimits root may set, cgroupfs, and storage under $TINYSERVE_PODMAN_DIR so images survive
-# between runs. Override with CONTAINER_ENGINE=docker|podman. Every podman step is bounded by a
-# timeout so a broken host fails instead of hanging.
+# between runs. Override with CONTAINER_ENGINE=docker|podman. Every podman step but a foreground
+# run is bounded by a timeout so a broken host fails instead of hanging; a server runs as long as
+# its user wants.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -58,6 +62,14 @@ engine() {
     docker) docker "$@" ;;
     # The long timeout only guards against a hang; builds and imports finish in minutes.
     podman) timeout "${ENGINE_TIMEOUT:-900}" podman "$@" ;;
+    *) die "unknown engine $engine" ;;
+  esac
+}
+
+# The engine with no time limit: for a server in the foreground, which runs until it is stopped.
+engine_unbounded() {
+  case "$engine" in
+    docker | podman) "$engine" "$@" ;;
     *) die "unknown engine $engine" ;;
   esac
 }
@@ -110,7 +122,18 @@ cmd_build() {
 }
 
 cmd_run() {
-  engine run --rm -p "127.0.0.1:${PORT:-8000}:8000" "$@" "${IMAGE:-$image_default}"
+  local publish=(-p "127.0.0.1:${PORT:-8000}:8000")
+  if [ "${1:-}" != -d ]; then
+    engine_unbounded run --rm "${publish[@]}" "$@" "${IMAGE:-$image_default}"
+    return
+  fi
+  shift
+  local id
+  id=$(engine run -d --rm "${publish[@]}" "$@" "${IMAGE:-$image_default}")
+  id=${id:0:12}
+  echo "container.sh: $id serving on http://127.0.0.1:${PORT:-8000}"
+  # podman's storage here is container.sh's own: a bare `podman stop` would not find the container.
+  echo "container.sh: stop it with: bash $root/deploy/container.sh stop $id"
 }
 
 engine=$(engine_name)
@@ -122,7 +145,8 @@ case "$sub" in
   base) cmd_base ;;
   build) cmd_build "$@" ;;
   run) cmd_run "$@" ;;
+  stop) [ $# -eq 1 ] || die "usage: container.sh stop NAME"; engine stop "$1" >/dev/null ;;
   engine) engine "$@" ;;
   which) echo "$engine" ;;
-  *) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  *) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

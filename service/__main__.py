@@ -1,4 +1,8 @@
-"""`python -m service`: serve the model repository with uvicorn, configured by TINYSERVE_* variables."""
+"""`python -m service`: serve the model repository with uvicorn, configured by TINYSERVE_* variables.
+
+`tinyserve serve` runs this same `main`, so every way to start the server gets the same JSON log
+lines, the same HTTP protocol and the same settings.
+"""
 
 from __future__ import annotations
 
@@ -11,19 +15,26 @@ import tempfile
 import uvicorn
 
 from service import logs
-from service.config import SettingsError, get_settings
+from service.config import Settings, SettingsError, get_settings
 from service.main import create_app
 
 HTTP_PROTOCOLS = {"corked": "service.http.corked:Protocol", "httptools": "httptools"}
 
 
-def main() -> None:
-    """Read the settings, build the app and serve it until interrupted."""
+def main(prog: str = "python -m service") -> int:
+    """Read the settings, build the app and serve it until interrupted; a bad setting is one line."""
     try:
         settings = get_settings()
     except SettingsError as exc:
-        sys.exit(f"tinyserve: bad setting: {exc}")
-    workers = getattr(settings, "workers", 1)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    serve(settings)
+    return 0
+
+
+def serve(settings: Settings) -> None:
+    """Run uvicorn with the service's log format and HTTP protocol, in one process or several."""
+    workers = settings.workers
     options = dict(host=settings.host, port=settings.port, log_level=settings.log_level,
                    log_config=logs.config(settings.log_level), access_log=False,  # ours is the access log
                    timeout_graceful_shutdown=settings.graceful_shutdown_seconds,
@@ -55,4 +66,4 @@ def _exit_with(status: int):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -5,13 +5,28 @@ from __future__ import annotations
 import json
 import re
 from functools import lru_cache
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-DEFAULT_MODEL_ROOT = Path(__file__).resolve().parents[1] / "models"
+PACKAGE = Path(__file__).resolve().parent
+# The default models ship inside the package, so an installed wheel serves them from anywhere;
+# in a checkout service/default_models is a link to the repository's models/.
+DEFAULT_MODEL_ROOT = (PACKAGE / "default_models").resolve()
+# The source checkout the code runs from (bench/ and the repository's models/ are there), or None
+# for an installed wheel.
+CHECKOUT = PACKAGE.parent if (PACKAGE.parent / "pyproject.toml").is_file() else None
+
+
+def package_version() -> str:
+    """The installed distribution's version."""
+    try:
+        return version("tinyserve")
+    except PackageNotFoundError:  # running from a checkout that was never installed
+        return "0.0.0"
 # What a bearer token may hold (RFC 6750's b64token is a subset): visible ASCII, no spaces.
 TOKEN_RE = re.compile(r"[!-~]+")
 
@@ -152,6 +167,11 @@ def get_settings() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
-        raise SettingsError("; ".join(
-            f"{'TINYSERVE_' + '.'.join(map(str, e['loc'])).upper()}: {e['msg'].removeprefix('Value error, ')}"
-            for e in exc.errors(include_url=False))) from None
+        raise SettingsError("; ".join(map(_problem, exc.errors(include_url=False)))) from None
+
+
+def _problem(error: dict) -> str:
+    """One setting's problem, with the value given unless it is a secret."""
+    field = ".".join(map(str, error["loc"]))
+    shown = "" if field == "api_tokens" else f"={error.get('input')!r}"
+    return f"TINYSERVE_{field.upper()}{shown}: {error['msg'].removeprefix('Value error, ')}"

@@ -7,26 +7,18 @@ import contextlib
 import gc
 import logging
 from contextlib import asynccontextmanager
-from importlib.metadata import PackageNotFoundError, version
 
 from fastapi import FastAPI
 
 from service import errors, logs, metrics, watcher
 from service.api import admin, docs, health, models, predict, tfserving, v2
 from service.api import metrics as metrics_api
-from service.config import Settings, get_settings
+from service.config import Settings, get_settings, package_version
 from service.http.gateway import Gateway
 from service.observe import Observer
 from service.repository import Repository
 
 log = logging.getLogger(__name__)
-
-
-def _version() -> str:
-    try:
-        return version("tinyserve")
-    except PackageNotFoundError:  # running from a checkout that was never installed
-        return "0.0.0"
 
 
 def _auth_line(settings: Settings) -> str:
@@ -70,7 +62,7 @@ def create_app(settings: Settings | None = None) -> Gateway:
 
     app = FastAPI(
         title="tinyserve",
-        version=_version(),
+        version=package_version(),
         description="Small Keras networks exported to ONNX, served over JSON with onnxruntime.",
         lifespan=lifespan,
     )

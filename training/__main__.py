@@ -22,11 +22,13 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out
 
 from service.card import MODEL_FILE, NAME_RE, Task  # noqa: E402
+from service.config import CHECKOUT  # noqa: E402
 from training.datasets import BUILTIN  # noqa: E402
 from training.config import RECIPES, Config  # noqa: E402
 from training.importer import names  # noqa: E402
 
-DEFAULT_ROOT = Path(__file__).resolve().parents[1] / "models"
+# An installed package is no place to write: outside a checkout, models go to ./models.
+DEFAULT_ROOT = CHECKOUT / "models" if CHECKOUT else Path("models")
 
 
 class CliError(Exception):
@@ -89,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     table.add_argument("--positive", help="the positive class of a binary target "
                        "(default: the last of the two, sorted)")
     p.add_argument("--out", type=Path, default=DEFAULT_ROOT,
-                   help="model repository to write into (default: the repo's models/)")
+                   help="model repository to write into (default: the repo's models/ in a checkout, "
+                   "else ./models)")
     p.add_argument("--name", help="model name (default: the data set's name)")
     p.add_argument("--hidden", type=parse_hidden, help="hidden layer sizes, e.g. 25,15")
     p.add_argument("--l2", type=_non_negative_float, help="L2 weight regularization")

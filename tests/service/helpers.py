@@ -187,8 +187,10 @@ def free_port() -> int:
 
 @contextmanager
 def running_server(env: dict[str, str], log_path: Path, probe: str = "/health/ready",
-                   timeout: float = 60.0, procs: list | None = None) -> Iterator[str]:
-    """Run `python -m service` as users do, wait until `probe` answers 200, yield its URL, stop it by PID.
+                   timeout: float = 60.0, procs: list | None = None,
+                   command: list[str] | None = None, cwd: Path = REPO_ROOT) -> Iterator[str]:
+    """Run `python -m service` (or `command`) as users do, wait until `probe` answers 200, yield its
+    URL, stop it by PID.
 
     `procs`, when given, receives the `subprocess.Popen` (for tests that signal or measure it)."""
     port = free_port()
@@ -196,7 +198,7 @@ def running_server(env: dict[str, str], log_path: Path, probe: str = "/health/re
     env = {**clean, **env, "TINYSERVE_HOST": "127.0.0.1", "TINYSERVE_PORT": str(port)}
     url = f"http://127.0.0.1:{port}"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "service"], cwd=REPO_ROOT, env=env,
+        proc = subprocess.Popen(command or [sys.executable, "-m", "service"], cwd=cwd, env=env,
                                 stdout=log, stderr=subprocess.STDOUT)
     if procs is not None:
         procs.append(proc)

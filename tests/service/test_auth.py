@@ -105,7 +105,7 @@ def test_python_m_service_ends_with_one_line_on_a_bad_token_setting(tmp_path):
                           timeout=60, cwd=helpers.REPO_ROOT)
     assert done.returncode != 0 and done.stdout == ""
     assert done.stderr.strip().splitlines() == [
-        "tinyserve: bad setting: TINYSERVE_API_TOKENS: must be non-empty tokens of visible ASCII characters "
+        "python -m service: error: TINYSERVE_API_TOKENS: must be non-empty tokens of visible ASCII characters "
         "(comma-separated or a JSON list of strings); got an entry of JSON type number"]
 
 

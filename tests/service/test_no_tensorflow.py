@@ -1,4 +1,4 @@
-"""The serving install has no TensorFlow (nor onnx): building and starting the app must not import them."""
+"""The serving install has no TensorFlow (nor onnx): `tinyserve serve`, building and starting the app must not import them."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from tests.service.helpers import REPO_ROOT
 
 SCRIPT = """
 import asyncio, sys
-import service.main
+import service.main, service.cli, service.__main__  # the `tinyserve serve` path too
 from service.config import Settings
 app = service.main.create_app(Settings(model_root=sys.argv[1]))
 async def start():

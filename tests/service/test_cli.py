@@ -1,0 +1,149 @@
+"""`tinyserve`: its subcommands, and that `serve` is exactly the server of `python -m service`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import httpx
+import pytest
+import uvicorn
+
+import service.__main__ as python_m_service
+import training.__main__ as training_cli
+from service import cli, logs
+from service.config import get_settings
+from service.http.gateway import Gateway
+from tests.service import helpers
+
+
+@pytest.fixture(autouse=True)
+def _restore_environ():
+    """`tinyserve serve` sets TINYSERVE_* variables for its workers; none may outlive a test."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def uvicorn_calls(monkeypatch):
+    """What would have been handed to uvicorn.run, instead of serving."""
+    calls = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: calls.append((app, options)))
+    return calls
+
+
+def run_cli(*args: str, prelude: str = "") -> subprocess.CompletedProcess:
+    """`tinyserve ARGS` in its own process, from this checkout (the console script is `cli.main`)."""
+    code = f"{prelude}import sys; from service.cli import main; sys.exit(main(sys.argv[1:]))"
+    return subprocess.run([sys.executable, "-c", code, *args], cwd=helpers.REPO_ROOT,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_serve_flags_are_the_settings(uvicorn_calls, model_root):
+    assert cli.main(["serve", "--models", str(model_root), "--host", "127.0.0.2", "--port", "9123",
+                     "--log-level", "warning"]) == 0
+    [(app, options)] = uvicorn_calls
+    settings = get_settings()
+    assert (settings.model_root, settings.host, settings.port, settings.log_level) == (
+        model_root, "127.0.0.2", 9123, "warning")
+    assert (options["host"], options["port"], options["log_level"]) == ("127.0.0.2", 9123, "warning")
+    assert isinstance(app, Gateway)
+
+
+def test_serve_starts_uvicorn_exactly_as_python_m_service(uvicorn_calls, model_root, monkeypatch):
+    cli.main(["serve", "--models", str(model_root), "--port", "9123"])
+    get_settings.cache_clear()
+    monkeypatch.setenv("TINYSERVE_MODEL_ROOT", str(model_root))
+    monkeypatch.setenv("TINYSERVE_PORT", "9123")
+    assert python_m_service.main() == 0
+    (_, ours), (_, theirs) = uvicorn_calls
+    assert ours == theirs
+    assert ours["http"] == "service.http.corked:Protocol" and ours["access_log"] is False
+    assert ours["log_config"] == logs.config("info")
+
+
+def test_workers_read_the_flags_from_the_environment(uvicorn_calls, model_root):
+    cli.main(["serve", "--models", str(model_root), "--workers", "2"])
+    [(app, options)] = uvicorn_calls
+    assert (app, options["factory"], options["workers"]) == ("service.main:create_app", True, 2)
+    assert os.environ["TINYSERVE_MODEL_ROOT"] == str(model_root) and os.environ["TINYSERVE_WORKERS"] == "2"
+
+
+def test_serve_over_http_logs_json_lines(model_root, tmp_path):
+    log = tmp_path / "server.log"
+    command = [sys.executable, "-m", "service.cli", "serve", "--models", str(model_root)]
+    with helpers.running_server({}, log, command=command) as url:
+        answer = httpx.post(f"{url}/predict", json={"model": "tiny-regression", "instances": [[1, 2]]})
+        assert answer.json()["predictions"] == [{"value": 9.0}]
+    lines = log.read_text().splitlines()
+    records = [json.loads(line) for line in lines]  # every line is JSON, uvicorn's included
+    assert any(r.get("path") == "/predict" and r.get("status") == 200 for r in records)
+
+
+@pytest.mark.parametrize("args, variable", [(["serve", "--port", "70000"], None),
+                                            ([], "TINYSERVE_PORT=x")])
+def test_a_bad_setting_is_one_line(args, variable):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TINYSERVE_")}
+    if variable:
+        key, _, value = variable.partition("=")
+        env[key] = value
+    command = [sys.executable, "-m", "service.cli", *args] if args else [sys.executable, "-m", "service"]
+    done = subprocess.run(command, cwd=helpers.REPO_ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert len(done.stderr.splitlines()) == 1 and "TINYSERVE_PORT=" in done.stderr, done.stderr
+
+
+# Where the train extra is missing: None in sys.modules fails `import X` as a missing package does.
+NO_TRAIN_EXTRA = ("import sys; sys.modules.update(dict.fromkeys(['sklearn', 'tensorflow', 'keras', "
+                  "'tf2onnx', 'onnx', 'pandas', 'matplotlib'])); ")
+
+
+def test_train_without_the_train_extra_is_one_line_saying_how_to_install_it():
+    done = run_cli("train", "--help", prelude=NO_TRAIN_EXTRA)
+    assert done.returncode != 0
+    assert done.stderr.splitlines() == [done.stderr.strip()], done.stderr
+    assert 'pip install "tinyserve[train]"' in done.stderr and "Traceback" not in done.stderr
+
+
+def test_import_without_the_train_extra_works_or_says_how_to_install_it():
+    # Whether importing a model needs the train extra is the import command's to say (issue 14).
+    done = run_cli("import", "--help", prelude=NO_TRAIN_EXTRA)
+    assert "Traceback" not in done.stderr
+    assert done.returncode == 0 or (done.stderr.splitlines() == [done.stderr.strip()]
+                                    and 'pip install "tinyserve[train]"' in done.stderr), done.stderr
+
+
+@pytest.mark.parametrize("argv, forwarded", [
+    (["train", "--dataset", "digits", "--epochs", "3"], ["--dataset", "digits", "--epochs", "3"]),
+    (["import", "--help"], ["import", "--help"]),
+    (["import", "model.onnx", "--name", "mine"], ["import", "model.onnx", "--name", "mine"]),
+])
+def test_train_and_import_forward_to_the_training_command(monkeypatch, argv, forwarded):
+    calls = []
+    monkeypatch.setattr(training_cli, "main", lambda args: calls.append(args) or 7)
+    assert cli.main(argv) == 7
+    assert calls == [forwarded]
+
+
+def test_help_and_version():
+    top = run_cli("--help")
+    assert top.returncode == 0 and all(name in top.stdout for name in ("serve", "train", "import", "bench"))
+    serve = run_cli("serve", "--help")
+    assert serve.returncode == 0 and all(f in serve.stdout for f in ("--models", "--port", "--host", "--workers"))
+    train = run_cli("train", "--help")
+    assert train.returncode == 0 and "--dataset" in train.stdout
+    bench = run_cli("bench", "--help")
+    assert bench.returncode == 0 and "usage: python -m bench" in bench.stdout
+    version = run_cli("--version")
+    assert version.returncode == 0 and version.stdout.startswith("tinyserve ")
+
+
+def test_no_command_is_one_line():
+    done = run_cli()
+    assert done.returncode == 2 and done.stderr.splitlines() == [
+        "tinyserve: error: the following arguments are required: COMMAND"]
