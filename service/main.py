@@ -29,6 +29,20 @@ def _auth_line(settings: Settings) -> str:
     return f"{auth}; admin routes {'on' if settings.admin else 'off'}"
 
 
+async def _stop(app: FastAPI, poller: asyncio.Task | None) -> None:
+    """At shutdown: stop polling, write what is buffered (access lines, metrics), unload."""
+    if poller is not None:
+        poller.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await poller
+    if app.state.access_log is not None:
+        app.state.access_log.flush()
+    if app.state.metrics is not None:
+        app.state.metrics.flush()
+    metrics.worker_exit()
+    app.state.repository = None
+
+
 def create_app(settings: Settings | None = None) -> Gateway:
     """Build the app; nothing loads until the lifespan starts, so building is cheap and side-effect free."""
     settings = settings or get_settings()
@@ -49,16 +63,7 @@ def create_app(settings: Settings | None = None) -> Gateway:
         try:
             yield
         finally:
-            if poller is not None:
-                poller.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await poller
-            if app.state.access_log is not None:
-                app.state.access_log.flush()
-            if app.state.metrics is not None:
-                app.state.metrics.flush()
-            metrics.worker_exit()
-            app.state.repository = None
+            await _stop(app, poller)
 
     app = FastAPI(
         title="tinyserve",
