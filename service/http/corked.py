@@ -46,6 +46,7 @@ class InFlight:
 
 IN_FLIGHT = InFlight()
 # A whole `Upgrade: h2c` header line (any case); the scan for "pgrade" first keeps it off most data.
+_HEAD_SCAN = 2048  # how far into a chunk to look for it: such heads are short, bodies may be long
 _H2C = re.compile(rb"\r\nupgrade[ \t]*:[ \t]*h2c[ \t]*(?=\r\n)", re.IGNORECASE)
 
 
@@ -133,7 +134,7 @@ class Protocol(asyncio.Protocol):
             self.http.connection_made(CorkedTransport(transport, self.loop, IN_FLIGHT))
 
     def data_received(self, data: bytes) -> None:
-        if b"pgrade" in data or b"PGRADE" in data:
+        if data.find(b"pgrade", 0, _HEAD_SCAN) >= 0 or data.find(b"PGRADE", 0, _HEAD_SCAN) >= 0:
             head = data.find(b"\r\n\r\n") + 2  # only header lines: a body is the client's own
             data = _H2C.sub(b"", data[:head]) + data[head:]
         if self.guard.admit(data):

@@ -62,13 +62,13 @@ class Limits:
 class Guard:
     """One connection's watch: where heads begin and end, and their size (see the module)."""
 
-    __slots__ = ("limits", "transport", "loop", "parser", "head_bytes", "raw_bytes", "closed")
+    __slots__ = ("limits", "transport", "loop", "parser", "head_bytes", "ended", "closed")
 
     def __init__(self, limits: Limits, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop):
         self.limits, self.transport, self.loop = limits, transport, loop
         self.parser: httptools.HttpRequestParser | None = httptools.HttpRequestParser(self)
-        self.head_bytes = 0  # the head's line and fields, as the parser hands them over
-        self.raw_bytes = 0  # the chunks that ended inside the head (a field still arriving)
+        self.head_bytes = 0  # bytes of the head so far: the chunks that ended inside it
+        self.ended = False  # whether a head ended within the chunk being read
         self.closed = False
         limits.open += 1
         if limits.open > limits.max_connections:
@@ -84,6 +84,7 @@ class Guard:
         parser = self.parser
         if parser is None:  # uvicorn's parser refuses what this one did: its answer, not ours
             return True
+        self.ended = False
         try:
             parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -91,9 +92,14 @@ class Guard:
         except httptools.HttpParserError:
             self.parser = None
             self.limits.waiting.pop(self, None)
-        if self in self.limits.waiting:  # the head goes on past this chunk: count the chunk as head
-            self.raw_bytes += len(data)
-            self._check(self.raw_bytes)
+        if self in self.limits.waiting:  # the head goes on past this chunk: all of it is head
+            self.head_bytes += len(data)
+            self._check(self.head_bytes)
+        elif self.ended and self.head_bytes + len(data) > self.limits.max_head_bytes:
+            # A large chunk that ends a head: only the part up to the blank line is head. (Sizes are
+            # counted from the chunks, not per field, to keep the parser's callbacks to two a request.)
+            end = data.find(b"\r\n\r\n")
+            self._check(self.head_bytes + (end + 4 if end >= 0 else len(data)))
         return not self.closed
 
     def refuse(self, status: int, reason: str, message: str) -> None:
@@ -113,24 +119,15 @@ class Guard:
         self.closed = True
         self.parser = None
 
-    # httptools callbacks: a head begins, grows, ends.
+    # httptools callbacks: a head begins, a head ends.
     def on_message_begin(self) -> None:
-        self.head_bytes = self.raw_bytes = 0
+        self.head_bytes = 0
         if self not in self.limits.waiting:
             self.limits.wait(self, self.loop)
 
-    def on_url(self, url: bytes) -> None:
-        self._grow(len(url))
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._grow(len(name) + len(value) + 4)
-
     def on_headers_complete(self) -> None:
         self.limits.waiting.pop(self, None)
-
-    def _grow(self, size: int) -> None:
-        self.head_bytes += size
-        self._check(self.head_bytes)
+        self.ended = True
 
     def _check(self, size: int) -> None:
         if size > self.limits.max_head_bytes:
