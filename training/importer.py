@@ -16,11 +16,14 @@ line on stderr, a non-zero exit, and nothing written.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import os
 import shlex
 import shutil
 import sys
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import NamedTuple
 
@@ -179,7 +182,28 @@ def _numeric(row: list[str]) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def _quiet_stderr():
+    """TensorFlow's C++ start-up lines (absl, oneDNN) go to file descriptor 2 whatever
+    TF_CPP_MIN_LOG_LEVEL says; while Keras loads and exports, they go nowhere, so that a failed
+    import still ends in one line."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _from_keras(path: Path, output: str | None, task: Task, kind: str | None, target: Path) -> Converted:
+    with _quiet_stderr():
+        return _convert_keras(path, output, task, kind, target)
+
+
+def _convert_keras(path: Path, output: str | None, task: Task, kind: str | None, target: Path) -> Converted:
     import warnings
 
     import keras
@@ -188,6 +212,8 @@ def _from_keras(path: Path, output: str | None, task: Task, kind: str | None, ta
 
     warnings.filterwarnings("ignore", category=FutureWarning)  # the converter's numpy notices, not the user's
 
+    if path.suffix == ".keras" and not zipfile.is_zipfile(path):
+        raise ImportFailed(f"{path.name} is not a Keras file: a .keras file is a zip archive")
     try:
         model = keras.saving.load_model(path, compile=False)
     except Exception as e:  # Keras raises many types for a file it cannot read

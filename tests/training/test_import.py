@@ -3,6 +3,8 @@ become served versions whose answers are right on every protocol, whatever their
 
 from __future__ import annotations
 
+import zipfile
+
 import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
@@ -212,7 +214,7 @@ def _bad_inputs(tmp_path):
     return [
         ([tmp_path / "missing.onnx", "--task", "binary"], "no such file: "),
         ([tmp_path / "notes.onnx", "--task", "binary"], "notes.onnx is not an ONNX model: "),
-        ([tmp_path / "notes.keras", "--task", "binary"], "cannot load notes.keras as a Keras model: "),
+        ([tmp_path / "notes.keras", "--task", "binary"], "notes.keras is not a Keras file: a .keras file is a zip"),
         ([tmp_path / "notes.txt", "--task", "binary"], "not a model file this command reads"),
         ([tmp_path / "graph.onnx", *graph, "a,b"], "multiclass model with 3 outputs needs 3 labels, card has 2"),
         ([tmp_path / "graph.onnx", "--task", "multiclass", "--labels-file", tmp_path / "notes.txt"],
@@ -236,8 +238,11 @@ def test_bad_input_ends_in_one_line_and_writes_nothing(tmp_path, capsys):
 
 def test_the_command_line_reports_without_a_traceback(tmp_path):
     (tmp_path / "notes.onnx").write_text("not a graph")
+    with zipfile.ZipFile(tmp_path / "empty.keras", "w") as archive:  # a zip, so Keras (and TensorFlow) load
+        archive.writestr("notes.txt", "no model here")
     for args in (["import", str(tmp_path / "notes.onnx"), "--task", "binary", "--out", str(tmp_path / "m")],
-                 ["import", str(tmp_path / "none.keras"), "--task", "binary", "--out", str(tmp_path / "m")]):
+                 ["import", str(tmp_path / "none.keras"), "--task", "binary", "--out", str(tmp_path / "m")],
+                 ["import", str(tmp_path / "empty.keras"), "--task", "binary", "--out", str(tmp_path / "m")]):
         result = run_cli(*args)
         lines = result.stderr.splitlines()
         assert result.returncode == 2 and len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
