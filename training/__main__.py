@@ -13,6 +13,7 @@ and `python -m training import --help`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
 import sys
@@ -26,6 +27,7 @@ from service.config import CHECKOUT  # noqa: E402
 from training.datasets import BUILTIN  # noqa: E402
 from training.config import RECIPES, Config  # noqa: E402
 from training.importer import names  # noqa: E402
+from training.quiet import quiet_stderr  # noqa: E402
 
 # An installed package is no place to write: outside a checkout, models go to ./models.
 DEFAULT_ROOT = CHECKOUT / "models" if CHECKOUT else Path("models")
@@ -100,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="model repository to write into (default: the repo's models/ in a checkout, "
                    "else ./models)")
     p.add_argument("--name", help="model name (default: the data set's name)")
+    talk = p.add_mutually_exclusive_group()
+    talk.add_argument("--quiet", action="store_true", help="print only the summary (and errors)")
+    talk.add_argument("--verbose", action="store_true", help="print Keras's line per epoch, "
+                      "TensorFlow's start-up lines and library warnings")
     p.add_argument("--hidden", type=parse_hidden, help="hidden layer sizes, e.g. 25,15")
     p.add_argument("--l2", type=_non_negative_float, help="L2 weight regularization")
     p.add_argument("--epochs", type=_positive(int), help="maximum epochs (early stopping on "
@@ -187,6 +193,20 @@ def load_jobs(args: argparse.Namespace) -> list[tuple]:
     return jobs
 
 
+def train_all(jobs: list[tuple], args: argparse.Namespace) -> list[tuple]:
+    """Train each job; unless --verbose, TensorFlow's C++ lines and library warnings go nowhere
+    (a failure still ends in the one error line main prints)."""
+    with contextlib.nullcontext() if args.verbose else quiet_stderr():
+        from training.pipeline import train_one
+        rows = []
+        for data, cfg, command, name in jobs:
+            if not args.quiet:
+                print(f"== training {name} ({data.task.value}) on {args.csv or data.name}",
+                      flush=True)
+            rows.append(train_one(data, cfg, args.out, command, name=name, verbose=args.verbose))
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["import"]:
@@ -207,12 +227,7 @@ def main(argv: list[str] | None = None) -> int:
             raise CliError(f"model name {args.name!r} must match {NAME_RE.pattern}")
         check_writable(args.out)
         jobs = load_jobs(args)
-        from training.pipeline import train_one
-        rows = []
-        for data, cfg, command, name in jobs:
-            print(f"== training {name} ({data.task.value}) on {args.csv or data.name}", flush=True)
-            rows.append(train_one(data, cfg, args.out, command, name=name))
-        print_summary(rows)
+        print_summary(train_all(jobs, args))
         return 0
     except CliError as e:
         print(f"python -m training: error: {e}", file=sys.stderr)

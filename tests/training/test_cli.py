@@ -26,6 +26,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     (["--all", "--name", "x"], "--name applies to one --dataset"),
     (["--dataset", "digits", "--name", "../escape"], "model name '../escape' must match"),
     ([], "one of the arguments --dataset --all --csv is required"),
+    (["--dataset", "digits", "--quiet", "--verbose"], "not allowed with argument --quiet"),
 ])
 def test_bad_arguments_give_one_line_and_nonzero_exit(args, message):
     result = run_cli(*args)
@@ -56,6 +57,21 @@ def test_trains_new_versions_and_prints_a_summary(tmp_path, capsys):
     assert first.name == "tiny" and first.training.dataset == "digits-binary"
     assert first.training.epochs == 2 and "--epochs 2" in first.training.command
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no staging left behind
+
+
+@pytest.mark.slow
+def test_quiet_by_default_silent_with_quiet_and_talkative_with_verbose(tmp_path):
+    def run(*mode):
+        result = run_cli("--dataset", "digits-binary", "--epochs", "2", "--out", str(tmp_path), *mode)
+        assert result.returncode == 0, result.stderr
+        return result.stdout, result.stderr
+
+    out, err = run()
+    assert "== training digits-binary" in out and "Epoch" not in out and err == ""
+    out, err = run("--quiet")
+    assert out.split()[0] == "model" and "== training" not in out and err == ""
+    out, err = run("--verbose")
+    assert "Epoch 2/2" in out
 
 
 @pytest.mark.parametrize("content,args,message", [
