@@ -13,6 +13,7 @@ and `python -m training import --help`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
 import sys
@@ -26,6 +27,7 @@ from service.config import CHECKOUT  # noqa: E402
 from training.datasets import BUILTIN  # noqa: E402
 from training.config import RECIPES, Config  # noqa: E402
 from training.importer import names  # noqa: E402
+from training.quiet import quiet_stderr  # noqa: E402
 
 # An installed package is no place to write: outside a checkout, models go to ./models.
 DEFAULT_ROOT = CHECKOUT / "models" if CHECKOUT else Path("models")
@@ -88,12 +90,22 @@ def build_parser() -> argparse.ArgumentParser:
     table.add_argument("--task", choices=[t.value for t in Task],
                        help="task; guessed from the target when left out")
     table.add_argument("--drop", type=names, default=[], help="columns to leave out, e.g. id,name")
+    table.add_argument("--keep", type=names, default=[],
+                       help="columns to keep although they look like a row index (no header, or "
+                       "0..n-1 / 1..n in order), which are otherwise left out with a warning")
+    table.add_argument("--na-values", type=names, default=[], metavar="TEXT",
+                       help="cell texts that also mean missing, e.g. NA,None (by default only an "
+                       "empty cell is missing)")
     table.add_argument("--positive", help="the positive class of a binary target "
                        "(default: the last of the two, sorted)")
     p.add_argument("--out", type=Path, default=DEFAULT_ROOT,
                    help="model repository to write into (default: the repo's models/ in a checkout, "
                    "else ./models)")
     p.add_argument("--name", help="model name (default: the data set's name)")
+    talk = p.add_mutually_exclusive_group()
+    talk.add_argument("--quiet", action="store_true", help="print only the summary (and errors)")
+    talk.add_argument("--verbose", action="store_true", help="print Keras's line per epoch, "
+                      "TensorFlow's start-up lines and library warnings")
     p.add_argument("--hidden", type=parse_hidden, help="hidden layer sizes, e.g. 25,15")
     p.add_argument("--l2", type=_non_negative_float, help="L2 weight regularization")
     p.add_argument("--epochs", type=_positive(int), help="maximum epochs (early stopping on "
@@ -142,6 +154,10 @@ def table_source(args: argparse.Namespace) -> list[str]:
         source += ["--task", args.task]
     if args.drop:
         source += ["--drop", ",".join(args.drop)]
+    if args.keep:
+        source += ["--keep", ",".join(args.keep)]
+    if args.na_values:
+        source += ["--na-values", ",".join(args.na_values)]
     if args.positive:
         source += ["--positive", args.positive]
     return source
@@ -157,6 +173,40 @@ def check_writable(root: Path) -> None:
         raise CliError(f"cannot write to output folder {root}: {e.strerror or e}")
 
 
+def load_jobs(args: argparse.Namespace) -> list[tuple]:
+    """(data set, config, command, model name) for each model to train.
+
+    Data first: a bad file answers in a second, before TensorFlow loads."""
+    if args.csv:
+        from training.tabular import load_table
+        data = load_table(args.csv, args.target, args.targets,
+                          Task(args.task) if args.task else None, args.drop, args.positive,
+                          name=args.name, keep=args.keep, na_values=args.na_values, warn=_warn)
+        cfg = config_for("", args)
+        return [(data, cfg, command_for(table_source(args), data.name, cfg), data.name)]
+    from training.datasets import load_builtin
+    jobs = []
+    for dataset in sorted(BUILTIN) if args.all else [args.dataset]:
+        cfg = config_for(dataset, args)
+        name = args.name or dataset
+        jobs.append((load_builtin(dataset), cfg, command_for(["--dataset", dataset], name, cfg), name))
+    return jobs
+
+
+def train_all(jobs: list[tuple], args: argparse.Namespace) -> list[tuple]:
+    """Train each job; unless --verbose, TensorFlow's C++ lines and library warnings go nowhere
+    (a failure still ends in the one error line main prints)."""
+    with contextlib.nullcontext() if args.verbose else quiet_stderr():
+        from training.pipeline import train_one
+        rows = []
+        for data, cfg, command, name in jobs:
+            if not args.quiet:
+                print(f"== training {name} ({data.task.value}) on {args.csv or data.name}",
+                      flush=True)
+            rows.append(train_one(data, cfg, args.out, command, name=name, verbose=args.verbose))
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["import"]:
@@ -167,36 +217,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.all and args.name:
             raise CliError("--name applies to one --dataset, not to --all")
         if not args.csv and (args.target or args.targets or args.task or args.drop
-                             or args.positive):
-            raise CliError("--target, --targets, --task, --drop and --positive go with --csv")
+                             or args.positive or args.keep or args.na_values):
+            raise CliError("--target, --targets, --task, --drop, --keep, --na-values and "
+                           "--positive go with --csv")
         if args.csv and not args.name and not NAME_RE.fullmatch(args.csv.stem):
             raise CliError(f"the file name {args.csv.stem!r} is not a valid model name; "
                            "choose one with --name")
         if args.name and not NAME_RE.fullmatch(args.name):
             raise CliError(f"model name {args.name!r} must match {NAME_RE.pattern}")
         check_writable(args.out)
-        # Data first: a bad file answers in a second, before TensorFlow loads.
-        jobs = []  # (data set, config, command, model name)
-        if args.csv:
-            from training.tabular import load_table
-            data = load_table(args.csv, args.target, args.targets,
-                              Task(args.task) if args.task else None, args.drop, args.positive,
-                              name=args.name)
-            cfg = config_for("", args)
-            jobs.append((data, cfg, command_for(table_source(args), data.name, cfg), data.name))
-        else:
-            from training.datasets import load_builtin
-            for dataset in sorted(BUILTIN) if args.all else [args.dataset]:
-                cfg = config_for(dataset, args)
-                name = args.name or dataset
-                jobs.append((load_builtin(dataset), cfg,
-                             command_for(["--dataset", dataset], name, cfg), name))
-        from training.pipeline import train_one
-        rows = []
-        for data, cfg, command, name in jobs:
-            print(f"== training {name} ({data.task.value}) on {args.csv or data.name}", flush=True)
-            rows.append(train_one(data, cfg, args.out, command, name=name))
-        print_summary(rows)
+        jobs = load_jobs(args)
+        print_summary(train_all(jobs, args))
         return 0
     except CliError as e:
         print(f"python -m training: error: {e}", file=sys.stderr)
@@ -207,6 +238,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("python -m training: interrupted", file=sys.stderr)
         return 130
+
+
+def _warn(message: str) -> None:
+    print(f"python -m training: warning: {message}", file=sys.stderr)
 
 
 def print_summary(rows) -> None:

@@ -16,9 +16,7 @@ line on stderr, a non-zero exit, and nothing written.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
-import os
 import shlex
 import shutil
 import sys
@@ -33,6 +31,7 @@ from pydantic import ValidationError
 from service.card import (CARD_FILE, MODEL_FILE, NAME_RE, Golden, ModelCard, OutputKind, Source, Task,
                           TensorSpec, sha256_file, write_card)
 from training.publish import next_version, now, publish
+from training.quiet import quiet_stderr
 
 PROG = "python -m training import"
 DEFAULT_ROOT = Path(__file__).resolve().parents[1] / "models"
@@ -182,35 +181,15 @@ def _numeric(row: list[str]) -> bool:
     return True
 
 
-@contextlib.contextmanager
-def _quiet_stderr():
-    """TensorFlow's C++ start-up lines (absl, oneDNN) go to file descriptor 2 whatever
-    TF_CPP_MIN_LOG_LEVEL says; while Keras loads and exports, they go nowhere, so that a failed
-    import still ends in one line."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
 def _from_keras(path: Path, output: str | None, task: Task, kind: str | None, target: Path) -> Converted:
-    with _quiet_stderr():
+    with quiet_stderr():
         return _convert_keras(path, output, task, kind, target)
 
 
 def _convert_keras(path: Path, output: str | None, task: Task, kind: str | None, target: Path) -> Converted:
-    import warnings
-
     import keras
 
     from training.export import export_onnx
-
-    warnings.filterwarnings("ignore", category=FutureWarning)  # the converter's numpy notices, not the user's
 
     if path.suffix == ".keras" and not zipfile.is_zipfile(path):
         raise ImportFailed(f"{path.name} is not a Keras file: a .keras file is a zip archive")

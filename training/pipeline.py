@@ -17,13 +17,13 @@ DEFAULT_THRESHOLD = 0.5
 
 
 def train_one(data: Dataset, cfg: Config, root: Path, command: str,
-              name: str | None = None) -> tuple[ModelCard, Path]:
+              name: str | None = None, verbose: bool = False) -> tuple[ModelCard, Path]:
     """Train `data` and publish it as the next version of `name` under `root`."""
     name = name or data.name
     if not NAME_RE.fullmatch(name):
         raise ValueError(f"model name {name!r} must match {NAME_RE.pattern}")
     s = split(data, cfg.seed)
-    fitted = fit(data, s, cfg)
+    fitted = fit(data, s, cfg, verbose)
     raw_test = fitted.model.predict(s.x_test, verbose=0)
     half = _thresholds(data.task, len(data.labels))
     thresholds, tuned_for = half, None

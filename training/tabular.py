@@ -7,11 +7,20 @@ Rules, each enforced with a one-line DataError naming the column or rows:
 - multilabel targets (`targets=[...]`) are 0/1 columns, one per label;
 - feature columns are every other column (minus `drop`); they must be numeric (booleans count as
   0/1) and not constant; missing feature values are allowed and are filled with the training
-  split's median at split time (at serving time every feature is required).
+  split's median at split time (at serving time every feature is required);
+- only an empty cell is missing, plus the `na_values` the user names: pandas' own list would turn
+  a class called "None" or "NA" into missing data;
+- a column that looks like a row index (no header, or the integers 0..n-1 or 1..n in order, as
+  `DataFrame.to_csv()` writes by default) is left out with a warning unless it is in `keep`: in a
+  table sorted by the target it would leak the answer.
+Every fix an error suggests is quoted for a shell, so that it can be pasted as printed.
 """
 
 from __future__ import annotations
 
+import shlex
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +32,15 @@ from training.datasets import DataError, Dataset
 MIN_ROWS = 20
 MIN_PER_CLASS = 5
 MAX_CLASSES_GUESSED = 20  # an integer target with more distinct values is taken as regression
+# pandas' default missing-value strings: named when a column is text only because of them.
+PANDAS_NA = frozenset(pd.io.parsers.readers.STR_NA_VALUES) - {""}
 
 
-def read_table(path: Path) -> pd.DataFrame:
+def _stderr(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def read_table(path: Path, na_values: list[str] = ()) -> pd.DataFrame:
     """Read the file, turning every way it can be unreadable into one DataError line."""
     path = Path(path)
     if not path.is_file():
@@ -35,8 +50,10 @@ def read_table(path: Path) -> pd.DataFrame:
     try:
         if path.suffix.lower() in (".parquet", ".pq"):
             frame = pd.read_parquet(path)
+            frame = frame.replace(list(na_values), np.nan) if na_values else frame
         else:
-            frame = pd.read_csv(path, skipinitialspace=True)
+            frame = pd.read_csv(path, skipinitialspace=True, keep_default_na=False,
+                                na_values=["", *na_values])
     except ImportError:
         raise DataError("reading Parquet needs pyarrow: pip install pyarrow, or use a CSV file")
     except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as e:
@@ -139,8 +156,7 @@ def _features(frame: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
     text = [c for c in frame.columns if not (pd.api.types.is_numeric_dtype(frame[c])
                                              or pd.api.types.is_bool_dtype(frame[c]))]
     if text:
-        raise DataError(f"feature column(s) {', '.join(map(repr, text))} are not numeric; "
-                        f"encode them as numbers or leave them out with --drop {','.join(text)}")
+        raise _not_numeric(frame, text)
     x = frame.astype(np.float64).to_numpy()
     infinite = np.isinf(x).any(axis=0)
     if infinite.any():
@@ -150,20 +166,58 @@ def _features(frame: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
     if constant:
         raise DataError(f"feature column(s) {', '.join(map(repr, constant))} are constant (or "
                         f"empty) and carry no information; leave them out with "
-                        f"--drop {','.join(constant)}")
+                        f"--drop {shlex.quote(','.join(constant))}")
     return x.astype(np.float32), list(frame.columns)
+
+
+def _not_numeric(frame: pd.DataFrame, text: list[str]) -> DataError:
+    """The error for text feature columns; when pandas' NA strings are all that make them text,
+    the fix is to name those strings as missing."""
+    words = set()
+    for c in text:
+        column = frame[c].dropna()
+        words |= set(column[pd.to_numeric(column, errors="coerce").isna()].astype(str))
+    fix = f"leave them out with --drop {shlex.quote(','.join(text))}"
+    if words <= PANDAS_NA:
+        fix = (f"if {', '.join(map(repr, sorted(words)))} means missing, say so with "
+               f"--na-values {shlex.quote(','.join(sorted(words)))}, or {fix}")
+    return DataError(f"feature column(s) {', '.join(map(repr, text))} are not numeric; "
+                     f"encode them as numbers or {fix}")
+
+
+def _looks_like_index(column: pd.Series) -> bool:
+    if str(column.name).startswith("Unnamed: ") or not str(column.name):
+        return True  # a header cell left empty, as to_csv() writes above the index
+    if not pd.api.types.is_integer_dtype(column) or pd.api.types.is_bool_dtype(column):
+        return False
+    values = column.to_numpy()
+    return bool(np.array_equal(values, np.arange(len(values)))
+                or np.array_equal(values, np.arange(1, len(values) + 1)))
+
+
+def _index_columns(frame: pd.DataFrame, keep: list[str], warn: Callable[[str], None]) -> list[str]:
+    """Columns that look like a row index and are not kept; the user is told which."""
+    found = [c for c in frame.columns if c not in keep and _looks_like_index(frame[c])]
+    if found:
+        warn(f"column(s) {', '.join(map(repr, found))} look like a row index (no header, or "
+             f"0..n-1 / 1..n in order) and are left out; keep them with "
+             f"--keep {shlex.quote(','.join(found))}")
+    return found
 
 
 def load_table(path: Path, target: str | None = None, targets: list[str] | None = None,
                task: Task | None = None, drop: list[str] = (), positive: str | None = None,
-               name: str | None = None) -> Dataset:
+               name: str | None = None, keep: list[str] = (), na_values: list[str] = (),
+               warn: Callable[[str], None] = _stderr) -> Dataset:
     """Read a table and make it a Dataset for `target` (one column) or `targets` (labels)."""
     if (target is None) == (not targets):
         raise DataError("give either --target COLUMN or --targets A,B,C")
-    frame = read_table(path)
+    frame = read_table(path, na_values)
     goal = [target] if target is not None else list(targets)
     _require_columns(frame, goal, "target")
     _require_columns(frame, list(drop), "--drop")
+    _require_columns(frame, list(keep), "--keep")
+    drop = [*drop, *_index_columns(frame.drop(columns=[*goal, *drop]), keep, warn)]
     strata = None
     if targets and task is not Task.regression:
         task, y, labels = Task.multilabel, _multilabel(frame, goal), goal

@@ -27,8 +27,8 @@ class Fitted:
     history: dict[str, list[float]]
 
 
-def fit(data: Dataset, s: Split, cfg: Config) -> Fitted:
-    """Build and fit the network; the test split is never seen here."""
+def fit(data: Dataset, s: Split, cfg: Config, verbose: bool = False) -> Fitted:
+    """Build and fit the network; the test split is never seen here (`verbose`: a line an epoch)."""
     keras.utils.set_random_seed(cfg.seed)
     n_out = output_units(data.task, s.y_train.shape[1] if s.y_train.ndim == 2 else len(data.labels))
     target_scale, loss_weight = None, 1.0
@@ -51,7 +51,7 @@ def fit(data: Dataset, s: Split, cfg: Config) -> Fitted:
     history = model.fit(s.x_train, _targets(data.task, s.y_train),
                         validation_data=(s.x_val, _targets(data.task, s.y_val)),
                         epochs=cfg.epochs, batch_size=cfg.batch_size, callbacks=[stop],
-                        shuffle=True, verbose=2)
+                        shuffle=True, verbose=2 if verbose else 0)
     return Fitted(model, len(history.history["loss"]), history.history)
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from service.card import read_card
 from tests.service.helpers import REPO_ROOT
-from training.__main__ import main
+from training.__main__ import build_parser, main
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -26,6 +26,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     (["--all", "--name", "x"], "--name applies to one --dataset"),
     (["--dataset", "digits", "--name", "../escape"], "model name '../escape' must match"),
     ([], "one of the arguments --dataset --all --csv is required"),
+    (["--dataset", "digits", "--quiet", "--verbose"], "not allowed with argument --quiet"),
 ])
 def test_bad_arguments_give_one_line_and_nonzero_exit(args, message):
     result = run_cli(*args)
@@ -58,6 +59,21 @@ def test_trains_new_versions_and_prints_a_summary(tmp_path, capsys):
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no staging left behind
 
 
+@pytest.mark.slow
+def test_quiet_by_default_silent_with_quiet_and_talkative_with_verbose(tmp_path):
+    def run(*mode):
+        result = run_cli("--dataset", "digits-binary", "--epochs", "2", "--out", str(tmp_path), *mode)
+        assert result.returncode == 0, result.stderr
+        return result.stdout, result.stderr
+
+    out, err = run()
+    assert "== training digits-binary" in out and "Epoch" not in out and err == ""
+    out, err = run("--quiet")
+    assert out.split()[0] == "model" and "== training" not in out and err == ""
+    out, err = run("--verbose")
+    assert "Epoch 2/2" in out
+
+
 @pytest.mark.parametrize("content,args,message", [
     (b"", ["--target", "y"], "is empty"),
     (b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe", ["--target", "y"], "not a readable CSV"),
@@ -68,6 +84,8 @@ def test_trains_new_versions_and_prints_a_summary(tmp_path, capsys):
     (b"a,b,y\n1,2,\n" + b"1,2,0\n3,4,1\n" * 15, ["--target", "y"], "1 missing value(s), at line(s) 2"),
     (b"a,b,y\n" + b"1,2,0\n3,4,1\n" * 15, ["--dataset", "digits"], "not allowed with argument"),
     (b"a,b,y\n" + b"1,2,0\n3,4,1\n" * 15, [], "either --target COLUMN or --targets"),
+    (b"a,b,y\n" + b"1,2,0\n3,4,1\n" * 15, ["--target", "y", "--keep", "c"],
+     "--keep column(s) 'c' not in the file"),
 ])
 def test_bad_files_give_one_line_and_nonzero_exit(tmp_path, content, args, message):
     path = tmp_path / "data.csv"
@@ -77,6 +95,28 @@ def test_bad_files_give_one_line_and_nonzero_exit(tmp_path, content, args, messa
     lines = [line for line in result.stderr.splitlines() if line.startswith("python -m training")]
     assert len(lines) == 1 and message in lines[0], result.stderr
     assert "Traceback" not in result.stderr and "tensorflow" not in result.stderr.lower()
+
+
+def test_a_suggested_fix_pasted_into_a_shell_is_understood(tmp_path):
+    import shlex
+
+    path = tmp_path / "data.csv"
+    path.write_bytes(b",a,b,y\n" + b"".join(b"r%d,%d,x,%d\n" % (i, i % 7, i % 2) for i in range(30)))
+    result = run_cli("--csv", str(path), "--target", "y", "--keep", "Unnamed: 0",
+                     "--out", str(tmp_path / "models"))
+    assert "--drop 'Unnamed: 0,b'" in result.stderr, result.stderr
+    fix = shlex.split(result.stderr.split("leave them out with ")[1])
+    args = build_parser().parse_args(["--csv", str(path), "--target", "y", *fix])
+    assert args.drop == ["Unnamed: 0", "b"]
+
+
+def test_row_index_column_is_left_out_with_one_warning_line(tmp_path):
+    path = tmp_path / "data.csv"
+    path.write_bytes(b",a,b,y\n" + b"".join(b"%d,%d,x,%d\n" % (i, i % 7, i % 2) for i in range(30)))
+    result = run_cli("--csv", str(path), "--target", "y", "--out", str(tmp_path / "models"))
+    warnings = [line for line in result.stderr.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and "--keep 'Unnamed: 0'" in warnings[0], result.stderr
+    assert "'b' are not numeric" in result.stderr  # the run goes on without the index column
 
 
 def test_file_name_that_is_not_a_model_name(tmp_path):

@@ -127,3 +127,46 @@ def test_parquet_reads_with_pyarrow_or_says_what_is_missing(tmp_path):
     else:
         frame.to_parquet(path)
         assert load_table(path, target="y").x.shape == (40, 2)
+
+
+def test_only_empty_cells_are_missing_unless_na_values_says_more(tmp_path):
+    plan = np.tile(["Basic", "Pro", "None", "NA"], 15)
+    path = table(tmp_path, plan=plan)
+    data = load_table(path, target="plan")
+    assert data.task is Task.multiclass and data.labels == ["Basic", "NA", "None", "Pro"]
+    with pytest.raises(DataError, match="has 30 missing value"):
+        load_table(path, target="plan", na_values=["None", "NA"])
+
+
+def test_na_values_fill_feature_cells(tmp_path):
+    frame = pd.DataFrame({"a": RNG.normal(size=60), "b": ["?"] * 3 + [str(v) for v in range(57)],
+                          "y": np.tile([0, 1], 30)})
+    frame.to_csv(tmp_path / "q.csv", index=False)
+    data = load_table(tmp_path / "q.csv", target="y", na_values=["?"])
+    assert np.isnan(data.x[:, 1]).sum() == 3
+
+
+def test_a_feature_that_is_text_only_by_pandas_na_strings_suggests_na_values(tmp_path):
+    path = table(tmp_path, y=np.tile([0, 1], 30), c=["NA", "None"] + list(range(58)))
+    with pytest.raises(DataError, match=r"say so with --na-values NA,None, or leave them out"):
+        load_table(path, target="y")
+
+
+def test_row_index_columns_are_left_out_with_a_warning_unless_kept(tmp_path):
+    frame = pd.DataFrame({"a": RNG.normal(size=60), "row": np.arange(1, 61),
+                          "y": np.repeat([0, 1], 30)})  # sorted by the target: the index leaks it
+    path = tmp_path / "indexed.csv"
+    frame.to_csv(path)  # pandas' default writes the index as an unnamed first column
+    said = []
+    data = load_table(path, target="y", warn=said.append)
+    assert data.feature_names == ["a"]
+    assert len(said) == 1 and "'Unnamed: 0', 'row'" in said[0]
+    assert "--keep 'Unnamed: 0,row'" in said[0]
+    kept = load_table(path, target="y", keep=["row"], warn=said.append)
+    assert kept.feature_names == ["a", "row"]
+
+
+def test_suggested_fixes_are_quoted_for_the_shell(tmp_path):
+    path = table(tmp_path, y=np.tile([0, 1], 30), **{"home town": np.tile(["x", "y", "z"], 20)})
+    with pytest.raises(DataError, match="--drop 'home town'"):
+        load_table(path, target="y")
