@@ -32,8 +32,10 @@ from training.datasets import DataError, Dataset
 MIN_ROWS = 20
 MIN_PER_CLASS = 5
 MAX_CLASSES_GUESSED = 20  # an integer target with more distinct values is taken as regression
-# pandas' default missing-value strings: named when a column is text only because of them.
-PANDAS_NA = frozenset(pd.io.parsers.readers.STR_NA_VALUES) - {""}
+# The strings pandas reads as missing by default (its read_csv documentation lists them); named
+# when a column is text only because of them. Written out: pandas has no public name for the list.
+PANDAS_NA = frozenset({"#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+                       "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"})
 
 
 def _stderr(message: str) -> None:
