@@ -86,17 +86,6 @@ def _row_max(x: np.ndarray) -> np.ndarray:
     return x.max(axis=1, keepdims=True)
 
 
-def probabilities(card: ModelCard, outputs: np.ndarray) -> np.ndarray:
-    """A classifier's [rows, n_outputs] probabilities, whatever its outputs hold (see `post_for`)."""
-    return post_for(card.task, card.output_kind).probabilities(np.asarray(outputs, dtype=np.float64), None)
-
-
-def predicted(card: ModelCard, outputs: np.ndarray, probs: np.ndarray) -> list:
-    """A classifier's decision per row: its label, or list of labels (multilabel); None where undefined."""
-    x = np.asarray(outputs, dtype=np.float64)
-    return POST[card.task].decide(card, x, probs, bool(np.isfinite(x).all()))
-
-
 class Scored(NamedTuple):
     """One output batch as the answers and the named outputs read it."""
 

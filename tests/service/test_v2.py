@@ -49,8 +49,8 @@ def expected(spec, rows) -> dict[str, np.ndarray]:
     if spec.task == "regression":
         return {spec.output_name: logits}
     card = helpers.make_card(spec, "0" * 64)
-    probs = tasks.probabilities(card, logits.astype(np.float64))
-    found = tasks.predicted(card, logits, probs)
+    scored = tasks._score(card, tasks.post_for(card.task, card.output_kind), logits)
+    probs, found = scored.probs, scored.found
     labels = [",".join(f) if isinstance(f, list) else f for f in found]
     return {spec.output_name: logits, "probabilities": probs, "labels": np.array(labels, object).reshape(-1, 1)}
 
