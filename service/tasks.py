@@ -123,8 +123,7 @@ def _decide_binary(card: ModelCard, x: np.ndarray, probs: np.ndarray, finite: bo
 
 def _decide_multiclass(card: ModelCard, x: np.ndarray, probs: np.ndarray, finite: bool) -> list:
     """The first of the largest logits; None for a row with any non-finite logit (no softmax)."""
-    labels = card.labels
-    found = [labels[i] for i in x.argmax(axis=1).tolist()]
+    found = _labels(tuple(card.labels)).names[x.argmax(axis=1)].tolist()
     return found if finite else _null(found, ~np.isfinite(x).all(axis=1))
 
 
@@ -154,11 +153,19 @@ def _numbers(values: np.ndarray) -> list[bytes]:
     return orjson.dumps(values.ravel(), option=orjson.OPT_SERIALIZE_NUMPY)[1:-1].split(b",")
 
 
+class _Labels(NamedTuple):
+    """A card's labels by output index, and their JSON texts by output index and by label."""
+
+    names: np.ndarray  # object array of str
+    texts: np.ndarray  # object array of bytes
+    text_of: dict  # label (or None, for null) -> JSON text
+
+
 @lru_cache(maxsize=64)
-def _texts(labels: tuple[str, ...]) -> tuple[np.ndarray, dict]:
-    """Each label's JSON text, by output index (an object array) and by label (None: null)."""
+def _labels(labels: tuple[str, ...]) -> _Labels:
     texts = [orjson.dumps(label) for label in labels]
-    return np.array(texts, dtype=object), {**dict(zip(labels, texts)), None: NULL}
+    return _Labels(np.array(labels, dtype=object), np.array(texts, dtype=object),
+                   {**dict(zip(labels, texts)), None: NULL})
 
 
 def _fill(templates: list[bytes], args: np.ndarray) -> list[bytes]:
@@ -171,9 +178,9 @@ def _fill(templates: list[bytes], args: np.ndarray) -> list[bytes]:
 
 def _answer_binary(card: ModelCard, s: Scored, top_k: int) -> list[bytes]:
     """Positive-class probability and label per row (both null when it is NaN)."""
-    by_label = _texts(tuple(card.labels))[1]
+    text_of = _labels(tuple(card.labels)).text_of
     args = np.empty((len(s.found), 2), dtype=object)
-    args[:, 0] = [by_label[label] for label in s.found]
+    args[:, 0] = [text_of[label] for label in s.found]
     args[:, 1] = _numbers(s.probs[:, 0])
     return _fill([b'{"label":%s,"probability":%s}'] * len(args), args)
 
@@ -185,7 +192,7 @@ def _answer_multiclass(card: ModelCard, s: Scored, top_k: int) -> list[bytes]:
     order = (-s.x).argsort(axis=1, kind="stable")[:, :top_k]
     n, k = order.shape
     args = np.empty((n, 2 * k + 2), dtype=object)
-    args[:, 2::2] = _texts(tuple(card.labels))[0][order]
+    args[:, 2::2] = _labels(tuple(card.labels)).texts[order]
     args[:, 3::2] = np.array(_numbers(s.probs[np.arange(n)[:, None], order]), dtype=object).reshape(n, k)
     args[:, :2] = args[:, 2:4]
     template = _multiclass_template(k)
@@ -299,5 +306,6 @@ def outputs(card: ModelCard, raw: np.ndarray, names: list[str] | None = None) ->
 
 def _label_column(found: list) -> np.ndarray:
     """[rows, 1] strings from the decisions: lists are joined by ",", None becomes ""."""
-    texts = ["" if f is None else LABEL_SEPARATOR.join(f) if type(f) is list else f for f in found]
-    return np.array(texts, dtype=object).reshape(-1, 1)
+    if (found and type(found[0]) is list) or None in found:
+        found = ["" if f is None else LABEL_SEPARATOR.join(f) if type(f) is list else f for f in found]
+    return np.array(found, dtype=object).reshape(-1, 1)
