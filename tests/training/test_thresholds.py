@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from service.card import Task
-from training.train import decide, sigmoid, tune_thresholds
+from training.thresholds import tune_thresholds
+from training.train import decide, sigmoid
 
 
 def logit(p):
