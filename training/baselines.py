@@ -11,6 +11,7 @@ from sklearn.multiclass import OneVsRestClassifier
 from sklearn.multioutput import MultiOutputClassifier, MultiOutputRegressor
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
 from service.card import Baseline, Task
 from training.datasets import Split
@@ -49,7 +50,10 @@ def trees_baseline(task: Task, s: Split, labels: list[str], seed: int,
 
 
 def _evaluate(task: Task, est: BaseEstimator, s: Split, labels: list[str], name: str) -> Baseline:
-    pred = est.fit(s.x_train, s.y_train).predict(s.x_test)
+    # One OpenMP thread: on tables this small the trees gain little from more, and OpenMP's
+    # spinning threads slow to a crawl when the cores are shared (TensorFlow's pools, CI).
+    with threadpool_limits(limits=1, user_api="openmp"):
+        pred = est.fit(s.x_train, s.y_train).predict(s.x_test)
     if task is Task.regression:
         pred = pred.reshape(s.y_test.shape)
     return Baseline(name=name, metrics=score(task, s.y_test, pred, labels))
