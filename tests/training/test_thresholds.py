@@ -120,9 +120,9 @@ def test_each_label_is_checked_on_its_own():
         Task.multilabel, raw, y, "accuracy", ["a", "b", "c"], seed=7)
     assert clean_check.served == clean_check.tuned != 0.5
     assert noisy_check.served == 0.5
-    assert one_negative.served == 0.5 and one_negative.trials == 0
-    assert one_negative.reason.startswith("the validation split") or \
-        "too few to check" in one_negative.reason
+    # Every threshold under 0.9 gets the same accuracy: the plateau keeps 0.5, nothing to check.
+    assert one_negative.tuned == one_negative.served == 0.5 and one_negative.trials == 0
+    assert one_negative.reason == "the validation split itself prefers 0.5"
 
 
 def test_too_few_positives_to_check_keeps_half():
