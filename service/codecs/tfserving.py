@@ -92,7 +92,7 @@ def post(req: PredictRequest, model: LoadedModel) -> partial:
     return partial(tasks.outputs, model.card, names=[served_output(model.card).name])
 
 
-def encode(req: PredictRequest, model: LoadedModel, served: dict[str, np.ndarray]) -> Response:
+def encode(req: PredictRequest, model: LoadedModel, served: dict[str, np.ndarray], x: np.ndarray) -> Response:
     """{"predictions": ...} for row format, {"outputs": ...} for columnar; NaN becomes null."""
     (out,) = served.values()
     key = "predictions" if req.instances is not None else "outputs"

@@ -231,7 +231,7 @@ def post(parsed: Parsed, model: LoadedModel) -> partial:
     return partial(tasks.outputs, model.card, names=output_names(parsed))
 
 
-def encode(parsed: Parsed, model: LoadedModel, arrays: dict[str, np.ndarray]) -> Response:
+def encode(parsed: Parsed, model: LoadedModel, arrays: dict[str, np.ndarray], x: np.ndarray) -> Response:
     """The inference response: JSON, or JSON header plus binary tensors when any output is binary."""
     req = parsed.req
     head: dict = {"model_name": model.name, "model_version": str(model.version)}
