@@ -42,24 +42,30 @@ class LabelProbability(_Strict):
     probability: float | None
 
 
-class BinaryPrediction(LabelProbability):
+class _Warned(_Strict):
+    # Only a table model's rows with something to say have it: other answers are as they were.
+    warnings: list[str] | None = Field(None, description="Table models: features filled because they were "
+                                       "missing, and categories not seen in training (encoded as all zeros).")
+
+
+class BinaryPrediction(LabelProbability, _Warned):
     """Positive-class probability; the label is labels[1] at or over the threshold."""
 
 
-class MulticlassPrediction(LabelProbability):
+class MulticlassPrediction(LabelProbability, _Warned):
     """Best class and the top_k classes by softmax probability."""
 
     top_k: list[LabelProbability]
 
 
-class MultilabelPrediction(_Strict):
+class MultilabelPrediction(_Warned):
     """Labels at or over their thresholds, and every label's sigmoid probability."""
 
     labels: list[str] | None
     probabilities: dict[str, float | None]
 
 
-class RegressionPrediction(_Strict):
+class RegressionPrediction(_Warned):
     """The predicted value, or a list of values for several targets."""
 
     value: float | None | list[float | None]
