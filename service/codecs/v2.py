@@ -16,13 +16,12 @@ Input rules (the model has one FP32 input of shape [-1, n_features]; a table mod
   `Inference-Header-Content-Length` header) the bytes are the declared type, little-endian,
   under the same rules. A gzip or deflate `Content-Encoding` is decompressed within the body limit.
 
-A table model (a card with `columns`) takes its graph's inputs by name, in any order, each once:
-`features` [rows, numeric columns] under the rules above, where JSON null and a NaN mean a
-missing value, and `categories` [rows, categorical columns] of datatype BYTES: JSON strings (null
-or "" missing) or, in binary, each element a 4-byte little-endian length and its UTF-8 bytes.
-Binary inputs' bytes follow the JSON header in request order. Should any row have a feature
-filled or a category unseen in training, the response's `parameters.warnings` says so, one line
-"row <i>: <warning>" each (a parameter is a string in the spec, so the lines are "\n"-joined).
+A table model (a card with `columns`) takes its graph's inputs by name, each once: `features`
+[rows, numeric columns] as above, JSON null and NaN meaning missing, and `categories` [rows,
+categorical columns], BYTES: JSON strings (null or "" missing) or binary (each element a 4-byte
+little-endian length, then its UTF-8 bytes; binary inputs follow the JSON in request order).
+Filled features and unseen categories are named in the response's `parameters.warnings`, one
+"row <i>: <warning>" line each, "\n"-joined (the spec's parameters are strings, not lists).
 
 Outputs: as `service.tasks.outputs`. Each is sent as JSON `data` (a non-finite FP32 value as
 the string "NaN", "Infinity" or "-Infinity": JSON has no such numbers and the spec's tensor_data
@@ -120,21 +119,27 @@ def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
 
 def matrix(parsed: Parsed, model: LoadedModel, max_rows: int) -> np.ndarray:
     """The request's one input as a checked [rows, n_features] float32 matrix; a table model's
-    inputs, by name, as its structured rows (`service.codecs.columns`)."""
+    inputs as its structured rows (`_table`)."""
     req, card = parsed.req, model.card
-    names = [model.input.name] if card.columns is None else [s.name for s in card.graph_inputs]
-    got = [i.name for i in req.inputs]
-    if got != names and sorted(got) != sorted(names):
-        takes = f"one input {names[0]!r}" if len(names) == 1 else f"inputs {names}"
-        raise BadRequest(f"model {model.name!r} takes {takes}, got {got}")
-    chunks = (parsed.tail,) if len(got) == 1 else _chunks(req.inputs, parsed.tail)
-    if card.columns is None:
-        return _floats(req.inputs[0], chunks[0], card.n_features, card.feature_names, max_rows)
+    if card.columns is not None:
+        return _table(parsed, model, max_rows)
+    if len(req.inputs) != 1 or req.inputs[0].name != model.input.name:
+        raise BadRequest(f"model {model.name!r} takes one input {model.input.name!r}, "
+                         f"got {[i.name for i in req.inputs]}")
+    return _floats(req.inputs[0], parsed.tail, card.n_features, card.feature_names, max_rows)
+
+
+def _table(parsed: Parsed, model: LoadedModel, max_rows: int) -> np.ndarray:
+    """A table model's inputs, by name in any order, as `columns.table` rows."""
+    req, card = parsed.req, model.card
+    names, got = [s.name for s in card.graph_inputs], [i.name for i in req.inputs]
+    if sorted(got) != sorted(names):
+        raise BadRequest(f"model {model.name!r} takes inputs {names}, got {got}")
     kinds = [c.kind for c in card.columns]
     numeric = [c.name for c in card.columns if c.kind == "numeric"]
     tensors = {inp.name: _floats(inp, chunk, len(numeric), numeric, max_rows, missing=True) if inp.name == FEATURES
                else _strings(inp, chunk, kinds.count("categorical"), max_rows)
-               for inp, chunk in zip(req.inputs, chunks)}
+               for inp, chunk in zip(req.inputs, _chunks(req.inputs, parsed.tail))}
     return columns.table(card, tensors.get(FEATURES), tensors.get(CATEGORIES))
 
 
@@ -184,8 +189,8 @@ def _strings(inp: RequestInput, chunk: bytes, n: int, max_rows: int) -> np.ndarr
         texts = _binary_strings(inp, size, chunk, rows * n)
     else:
         texts = _flat(inp, inp.data, rows, n, "strings")
-        if not all(type(t) is str or t is None for t in texts):
-            k = next(k for k, t in enumerate(texts) if type(t) is not str and t is not None)
+        k = next((k for k, t in enumerate(texts) if type(t) is not str and t is not None), None)
+        if k is not None:
             raise BadRequest(f"input {inp.name!r} (BYTES): row {k // n}, feature {k % n} is not a string: "
                              f"{json.json_text(texts[k])[:40]}")
         texts = ["" if t is None else t for t in texts]
@@ -193,7 +198,6 @@ def _strings(inp: RequestInput, chunk: bytes, n: int, max_rows: int) -> np.ndarr
 
 
 def _binary_strings(inp: RequestInput, size: object, chunk: bytes, count: int) -> list[str]:
-    # The binary tensor extension's BYTES: each element a 4-byte little-endian length, then its bytes.
     if inp.data is not None:
         raise BadRequest(f"input {inp.name!r} has both 'data' and binary_data_size; send one")
     if type(size) is not int or size != len(chunk):

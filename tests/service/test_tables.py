@@ -36,6 +36,8 @@ WARNINGS = [None, [FILLED_AGE], [FILLED_CLASS, FILLED_FARE], [UNSEEN_CREW], [FIL
 def table_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("tables")
     tables.write(root)
+    tables.write(root, "tiny-text", [tables.COLUMNS[1]])  # one input, `categories`
+    tables.write(root, "tiny-numbers", [tables.COLUMNS[0], tables.COLUMNS[2]])  # one input, `features`, with NaN fill
     helpers.write_model(root, helpers.BINARY)  # a one-input model beside it serves as before
     return root
 
@@ -264,3 +266,28 @@ async def test_tfserving_row_and_columnar_forms(client):
 async def test_tfserving_errors_are_400(client, body, message):
     r = await client.post("/v1/models/tiny-table:predict", json=body)
     assert r.status_code == 400 and message in r.json()["error"], r.text
+
+
+# Tables of only text or only numbers: one graph input, `categories` or `features`
+
+async def test_a_text_only_table_has_categories_as_its_one_input(client):
+    meta = (await client.get("/v2/models/tiny-text")).json()
+    assert meta["inputs"] == [{"name": "categories", "datatype": "BYTES", "shape": [-1, 1]}]
+    r = await client.post("/models/tiny-text/predict", json={"instances": [{"class": "2nd"}, {"class": "crew"}, {}]})
+    assert [p["value"] for p in r.json()["predictions"]] == [21.0, 1.0, 31.0]
+    assert [p.get("warnings") for p in r.json()["predictions"]] == [None, [UNSEEN_CREW], [FILLED_CLASS]]
+    body = {"inputs": [{"name": "categories", "datatype": "BYTES", "shape": [2, 1], "data": ["1st", None]}]}
+    r = await client.post("/v2/models/tiny-text/infer", json=body)
+    assert r.json()["outputs"][0]["data"] == [11.0, 31.0] and r.json()["parameters"] == {"warnings": f"row 1: {FILLED_CLASS}"}
+    r = await client.post("/v1/models/tiny-text:predict", json={"instances": [["1st"], {"categories": ["2nd"]}]})
+    assert r.json() == {"predictions": [[11.0], [21.0]]}
+
+
+async def test_a_numbers_only_table_takes_null_for_missing(client):
+    r = await client.post("/models/tiny-numbers/predict", json={"instances": [[2, None], {"fare": 4}]})
+    assert [p["value"] for p in r.json()["predictions"]] == [8.0, 31.0]
+    assert [p["warnings"] for p in r.json()["predictions"]] == [[FILLED_FARE], [FILLED_AGE]]
+    body = {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 2], "data": [None, 2]}]}
+    assert (await client.post("/v2/models/tiny-numbers/infer", json=body)).json()["outputs"][0]["data"] == [30.0]
+    r = await client.post("/v1/models/tiny-numbers:predict", json={"inputs": [[2, None], [None, 4]]})
+    assert r.json() == {"outputs": [[8.0], [31.0]]}
