@@ -44,8 +44,9 @@ class LabelProbability(_Strict):
 
 class _Warned(_Strict):
     # Only a table model's rows with something to say have it: other answers are as they were.
-    warnings: list[str] | None = Field(None, description="Table models: features filled because they were "
-                                       "missing, and categories not seen in training (encoded as all zeros).")
+    warnings: list[str] | None = Field(None, exclude_if=lambda v: v is None, description="Table models: features "
+                                       "filled because they were missing, and categories not seen in training "
+                                       "(encoded as all zeros); absent when there are none.")
 
 
 class BinaryPrediction(LabelProbability, _Warned):
