@@ -29,10 +29,12 @@ class PredictRequest(_Strict):
     model: str | None = Field(None, description="Model name; optional with a default or a single model.")
     version: Annotated[int, Field(ge=1, le=VERSION_MAX)] | Annotated[str, Field(pattern=VERSION_PATTERN)] | None = \
         Field(None, description="Model version; the newest ready one if left out.")
-    instances: list[list[float] | dict[str, float]] = Field(
+    instances: list[list[float | str | None] | dict[str, float | str | None]] = Field(
         min_length=1, description="Rows: lists of numbers, or objects keyed by feature name. Each row "
         "must hold exactly the model's features (its card's `feature_names`, or as many numbers), "
-        "each a finite float32; anything else is answered 400 naming the row and feature.")
+        "each a finite float32; anything else is answered 400 naming the row and feature. A table "
+        "model (a card with `columns`) takes strings for its categorical columns and null (or, in an "
+        "object, an absent key) for a missing value, which its graph fills.")
     top_k: int | None = Field(None, ge=1, le=JSON_INT_MAX,
                               description="Multiclass: how many classes to rank (default 3).")
 
