@@ -37,7 +37,6 @@ output parameter are refused.
 from __future__ import annotations
 
 import math
-import struct
 import zlib
 from functools import partial
 from itertools import chain
@@ -48,7 +47,7 @@ from starlette.responses import Response
 
 from service import tasks
 from service.card import CATEGORIES, FEATURES
-from service.codecs import columns, json
+from service.codecs import columns, json, v2_bytes
 from service.dataplane import Codec
 from service.errors import BadRequest, PayloadTooLarge, json_bytes
 from service.runtime import LoadedModel
@@ -202,15 +201,9 @@ def _binary_strings(inp: RequestInput, size: object, chunk: bytes, count: int) -
         raise BadRequest(f"input {inp.name!r} has both 'data' and binary_data_size; send one")
     if type(size) is not int or size != len(chunk):
         raise BadRequest(f"input {inp.name!r} declares {size} bytes of binary data, the body carries {len(chunk)}")
-    texts, at = [], 0
     try:
-        while at < size:
-            (length,) = struct.unpack_from("<I", chunk, at)
-            if at + 4 + length > size:
-                raise ValueError("an element runs past the end")
-            texts.append(chunk[at + 4:at + 4 + length].decode())
-            at += 4 + length
-    except (struct.error, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+        texts = v2_bytes.decode(chunk)
+    except ValueError as exc:
         raise BadRequest(f"input {inp.name!r}: binary BYTES data must be 4-byte little-endian lengths each "
                          f"followed by that many UTF-8 bytes ({exc})") from None
     if len(texts) != count:
@@ -342,7 +335,7 @@ def encode(parsed: Parsed, model: LoadedModel, arrays: dict[str, np.ndarray], x:
         text = array.dtype.kind == "O"
         out = {"name": name, "datatype": "BYTES" if text else "FP32", "shape": list(array.shape)}
         if chosen.get(name, default):
-            raw = _bytes_tensor(array) if text else array.astype("<f4", copy=False).tobytes()
+            raw = v2_bytes.encode(array) if text else array.astype("<f4", copy=False).tobytes()
             out["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)
         elif text:
@@ -371,14 +364,6 @@ def _numbers(flat: np.ndarray) -> np.ndarray | list:
     if np.isfinite(flat).all():
         return np.ascontiguousarray(flat)
     return [v if math.isfinite(v) else _NON_FINITE[str(v)] for v in flat.tolist()]
-
-
-def _bytes_tensor(array: np.ndarray) -> bytes:
-    # Each element as a 4-byte little-endian length and its UTF-8 bytes; a label column repeats a
-    # few values, so each distinct one is encoded once.
-    items = array.ravel().tolist()
-    packed = {s: struct.pack("<I", len(b)) + b for s in set(items) for b in (s.encode(),)}
-    return b"".join(map(packed.__getitem__, items))
 
 
 def model_metadata(model: LoadedModel, versions: list[int]) -> dict:
