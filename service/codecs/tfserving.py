@@ -156,7 +156,8 @@ def model_metadata(model: LoadedModel) -> dict:
 
 def _tensor(name: str, width: int, dtype: str = "float32") -> dict:
     dims = [{"size": "-1", "name": ""}, {"size": str(width), "name": ""}]
-    return {"dtype": "DT_STRING" if dtype == "string" else "DT_FLOAT", "tensor_shape": {"dim": dims, "unknown_rank": False}, "name": name}
+    return {"dtype": "DT_STRING" if dtype == "string" else "DT_FLOAT",
+            "tensor_shape": {"dim": dims, "unknown_rank": False}, "name": name}
 
 
 CODEC = Codec(parse, matrix, post, encode)

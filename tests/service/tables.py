@@ -73,8 +73,8 @@ def graph(columns: list[Column] = COLUMNS) -> bytes:
         inputs.append(helper.make_tensor_value_info("categories", TensorProto.STRING, ["batch", len(categorical)]))
     nodes += [helper.make_node("Concat", parts, ["x"], axis=1), helper.make_node("MatMul", ["x", "W"], ["xw"]),
               helper.make_node("Add", ["xw", "B"], ["values"])]
-    g = helper.make_graph(nodes, NAME, inputs, [helper.make_tensor_value_info("values", TensorProto.FLOAT, ["batch", 1])],
-                          initializer=init)
+    output = helper.make_tensor_value_info("values", TensorProto.FLOAT, ["batch", 1])
+    g = helper.make_graph(nodes, NAME, inputs, [output], initializer=init)
     model = helper.make_model(g, ir_version=IR_VERSION, opset_imports=[
         helper.make_opsetid("", OPSET), helper.make_opsetid("ai.onnx.ml", ML_OPSET)])
     onnx.checker.check_model(model)
@@ -91,8 +91,8 @@ def _one_hot(m: int, c: Column, init: list) -> list:
              numpy_helper.from_array(np.array([-1, k], np.int64), f"flat{m}")]
     return [helper.make_node("Slice", ["categories", f"start{m}", f"end{m}", f"axis{m}"], [f"column{m}"]),
             helper.make_node("LabelEncoder", [f"column{m}"], [f"index{m}"], domain="ai.onnx.ml",
-                             keys_strings=c.categories + [""], values_int64s=list(range(k)) + [c.categories.index(c.fill)],
-                             default_int64=k),
+                             keys_strings=c.categories + [""], default_int64=k,
+                             values_int64s=list(range(k)) + [c.categories.index(c.fill)]),
             helper.make_node("OneHot", [f"index{m}", f"depth{m}", "onoff"], [f"onehot3d{m}"], axis=-1),
             helper.make_node("Reshape", [f"onehot3d{m}", f"flat{m}"], [f"onehot{m}"])]
 

@@ -193,9 +193,12 @@ async def test_v2_json_takes_both_inputs_by_name_and_reports_warnings(client):
 
 
 @pytest.mark.parametrize("change, message", [
-    (lambda b: b | {"inputs": b["inputs"][:1]}, "model 'tiny-table' takes inputs ['features', 'categories'], got ['features']"),
-    (lambda b: b | {"inputs": [b["inputs"][0]] * 2}, "takes inputs ['features', 'categories'], got ['features', 'features']"),
-    (lambda b: {"inputs": [b["inputs"][0], {**b["inputs"][1], "datatype": "FP32"}]}, "model input 'categories' is BYTES"),
+    (lambda b: b | {"inputs": b["inputs"][:1]},
+     "model 'tiny-table' takes inputs ['features', 'categories'], got ['features']"),
+    (lambda b: b | {"inputs": [b["inputs"][0]] * 2},
+     "takes inputs ['features', 'categories'], got ['features', 'features']"),
+    (lambda b: {"inputs": [b["inputs"][0], {**b["inputs"][1], "datatype": "FP32"}]},
+     "model input 'categories' is BYTES"),
     (lambda b: {"inputs": [b["inputs"][0], {**b["inputs"][1], "data": [1]}]}, "row 0, feature 0 is not a string: 1"),
     (lambda b: {"inputs": [{**b["inputs"][0], "data": [1, "x"]}, b["inputs"][1]]}, "row 0, feature 1 is not a number"),
     (lambda b: {"inputs": [b["inputs"][0], {**b["inputs"][1], "shape": [2, 1], "data": ["1st", "2nd"]}]},
@@ -278,7 +281,8 @@ async def test_a_text_only_table_has_categories_as_its_one_input(client):
     assert [p.get("warnings") for p in r.json()["predictions"]] == [None, [UNSEEN_CREW], [FILLED_CLASS]]
     body = {"inputs": [{"name": "categories", "datatype": "BYTES", "shape": [2, 1], "data": ["1st", None]}]}
     r = await client.post("/v2/models/tiny-text/infer", json=body)
-    assert r.json()["outputs"][0]["data"] == [11.0, 31.0] and r.json()["parameters"] == {"warnings": f"row 1: {FILLED_CLASS}"}
+    assert r.json()["outputs"][0]["data"] == [11.0, 31.0]
+    assert r.json()["parameters"] == {"warnings": f"row 1: {FILLED_CLASS}"}
     r = await client.post("/v1/models/tiny-text:predict", json={"instances": [["1st"], {"categories": ["2nd"]}]})
     assert r.json() == {"predictions": [[11.0], [21.0]]}
 
