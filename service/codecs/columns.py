@@ -74,17 +74,19 @@ def rows(instances_: object, card: ModelCard, max_rows: int, field: str = "insta
     if len(instances_) > max_rows:
         raise BadRequest(f"at most {max_rows} rows per request, got {len(instances_)}")
     columns = card.columns
-    values = [_row(row, i, columns) for i, row in enumerate(instances_)]
+    kinds = [c.kind == "numeric" for c in columns]
+    given = [_row(row, i, columns) for i, row in enumerate(instances_)]
+    # One pass in row order, whatever the kinds: the first bad value is the one reported.
+    values = [[(_number if on else _text)(v, i, j, c) for j, (v, c, on) in enumerate(zip(row, columns, kinds))]
+              for i, row in enumerate(given)]
     numeric, categorical = _split(card)
     features = categories = None
     if numeric:
-        wanted = [(j, columns[j]) for j in numeric]
-        features = json.float32_matrix([[_number(row[j], i, j, c) for j, c in wanted] for i, row in enumerate(values)],
-                                       [c.name for _, c in wanted], missing=True)
+        # Checked at full width, so a message names the feature by its place in the row, as the client sent it.
+        wide = [[v if on else 0.0 for v, on in zip(row, kinds)] for row in values]
+        features = json.float32_matrix(wide, [c.name for c in columns], missing=True)[:, numeric]
     if categorical:
-        wanted = [(j, columns[j]) for j in categorical]
-        categories = np.array([[_text(row[j], i, j, c) for j, c in wanted] for i, row in enumerate(values)],
-                              dtype=object)
+        categories = np.array([[row[j] for j in categorical] for row in values], dtype=object)
     return table(card, features, categories)
 
 

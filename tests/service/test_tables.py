@@ -139,6 +139,7 @@ async def test_clean_rows_answer_without_warnings_byte_for_byte(client):
     ([[1, "1st"]], "expected 3 features per row, row 0 has 2; a missing value is null"),
     ([[1, "1st", 2], 5], "row 1 must be an object keyed by feature name or a list of 3 values"),
     ([[1e39, "1st", 2]], "row 0, feature 0 (age) is 1e+39, which is not a finite float32"),
+    ([[1, "1st", -1e39]], "row 0, feature 2 (fare) is -1e+39, which is not a finite float32"),
     ([], "'instances' must be a non-empty list of rows, got []"),
 ])
 async def test_predict_type_errors_are_400_naming_row_and_feature(client, instances, message):
