@@ -179,6 +179,11 @@ class Column(_Strict):
         return self
 
 
+def _absent(value: object) -> bool:
+    # The table-model fields are left out of other models' cards, which stay as they were written.
+    return value is None
+
+
 class ModelCard(_Strict):
     """Everything the service needs to serve a model and a person needs to trust it.
 
@@ -201,14 +206,14 @@ class ModelCard(_Strict):
     # The graph's first input; with `inputs` it may be left out and is then `inputs[0]`.
     input: TensorSpec
     # Every graph input, in graph order; only for a model with `columns` (see `_check_columns`).
-    inputs: list[TensorSpec] | None = None
+    inputs: list[TensorSpec] | None = Field(None, exclude_if=_absent)
     output: TensorSpec
     # Cards written before this field existed hold logits (values for regression): the default.
     output_kind: OutputKind | None = None
     feature_names: list[str] | None = None
     # The raw features clients send, in order (a table model): the numeric ones are the columns of
     # the `features` input, the categorical ones those of `categories`; `feature_names` are their names.
-    columns: list[Column] | None = None
+    columns: list[Column] | None = Field(None, exclude_if=_absent)
     # Class names in output order (multiclass), [negative, positive] (binary),
     # label names in output order (multilabel), target names (regression).
     labels: list[str]
