@@ -83,6 +83,8 @@ def test_a_table_card_fills_input_and_feature_names_and_round_trips():
     assert card.n_features == 3 and [i.dtype for i in card.graph_inputs] == ["float32", "string"]
     assert ModelCard.model_validate_json(card.model_dump_json()) == card
     assert card.golden[1].input == [None, "2nd", 30.0]
+    other = helpers.make_card(helpers.BINARY, "0" * 64)  # a one-input model's card is written as before
+    assert not {"columns", "inputs"} & set(other.model_dump(mode="json")) and other.graph_inputs == [other.input]
 
 
 # Loading: the graph's inputs as the card declares them, golden rows replayed through the decode path
