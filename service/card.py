@@ -12,10 +12,11 @@ pydantic so the service can read cards without TensorFlow.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -135,14 +136,66 @@ class Source(_Strict):
 
 
 class Golden(_Strict):
-    """An input row and the Keras output for it; replayed by the service at load time."""
+    """An input row and the Keras output for it; replayed by the service at load time.
 
-    input: list[float]
+    Without `columns` the row is numbers, one per input feature. With `columns` it is one value
+    per column in card order, as a client sends it: a number (numeric), a string (categorical)
+    or null (missing, filled by the graph)."""
+
+    input: list[float | str | None]
     output: list[float]
 
 
+# The graph inputs of a model with `columns`, in this order; each exists only with columns of its kind.
+FEATURES, CATEGORIES = "features", "categories"
+_KIND_INPUT = {"numeric": (FEATURES, "float32"), "categorical": (CATEGORIES, "string")}
+
+
+class Column(_Strict):
+    """One raw feature as clients send it.
+
+    The graph fills a missing value with `fill` (numeric: the training median; categorical: the
+    most frequent training category) and one-hot encodes a categorical column over `categories`
+    in this order; a value not among them encodes as all zeros."""
+
+    name: str
+    kind: Literal["numeric", "categorical"]
+    fill: float | str
+    categories: list[str] | None = None  # categorical only: training categories, encoding order
+    missing_in_training: Annotated[int, Field(ge=0)] = 0  # training-split values that were missing (and filled)
+
+    @model_validator(mode="after")
+    def _fits_kind(self) -> Column:
+        if self.kind == "numeric":
+            if type(self.fill) is not float or not math.isfinite(self.fill) or self.categories is not None:
+                raise ValueError(f"numeric column {self.name!r} needs a finite number as fill and no categories")
+            return self
+        cats = self.categories
+        if not cats or len(set(cats)) != len(cats) or "" in cats:
+            raise ValueError(f"categorical column {self.name!r} needs non-empty, unique categories, none of "
+                             f"them \"\" (which means missing), got {cats}")
+        if self.fill not in cats:
+            raise ValueError(f"categorical column {self.name!r}: fill {self.fill!r} is not one of its categories")
+        return self
+
+
+def _absent(value: object) -> bool:
+    # The table-model fields are left out of other models' cards, which stay as they were written.
+    return value is None
+
+
 class ModelCard(_Strict):
-    """Everything the service needs to serve a model and a person needs to trust it."""
+    """Everything the service needs to serve a model and a person needs to trust it.
+
+    Most models have one float input, `input` ([-1, n_features]); `inputs` is then absent. A table
+    model (one trained on a table with text or missing values) has `columns`, the raw features
+    clients send, and its graph takes `features` (float32, its numeric columns, NaN = missing)
+    and/or `categories` (string, its categorical columns, "" = missing), in that order. Its card
+    lists them in `inputs` (it may always do so, and must when there is more than one or the one
+    input is not `features`); `input` is always the first graph input, so it is
+    `categories` for a table of text columns only. A writer may leave `input` out when it gives
+    `inputs`, and `feature_names` out when it gives `columns`: they are filled in from them.
+    """
 
     schema_version: int = SCHEMA_VERSION
     # What the model was trained or imported as; the folders it sits in decide how it serves.
@@ -150,11 +203,17 @@ class ModelCard(_Strict):
     version: Annotated[int, Field(ge=1)] | None = None
     task: Task
     description: str = ""
+    # The graph's first input; with `inputs` it may be left out and is then `inputs[0]`.
     input: TensorSpec
+    # Every graph input, in graph order; only for a model with `columns` (see `_check_columns`).
+    inputs: list[TensorSpec] | None = Field(None, exclude_if=_absent)
     output: TensorSpec
     # Cards written before this field existed hold logits (values for regression): the default.
     output_kind: OutputKind | None = None
     feature_names: list[str] | None = None
+    # The raw features clients send, in order (a table model): the numeric ones are the columns of
+    # the `features` input, the categorical ones those of `categories`; `feature_names` are their names.
+    columns: list[Column] | None = Field(None, exclude_if=_absent)
     # Class names in output order (multiclass), [negative, positive] (binary),
     # label names in output order (multilabel), target names (regression).
     labels: list[str]
@@ -181,7 +240,13 @@ class ModelCard(_Strict):
 
     @property
     def n_features(self) -> int:
-        return self.input.shape[-1]
+        """How many features a client sends per row: the columns, or the one input's width."""
+        return len(self.columns) if self.columns is not None else self.input.shape[-1]
+
+    @property
+    def graph_inputs(self) -> list[TensorSpec]:
+        """Every graph input, in graph order."""
+        return self.inputs if self.inputs is not None else [self.input]
 
     @property
     def n_outputs(self) -> int:
@@ -193,12 +258,18 @@ class ModelCard(_Strict):
         if isinstance(data, dict) and data.get("output_kind") is None:
             regression = data.get("task") in (Task.regression, Task.regression.value)
             data = {**data, "output_kind": OutputKind.values if regression else OutputKind.logits}
+        if isinstance(data, dict) and data.get("input") is None and data.get("inputs"):
+            data = {**data, "input": data["inputs"][0]}
+        if isinstance(data, dict) and data.get("feature_names") is None and data.get("columns"):
+            data = {**data, "feature_names": [_name(c) for c in data["columns"]]}
         return data
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelCard:
         n_in, n_out = self.n_features, self.n_outputs
-        if len(self.input.shape) != 2 or n_in < 1:
+        if self.columns is not None or self.inputs is not None:
+            self._check_columns()
+        if len(self.input.shape) != 2 or self.input.shape[-1] < 1:
             raise ValueError(f"input shape must be [-1, n_features], got {self.input.shape}")
         if len(self.output.shape) != 2 or n_out < 1:
             raise ValueError(f"output shape must be [-1, n_outputs], got {self.output.shape}")
@@ -230,11 +301,46 @@ class ModelCard(_Strict):
         for i, g in enumerate(self.golden):
             if len(g.input) != n_in or len(g.output) != n_out:
                 raise ValueError(f"golden example {i} does not match the signature")
+            kinds = [c.kind for c in self.columns] if self.columns is not None else ["number"] * n_in
+            if not all(_fits(v, kind) for v, kind in zip(g.input, kinds)):
+                raise ValueError(f"golden example {i}: each value must be a number (numeric column), a string "
+                                 f"(categorical column) or null (a column, missing), got {g.input}")
         return self
+
+    def _check_columns(self) -> None:
+        """A table model's graph inputs are `features` float32 [-1, numeric columns] and then
+        `categories` string [-1, categorical columns], each only when it has columns; `input` is
+        the first of them. Any other set of inputs is not a table model's and is refused."""
+        if self.columns is None:
+            raise ValueError("'inputs' is only for a model with 'columns'")
+        names = [c.name for c in self.columns]
+        if not names or len(set(names)) != len(names):
+            raise ValueError(f"column names must be unique and there must be at least one, got {names}")
+        if self.feature_names is not None and self.feature_names != names:
+            raise ValueError(f"feature_names {self.feature_names} must be the column names {names}")
+        expected = [TensorSpec(name=name, shape=[-1, width], dtype=dtype)
+                    for kind, (name, dtype) in _KIND_INPUT.items()
+                    if (width := sum(c.kind == kind for c in self.columns))]
+        if self.graph_inputs != expected:
+            raise ValueError(f"columns {names} need the graph inputs {[s.model_dump() for s in expected]}, card "
+                             f"says {[s.model_dump() for s in self.graph_inputs]}")
+        if self.input != expected[0]:
+            raise ValueError(f"input {self.input.model_dump()} must be the first graph input {expected[0].model_dump()}")
 
     def public(self) -> dict:
         """The card as JSON-ready data, without the golden examples."""
         return self.model_dump(mode="json", exclude={"golden"})
+
+
+def _name(column: object) -> object:
+    return column.name if isinstance(column, Column) else column.get("name") if isinstance(column, dict) else None
+
+
+def _fits(value: object, kind: str) -> bool:
+    """Whether a golden value is what a client may send for a column of this kind."""
+    if kind == "number":
+        return type(value) is float
+    return value is None or type(value) is (float if kind == "numeric" else str)
 
 
 def sha256_file(path: Path) -> str:

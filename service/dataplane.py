@@ -2,7 +2,8 @@
 
     body (413) -> model lookup (404/503) -> codec decode (400) -> the graph's input type
     (`LoadedModel.feed`, 400) -> the model's batcher, or a straight run -> post: the task's
-    answer made of the output rows -> codec encode
+    answer made of the output rows -> codec encode (which also gets the decoded batch, from which
+    a table model's answers take their warnings: `service.codecs.columns.warnings`)
 
 A protocol brings a `Codec` (its wire format both ways, in `service.codecs`) and a router that
 calls `infer`; nothing else in this path knows one protocol from another.
@@ -32,9 +33,10 @@ class Codec:
     """What a protocol adds to the data plane; `req` is its decoded request, whatever its type."""
 
     parse: Callable[[bytes, dict, int], Any]  # body, ASGI scope, body limit -> req (400)
-    matrix: Callable[[Any, LoadedModel, int], np.ndarray]  # req, model, max rows -> float32 rows (400)
+    # req, model, max rows -> float32 rows, or a table model's structured rows (runtime) (400)
+    matrix: Callable[[Any, LoadedModel, int], np.ndarray]
     post: Callable[[Any, LoadedModel], Post]  # what the answer is made of the output rows
-    encode: Callable[[Any, LoadedModel, Any], Response]  # req, model, what `post` returned
+    encode: Callable[[Any, LoadedModel, Any, np.ndarray], Response]  # req, model, what `post` returned, matrix
     # When the body may name the model or version (the native API): req -> (name, version).
     target: Callable[[Any], tuple[str | None, int | str | None]] | None = None
 
@@ -72,7 +74,7 @@ async def infer(request: Request, codec: Codec, name: str | None = None, version
         named, version = codec.target(req)
         model = lookup(request, name if name is not None else named, version)
     x = model.feed(codec.matrix(req, model, settings.max_rows))
-    return codec.encode(req, model, await run(request, model, x, codec.post(req, model)))
+    return codec.encode(req, model, await run(request, model, x, codec.post(req, model)), x)
 
 
 async def run(request: Request, model: LoadedModel, x: np.ndarray, post: Post) -> Any:

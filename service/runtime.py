@@ -5,6 +5,12 @@ one numeric input of shape [batch, n_features] with a free batch dimension and a
 count, and one chosen float output [batch, n_outputs]. Every protocol decodes features to
 float32; a float64 input takes them as they are (float32 -> float64 is exact), an int32 or int64
 input only whole numbers within +-2^24 (`LoadedModel.feed`), the integers float32 holds exactly.
+
+A table model (a card with `columns`) may have two inputs, float32 `features` and string
+`categories`, as its card declares them (`card.ModelCard`). Its decoded batch is still one
+array with a row per request row: a numpy structured array with one field per graph input
+(`service.codecs.columns`), so batching, slicing and counting rows work on it as on a matrix,
+and `LoadedModel.run` hands each field to its graph input.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from service.errors import BadRequest
 SERVING_FILE = "serving.json"  # per-model serving options, next to the version folders
 SERVING_KEYS = frozenset({"batch_max_size", "batch_max_delay_ms"})
 _DTYPES = {"tensor(float)": "float32", "tensor(double)": "float64", "tensor(int64)": "int64",
-           "tensor(int32)": "int32"}
+           "tensor(int32)": "int32", "tensor(string)": "string"}
 INPUT_DTYPES = ("float32", "float64", "int32", "int64")
 OUTPUT_DTYPES = ("float32", "float64")
 EXACT = 2**24  # every integer up to this magnitude is exact in float32
@@ -49,31 +55,49 @@ def _spec(arg: ort.NodeArg) -> TensorSpec:
     return TensorSpec(name=arg.name, shape=shape, dtype=_DTYPES.get(arg.type, arg.type))
 
 
-def signature(session: ort.InferenceSession, output: str) -> tuple[TensorSpec, TensorSpec]:
-    """The input and the chosen output of a graph that serves; ValueError saying why one does not."""
-    inputs, outputs = session.get_inputs(), {o.name: o for o in session.get_outputs()}
-    if len(inputs) != 1:
-        raise ValueError(f"the graph has {len(inputs)} inputs {[i.name for i in inputs]}; "
-                         "a served graph has exactly one, [batch, n_features]")
-    arg = inputs[0]
+def signature(session: ort.InferenceSession, output: str,
+              declared: list[TensorSpec] | None = None) -> tuple[TensorSpec, TensorSpec]:
+    """The (first) input and the chosen output of a graph that serves; ValueError saying why one
+    does not. `declared`: the inputs a table model's card declares, when it has `columns`."""
+    return graph_inputs(session, declared)[0], _output(session, output)
+
+
+def graph_inputs(session: ort.InferenceSession, declared: list[TensorSpec] | None = None) -> tuple[TensorSpec, ...]:
+    """The graph's inputs: exactly one numeric [batch, n_features], or as many as `declared`
+    ([batch, width] each; their names and types are checked against the card by `load`)."""
+    inputs = session.get_inputs()
+    if len(inputs) != (1 if declared is None else len(declared)):
+        want = ("a served graph has exactly one, [batch, n_features]" if declared is None
+                else f"the card's columns need {[d.name for d in declared]}")
+        raise ValueError(f"the graph has {len(inputs)} inputs {[i.name for i in inputs]}; {want}")
+    specs = tuple(_input(arg) for arg in inputs)
+    spec, arg = specs[0], inputs[0]
+    if declared is None and spec.dtype not in INPUT_DTYPES:
+        kind = "strings" if "string" in arg.type else f"{arg.type} values"
+        raise ValueError(f"graph input {arg.name!r} takes {kind}; features are served as float32, "
+                         f"cast exactly to an input of {', '.join(INPUT_DTYPES)} only")
+    return specs
+
+
+def _input(arg: ort.NodeArg) -> TensorSpec:
     if not arg.shape or len(arg.shape) != 2:  # onnxruntime reports an unknown rank as []
         rank = "no fixed rank" if not arg.shape else f"shape {arg.shape}"
         raise ValueError(f"graph input {arg.name!r} has {rank}; a served input is [batch, n_features]")
     if isinstance(arg.shape[0], int) or not isinstance(arg.shape[1], int):
         raise ValueError(f"graph input {arg.name!r} has shape {arg.shape}; a served input is "
                          "[batch, n_features] with a free batch dimension and a fixed feature count")
-    spec = _spec(arg)
-    if spec.dtype not in INPUT_DTYPES:
-        kind = "strings" if "string" in arg.type else f"{arg.type} values"
-        raise ValueError(f"graph input {arg.name!r} takes {kind}; features are served as float32, "
-                         f"cast exactly to an input of {', '.join(INPUT_DTYPES)} only")
+    return _spec(arg)
+
+
+def _output(session: ort.InferenceSession, output: str) -> TensorSpec:
+    outputs = {o.name: o for o in session.get_outputs()}
     if output not in outputs:
         raise ValueError(f"no graph output {output!r}; the graph's outputs are {sorted(outputs)}")
     out = _spec(outputs[output])
     if out.dtype not in OUTPUT_DTYPES or (out.shape and len(out.shape) != 2):
         raise ValueError(f"graph output {output!r} is {outputs[output].type} of shape {outputs[output].shape}; "
                          "a served output is float32 or float64 [batch, n_outputs]")
-    return spec, out
+    return out
 
 
 @dataclass(frozen=True)
@@ -90,18 +114,26 @@ class LoadedModel:
     batching: tuple[int, float] = (0, 0.0)  # the settings' batch_max_size and delay (ms), before serving.json
     name: str = ""
     version: int = 0
+    inputs: tuple[TensorSpec, ...] = ()  # every graph input; () stands for (input,)
     batcher: Batcher | None = field(init=False, default=None, compare=False, repr=False)
+    # A table model's graph input names, the fields of its decoded batches; None: one input, a matrix.
+    fields: tuple[str, ...] | None = field(init=False, default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
+        if not self.inputs:
+            object.__setattr__(self, "inputs", (self.input,))
+        if getattr(self.card, "columns", None) is not None:  # tests build models without a card
+            object.__setattr__(self, "fields", tuple(i.name for i in self.inputs))
         size = self.serving.get("batch_max_size", self.batching[0])
         if size > 1:  # 0 or 1: requests run one by one, straight away
             delay = self.serving.get("batch_max_delay_ms", self.batching[1]) / 1000
             object.__setattr__(self, "batcher", Batcher(self.run, size, delay))
 
     def feed(self, x: np.ndarray) -> np.ndarray:
-        """Decoded float32 features as the graph's input type, exactly; 400 when they cannot be."""
+        """Decoded float32 features as the graph's input type, exactly; 400 when they cannot be.
+        A table model's batch already holds its inputs' own types."""
         dtype = self.input.dtype
-        if dtype == "float32":
+        if dtype == "float32" or self.fields is not None:
             return x
         if dtype.startswith("int"):
             bad = np.argwhere((x != np.round(x)) | (np.abs(x) > EXACT))
@@ -112,23 +144,29 @@ class LoadedModel:
         return x.astype(dtype)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        """Run a [rows, n_features] batch (from `feed`); returns the card's output, [rows, n_outputs]."""
-        return self.session.run([self.output.name], {self.input.name: batch})[0]
+        """Run a [rows, n_features] batch, or a table model's batch of fields (from `feed`); returns
+        the card's output, [rows, n_outputs]."""
+        if self.fields is None:
+            return self.session.run([self.output.name], {self.input.name: batch})[0]
+        # A field of a structured array is a strided view; onnxruntime takes contiguous arrays.
+        return self.session.run([self.output.name], {n: np.ascontiguousarray(batch[n]) for n in self.fields})[0]
 
     def signature(self) -> dict:
-        """Input and output as the session reports them."""
-        return {"inputs": [self.input.model_dump()], "outputs": [self.output.model_dump()]}
+        """Inputs and output as the session reports them."""
+        return {"inputs": [i.model_dump() for i in self.inputs], "outputs": [self.output.model_dump()]}
 
 
 def load(path: Path, card: ModelCard, threads: int, batching: tuple[int, float] = (0, 0.0),
          name: str = "", version: int = 0) -> LoadedModel:
     """Open `path` as `name`/`version` and check its graph against the card; ValueError on any mismatch."""
     session = ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
-    graph_input, graph_output = signature(session, card.output.name)
-    _check_spec("input", graph_input, card.input)
+    declared = card.graph_inputs if card.columns is not None else None
+    inputs, graph_output = graph_inputs(session, declared), _output(session, card.output.name)
+    for graph_input, card_input in zip(inputs, card.graph_inputs):
+        _check_spec("input", graph_input, card_input)
     _check_spec("output", graph_output, card.output)
-    return LoadedModel(card, session, graph_input, graph_output,
-                       serving_options(path.parent.parent / SERVING_FILE), batching, name, version)
+    return LoadedModel(card, session, inputs[0], graph_output,
+                       serving_options(path.parent.parent / SERVING_FILE), batching, name, version, inputs)
 
 
 def _check_spec(role: str, graph: TensorSpec, card: TensorSpec) -> None:

@@ -242,17 +242,23 @@ def _row(row: object, i: int, card: ModelCard) -> list:
     return row
 
 
-def float32_matrix(values: list | np.ndarray, names: list[str] | None) -> np.ndarray:
+def float32_matrix(values: list | np.ndarray, names: list[str] | None, missing: bool = False) -> np.ndarray:
     """A [rows, n_features] matrix of numbers -> float32, refusing what float32 cannot hold finitely.
 
-    Every protocol's decoder ends here, so the model never sees NaN, an infinity or an overflow.
+    Every protocol's decoder ends here, so the model never sees NaN, an infinity or an overflow;
+    `missing`: NaN stands for a missing value (a table model's `features`, whose graph fills it).
     """
     if type(values) is np.ndarray and values.dtype == np.float32 and np.isfinite(values).all():
         return values  # float32 already (binary tensor data), every value finite: nothing to round
     wide = np.asarray(values, dtype=np.float64)
     magnitude = np.abs(wide)
     if not magnitude.max() < FLOAT32_LIMIT:  # also false for NaN
-        i, j = np.argwhere(~(magnitude < FLOAT32_LIMIT))[0].tolist()
+        bad = ~(magnitude < FLOAT32_LIMIT)
+        if missing:
+            bad &= ~np.isnan(wide)
+        if not bad.any():
+            return wide.astype(np.float32)
+        i, j = np.argwhere(bad)[0].tolist()
         value = values[i][j]
         raise BadRequest(f"row {i}, {_feature(j, names)} is {show(getattr(value, 'item', lambda: value)())}, "
                          "which is not a finite float32 (|x| <= 3.4e38)")

@@ -1,5 +1,8 @@
 """The native predict API's wire format: `{"model", "version", "instances", "top_k"}` in,
-`{"model", "version", "task", "predictions"}` out, one task-aware prediction per row."""
+`{"model", "version", "task", "predictions"}` out, one task-aware prediction per row.
+
+A table model's rows may hold strings and nulls (`service.codecs.columns`); a row with filled
+features or unseen categories gets a `warnings` list on its prediction, other rows none."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import orjson
 from starlette.responses import Response
 
 from service import tasks
-from service.codecs import json
+from service.codecs import columns, json
 from service.dataplane import Codec
 from service.errors import BadRequest, json_bytes
 from service.runtime import LoadedModel
@@ -48,8 +51,8 @@ def target(data: dict) -> tuple[str | None, int | str | None]:
 
 
 def matrix(data: dict, model: LoadedModel, max_rows: int) -> np.ndarray:
-    """The rows as a checked float32 matrix."""
-    return json.rows(data["instances"], model.card, max_rows)
+    """The rows as a checked float32 matrix (a table model's: structured rows)."""
+    return columns.instances(data["instances"], model.card, max_rows)
 
 
 def top_k(data: dict) -> int:
@@ -67,8 +70,12 @@ def post(data: dict, model: LoadedModel) -> partial:
     return partial(tasks.postprocess, model.card, top_k=top_k(data))
 
 
-def encode(data: dict, model: LoadedModel, predictions: list[bytes]) -> Response:
-    """The predictions (each row's JSON text) with the model that made them."""
+def encode(data: dict, model: LoadedModel, predictions: list[bytes], x: np.ndarray) -> Response:
+    """The predictions (each row's JSON text) with the model that made them; a table model's rows
+    with something to say end with their `warnings`."""
+    notes = None if model.card.columns is None else columns.warnings(model.card, x)
+    if notes is not None:
+        predictions = [p[:-1] + b',"warnings":' + orjson.dumps(w) + b"}" if w else p for p, w in zip(predictions, notes)]
     head = orjson.dumps({"model": model.name, "version": model.version, "task": model.card.task.value})
     return json_bytes(b"".join((head[:-1], b',"predictions":[', b",".join(predictions), b"]}")))
 

@@ -13,6 +13,12 @@ Accepted inputs, as in TF Serving's REST guide, for a model with n features:
 - a model with one feature also takes one number per row: {"instances": [1.0, 2.0, 5.0]};
 - "signature_name", when given, must be "serving_default".
 Rows then follow the native rules of `codecs.json.rows` (count, width, numbers only, finite float32).
+
+A table model (a card with `columns`) takes its graph's inputs by name (`service.codecs.columns`):
+{"instances": [{"features": [numbers or null], "categories": [strings or null]}, ...]} or
+{"inputs": {"features": [[...], ...], "categories": [[...], ...]}}, null meaning missing; its
+signature lists `features` DT_FLOAT and `categories` DT_STRING. Answers carry no warnings: TF
+Serving's answer with one output is the bare list of rows, with no place for them.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from starlette.responses import Response
 
 from service import tasks
 from service.card import ModelCard, Task
-from service.codecs import json
+from service.codecs import columns, json
 from service.dataplane import Codec
 from service.errors import BadRequest, json_bytes
 from service.repository import READY, Entry
@@ -51,8 +57,11 @@ def parse(body: bytes, scope: dict, limit: int) -> PredictRequest:
 
 
 def matrix(req: PredictRequest, model: LoadedModel, max_rows: int) -> np.ndarray:
-    """The request's rows as a checked [rows, n_features] float32 matrix."""
+    """The request's rows as a checked [rows, n_features] float32 matrix (a table model's: its
+    named inputs as structured rows)."""
     name, card = model.input.name, model.card
+    if card.columns is not None:
+        return _named(req, card, max_rows)
     if req.instances is not None:
         rows = req.instances
         if type(rows) is list:
@@ -81,6 +90,34 @@ def _plain(rows: object, card: ModelCard) -> object:
     return rows
 
 
+def _named(req: PredictRequest, card: ModelCard, max_rows: int) -> np.ndarray:
+    """A table model's inputs: instances {"features": [...], "categories": [...]} or columnar
+    {"features": [[...], ...], ...}; a model with one input also takes its rows unnamed."""
+    names = [s.name for s in card.graph_inputs]
+    if req.instances is None:
+        tensors = req.inputs if type(req.inputs) is dict else {names[0]: req.inputs} if len(names) == 1 else None
+        if tensors is None:
+            raise BadRequest(f"'inputs' must be an object naming the model's inputs {names}")
+        return columns.named(card, tensors, max_rows, "'inputs'")
+    rows = req.instances.tolist() if type(req.instances) is np.ndarray else req.instances
+    if type(rows) is not list or not rows:
+        raise BadRequest(f"'instances' must be a non-empty list of rows, got {json.show(rows)}")
+    if len(rows) > max_rows:
+        raise BadRequest(f"at most {max_rows} rows per request, got {len(rows)}")
+    tensors: dict[str, list] = {n: [] for n in names}
+    for i, row in enumerate(rows):
+        if type(row) is not dict:
+            if len(names) > 1:
+                raise BadRequest(f"instance {i} must be an object naming the model's inputs {names}, "
+                                 f"got {json.json_type(row)}")
+            row = {names[0]: row}
+        if sorted(row) != sorted(names):
+            raise BadRequest(f"instance {i} names inputs {sorted(row)}; the model's inputs are {names}")
+        for n in names:
+            tensors[n].append(row[n])
+    return columns.named(card, tensors, max_rows, "instances")
+
+
 def served_output(card: ModelCard) -> tasks.OutputInfo:
     """The signature's one output: probabilities for classifiers, the raw output for regression."""
     offered = tasks.offered(card)
@@ -92,7 +129,7 @@ def post(req: PredictRequest, model: LoadedModel) -> partial:
     return partial(tasks.outputs, model.card, names=[served_output(model.card).name])
 
 
-def encode(req: PredictRequest, model: LoadedModel, served: dict[str, np.ndarray]) -> Response:
+def encode(req: PredictRequest, model: LoadedModel, served: dict[str, np.ndarray], x: np.ndarray) -> Response:
     """{"predictions": ...} for row format, {"outputs": ...} for columnar; NaN becomes null."""
     (out,) = served.values()
     key = "predictions" if req.instances is not None else "outputs"
@@ -111,15 +148,16 @@ def model_status(entries: list[Entry]) -> dict:
 def model_metadata(model: LoadedModel) -> dict:
     """GetModelMetadataResponse with the "serving_default" signature."""
     out = served_output(model.card)
-    signature = {"inputs": {model.input.name: _tensor(model.input.name, model.card.n_features)},
+    signature = {"inputs": {i.name: _tensor(i.name, i.shape[-1], i.dtype) for i in model.card.graph_inputs},
                  "outputs": {out.name: _tensor(out.name, out.width)}, "method_name": METHOD}
     return {"model_spec": {"name": model.name, "signature_name": "", "version": str(model.version)},
             "metadata": {"signature_def": {"signature_def": {SIGNATURE: signature}}}}
 
 
-def _tensor(name: str, width: int) -> dict:
+def _tensor(name: str, width: int, dtype: str = "float32") -> dict:
     dims = [{"size": "-1", "name": ""}, {"size": str(width), "name": ""}]
-    return {"dtype": "DT_FLOAT", "tensor_shape": {"dim": dims, "unknown_rank": False}, "name": name}
+    return {"dtype": "DT_STRING" if dtype == "string" else "DT_FLOAT",
+            "tensor_shape": {"dim": dims, "unknown_rank": False}, "name": name}
 
 
 CODEC = Codec(parse, matrix, post, encode)

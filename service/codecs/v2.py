@@ -2,7 +2,7 @@
 
 Plain functions, explicit checks, every failure a 400 naming what was expected and received.
 
-Input rules (the model has one FP32 input of shape [-1, n_features]):
+Input rules (the model has one FP32 input of shape [-1, n_features]; a table model's, below):
 - exactly one input, named as the model's input; shape [rows, n_features] with 1 <= rows <=
   max_rows ([n_features] alone is refused: the batch dimension is explicit, as in Triton);
 - `data` flat (row-major) or nested exactly as `shape`; its element count must equal the
@@ -15,6 +15,13 @@ Input rules (the model has one FP32 input of shape [-1, n_features]):
 - with the binary tensor data extension (`parameters.binary_data_size` and the
   `Inference-Header-Content-Length` header) the bytes are the declared type, little-endian,
   under the same rules. A gzip or deflate `Content-Encoding` is decompressed within the body limit.
+
+A table model (a card with `columns`) takes its graph's inputs by name, each once: `features`
+[rows, numeric columns] as above, JSON null and NaN meaning missing, and `categories` [rows,
+categorical columns], BYTES: JSON strings (null or "" missing) or binary (each element a 4-byte
+little-endian length, then its UTF-8 bytes; binary inputs follow the JSON in request order).
+Filled features and unseen categories are named in the response's `parameters.warnings`, one
+"row <i>: <warning>" line each, "\n"-joined (the spec's parameters are strings, not lists).
 
 Outputs: as `service.tasks.outputs`. Each is sent as JSON `data` (a non-finite FP32 value as
 the string "NaN", "Infinity" or "-Infinity": JSON has no such numbers and the spec's tensor_data
@@ -30,7 +37,6 @@ output parameter are refused.
 from __future__ import annotations
 
 import math
-import struct
 import zlib
 from functools import partial
 from itertools import chain
@@ -40,8 +46,8 @@ import orjson
 from starlette.responses import Response
 
 from service import tasks
-from service.card import ModelCard
-from service.codecs import json
+from service.card import CATEGORIES, FEATURES
+from service.codecs import columns, json, v2_bytes
 from service.dataplane import Codec
 from service.errors import BadRequest, PayloadTooLarge, json_bytes
 from service.runtime import LoadedModel
@@ -59,6 +65,7 @@ EXACT = 2**24  # every integer up to this magnitude is exact in float32
 _FLOAT_NAMES = frozenset(d.value for d in FLOATS)
 _NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
 _INTS = frozenset((int,))
+_MISSING = json.NUMBERS | {type(None)}  # a table model's FP32 `features`: null is a missing value
 _WIRE = {"float32": Datatype.FP32, "string": Datatype.BYTES}
 
 
@@ -110,27 +117,102 @@ def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
 
 
 def matrix(parsed: Parsed, model: LoadedModel, max_rows: int) -> np.ndarray:
-    """The request's one input as a checked [rows, n_features] float32 matrix."""
-    req, tail = parsed.req, parsed.tail
+    """The request's one input as a checked [rows, n_features] float32 matrix; a table model's
+    inputs as its structured rows (`_table`)."""
+    req, card = parsed.req, model.card
+    if card.columns is not None:
+        return _table(parsed, model, max_rows)
     if len(req.inputs) != 1 or req.inputs[0].name != model.input.name:
         raise BadRequest(f"model {model.name!r} takes one input {model.input.name!r}, "
                          f"got {[i.name for i in req.inputs]}")
-    inp, card = req.inputs[0], model.card
-    rows, n = _rows(inp, card, max_rows)
+    return _floats(req.inputs[0], parsed.tail, card.n_features, card.feature_names, max_rows)
+
+
+def _table(parsed: Parsed, model: LoadedModel, max_rows: int) -> np.ndarray:
+    """A table model's inputs, by name in any order, as `columns.table` rows."""
+    req, card = parsed.req, model.card
+    names, got = [s.name for s in card.graph_inputs], [i.name for i in req.inputs]
+    if sorted(got) != sorted(names):
+        raise BadRequest(f"model {model.name!r} takes inputs {names}, got {got}")
+    kinds = [c.kind for c in card.columns]
+    numeric = [c.name for c in card.columns if c.kind == "numeric"]
+    tensors = {inp.name: _floats(inp, chunk, len(numeric), numeric, max_rows, missing=True) if inp.name == FEATURES
+               else _strings(inp, chunk, kinds.count("categorical"), max_rows)
+               for inp, chunk in zip(req.inputs, _chunks(req.inputs, parsed.tail))}
+    return columns.table(card, tensors.get(FEATURES), tensors.get(CATEGORIES))
+
+
+def _chunks(inputs: list[RequestInput], tail: bytes) -> list[bytes]:
+    """Each input's part of the binary tail, in request order by `binary_data_size`; the last
+    input that declares one (or the last input, when none does) takes what remains, so its own
+    size check reports any difference."""
+    sizes = [(i.parameters or {}).get("binary_data_size") for i in inputs]
+    last = max((k for k, size in enumerate(sizes) if size is not None), default=len(sizes) - 1)
+    chunks, start = [], 0
+    for k, size in enumerate(sizes):
+        stop = len(tail) if k == last else start + size if type(size) is int and size >= 0 else start
+        chunks.append(tail[start:stop])
+        start = stop
+    return chunks
+
+
+def _floats(inp: RequestInput, chunk: bytes, n: int, names: list[str] | None, max_rows: int,
+            missing: bool = False) -> np.ndarray:
+    """One numeric input as a checked [rows, n] float32 matrix; `missing`: null (JSON) and NaN mean missing."""
+    rows = _rows(inp, n, max_rows)
     if inp.datatype not in FLOATS and inp.datatype not in INTEGERS:
         raise BadRequest(f"model input {inp.name!r} is FP32; {inp.datatype.value} data cannot be cast to it "
                          "(send FP32, FP64, FP16 or an integer type)")
-    size = (inp.parameters or {}).get("binary_data_size")
-    if size is None and tail:
-        raise BadRequest(f"{len(tail)} bytes of binary data follow the JSON, but no input declares binary_data_size")
-    values = _json_values(inp, rows, n) if size is None else _binary_values(inp, size, tail, rows * n)
+    size = _binary_size(inp, chunk)
+    values = _json_values(inp, rows, n, missing) if size is None else _binary_values(inp, size, chunk, rows * n)
     if inp.datatype in INTEGERS and values.dtype.itemsize >= 4:
-        _check_exact(values, inp.datatype, n, card)
-    return json.float32_matrix(values.reshape(rows, n), card.feature_names)
+        _check_exact(values, inp.datatype, n)
+    return json.float32_matrix(values.reshape(rows, n), names, missing)
 
 
-def _rows(inp: RequestInput, card: ModelCard, max_rows: int) -> tuple[int, int]:
-    n, shape = card.n_features, inp.shape
+def _binary_size(inp: RequestInput, chunk: bytes) -> object:
+    size = (inp.parameters or {}).get("binary_data_size")
+    if size is None and chunk:
+        raise BadRequest(f"{len(chunk)} bytes of binary data follow the JSON, but no input declares binary_data_size")
+    return size
+
+
+def _strings(inp: RequestInput, chunk: bytes, n: int, max_rows: int) -> np.ndarray:
+    """A BYTES input as a [rows, n] array of strings; null (JSON) and "" mean missing."""
+    rows = _rows(inp, n, max_rows)
+    if inp.datatype is not Datatype.BYTES:
+        raise BadRequest(f"model input {inp.name!r} is BYTES (one string per categorical feature); "
+                         f"got {inp.datatype.value}")
+    size = _binary_size(inp, chunk)
+    if size is not None:
+        texts = _binary_strings(inp, size, chunk, rows * n)
+    else:
+        texts = _flat(inp, inp.data, rows, n, "strings")
+        k = next((k for k, t in enumerate(texts) if type(t) is not str and t is not None), None)
+        if k is not None:
+            raise BadRequest(f"input {inp.name!r} (BYTES): row {k // n}, feature {k % n} is not a string: "
+                             f"{json.json_text(texts[k])[:40]}")
+        texts = ["" if t is None else t for t in texts]
+    return np.array(texts, dtype=object).reshape(rows, n)
+
+
+def _binary_strings(inp: RequestInput, size: object, chunk: bytes, count: int) -> list[str]:
+    if inp.data is not None:
+        raise BadRequest(f"input {inp.name!r} has both 'data' and binary_data_size; send one")
+    if type(size) is not int or size != len(chunk):
+        raise BadRequest(f"input {inp.name!r} declares {size} bytes of binary data, the body carries {len(chunk)}")
+    try:
+        texts = v2_bytes.decode(chunk)
+    except ValueError as exc:
+        raise BadRequest(f"input {inp.name!r}: binary BYTES data must be 4-byte little-endian lengths each "
+                         f"followed by that many UTF-8 bytes ({exc})") from None
+    if len(texts) != count:
+        raise BadRequest(f"input {inp.name!r}: shape {inp.shape} holds {count} elements, binary data has {len(texts)}")
+    return texts
+
+
+def _rows(inp: RequestInput, n: int, max_rows: int) -> int:
+    shape = inp.shape
     if len(shape) != 2 or shape[1] != n:
         hint = f"; for one row send shape [1, {n}]" if shape == [n] else ""
         raise BadRequest(f"input {inp.name!r} must have shape [rows, {n}], got {shape}{hint}")
@@ -138,33 +220,40 @@ def _rows(inp: RequestInput, card: ModelCard, max_rows: int) -> tuple[int, int]:
         raise BadRequest(f"input {inp.name!r} must have 1 to {max_rows} rows, shape says {shape[0]}")
     if "shared_memory_region" in (inp.parameters or {}):
         raise BadRequest("shared memory is not supported; send the data in the request")
-    return shape[0], n
+    return shape[0]
 
 
-def _json_values(inp: RequestInput, rows: int, n: int) -> np.ndarray:
+def _flat(inp: RequestInput, data: object, rows: int, n: int, what: str) -> list:
+    """`data` as a flat list of rows * n elements: flat, or nested exactly as the shape."""
+    if type(data) is not list:
+        kind = "missing" if data is None else f"a {type(data).__name__}"
+        raise BadRequest(f"input {inp.name!r} needs 'data', a list of {rows * n} {what}; it is {kind}")
+    if data and type(data[0]) is list:  # nested: must follow the shape exactly
+        if len(data) != rows or any(type(r) is not list or len(r) != n for r in data):
+            raise BadRequest(f"input {inp.name!r}: nested 'data' must be {rows} lists of {n} {what} "
+                             f"to match shape {inp.shape}")
+        data = list(chain.from_iterable(data))
+    if len(data) != rows * n:
+        raise BadRequest(f"input {inp.name!r}: shape {inp.shape} holds {rows * n} elements, 'data' has {len(data)}")
+    return data
+
+
+def _json_values(inp: RequestInput, rows: int, n: int, missing: bool = False) -> np.ndarray:
     data = inp.data
     if type(data) is np.ndarray:  # a table of numbers, as `json.parse` read it
         if data.shape == ((rows * n,) if data.ndim == 1 else (rows, n)):
             return data.ravel()
         data = data.tolist()  # a count or shape mismatch: the checks below explain it
-    if type(data) is not list:
-        what = "missing" if data is None else f"a {type(data).__name__}"
-        raise BadRequest(f"input {inp.name!r} needs 'data', a list of {rows * n} numbers; it is {what}")
-    if data and type(data[0]) is list:  # nested: must follow the shape exactly
-        if len(data) != rows or any(type(r) is not list or len(r) != n for r in data):
-            raise BadRequest(f"input {inp.name!r}: nested 'data' must be {rows} lists of {n} numbers "
-                             f"to match shape {inp.shape}")
-        data = list(chain.from_iterable(data))
-    if len(data) != rows * n:
-        raise BadRequest(f"input {inp.name!r}: shape {inp.shape} holds {rows * n} elements, 'data' has {len(data)}")
+    data = _flat(inp, data, rows, n, "numbers")
     integer = inp.datatype in INTEGERS
-    if not (_INTS if integer else json.NUMBERS).issuperset(map(type, data)):
-        k = next(k for k, v in enumerate(data) if type(v) not in (_INTS if integer else json.NUMBERS))
+    allowed = _INTS if integer else _MISSING if missing else json.NUMBERS
+    if not allowed.issuperset(map(type, data)):
+        k = next(k for k, v in enumerate(data) if type(v) not in allowed)
         kind = "an integer" if integer else "a number"
         raise BadRequest(f"input {inp.name!r} ({inp.datatype.value}): row {k // n}, feature {k % n} "
                          f"is not {kind}: {json.json_text(data[k])[:40]}")
     if not integer:
-        return np.array(data, dtype=np.float64)
+        return np.array(data, dtype=np.float64)  # null (missing) becomes NaN
     dtype = INTEGERS[inp.datatype]
     try:
         return np.array(data, dtype=dtype)
@@ -187,7 +276,7 @@ def _binary_values(inp: RequestInput, size: object, tail: bytes, count: int) -> 
     return np.frombuffer(tail, dtype=dtype)
 
 
-def _check_exact(values: np.ndarray, datatype: Datatype, n: int, card: ModelCard) -> None:
+def _check_exact(values: np.ndarray, datatype: Datatype, n: int) -> None:
     wide = np.flatnonzero((values > EXACT) | (values < -EXACT) if values.dtype.kind == "i" else values > EXACT)
     if wide.size:
         k = int(wide[0])
@@ -231,19 +320,22 @@ def post(parsed: Parsed, model: LoadedModel) -> partial:
     return partial(tasks.outputs, model.card, names=output_names(parsed))
 
 
-def encode(parsed: Parsed, model: LoadedModel, arrays: dict[str, np.ndarray]) -> Response:
+def encode(parsed: Parsed, model: LoadedModel, arrays: dict[str, np.ndarray], x: np.ndarray) -> Response:
     """The inference response: JSON, or JSON header plus binary tensors when any output is binary."""
     req = parsed.req
     head: dict = {"model_name": model.name, "model_version": str(model.version)}
     if req.id is not None:
         head["id"] = req.id
+    notes = None if model.card.columns is None else columns.warnings(model.card, x)
+    if notes is not None:
+        head["parameters"] = {"warnings": "\n".join(f"row {i}: {w}" for i, row in enumerate(notes) for w in row)}
     default, chosen = parsed.binary
     outputs, chunks, numeric = [], [], []
     for name, array in arrays.items():
         text = array.dtype.kind == "O"
         out = {"name": name, "datatype": "BYTES" if text else "FP32", "shape": list(array.shape)}
         if chosen.get(name, default):
-            raw = _bytes_tensor(array) if text else array.astype("<f4", copy=False).tobytes()
+            raw = v2_bytes.encode(array) if text else array.astype("<f4", copy=False).tobytes()
             out["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)
         elif text:
@@ -274,22 +366,15 @@ def _numbers(flat: np.ndarray) -> np.ndarray | list:
     return [v if math.isfinite(v) else _NON_FINITE[str(v)] for v in flat.tolist()]
 
 
-def _bytes_tensor(array: np.ndarray) -> bytes:
-    # Each element as a 4-byte little-endian length and its UTF-8 bytes; a label column repeats a
-    # few values, so each distinct one is encoded once.
-    items = array.ravel().tolist()
-    packed = {s: struct.pack("<I", len(b)) + b for s in set(items) for b in (s.encode(),)}
-    return b"".join(map(packed.__getitem__, items))
-
-
 def model_metadata(model: LoadedModel, versions: list[int]) -> dict:
-    """$metadata_model_response: the session's input and every output `tasks.offered`.
+    """$metadata_model_response: the session's inputs and every output `tasks.offered`.
 
-    The input is FP32 whatever the graph's type: every request is decoded to float32 features,
-    which `LoadedModel.feed` casts exactly to a float64 or integer graph input."""
+    A one-input model's input is FP32 whatever the graph's type: every request is decoded to
+    float32 features, which `LoadedModel.feed` casts exactly to a float64 or integer graph input.
+    A table model's are `features` FP32 and `categories` BYTES, as its graph has them."""
     return {"name": model.name, "versions": [str(v) for v in versions], "platform": PLATFORM,
-            "inputs": [{"name": model.input.name, "datatype": Datatype.FP32.value,
-                        "shape": model.input.shape or model.card.input.shape}],
+            "inputs": [{"name": i.name, "datatype": (Datatype.BYTES if i.dtype == "string" else Datatype.FP32).value,
+                        "shape": i.shape or c.shape} for i, c in zip(model.inputs, model.card.graph_inputs)],
             "outputs": [{"name": o.name, "datatype": _WIRE[o.dtype].value, "shape": [-1, o.width]}
                         for o in tasks.offered(model.card)]}
 

@@ -29,10 +29,12 @@ class PredictRequest(_Strict):
     model: str | None = Field(None, description="Model name; optional with a default or a single model.")
     version: Annotated[int, Field(ge=1, le=VERSION_MAX)] | Annotated[str, Field(pattern=VERSION_PATTERN)] | None = \
         Field(None, description="Model version; the newest ready one if left out.")
-    instances: list[list[float] | dict[str, float]] = Field(
+    instances: list[list[float | str | None] | dict[str, float | str | None]] = Field(
         min_length=1, description="Rows: lists of numbers, or objects keyed by feature name. Each row "
         "must hold exactly the model's features (its card's `feature_names`, or as many numbers), "
-        "each a finite float32; anything else is answered 400 naming the row and feature.")
+        "each a finite float32; anything else is answered 400 naming the row and feature. A table "
+        "model (a card with `columns`) takes strings for its categorical columns and null (or, in an "
+        "object, an absent key) for a missing value, which its graph fills.")
     top_k: int | None = Field(None, ge=1, le=JSON_INT_MAX,
                               description="Multiclass: how many classes to rank (default 3).")
 
@@ -42,24 +44,31 @@ class LabelProbability(_Strict):
     probability: float | None
 
 
-class BinaryPrediction(LabelProbability):
+class _Warned(_Strict):
+    # Only a table model's rows with something to say have it: other answers are as they were.
+    warnings: list[str] | None = Field(None, exclude_if=lambda v: v is None, description="Table models: features "
+                                       "filled because they were missing, and categories not seen in training "
+                                       "(encoded as all zeros); absent when there are none.")
+
+
+class BinaryPrediction(LabelProbability, _Warned):
     """Positive-class probability; the label is labels[1] at or over the threshold."""
 
 
-class MulticlassPrediction(LabelProbability):
+class MulticlassPrediction(LabelProbability, _Warned):
     """Best class and the top_k classes by softmax probability."""
 
     top_k: list[LabelProbability]
 
 
-class MultilabelPrediction(_Strict):
+class MultilabelPrediction(_Warned):
     """Labels at or over their thresholds, and every label's sigmoid probability."""
 
     labels: list[str] | None
     probabilities: dict[str, float | None]
 
 
-class RegressionPrediction(_Strict):
+class RegressionPrediction(_Warned):
     """The predicted value, or a list of values for several targets."""
 
     value: float | None | list[float | None]

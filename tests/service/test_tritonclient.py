@@ -8,7 +8,7 @@ import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
 from service import tasks
-from tests.service import helpers
+from tests.service import helpers, tables
 
 
 @pytest.fixture
@@ -86,3 +86,39 @@ def test_errors_reach_the_client(client, model, rows, outputs, status, message):
     with pytest.raises(InferenceServerException) as info:
         client.infer(model, inputs(rows, True), outputs=requested)
     assert info.value.status() == status and message in info.value.message()
+
+
+@pytest.fixture(scope="module")
+def table_client(tmp_path_factory):
+    """A second server, for a table model (issue 15): inputs `features` FP32 and `categories` BYTES."""
+    root = tmp_path_factory.mktemp("tables")
+    tables.write(root)
+    env = {"TINYSERVE_MODEL_ROOT": str(root), "TINYSERVE_LOG_LEVEL": "warning"}
+    with helpers.running_server(env, tmp_path_factory.mktemp("table-server") / "server.log") as url:
+        c = triton.InferenceServerClient(url.removeprefix("http://"), network_timeout=10)
+        yield c
+        c.close()
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
+def test_a_table_model_takes_a_bytes_input(table_client, binary):
+    meta = table_client.get_model_metadata("tiny-table")
+    assert [(i["name"], i["datatype"]) for i in meta["inputs"]] == [("features", "FP32"), ("categories", "BYTES")]
+    rows = [[22.0, "1st", 7.25], [None, "2nd", 30.0], [35.0, "crew", None]]
+    features = np.array([[np.nan if r[0] is None else r[0], np.nan if r[2] is None else r[2]] for r in rows], np.float32)
+    if not binary:  # JSON has no NaN: a missing number is null, which numpy arrays cannot carry
+        features = features[:1]
+        rows = rows[:1]
+    categories = np.array([[r[1].encode()] for r in rows[:len(features)]], dtype=np.object_)
+    tensors = []
+    for name, array in (("categories", categories), ("features", features)):  # any order
+        tensor = triton.InferInput(name, list(array.shape), triton.np_to_triton_dtype(array.dtype))
+        tensor.set_data_from_numpy(array, binary_data=binary)
+        tensors.append(tensor)
+    result = table_client.infer("tiny-table", tensors, outputs=[triton.InferRequestedOutput("values", binary)])
+    assert result.as_numpy("values")[:, 0].tolist() == pytest.approx([tables.expected(r) for r in rows])
+    warnings = (result.get_response().get("parameters") or {}).get("warnings")
+    assert warnings == (None if not binary else
+                        "row 1: 'age' is missing: filled with 28.0\n"
+                        "row 2: 'class' = 'crew' is not a category seen in training: encoded as all zeros\n"
+                        "row 2: 'fare' is missing: filled with 10.0")
