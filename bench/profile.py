@@ -107,7 +107,7 @@ def alone(proto: str, body: bytes) -> dict[str, float]:
              "request decoded (parse, envelope, rows -> float32)": lambda: codec.matrix(parse(), model, ROWS),
              "model run (onnxruntime)": partial(model.run, x),
              "answer (probabilities, decisions, rows' JSON)": partial(post, raw),
-             "encode the response": partial(codec.encode, req, model, answer)}
+             "encode the response": partial(codec.encode, req, model, answer, x)}
     if proto == "v2bin":
         del steps["the body's JSON alone (simdjson.Parser().parse)"]
     return {name: _best(f) for name, f in steps.items()}
