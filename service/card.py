@@ -15,7 +15,7 @@ import hashlib
 import re
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -119,10 +119,22 @@ class Source(_Strict):
     command: str  # the import command, as run
 
 
-class Golden(_Strict):
-    """An input row and the Keras output for it; replayed by the service at load time."""
+class Column(_Strict):
+    """One raw feature as clients send it."""
 
-    input: list[float]
+    name: str
+    kind: Literal["numeric", "categorical"]
+    fill: float | str  # numeric: training median; categorical: most frequent training category
+    categories: list[str] | None = None  # categorical only: training categories, encoding order
+    missing_in_training: int = 0  # how many training-split values were missing (and filled)
+
+
+class Golden(_Strict):
+    """An input row and the Keras output for it; replayed by the service at load time.
+
+    With `columns` on the card: one raw value per column (strings for categories, null missing)."""
+
+    input: list[float | str | None]
     output: list[float]
 
 
@@ -135,8 +147,13 @@ class ModelCard(_Strict):
     version: Annotated[int, Field(ge=1)] | None = None
     task: Task
     description: str = ""
-    input: TensorSpec
+    # The float32 `features` input; absent only when `inputs` is set and no column is numeric.
+    input: TensorSpec | None = None
     output: TensorSpec
+    # Raw features (numeric ones feed `features`, categorical ones `categories`, each in this
+    # order); set, `feature_names` lists every column and `inputs` every graph input in order.
+    columns: list[Column] | None = None
+    inputs: list[TensorSpec] | None = None
     # Cards written before this field existed hold logits (values for regression): the default.
     output_kind: OutputKind | None = None
     feature_names: list[str] | None = None
@@ -160,7 +177,7 @@ class ModelCard(_Strict):
 
     @property
     def n_features(self) -> int:
-        return self.input.shape[-1]
+        return self.input.shape[-1] if self.input is not None else 0
 
     @property
     def n_outputs(self) -> int:
@@ -177,8 +194,13 @@ class ModelCard(_Strict):
     @model_validator(mode="after")
     def _consistent(self) -> ModelCard:
         n_in, n_out = self.n_features, self.n_outputs
-        if len(self.input.shape) != 2 or n_in < 1:
+        if self.input is None and not self.columns:
+            raise ValueError("a card needs an input")
+        if self.input is not None and (len(self.input.shape) != 2 or n_in < 1):
             raise ValueError(f"input shape must be [-1, n_features], got {self.input.shape}")
+        if self.columns:
+            self._check_columns()
+            n_in = len(self.columns)  # feature names and golden rows count raw columns
         if len(self.output.shape) != 2 or n_out < 1:
             raise ValueError(f"output shape must be [-1, n_outputs], got {self.output.shape}")
         if self.feature_names is not None and len(self.feature_names) != n_in:
@@ -206,6 +228,19 @@ class ModelCard(_Strict):
             if len(g.input) != n_in or len(g.output) != n_out:
                 raise ValueError(f"golden example {i} does not match the signature")
         return self
+
+    def _check_columns(self) -> None:
+        names = [c.name for c in self.columns]
+        if len(set(names)) != len(names):
+            raise ValueError("column names must be unique")
+        numeric = sum(c.kind == "numeric" for c in self.columns)
+        if numeric != self.n_features:
+            raise ValueError(f"{numeric} numeric columns for an input of {self.n_features} features")
+        if self.inputs is None:
+            raise ValueError("a card with columns lists its graph inputs in `inputs`")
+        for c in self.columns:
+            if (c.kind == "categorical") != (c.categories is not None):
+                raise ValueError(f"column {c.name!r}: categories go with categorical columns only")
 
     def public(self) -> dict:
         """The card as JSON-ready data, without the golden examples."""
