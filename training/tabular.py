@@ -7,10 +7,10 @@ Rules, each enforced with a one-line DataError naming the column or rows:
 - multilabel targets (`targets=[...]`) are 0/1 columns, one per label;
 - feature columns are every other column (minus `drop`), none empty or constant; a column of
   numbers is numeric, any other (text, True/False) categorical, with at most MAX_CATEGORIES
-  distinct values and no more distinct values than half its cells (else it names rows, like an
-  id, and one-hot encoding it learns nothing that carries to a new row); missing values are
-  allowed: the split fills them from the training rows (training/columns.py), and so does the
-  exported graph at serving time;
+  distinct values and, past MIN_ID_DISTINCT of them, no more than half its cells (else it names
+  rows, like an id, and one-hot encoding it learns nothing that carries to a new row);
+  missing values are allowed: the split fills them from the training rows
+  (training/columns.py), and so does the exported graph at serving time;
 - only an empty cell is missing, plus the `na_values` the user names: pandas' own list would turn
   a class called "None" or "NA" into missing data;
 - a column that looks like a row index (no header, or the integers 0..n-1 or 1..n in order, as
@@ -37,6 +37,7 @@ MIN_ROWS = 20
 MIN_PER_CLASS = 5
 MAX_CLASSES_GUESSED = 20  # an integer target with more distinct values is taken as regression
 MAX_CATEGORIES = 100
+MIN_ID_DISTINCT = 10  # fewer distinct values never make a column look like an id
 # The strings pandas reads as missing by default (its read_csv documentation lists them); named
 # when a column is text only because of them. Written out: pandas has no public name for the list.
 PANDAS_NA = frozenset({"#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
@@ -170,7 +171,7 @@ def _features(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None, list[
     _numbers_with_na_words(frame, text)
     many = [c for c in text if _too_many_categories(frame[c])]
     _refuse(many, f"have too many categories to learn from (more than {MAX_CATEGORIES}, or more "
-            "distinct values than half their cells, like a name or an id)",
+            f"than {MIN_ID_DISTINCT} and more than half their cells, like a name or an id)",
             [f"{c!r} ({frame[c].nunique()} distinct values in {frame[c].notna().sum()} cells)"
              for c in many])
     numeric = frame.drop(columns=text)
@@ -192,7 +193,8 @@ def _refuse(bad: list[str], why: str, described: list[str] | None = None) -> Non
 
 def _too_many_categories(column: pd.Series) -> bool:
     distinct = column.nunique(dropna=True)
-    return distinct > MAX_CATEGORIES or distinct > column.notna().sum() / 2
+    # The floor keeps a mostly blank yes/no column from being called an id.
+    return distinct > MAX_CATEGORIES or distinct > max(column.notna().sum() / 2, MIN_ID_DISTINCT)
 
 
 def _numbers_with_na_words(frame: pd.DataFrame, text: list[str]) -> None:

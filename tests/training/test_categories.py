@@ -119,6 +119,13 @@ def test_bad_columns_are_one_line_errors(tmp_path, column, message):
     assert message in str(info.value) and "\n" not in str(info.value)
 
 
+def test_a_mostly_blank_yes_no_column_is_a_category_not_an_id(tmp_path):
+    frame = pd.DataFrame({"a": np.arange(60.0) % 9, "c": ["yes", "no", "yes"] + [np.nan] * 57,
+                          "y": np.tile(["p", "q"], 30)})
+    frame.to_csv(tmp_path / "sparse.csv", index=False)
+    assert load_table(tmp_path / "sparse.csv", target="y").categorical == ("c",)
+
+
 def test_a_category_column_with_thousands_of_values_is_refused(tmp_path):
     n = 3000
     frame = pd.DataFrame({"a": np.arange(n) % 11, "town": [f"t{i % 1500}" for i in range(n)],
