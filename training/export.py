@@ -71,12 +71,13 @@ def check_parity(model: keras.Model, path: Path, x: np.ndarray,
     """Compare onnxruntime with Keras on x at two batch sizes; fail loudly past the limit.
 
     With `columns`, onnxruntime gets the `raw` rows (text, NaN, "") and Keras the same rows
-    encoded as in training, plus the probe rows (every value missing, every category unseen): so
+    encoded as in training (x, already encoded, is not needed), plus the probe rows (every value missing, every category unseen): so
     the graph's own fill and encoding are part of what is proven."""
     if columns:
         raw = with_probes(columns, raw)
         x = encode(columns, raw)
-    raw = raw if columns else {INPUT_NAME: x}
+    else:
+        raw = {INPUT_NAME: x}
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     worst, largest = 0.0, 1.0
     for batch in PARITY_BATCHES:
