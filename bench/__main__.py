@@ -20,6 +20,7 @@ import shutil
 import signal
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -57,16 +58,30 @@ def is_service(name: str) -> bool:
 
 
 def bodies(rows: int, seed: int = 0) -> dict[str, bytes]:
-    """The same rows as a /predict body and as a V2 JSON body; pixel values as digits has them."""
+    """The same rows as a /predict body, a V2 JSON body and a V2 body with binary tensors (the
+    binary tensor extension tritonclient uses, every output asked for binary too); pixel values
+    as digits has them."""
     rnd = random.Random(seed)
     x = [[float(rnd.randint(0, 16)) for _ in range(N_FEATURES)] for _ in range(rows)]
     predict = {"model": MODEL, "instances": x}
-    v2 = {"inputs": [{"name": "features", "shape": [rows, N_FEATURES], "datatype": "FP32",
-                      "data": [v for row in x for v in row]}]}
-    return {"predict": json.dumps(predict).encode(), "v2": json.dumps(v2).encode()}
+    flat = [v for row in x for v in row]
+    v2 = {"inputs": [{"name": "features", "shape": [rows, N_FEATURES], "datatype": "FP32", "data": flat}]}
+    tensor = struct.pack(f"<{len(flat)}f", *flat)
+    head = {"inputs": [{"name": "features", "shape": [rows, N_FEATURES], "datatype": "FP32",
+                        "parameters": {"binary_data_size": len(tensor)}}],
+            "parameters": {"binary_data_output": True}}
+    return {"predict": json.dumps(predict).encode(), "v2": json.dumps(v2).encode(),
+            "v2bin": json.dumps(head).encode() + tensor}
 
 
-PATHS = {"predict": "/predict", "v2": f"/v2/models/{MODEL}/infer"}
+def head_length(proto: str, body: bytes) -> int | None:
+    """The Inference-Header-Content-Length of a binary V2 body (the length of its JSON head)."""
+    if proto != "v2bin":
+        return None
+    return json.JSONDecoder().raw_decode(body.decode("latin-1"))[1]  # latin-1: one char per byte
+
+
+PATHS = {"predict": "/predict", "v2": f"/v2/models/{MODEL}/infer", "v2bin": f"/v2/models/{MODEL}/infer"}
 
 
 def free_port() -> int:
@@ -153,14 +168,17 @@ def server_pid(server: Server) -> int:
     return server.proc.pid
 
 
-def wrk(url: str, body: Path, connections: int, duration: int, core: str | None) -> dict:
+def wrk(url: str, body: Path, connections: int, duration: int, core: str | None, proto: str = "predict") -> dict:
     """One wrk run; requests/s, p50/p99 in ms, errors (non-2xx + socket errors)."""
     command = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "--timeout", "5s",
                "-s", str(HERE / "post.lua"), url]
     if core is not None:
         command = ["taskset", "-c", core, *command]
-    out = subprocess.run(command, env={**os.environ, "BENCH_BODY": str(body)}, capture_output=True,
-                         text=True, timeout=duration + 30)
+    env = {**os.environ, "BENCH_BODY": str(body)}
+    head = head_length(proto, body.read_bytes())
+    if head is not None:
+        env["BENCH_HEAD_LENGTH"] = str(head)
+    out = subprocess.run(command, env=env, capture_output=True, text=True, timeout=duration + 30)
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith("BENCH ")), None)
     if line is None:
         raise SystemExit(f"wrk failed ({out.returncode}): {out.stdout}{out.stderr}")
@@ -257,7 +275,8 @@ def cells(args: argparse.Namespace, names: list[str]) -> list[tuple[str, str, in
         for conc in args.concurrency:
             out += [(name, "predict", rows, conc) for name in names]
             if not args.quick:
-                out += [(name, "v2", rows, conc) for name in names if name in ("tinyserve", baseline.NAME)]
+                out += [(name, proto, rows, conc) for proto in ("v2", "v2bin")
+                        for name in names if name in ("tinyserve", baseline.NAME)]
     return out
 
 
@@ -272,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     files = {}
     for rows in sorted(set(args.rows) | {1}):
         for proto, body in bodies(rows).items():
-            files[proto, rows] = work / f"{proto}-{rows}.json"
+            files[proto, rows] = work / f"{proto}-{rows}.body"
             files[proto, rows].write_bytes(body)
     with baseline.checkout(ROOT, commit) if commit else nullcontext() as old:
         started = servers(args, old)
@@ -297,7 +316,7 @@ def measure(args: argparse.Namespace, started: list[Server], files: dict, work: 
             for server in started:
                 for (proto, rows), body in files.items():
                     if proto == "predict" or is_service(server.name):
-                        wrk(server.url(PATHS[proto]), body, 16, 1, wrk_core)
+                        wrk(server.url(PATHS[proto]), body, 16, 1, wrk_core, proto)
         for server in started:
             memory[server.name] = rss_mb(server_pid(server))
         todo = cells(args, [s.name for s in started])
@@ -305,7 +324,7 @@ def measure(args: argparse.Namespace, started: list[Server], files: dict, work: 
         for i in range(args.rounds):
             # Reversed every other round: of any two servers, each goes first in turn.
             for name, proto, rows, conc in todo if i % 2 == 0 else todo[::-1]:
-                r = wrk(by_name[name].url(PATHS[proto]), files[proto, rows], conc, args.duration, wrk_core)
+                r = wrk(by_name[name].url(PATHS[proto]), files[proto, rows], conc, args.duration, wrk_core, proto)
                 results.setdefault((name, proto, rows, conc), []).append(r)
     finally:
         for server in started:
@@ -328,7 +347,7 @@ def report(args, started: list[Server], results: dict, memory: dict, server_core
     med = {key: median(results[key]) for key in sorted(results, key=lambda k: (
         args.rows.index(k[2]), args.concurrency.index(k[3]), order[k[0]], k[1]))}
     for (name, proto, rows, conc), m in med.items():
-        endpoint = PATHS[proto] if is_service(name) else "(any)"
+        endpoint = (PATHS[proto] + (" (binary)" if proto == "v2bin" else "")) if is_service(name) else "(any)"
         print(f"| {name} | {endpoint} | {rows} | {conc} | {m['rps']:,.0f} | {m['rps'] * rows:,.0f} | "
               f"{m['p50']:.2f} | {m['p99']:.2f} | {m['errors']:.0f} |")
     print()
@@ -372,15 +391,16 @@ def header(args, cpu: str, server_cores: str, wrk_core: str | None) -> None:
 def floor_ratios(args, med: dict) -> None:
     print("Ratios (service throughput / floor throughput; rows/s ratios equal req/s ratios):")
     print()
-    print("| rows | conc | /predict ÷ raw | /predict ÷ fastapi | V2 ÷ /predict |"
+    print("| rows | conc | /predict ÷ raw | /predict ÷ fastapi | V2 ÷ fastapi | V2 binary ÷ raw | V2 ÷ /predict |"
           + "".join(f" {name} ÷ /predict |" for name in args.variants))
-    print("|---:|---:|---:|---:|---:|" + "---:|" * len(args.variants))
+    print("|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(args.variants))
     for rows in args.rows:
         for conc in args.concurrency:
             get = lambda name, proto="predict": med.get((name, proto, rows, conc), {}).get("rps")  # noqa: E731
             ratio = lambda a, b: f"{a / b:.2f}" if a and b else "-"  # noqa: E731
             svc = get("tinyserve")
             line = (f"| {rows} | {conc} | {ratio(svc, get('raw-asgi'))} | {ratio(svc, get('fastapi'))} | "
+                    f"{ratio(get('tinyserve', 'v2'), get('fastapi'))} | {ratio(get('tinyserve', 'v2bin'), get('raw-asgi'))} | "
                     f"{ratio(get('tinyserve', 'v2'), svc)} |")
             line += "".join(f" {ratio(get(f'tinyserve+{name}'), svc)} |" for name in args.variants)
             print(line)

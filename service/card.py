@@ -97,6 +97,21 @@ class Baseline(_Strict):
     metrics: Metrics
 
 
+class ThresholdCheck(_Strict):
+    """One binary / per-label threshold: tuned on the validation split, and whether it is served.
+
+    The card's `threshold_rule` says how `wins`, `losses` and `trials` were counted."""
+
+    label: str
+    tuned: float  # the threshold the whole validation split chose
+    served: float  # `tuned`, or 0.5 when the check did not support it
+    wins: int  # held-out checks where the tuned threshold beat 0.5
+    losses: int  # held-out checks where it did worse (the rest were ties)
+    trials: int
+    mean_gain: float  # mean held-out change of the tuning metric, tuned minus 0.5
+    reason: str
+
+
 class Parity(_Strict):
     """onnxruntime against Keras on the test rows, at two batch sizes."""
 
@@ -169,7 +184,13 @@ class ModelCard(_Strict):
     metrics: Metrics | None = None
     # Test metrics had every threshold stayed at 0.5, to show what tuning changed.
     metrics_at_half: Metrics | None = None
-    baseline: Baseline | None = None
+    baseline: Baseline | None = None  # logistic or linear regression
+    # Added later, so absent from older cards: gradient-boosted trees on the same split.
+    trees_baseline: Baseline | None = None
+    # How tuned thresholds were checked before serving, and the result for each; absent for
+    # thresholds fixed at 0.5 and in cards written before the check existed.
+    threshold_rule: str | None = None
+    threshold_checks: list[ThresholdCheck] | None = None
     parity: Parity | None = None
     sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
     golden: list[Golden] = []
@@ -224,6 +245,10 @@ class ModelCard(_Strict):
                 raise ValueError(f"{self.task.value} card needs {expected_thresholds} threshold(s)")
             if not all(0.0 < t < 1.0 for t in self.thresholds):
                 raise ValueError(f"thresholds must lie strictly between 0 and 1: {self.thresholds}")
+        if self.threshold_checks is not None and \
+                [c.served for c in self.threshold_checks] != self.thresholds:
+            raise ValueError("threshold_checks must give the served thresholds, in order: "
+                             f"{[c.served for c in self.threshold_checks]} != {self.thresholds}")
         for i, g in enumerate(self.golden):
             if len(g.input) != n_in or len(g.output) != n_out:
                 raise ValueError(f"golden example {i} does not match the signature")

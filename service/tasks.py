@@ -1,8 +1,8 @@
-"""Task postprocessing: network outputs -> one JSON-ready prediction per row, and the named outputs.
+"""Task postprocessing: network outputs -> one prediction per row (its JSON text), and the named outputs.
 
 One numpy path per concern, whatever the batch size: `softmax` and `sigmoid` make probabilities,
 one `decide` function per task says which label wins (or which labels pass) and when that is null,
-and one `answer` function per task builds the /predict dicts. `POST` is the table of them, keyed
+and one `answer` function per task writes the /predict answers. `POST` is the table of them, keyed
 by task; a new task type is one entry there plus its functions here.
 
 What a classifier's output holds is the card's `output_kind`, decided once per (task, kind) in
@@ -38,7 +38,6 @@ models offer only the raw output.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -46,6 +45,7 @@ from itertools import compress
 from typing import NamedTuple
 
 import numpy as np
+import orjson
 
 from service.card import ModelCard, OutputKind, Task
 from service.errors import BadRequest
@@ -105,8 +105,8 @@ def _score(card: ModelCard, post: Post, outputs: np.ndarray) -> Scored:
     return Scored(x, finite, probs, post.decide(card, x, probs, finite))
 
 
-def postprocess(card: ModelCard, outputs: np.ndarray, top_k: int = DEFAULT_TOP_K) -> list[dict]:
-    """Turn a [rows, n_outputs] output batch into one prediction dict per row."""
+def postprocess(card: ModelCard, outputs: np.ndarray, top_k: int = DEFAULT_TOP_K) -> list[bytes]:
+    """Turn a [rows, n_outputs] output batch into one prediction per row, as its JSON text."""
     post = post_for(card.task, card.output_kind)
     return post.answer(card, _score(card, post, outputs), top_k)
 
@@ -123,8 +123,7 @@ def _decide_binary(card: ModelCard, x: np.ndarray, probs: np.ndarray, finite: bo
 
 def _decide_multiclass(card: ModelCard, x: np.ndarray, probs: np.ndarray, finite: bool) -> list:
     """The first of the largest logits; None for a row with any non-finite logit (no softmax)."""
-    labels = card.labels
-    found = [labels[i] for i in x.argmax(axis=1).tolist()]
+    found = _labels(tuple(card.labels)).names[x.argmax(axis=1)].tolist()
     return found if finite else _null(found, ~np.isfinite(x).all(axis=1))
 
 
@@ -140,45 +139,96 @@ def _null(found: list, undefined: np.ndarray) -> list:
     return found
 
 
-# The /predict answer per task, from the scored batch.
+# The /predict answer per task, from the scored batch: each row's JSON text, written from the
+# arrays in one pass (numbers by orjson, which writes a float64 array exactly as it writes each
+# value; labels as JSON texts made once per card), so that no dict is built per row or entry.
 
-def _answer_binary(card: ModelCard, s: Scored, top_k: int) -> list[dict]:
-    """Positive-class probability and label per row."""
-    return [{"label": label, "probability": None if label is None else p}
-            for label, p in zip(s.found, s.probs[:, 0].tolist())]
+NULL = b"null"
 
 
-def _answer_multiclass(card: ModelCard, s: Scored, top_k: int) -> list[dict]:
+def _numbers(values: np.ndarray) -> list[bytes]:
+    """The JSON text of each value of a float64 array, row-major; non-finite values are null."""
+    if not values.size:
+        return []
+    return orjson.dumps(values.ravel(), option=orjson.OPT_SERIALIZE_NUMPY)[1:-1].split(b",")
+
+
+class _Labels(NamedTuple):
+    """A card's labels by output index, and their JSON texts by output index and by label."""
+
+    names: np.ndarray  # object array of str
+    texts: np.ndarray  # object array of bytes
+    text_of: dict  # label (or None, for null) -> JSON text
+
+
+@lru_cache(maxsize=64)
+def _labels(labels: tuple[str, ...]) -> _Labels:
+    texts = [orjson.dumps(label) for label in labels]
+    return _Labels(np.array(labels, dtype=object), np.array(texts, dtype=object),
+                   {**dict(zip(labels, texts)), None: NULL})
+
+
+def _fill(templates: list[bytes], args: np.ndarray) -> list[bytes]:
+    """Each row's template filled with that row of `args` (JSON texts): one format for the batch.
+    A row's text never holds a NUL (JSON escapes it), so NUL separates the rows."""
+    if not templates:
+        return []
+    return (b"\0".join(templates) % tuple(args.ravel().tolist())).split(b"\0")
+
+
+def _answer_binary(card: ModelCard, s: Scored, top_k: int) -> list[bytes]:
+    """Positive-class probability and label per row (both null when it is NaN)."""
+    text_of = _labels(tuple(card.labels)).text_of
+    args = np.empty((len(s.found), 2), dtype=object)
+    args[:, 0] = [text_of[label] for label in s.found]
+    args[:, 1] = _numbers(s.probs[:, 0])
+    return _fill([b'{"label":%s,"probability":%s}'] * len(args), args)
+
+
+def _answer_multiclass(card: ModelCard, s: Scored, top_k: int) -> list[bytes]:
     """The winning class, its probability and the top_k classes per row, best first."""
     # Ranked by logit: the order of the probabilities, and still exact where they underflow to 0.
     # Stable, so tied logits keep output order and entry 0 is the class `decide` chose.
     order = (-s.x).argsort(axis=1, kind="stable")[:, :top_k]
-    k = order.shape[1]
-    names = np.array(card.labels, dtype=object)[order].ravel().tolist()
-    ps = s.probs[np.arange(len(order))[:, None], order].ravel().tolist()
-    entries = [{"label": a, "probability": p} for a, p in zip(names, ps)]
-    return [{"label": label, "probability": ps[j], "top_k": entries[j:j + k]} if label is not None
-            else {"label": None, "probability": None, "top_k": []}
-            for label, j in zip(s.found, range(0, len(ps), k))]
+    n, k = order.shape
+    args = np.empty((n, 2 * k + 2), dtype=object)
+    args[:, 2::2] = _labels(tuple(card.labels)).texts[order]
+    args[:, 3::2] = np.array(_numbers(s.probs[np.arange(n)[:, None], order]), dtype=object).reshape(n, k)
+    args[:, :2] = args[:, 2:4]
+    template = _multiclass_template(k)
+    if s.finite:
+        return _fill([template] * n, args)
+    known = [label is not None for label in s.found]
+    return _fill([template if ok else b'{"label":null,"probability":null,"top_k":[]}' for ok in known], args[known])
 
 
-def _answer_multilabel(card: ModelCard, s: Scored, top_k: int) -> list[dict]:
+@lru_cache(maxsize=16)
+def _multiclass_template(k: int) -> bytes:
+    entries = b",".join([b'{"label":%s,"probability":%s}'] * k)
+    return b'{"label":%s,"probability":%s,"top_k":[' + entries + b"]}"
+
+
+def _answer_multilabel(card: ModelCard, s: Scored, top_k: int) -> list[bytes]:
     """Labels at or over their thresholds and every label's probability, per row."""
-    labels = card.labels
-    return [{"labels": found, "probabilities": dict(zip(labels, p if found is not None else map(_finite, p)))}
-            for found, p in zip(s.found, s.probs.tolist())]
+    n, width = s.probs.shape
+    args = np.empty((n, width + 1), dtype=object)
+    args[:, 0] = [orjson.dumps(found) for found in s.found]
+    args[:, 1:] = np.array(_numbers(s.probs), dtype=object).reshape(n, width)
+    return _fill([_multilabel_template(tuple(card.labels))] * n, args)
 
 
-def _answer_regression(card: ModelCard, s: Scored, top_k: int) -> list[dict]:
-    """One value per row (a list per row when the model has several targets)."""
-    rows = s.x[:, 0].tolist() if s.x.shape[1] == 1 else s.x.tolist()
-    if not s.finite:
-        rows = [[_finite(v) for v in row] if type(row) is list else _finite(row) for row in rows]
-    return [{"value": v} for v in rows]
+@lru_cache(maxsize=64)
+def _multilabel_template(labels: tuple[str, ...]) -> bytes:
+    keys = [orjson.dumps(label).replace(b"%", b"%%") for label in labels]  # keys are template text
+    return b'{"labels":%s,"probabilities":{' + b",".join(key + b":%s" for key in keys) + b"}}"
 
 
-def _finite(x: float) -> float | None:
-    return x if math.isfinite(x) else None
+def _answer_regression(card: ModelCard, s: Scored, top_k: int) -> list[bytes]:
+    """One value per row (a list per row when the model has several targets); non-finite: null."""
+    n, width = s.x.shape
+    args = np.array(_numbers(s.x), dtype=object).reshape(n, width)
+    template = b'{"value":%s}' if width == 1 else b'{"value":[' + b",".join([b"%s"] * width) + b"]}"
+    return _fill([template] * n, args)
 
 
 class Post(NamedTuple):
@@ -186,7 +236,7 @@ class Post(NamedTuple):
 
     probabilities: Callable[[np.ndarray, bool | None], np.ndarray] | None
     decide: Callable[[ModelCard, np.ndarray, np.ndarray, bool], list] | None
-    answer: Callable[[ModelCard, Scored, int], list[dict]]
+    answer: Callable[[ModelCard, Scored, int], list[bytes]]
 
 
 POST: dict[Task, Post] = {
@@ -256,5 +306,6 @@ def outputs(card: ModelCard, raw: np.ndarray, names: list[str] | None = None) ->
 
 def _label_column(found: list) -> np.ndarray:
     """[rows, 1] strings from the decisions: lists are joined by ",", None becomes ""."""
-    texts = ["" if f is None else LABEL_SEPARATOR.join(f) if type(f) is list else f for f in found]
-    return np.array(texts, dtype=object).reshape(-1, 1)
+    if (found and type(found[0]) is list) or None in found:
+        found = ["" if f is None else LABEL_SEPARATOR.join(f) if type(f) is list else f for f in found]
+    return np.array(found, dtype=object).reshape(-1, 1)

@@ -256,20 +256,28 @@ def _warn(message: str) -> None:
 
 
 def print_summary(rows) -> None:
+    """A line per model: the headline metric as served, at 0.5 and for both baselines; then
+    warnings about small splits and thresholds that were tuned but not served."""
     from training.pipeline import headline
-    header = ("model", "version", "task", "metric", "model", "baseline", "parity", "onnx size")
+    from training.report import split_warnings, threshold_notes
+    header = ("model", "version", "task", "metric", "network", "at 0.5", "linear", "trees",
+              "parity", "onnx size")
     lines = [header]
     for card, path in rows:
-        key, ours, base = headline(card)
+        key, values = headline(card)
         parity = f"{card.parity.max_abs_diff:.1e} {'ok' if card.parity.passed else 'WARN'}"
         size = f"{(path / MODEL_FILE).stat().st_size / 1024:.1f} KiB"
-        lines.append((card.name, str(card.version), card.task.value, key, f"{ours:.4f}",
-                      f"{base:.4f}", parity, size))
+        lines.append((card.name, str(card.version), card.task.value, key,
+                      *("-" if v is None else f"{v:.4f}" for v in values), parity, size))
     widths = [max(len(r[i]) for r in lines) for i in range(len(header))]
     print()
     for r in lines:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
     for card, path in rows:
+        for warning in split_warnings(card):
+            print(f"warning: {card.name}: {warning}")
+        for note in threshold_notes(card):
+            print(f"{card.name}: threshold {note}")
         print(f"wrote {path}")
 
 

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from service.card import (CARD_FILE, MODEL_FILE, NAME_RE, ModelCard, Splits, Task, TrainingInfo,
-                          sha256_file, write_card)
-from training.datasets import Dataset, split
+from service.card import (CARD_FILE, MODEL_FILE, NAME_RE, ModelCard, Splits, Task, ThresholdCheck,
+                          TrainingInfo, sha256_file, write_card)
+from training.datasets import Dataset, Split, split
 from training.export import INPUT_NAME, check_parity, export_onnx, golden_examples, library_versions
 from training.preprocess import prepend_encoding
 from training.publish import next_version, now, publish
 from training.config import Config
 from training.report import write_report
-from training.train import baseline, decide, fit, score, tune_thresholds
-
-DEFAULT_THRESHOLD = 0.5
+from training.baselines import linear_baseline, trees_baseline
+from training.thresholds import HALF, check_thresholds, rule
+from training.train import decide, fit, score
 
 
 def train_one(data: Dataset, cfg: Config, root: Path, command: str,
@@ -27,16 +27,15 @@ def train_one(data: Dataset, cfg: Config, root: Path, command: str,
     fitted = fit(data, s, cfg, verbose)
     raw_test = fitted.model.predict(s.x_test, verbose=0)
     half = _thresholds(data.task, len(data.labels))
-    thresholds, tuned_for = half, None
-    if half is not None and cfg.tune_thresholds != "none":
-        raw_val = fitted.model.predict(s.x_val, verbose=0)
-        thresholds = tune_thresholds(data.task, raw_val, s.y_val, cfg.tune_thresholds)
-        tuned_for = cfg.tune_thresholds
+    checks = _checked_thresholds(data, s, fitted.model, cfg) if half is not None else None
+    thresholds = [c.served for c in checks] if checks else half
+    tuned_for = cfg.tune_thresholds if checks else None
     predicted = decide(data.task, raw_test, thresholds)
     metrics = score(data.task, s.y_test, predicted, data.labels)
     at_half = score(data.task, s.y_test, decide(data.task, raw_test, half), data.labels) \
         if tuned_for else None
-    base = baseline(data.task, s, data.labels, cfg.seed)
+    base = linear_baseline(data.task, s, data.labels, cfg.seed)
+    trees = trees_baseline(data.task, s, data.labels, cfg.seed)
 
     version = next_version(root, name)
 
@@ -55,7 +54,9 @@ def train_one(data: Dataset, cfg: Config, root: Path, command: str,
             training=_training_info(data, cfg, command, fitted.epochs_run, tuned_for),
             library_versions=library_versions(),
             splits=Splits(train=len(s.x_train), validation=len(s.x_val), test=len(s.x_test)),
-            metrics=metrics, metrics_at_half=at_half, baseline=base, parity=parity, sha256=sha256_file(model_path),
+            metrics=metrics, metrics_at_half=at_half, baseline=base, trees_baseline=trees,
+            threshold_rule=rule(tuned_for) if tuned_for else None, threshold_checks=checks,
+            parity=parity, sha256=sha256_file(model_path),
             golden=golden_examples(fitted.model, s.x_test, columns=s.columns, raw=s.raw_test),
             created_at=now(),
         )
@@ -64,6 +65,14 @@ def train_one(data: Dataset, cfg: Config, root: Path, command: str,
         return card
 
     return publish(root, name, version, fill)
+
+
+def _checked_thresholds(data: Dataset, s: Split, model, cfg: Config) -> list[ThresholdCheck] | None:
+    """Thresholds tuned on the validation split and checked before serving; None: tuning is off."""
+    if cfg.tune_thresholds == "none":
+        return None
+    raw_val = model.predict(s.x_val, verbose=0)
+    return check_thresholds(data.task, raw_val, s.y_val, cfg.tune_thresholds, data.labels, cfg.seed)
 
 
 def _training_info(data: Dataset, cfg: Config, command: str, epochs_run: int, tuned_for: str | None) -> TrainingInfo:
@@ -75,13 +84,16 @@ def _training_info(data: Dataset, cfg: Config, command: str, epochs_run: int, tu
 
 def _thresholds(task: Task, n_labels: int) -> list[float] | None:
     if task is Task.binary:
-        return [DEFAULT_THRESHOLD]
+        return [HALF]
     if task is Task.multilabel:
-        return [DEFAULT_THRESHOLD] * n_labels
+        return [HALF] * n_labels
     return None
 
 
-def headline(card: ModelCard) -> tuple[str, float, float]:
-    """The one metric a summary line shows for this task, for the model and its baseline."""
+def headline(card: ModelCard) -> tuple[str, list[float | None]]:
+    """The one metric a summary line shows for this task: the network at the thresholds served and
+    at 0.5 (None without thresholds), the linear baseline, the trees baseline (None on old cards)."""
     key = {Task.multilabel: "macro_f1", Task.regression: "r2"}.get(card.task, "accuracy")
-    return key, getattr(card.metrics, key), getattr(card.baseline.metrics, key)
+    values = [card.metrics, card.metrics_at_half, card.baseline.metrics,
+              card.trees_baseline and card.trees_baseline.metrics]
+    return key, [getattr(m, key) if m else None for m in values]

@@ -73,14 +73,16 @@ def _confusion(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]):
 
 def _per_label_f1(card: ModelCard):
     labels = card.labels
-    ours = [card.metrics.per_label_f1[k] for k in labels]
-    base = [(card.baseline.metrics.per_label_f1 or {}).get(k, 0.0) for k in labels]
-    x = np.arange(len(labels))
+    bars = [("network", card.metrics), ("linear baseline", card.baseline.metrics)]
+    if card.trees_baseline:
+        bars.append(("trees baseline", card.trees_baseline.metrics))
+    heights = [[(m.per_label_f1 or {}).get(k, 0.0) for k in labels] for _, m in bars]
+    x, width = np.arange(len(labels)), 0.8 / len(bars)
     fig, ax = plt.subplots(figsize=(2 + 1.2 * len(labels), 3.6))
-    ax.bar(x - 0.2, ours, 0.4, label="network")
-    ax.bar(x + 0.2, base, 0.4, label="baseline")
+    for i, ((name, _), h) in enumerate(zip(bars, heights)):
+        ax.bar(x + (i - (len(bars) - 1) / 2) * width, h, width, label=name)
     ax.set_xticks(x, labels)
-    ax.set_ylim(min(0.5, min(ours + base) - 0.05), 1.0)
+    ax.set_ylim(min(0.5, min(min(h) for h in heights) - 0.05), 1.0)
     ax.set_ylabel("F1 (test split)")
     ax.legend(loc="lower right")
     ax.set_title("F1 per label")
@@ -100,36 +102,95 @@ def _predicted_vs_actual(y_true: np.ndarray, y_pred: np.ndarray, labels: list[st
     return fig
 
 
-def _metric_rows(m: Metrics) -> dict[str, float]:
+MIN_TEST_ROWS = 30
+MIN_VALIDATION_ROWS = 50
+
+
+def split_warnings(card: ModelCard) -> list[str]:
+    """Warnings for splits too small to trust: the test metrics, or what the validation rows chose."""
+    found = []
+    if card.splits.test < MIN_TEST_ROWS:
+        found.append(f"the test split has only {card.splits.test} rows (under {MIN_TEST_ROWS}): "
+                     f"one row moves accuracy by {1 / card.splits.test:.3f}, so the test metrics "
+                     "and the comparison with the baselines are rough")
+    if card.splits.validation < MIN_VALIDATION_ROWS:
+        found.append(f"the validation split has only {card.splits.validation} rows (under "
+                     f"{MIN_VALIDATION_ROWS}): early stopping and any tuned thresholds rest on "
+                     "few rows")
+    return found
+
+
+def threshold_notes(card: ModelCard) -> list[str]:
+    """One line per tuned threshold that is not served, with the reason."""
+    return [f"{c.label}: tuned {c.tuned:.2f} on the validation split, 0.5 served: {c.reason}"
+            for c in card.threshold_checks or [] if c.served != c.tuned]
+
+
+def _metric_rows(m: Metrics | None) -> dict[str, float]:
+    if m is None:
+        return {}
     return {k: v for k, v in m.model_dump(exclude={"per_label_f1"}).items() if v is not None}
 
 
+def _columns(card: ModelCard) -> list[tuple[str, Metrics]]:
+    """The metric columns: the network as served, at 0.5 when thresholds were tuned, baselines."""
+    if not card.metrics_at_half:
+        cols = [("network", card.metrics)]
+    else:
+        cols = [("network at served thresholds", card.metrics), ("network at 0.5", card.metrics_at_half)]
+    cols.append(("linear baseline", card.baseline.metrics))
+    if card.trees_baseline:
+        cols.append(("trees baseline", card.trees_baseline.metrics))
+    return cols
+
+
+def _table(first: str, rows: dict[str, list[float | None]], heads: list[str]) -> list[str]:
+    lines = [f"| {first} | " + " | ".join(heads) + " |", "|---|" + "---|" * len(heads)]
+    for key, values in rows.items():
+        cells = ["-" if v is None else f"{v:.4f}" for v in values]
+        lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _metric_tables(card: ModelCard) -> list[str]:
+    cols = _columns(card)
+    heads = [h for h, _ in cols]
+    rows = {k: [_metric_rows(m).get(k) for _, m in cols] for k in _metric_rows(card.metrics)}
+    lines = ["## Test metrics", "", *_table("metric", rows, heads), ""]
+    lines += [f"Baselines, fitted on the same training split: {card.baseline.name}"
+              + (f"; {card.trees_baseline.name}" if card.trees_baseline else "") + "."]
+    if card.metrics.per_label_f1:
+        per_label = {k: [(m.per_label_f1 or {}).get(k) for _, m in cols]
+                     for k in card.metrics.per_label_f1}
+        lines += ["", *_table("label (F1)", per_label, heads)]
+    return lines
+
+
+def _threshold_lines(card: ModelCard) -> list[str]:
+    named = card.labels[1:] if card.task is Task.binary else card.labels
+    served = ", ".join(f"{k}: {t:.2f}" for k, t in zip(named, card.thresholds))
+    if not card.training.threshold_metric:
+        return ["", f"Thresholds (fixed): {served}."]
+    lines = ["", "## Thresholds", "", f"Served: {served}.", ""]
+    if not card.threshold_checks:  # cards written before the check
+        return lines + [f"Chosen for {card.training.threshold_metric} on the validation split."]
+    lines += [card.threshold_rule, "", "| label | tuned | served | why |", "|---|---|---|---|"]
+    lines += [f"| {c.label} | {c.tuned:.2f} | {c.served:.2f} | {c.reason} |"
+              for c in card.threshold_checks]
+    return lines
+
+
 def summary(card: ModelCard, figures: list[str]) -> str:
-    """The Markdown summary page: metrics beside the baseline, thresholds, parity, figures."""
-    ours, base = _metric_rows(card.metrics), _metric_rows(card.baseline.metrics)
-    half = _metric_rows(card.metrics_at_half) if card.metrics_at_half else {}
-    head = "| metric | network | " + ("network at 0.5 | " if half else "") + "baseline |"
+    """The Markdown summary page: warnings, metrics beside the baselines, thresholds, parity."""
     lines = [f"# {card.name} version {card.version}", "", card.description, "",
              f"Task: {card.task.value}. Trained with `{card.training.command}` "
              f"({card.training.epochs_run} epochs run). Splits: {card.splits.train} train, "
-             f"{card.splits.validation} validation, {card.splits.test} test rows.", "",
-             "## Test metrics", "", head,
-             "|---|---|" + ("---|" if half else "") + "---|"]
-    for key, value in ours.items():
-        middle = f" {half[key]:.4f} |" if half else ""
-        lines.append(f"| {key} | {value:.4f} |{middle} {base.get(key, float('nan')):.4f} |")
-    lines += ["", f"Baseline: {card.baseline.name}."]
-    if card.metrics.per_label_f1:
-        lines += ["", "| label | F1 | baseline F1 |", "|---|---|---|"]
-        base_f1 = card.baseline.metrics.per_label_f1 or {}
-        lines += [f"| {k} | {v:.4f} | {base_f1.get(k, float('nan')):.4f} |"
-                  for k, v in card.metrics.per_label_f1.items()]
+             f"{card.splits.validation} validation, {card.splits.test} test rows.", ""]
+    lines += [f"**Warning:** {w}." for w in split_warnings(card)]
+    lines += [""] if split_warnings(card) else []
+    lines += _metric_tables(card)
     if card.thresholds:
-        how = (f"chosen for {card.training.threshold_metric} on the validation split"
-               if card.training.threshold_metric else "fixed")
-        named = card.labels[1:] if card.task is Task.binary else card.labels
-        lines += ["", f"Thresholds ({how}): " +
-                  ", ".join(f"{k} {t:.2f}" for k, t in zip(named, card.thresholds)) + "."]
+        lines += _threshold_lines(card)
     lines += ["", f"ONNX parity: max |onnxruntime - Keras| = {card.parity.max_abs_diff:.2e} on "
               f"{card.parity.rows} test rows at batch sizes {card.parity.batch_sizes} "
               f"({'within' if card.parity.passed else 'OUTSIDE'} {card.parity.tolerance:.1e}).", ""]

@@ -1,4 +1,4 @@
-"""Fit the network with early stopping on the validation split; evaluate it and a baseline."""
+"""Fit the network with early stopping on the validation split; decide and score its outputs."""
 
 from __future__ import annotations
 
@@ -6,14 +6,9 @@ from dataclasses import dataclass
 
 import keras
 import numpy as np
-from sklearn.linear_model import LinearRegression, LogisticRegression
-from sklearn.metrics import (accuracy_score, balanced_accuracy_score, f1_score,
-                             mean_absolute_error, r2_score)
-from sklearn.multiclass import OneVsRestClassifier
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.metrics import accuracy_score, f1_score, mean_absolute_error, r2_score
 
-from service.card import Baseline, Metrics, Task
+from service.card import Metrics, Task
 from service.tasks import sigmoid
 from training.datasets import Dataset, Split
 from training.config import Config
@@ -70,30 +65,6 @@ def decide(task: Task, raw: np.ndarray, thresholds: list[float] | None) -> np.nd
     return raw
 
 
-TUNING_METRICS = {
-    "f1": lambda y, p: f1_score(y, p, zero_division=0),
-    "accuracy": accuracy_score,
-    "balanced_accuracy": balanced_accuracy_score,
-}
-THRESHOLD_GRID = np.round(np.arange(0.02, 0.99, 0.01), 2)
-
-
-def tune_thresholds(task: Task, raw_val: np.ndarray, y_val: np.ndarray, metric: str) -> list[float]:
-    """Per output, the probability threshold that maximizes `metric` on the validation split.
-
-    Ties go to the threshold nearest 0.5, so a flat plateau keeps the conventional choice.
-    """
-    probs = sigmoid(raw_val)
-    truth = y_val.reshape(-1, 1) if task is Task.binary else y_val
-    chosen = []
-    for j in range(probs.shape[1]):
-        scores = np.array([TUNING_METRICS[metric](truth[:, j], probs[:, j] >= t)
-                           for t in THRESHOLD_GRID])
-        best = np.flatnonzero(scores >= scores.max() - 1e-12)
-        chosen.append(float(THRESHOLD_GRID[best[np.argmin(np.abs(THRESHOLD_GRID[best] - 0.5))]]))
-    return chosen
-
-
 def score(task: Task, y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> Metrics:
     """Test metrics: accuracy and macro F1, per-label F1, or MAE/RMSE/R^2."""
     if task in (Task.binary, Task.multiclass):
@@ -111,18 +82,3 @@ def score(task: Task, y_true: np.ndarray, y_pred: np.ndarray, labels: list[str])
 
 def _r(v: float) -> float:
     return round(float(v), 6)
-
-
-def baseline(task: Task, s: Split, labels: list[str], seed: int) -> Baseline:
-    """Logistic regression for classifiers, linear regression for regression, same split."""
-    if task is Task.regression:
-        est, name = LinearRegression(), "linear regression"
-    else:
-        lr = LogisticRegression(max_iter=5000, random_state=seed)
-        est = OneVsRestClassifier(lr) if task is Task.multilabel else lr
-        name = "logistic regression" + (" (one per label)" if task is Task.multilabel else "")
-    model = make_pipeline(StandardScaler(), est).fit(s.x_train, s.y_train)
-    pred = model.predict(s.x_test)
-    if task is Task.regression:
-        pred = pred.reshape(s.y_test.shape)
-    return Baseline(name=f"{name}, standardized features", metrics=score(task, s.y_test, pred, labels))

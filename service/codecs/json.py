@@ -247,6 +247,8 @@ def float32_matrix(values: list | np.ndarray, names: list[str] | None) -> np.nda
 
     Every protocol's decoder ends here, so the model never sees NaN, an infinity or an overflow.
     """
+    if type(values) is np.ndarray and values.dtype == np.float32 and np.isfinite(values).all():
+        return values  # float32 already (binary tensor data), every value finite: nothing to round
     wide = np.asarray(values, dtype=np.float64)
     magnitude = np.abs(wide)
     if not magnitude.max() < FLOAT32_LIMIT:  # also false for NaN

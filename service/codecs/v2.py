@@ -275,8 +275,11 @@ def _numbers(flat: np.ndarray) -> np.ndarray | list:
 
 
 def _bytes_tensor(array: np.ndarray) -> bytes:
-    encoded = [s.encode() for s in array.ravel().tolist()]
-    return b"".join(struct.pack("<I", len(b)) + b for b in encoded)
+    # Each element as a 4-byte little-endian length and its UTF-8 bytes; a label column repeats a
+    # few values, so each distinct one is encoded once.
+    items = array.ravel().tolist()
+    packed = {s: struct.pack("<I", len(b)) + b for s in set(items) for b in (s.encode(),)}
+    return b"".join(map(packed.__getitem__, items))
 
 
 def model_metadata(model: LoadedModel, versions: list[int]) -> dict:

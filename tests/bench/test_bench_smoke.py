@@ -79,3 +79,16 @@ def test_a_baseline_that_cannot_run_is_one_clear_line(argv, code, expected):
                           timeout=60)
     assert done.returncode == code and expected in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("proto", ["predict", "v2", "v2bin"])
+def test_the_profiles_steps_alone_run_each_protocols_request(proto):
+    """`python -m bench.profile` measures each step of the request the benchmark sends, alone:
+    the bodies decode and answer through the service's own codecs (py-spy is not needed for this)."""
+    from bench import __main__ as bench
+    from bench import profile
+    steps = profile.alone(proto, bench.bodies(profile.ROWS)[proto])
+    assert list(steps)[-4:] == ["request decoded (parse, envelope, rows -> float32)", "model run (onnxruntime)",
+                                "answer (probabilities, decisions, rows' JSON)", "encode the response"]
+    assert ("the body's JSON alone (simdjson.Parser().parse)" in steps) == (proto != "v2bin")
+    assert all(us > 0 for us in steps.values())

@@ -67,3 +67,34 @@ def test_an_imported_card_needs_no_training_fields():
         data.pop(key)
     card = ModelCard.model_validate(data)
     assert card.output_kind is OutputKind.probabilities and card.training is None and card.golden == []
+
+
+def _check(label: str, tuned: float, served: float) -> dict:
+    return {"label": label, "tuned": tuned, "served": served, "wins": 40, "losses": 5,
+            "trials": 50, "mean_gain": 0.01, "reason": "test"}
+
+
+def test_threshold_checks_and_the_trees_baseline_are_optional_and_round_trip(tmp_path):
+    data = _data(MULTILABEL, threshold_rule="the rule",
+                 threshold_checks=[_check("a", 0.5, 0.5), _check("b", 0.4, 0.4),
+                                   _check("c", 0.7, 0.6)],
+                 trees_baseline={"name": "trees", "metrics": {"macro_f1": 0.9}})
+    card = ModelCard.model_validate(data)
+    write_card(card, tmp_path / "card.json")
+    assert read_card(tmp_path / "card.json") == card
+    assert card.threshold_checks[1].served == card.thresholds[1]
+
+
+def test_threshold_checks_must_give_the_served_thresholds():
+    data = _data(MULTILABEL, threshold_checks=[_check("a", 0.5, 0.5), _check("b", 0.3, 0.5),
+                                               _check("c", 0.6, 0.6)])
+    with pytest.raises(ValidationError, match="threshold_checks must give the served thresholds"):
+        ModelCard.model_validate(data)
+
+
+def test_cards_written_before_the_trees_baseline_and_the_threshold_check_still_load():
+    for path in sorted((REPO_ROOT / "models").glob("*/*/card.json")):
+        assert "trees_baseline" not in path.read_text()
+        card = read_card(path)
+        assert card.trees_baseline is None and card.threshold_checks is None
+        assert card.baseline is not None
