@@ -25,7 +25,7 @@ def write_cancer_csv(path: Path) -> Path:
     return path
 
 
-def passengers(n: int = 240, seed: int = 15) -> pd.DataFrame:
+def passengers(n: int = 300, seed: int = 15) -> pd.DataFrame:
     """A passenger list made with numpy: who `survived` (yes / no) depends on `class`, `sex` and
     `age`; `age` and `embarked` have blanks, `alone` is yes / no. Deterministic for a seed."""
     rng = np.random.default_rng(seed)
