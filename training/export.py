@@ -93,7 +93,7 @@ def check_parity(model: keras.Model, path: Path, x: np.ndarray,
     target, limit = PARITY_TARGET * largest, PARITY_LIMIT * largest
     if not worst <= limit:
         raise ExportError(f"ONNX parity failed: max |onnxruntime - keras| = {worst:.3g} "
-                          f"> {limit:.3g} on {len(x)} test rows")
+                          f"> {limit:.3g} on {len(x)} rows")
     return Parity(rows=len(x), batch_sizes=list(PARITY_BATCHES), max_abs_diff=worst,
                   tolerance=target, passed=worst <= target)
 
