@@ -204,7 +204,18 @@ def train_all(jobs: list[tuple], args: argparse.Namespace) -> list[tuple]:
                 print(f"== training {name} ({data.task.value}) on {args.csv or data.name}",
                       flush=True)
             rows.append(train_one(data, cfg, args.out, command, name=name, verbose=args.verbose))
+            if not args.quiet:
+                for line in filled(rows[-1][0]):
+                    print(line)
     return rows
+
+
+def filled(card) -> list[str]:
+    """One line per column with missing training values: how many, and what filled them."""
+    what = {"numeric": "the training median", "categorical": "the most frequent training category"}
+    return [f"{c.name!r}: {c.missing_in_training} of {card.splits.train} training rows missing, "
+            f"filled with {c.fill!r} ({what[c.kind]})"
+            for c in card.columns or [] if c.missing_in_training]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,8 @@ import numpy as np
 from sklearn.datasets import load_diabetes, load_digits
 from sklearn.model_selection import train_test_split
 
-from service.card import Task
+from service.card import Column, Task
+from training.columns import encode, learn, raw_inputs, take
 
 # Digit properties for the multi-label set; a "1" or a "7" may carry no label or only one.
 EVEN = {0, 2, 4, 6, 8}
@@ -27,18 +28,25 @@ class Dataset:
 
     name: str
     task: Task
-    x: np.ndarray  # float32, (rows, features), unscaled
+    x: np.ndarray  # float32, (rows, numeric features), unscaled; NaN: missing
     y: np.ndarray  # int class ids (binary/multiclass), 0/1 matrix (multilabel), float (regression)
-    feature_names: list[str]
+    feature_names: list[str]  # every feature, numeric and categorical, in the table's order
     labels: list[str]
     description: str
     strata: np.ndarray | None = None  # what the split stratifies on, if anything
-    # Missing feature values (NaN) are filled with the training split's column median by split().
+    text: np.ndarray | None = None  # (rows, categorical features), str; "": missing
+    categorical: tuple[str, ...] = ()  # the names of text's columns, in order
+
+    @property
+    def has_columns(self) -> bool:
+        """Whether the served graph takes raw columns (categories or missing values to fill);
+        otherwise it is the one numeric input it has always been."""
+        return bool(self.categorical) or bool(np.isnan(self.x).any())
 
 
 @dataclass(frozen=True)
 class Split:
-    """The three parts; x_* have no missing values left (see `split`)."""
+    """The three parts; x_* are what the network takes, encoded and filled (see `split`)."""
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -46,6 +54,14 @@ class Split:
     y_val: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
+    columns: list[Column] | None = None  # the raw columns' encoding, learned on x_train's rows
+    raw_test: dict[str, np.ndarray] | None = None  # the test rows as the graph takes them
+
+    @property
+    def scaled(self) -> int | None:
+        """How many leading columns of x_* are numbers to standardise (None: all); the one-hot
+        columns after them are 0/1 already."""
+        return None if self.columns is None else sum(c.kind == "numeric" for c in self.columns)
 
 
 def _digits() -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -102,8 +118,10 @@ def load_builtin(name: str) -> Dataset:
 def split(data: Dataset, seed: int, validation: float = 0.2, test: float = 0.2) -> Split:
     """Deterministic train/validation/test split, stratified where the data set says so.
 
-    Missing feature values are filled with the training split's median of the column, so
-    nothing about the validation or test rows leaks into training.
+    A table with raw columns is encoded with what the training rows alone say: each numeric
+    column's median and each categorical column's categories and most frequent one fill the
+    missing values, and categories are one-hot encoded; nothing about the validation or test
+    rows leaks into training.
     """
     idx = np.arange(len(data.x))
     rest, test_idx = train_test_split(idx, test_size=test, random_state=seed,
@@ -111,8 +129,10 @@ def split(data: Dataset, seed: int, validation: float = 0.2, test: float = 0.2) 
     strata_rest = None if data.strata is None else data.strata[rest]
     train_idx, val_idx = train_test_split(rest, test_size=validation / (1 - test),
                                           random_state=seed, stratify=strata_rest)
-    x, y = data.x, data.y
-    if np.isnan(x).any():
-        medians = np.nanmedian(x[train_idx], axis=0)
-        x = np.where(np.isnan(x), np.nan_to_num(medians), x).astype(np.float32)
-    return Split(x[train_idx], y[train_idx], x[val_idx], y[val_idx], x[test_idx], y[test_idx])
+    x, y, columns, raw = data.x, data.y, None, None
+    if data.has_columns:
+        raw = raw_inputs(data.x, data.text)
+        columns = learn(data.feature_names, data.categorical, take(raw, train_idx))
+        x = encode(columns, raw)
+    return Split(x[train_idx], y[train_idx], x[val_idx], y[val_idx], x[test_idx], y[test_idx],
+                 columns, None if raw is None else take(raw, test_idx))

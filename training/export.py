@@ -12,7 +12,8 @@ import onnx
 import onnxruntime as ort
 import tensorflow as tf
 
-from service.card import MODEL_FILE, Golden, Parity, Task, TensorSpec
+from service.card import MODEL_FILE, Column, Golden, Parity, Task, TensorSpec
+from training.columns import encode, n_probes, raw_rows, take, with_probes
 
 INPUT_NAME = "features"
 OUTPUT_NAMES = {Task.regression: "values"}  # classifiers: "logits"
@@ -65,13 +66,23 @@ def _rename(nodes, value: onnx.ValueInfoProto, new: str) -> None:
         node.output[:] = [new if o == old else o for o in node.output]
 
 
-def check_parity(model: keras.Model, path: Path, x: np.ndarray) -> Parity:
-    """Compare onnxruntime with Keras on x at two batch sizes; fail loudly past the limit."""
+def check_parity(model: keras.Model, path: Path, x: np.ndarray,
+                 columns: list[Column] | None = None, raw: dict[str, np.ndarray] | None = None) -> Parity:
+    """Compare onnxruntime with Keras on x at two batch sizes; fail loudly past the limit.
+
+    With `columns`, onnxruntime gets the `raw` rows (text, NaN, "") and Keras the same rows
+    encoded as in training (x, already encoded, is not needed), plus the probe rows (every value missing, every category unseen): so
+    the graph's own fill and encoding are part of what is proven."""
+    if columns:
+        raw = with_probes(columns, raw)
+        x = encode(columns, raw)
+    else:
+        raw = {INPUT_NAME: x}
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     worst, largest = 0.0, 1.0
     for batch in PARITY_BATCHES:
         expected = model.predict(x, batch_size=batch, verbose=0)
-        got = np.concatenate([session.run(None, {INPUT_NAME: x[i:i + batch]})[0]
+        got = np.concatenate([session.run(None, take(raw, slice(i, i + batch)))[0]
                               for i in range(0, len(x), batch)])
         if got.shape != expected.shape:
             raise ExportError(f"onnxruntime output shape {got.shape} != Keras {expected.shape}")
@@ -82,16 +93,24 @@ def check_parity(model: keras.Model, path: Path, x: np.ndarray) -> Parity:
     target, limit = PARITY_TARGET * largest, PARITY_LIMIT * largest
     if not worst <= limit:
         raise ExportError(f"ONNX parity failed: max |onnxruntime - keras| = {worst:.3g} "
-                          f"> {limit:.3g} on {len(x)} test rows")
+                          f"> {limit:.3g} on {len(x)} rows")
     return Parity(rows=len(x), batch_sizes=list(PARITY_BATCHES), max_abs_diff=worst,
                   tolerance=target, passed=worst <= target)
 
 
-def golden_examples(model: keras.Model, x: np.ndarray, n: int = 5) -> list[Golden]:
-    """A few test rows with the Keras outputs, for the service to replay at load time."""
-    rows = x[:n]
-    out = model.predict(rows, verbose=0)
-    return [Golden(input=r.tolist(), output=o.tolist()) for r, o in zip(rows, out)]
+def golden_examples(model: keras.Model, x: np.ndarray, n: int = 5, columns: list[Column] | None = None,
+                    raw: dict[str, np.ndarray] | None = None) -> list[Golden]:
+    """A few test rows with the Keras outputs, for the service to replay at load time.
+
+    With `columns`, the rows are raw (null for missing) and the last of the n are the probe rows
+    (every value missing; every category unseen), so the replay proves the fill and encoding."""
+    if not columns:
+        rows = x[:n]
+        return [Golden(input=r.tolist(), output=o.tolist())
+                for r, o in zip(rows, model.predict(rows, verbose=0))]
+    raw = with_probes(columns, take(raw, slice(0, max(n - n_probes(columns), 1))))
+    out = model.predict(encode(columns, raw), verbose=0)
+    return [Golden(input=r, output=o.tolist()) for r, o in zip(raw_rows(columns, raw), out)]
 
 
 def library_versions(names: tuple[str, ...] = LIBRARIES) -> dict[str, str]:

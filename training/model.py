@@ -34,12 +34,18 @@ class Affine(keras.layers.Layer):
         return x * self.scale + self.offset
 
 
-def standardizer(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Scale and offset that map each column of x to mean 0, std 1 (constant columns: centred)."""
+def standardizer(x: np.ndarray, scaled: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Scale and offset that map each column of x to mean 0, std 1 (constant columns: centred).
+
+    Only the first `scaled` columns (None: all) are standardised; the rest are one-hot columns,
+    left as 0/1: standardised, a rare category would become a large input."""
     mean = x.mean(axis=0)
     std = x.std(axis=0)
     scale = np.where(std > 1e-8, 1.0 / np.maximum(std, 1e-8), 1.0)
-    return scale.astype(np.float32), (-mean * scale).astype(np.float32)
+    offset = -mean * scale
+    if scaled is not None:
+        scale[scaled:], offset[scaled:] = 1.0, 0.0
+    return scale.astype(np.float32), offset.astype(np.float32)
 
 
 def output_units(task: Task, n_targets: int) -> int:
@@ -57,8 +63,9 @@ def loss_for(task: Task) -> keras.losses.Loss:
 def build_model(task: Task, x_train: np.ndarray, n_outputs: int,
                 hidden: tuple[int, ...] = DEFAULT_HIDDEN, l2: float = 0.0,
                 target_scale: tuple[np.ndarray, np.ndarray] | None = None,
-                output_activation: str = "linear") -> keras.Model:
-    """Build (not fit) the network; the input scaling is fitted on x_train here.
+                output_activation: str = "linear", scaled: int | None = None) -> keras.Model:
+    """Build (not fit) the network; the input scaling is fitted on x_train here (on its first
+    `scaled` columns, None: all).
 
     For regression, target_scale=(std, mean) maps the unit-variance output back to target
     units inside the graph, and output_activation="relu" keeps predictions non-negative.
@@ -68,7 +75,7 @@ def build_model(task: Task, x_train: np.ndarray, n_outputs: int,
                          "classifiers end in logits")
     n_features = x_train.shape[1]
     features = keras.Input(shape=(n_features,), name="features", dtype="float32")
-    h = Affine(*standardizer(x_train), name="scaling")(features)
+    h = Affine(*standardizer(x_train, scaled), name="scaling")(features)
     reg = keras.regularizers.L2(l2) if l2 > 0 else None
     for i, units in enumerate(hidden):
         h = keras.layers.Dense(units, activation="relu", kernel_regularizer=reg,

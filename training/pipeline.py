@@ -7,7 +7,8 @@ from pathlib import Path
 from service.card import (CARD_FILE, MODEL_FILE, NAME_RE, ModelCard, Splits, Task, ThresholdCheck,
                           TrainingInfo, sha256_file, write_card)
 from training.datasets import Dataset, Split, split
-from training.export import check_parity, export_onnx, golden_examples, library_versions
+from training.export import INPUT_NAME, check_parity, export_onnx, golden_examples, library_versions
+from training.preprocess import prepend_encoding
 from training.publish import next_version, now, publish
 from training.config import Config
 from training.report import write_report
@@ -41,10 +42,14 @@ def train_one(data: Dataset, cfg: Config, root: Path, command: str,
     def fill(staging: Path) -> ModelCard:
         model_path = staging / MODEL_FILE
         input_spec, output_spec = export_onnx(fitted.model, data.task, model_path)
-        parity = check_parity(fitted.model, model_path, s.x_test)
+        inputs = prepend_encoding(model_path, s.columns) if s.columns else None
+        if inputs:  # the numeric columns' input, when the table has any
+            input_spec = next((i for i in inputs if i.name == INPUT_NAME), None)
+        parity = check_parity(fitted.model, model_path, s.x_test, s.columns, s.raw_test)
         card = ModelCard(
             name=name, version=version, task=data.task, description=data.description,
-            input=input_spec, output=output_spec, feature_names=data.feature_names,
+            input=input_spec, output=output_spec, columns=s.columns, inputs=inputs,
+            feature_names=data.feature_names,
             labels=data.labels, thresholds=thresholds,
             training=_training_info(data, cfg, command, fitted.epochs_run, tuned_for),
             library_versions=library_versions(),
@@ -52,7 +57,7 @@ def train_one(data: Dataset, cfg: Config, root: Path, command: str,
             metrics=metrics, metrics_at_half=at_half, baseline=base, trees_baseline=trees,
             threshold_rule=rule(tuned_for) if tuned_for else None, threshold_checks=checks,
             parity=parity, sha256=sha256_file(model_path),
-            golden=golden_examples(fitted.model, s.x_test),
+            golden=golden_examples(fitted.model, s.x_test, columns=s.columns, raw=s.raw_test),
             created_at=now(),
         )
         write_card(card, staging / CARD_FILE)

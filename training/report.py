@@ -191,8 +191,10 @@ def summary(card: ModelCard, figures: list[str]) -> str:
     lines += _metric_tables(card)
     if card.thresholds:
         lines += _threshold_lines(card)
+    rows = "test rows and probe rows (every value missing; every category unseen)" \
+        if card.columns else "test rows"
     lines += ["", f"ONNX parity: max |onnxruntime - Keras| = {card.parity.max_abs_diff:.2e} on "
-              f"{card.parity.rows} test rows at batch sizes {card.parity.batch_sizes} "
+              f"{card.parity.rows} {rows} at batch sizes {card.parity.batch_sizes} "
               f"({'within' if card.parity.passed else 'OUTSIDE'} {card.parity.tolerance:.1e}).", ""]
     lines += [f"![{f}]({f})" for f in figures]
     return "\n".join(lines) + "\n"

@@ -5,9 +5,12 @@ Rules, each enforced with a one-line DataError naming the column or rows:
 - classification targets need at least two classes, each with MIN_PER_CLASS rows;
   class names are the target's distinct values, sorted, as text;
 - multilabel targets (`targets=[...]`) are 0/1 columns, one per label;
-- feature columns are every other column (minus `drop`); they must be numeric (booleans count as
-  0/1) and not constant; missing feature values are allowed and are filled with the training
-  split's median at split time (at serving time every feature is required);
+- feature columns are every other column (minus `drop`), none empty or constant; a column of
+  numbers is numeric, any other (text, True/False) categorical, with at most MAX_CATEGORIES
+  distinct values and, past MIN_ID_DISTINCT of them, no more than half its cells (else it names
+  rows, like an id, and one-hot encoding it learns nothing that carries to a new row);
+  missing values are allowed: the split fills them from the training rows
+  (training/columns.py), and so does the exported graph at serving time;
 - only an empty cell is missing, plus the `na_values` the user names: pandas' own list would turn
   a class called "None" or "NA" into missing data;
 - a column that looks like a row index (no header, or the integers 0..n-1 or 1..n in order, as
@@ -27,11 +30,14 @@ import numpy as np
 import pandas as pd
 
 from service.card import Task
+from training.columns import MISSING
 from training.datasets import DataError, Dataset
 
 MIN_ROWS = 20
 MIN_PER_CLASS = 5
 MAX_CLASSES_GUESSED = 20  # an integer target with more distinct values is taken as regression
+MAX_CATEGORIES = 100
+MIN_ID_DISTINCT = 10  # fewer distinct values never make a column look like an id
 # The strings pandas reads as missing by default (its read_csv documentation lists them); named
 # when a column is text only because of them. Written out: pandas has no public name for the list.
 PANDAS_NA = frozenset({"#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
@@ -152,39 +158,60 @@ def _multilabel(frame: pd.DataFrame, targets: list[str]) -> np.ndarray:
     return y
 
 
-def _features(frame: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
+def _features(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None, list[str], tuple[str, ...]]:
+    """Numeric features (NaN missing), categorical ones as text ("" missing), all names, and the
+    names of the categorical ones."""
     if frame.shape[1] == 0:
         raise DataError("no feature columns are left once the target(s) and --drop are removed")
-    text = [c for c in frame.columns if not (pd.api.types.is_numeric_dtype(frame[c])
-                                             or pd.api.types.is_bool_dtype(frame[c]))]
-    if text:
-        raise _not_numeric(frame, text)
-    x = frame.astype(np.float64).to_numpy()
+    _refuse([c for c in frame.columns if frame[c].isna().all()], "hold no value (every cell is empty)")
+    _refuse([c for c in frame.columns if frame[c].nunique(dropna=True) <= 1],
+            "are constant and carry no information")
+    text = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])
+            or pd.api.types.is_bool_dtype(frame[c])]
+    _numbers_with_na_words(frame, text)
+    many = [c for c in text if _too_many_categories(frame[c])]
+    _refuse(many, f"have too many categories to learn from (more than {MAX_CATEGORIES}, or more "
+            f"than {MIN_ID_DISTINCT} and more than half their cells, like a name or an id)",
+            [f"{c!r} ({frame[c].nunique()} distinct values in {frame[c].notna().sum()} cells)"
+             for c in many])
+    numeric = frame.drop(columns=text)
+    x = numeric.astype(np.float64).to_numpy()
     infinite = np.isinf(x).any(axis=0)
     if infinite.any():
-        names = [c for c, bad in zip(frame.columns, infinite) if bad]
+        names = [c for c, bad in zip(numeric.columns, infinite) if bad]
         raise DataError(f"feature column(s) {', '.join(map(repr, names))} hold infinite values")
-    constant = [c for c in frame.columns if frame[c].nunique(dropna=True) <= 1]
-    if constant:
-        raise DataError(f"feature column(s) {', '.join(map(repr, constant))} are constant (or "
-                        f"empty) and carry no information; leave them out with "
-                        f"--drop {shlex.quote(','.join(constant))}")
-    return x.astype(np.float32), list(frame.columns)
+    categories = frame[text].map(lambda v: MISSING if pd.isna(v) else str(v)).to_numpy(object) \
+        if text else None
+    return x.astype(np.float32), categories, list(frame.columns), tuple(text)
 
 
-def _not_numeric(frame: pd.DataFrame, text: list[str]) -> DataError:
-    """The error for text feature columns; when pandas' NA strings are all that make them text,
-    the fix is to name those strings as missing."""
-    words = set()
+def _refuse(bad: list[str], why: str, described: list[str] | None = None) -> None:
+    if bad:
+        raise DataError(f"feature column(s) {', '.join(described or map(repr, bad))} {why}; "
+                        f"leave them out with --drop {shlex.quote(','.join(bad))}")
+
+
+def _too_many_categories(column: pd.Series) -> bool:
+    distinct = column.nunique(dropna=True)
+    # The floor keeps a mostly blank yes/no column from being called an id.
+    return distinct > MAX_CATEGORIES or distinct > max(column.notna().sum() / 2, MIN_ID_DISTINCT)
+
+
+def _numbers_with_na_words(frame: pd.DataFrame, text: list[str]) -> None:
+    """Numbers with some of pandas' NA strings ("NA", "None") among them are numbers with missing
+    values; the fix is to name those strings as missing, not to make them categories."""
+    words, columns = set(), []
     for c in text:
         column = frame[c].dropna()
-        words |= set(column[pd.to_numeric(column, errors="coerce").isna()].astype(str))
-    fix = f"leave them out with --drop {shlex.quote(','.join(text))}"
-    if words <= PANDAS_NA:
-        fix = (f"if {', '.join(map(repr, sorted(words)))} means missing, say so with "
-               f"--na-values {shlex.quote(','.join(sorted(words)))}, or {fix}")
-    return DataError(f"feature column(s) {', '.join(map(repr, text))} are not numeric; "
-                     f"encode them as numbers or {fix}")
+        parsed = pd.to_numeric(column, errors="coerce")
+        found = set(column[parsed.isna()].astype(str))
+        if found and parsed.notna().any() and found <= PANDAS_NA:
+            words, columns = words | found, [*columns, c]
+    if columns:
+        raise DataError(f"feature column(s) {', '.join(map(repr, columns))} hold numbers and "
+                        f"{', '.join(map(repr, sorted(words)))}: if that means missing, say so with "
+                        f"--na-values {shlex.quote(','.join(sorted(words)))}, or leave them out with "
+                        f"--drop {shlex.quote(','.join(columns))}")
 
 
 def _looks_like_index(column: pd.Series) -> bool:
@@ -240,8 +267,9 @@ def load_table(path: Path, target: str | None = None, targets: list[str] | None 
         else:
             y, labels = _classes(column, task, positive)
             strata = y
-    x, features = _features(frame.drop(columns=[*goal, *drop]))
+    x, text, features, categorical = _features(frame.drop(columns=[*goal, *drop]))
     stem = Path(path).stem
     return Dataset(name or stem, task, x, y, features, labels,
                    f"{task.value} model of {', '.join(goal)} from {Path(path).name} "
-                   f"({len(frame)} rows, {len(features)} features)", strata=strata)
+                   f"({len(frame)} rows, {len(features)} features)", strata=strata, text=text,
+                   categorical=categorical)

@@ -34,7 +34,7 @@ def fit(data: Dataset, s: Split, cfg: Config, verbose: bool = False) -> Fitted:
         # learning rate and the L2 penalty mean the same for any target scale.
         loss_weight = float(1.0 / np.mean(std ** 2))
     model = build_model(data.task, s.x_train, n_out, cfg.hidden, cfg.l2, target_scale,
-                        cfg.output_activation)
+                        cfg.output_activation, scaled=s.scaled)
     metrics = {Task.binary: [keras.metrics.BinaryAccuracy(threshold=0.0)],
                Task.multiclass: ["sparse_categorical_accuracy"],
                Task.multilabel: [keras.metrics.BinaryAccuracy(threshold=0.0)],

@@ -54,7 +54,8 @@ def test_multilabel_from_targets(tmp_path):
 def test_drop_and_booleans(tmp_path):
     data = load_table(table(tmp_path, id=np.arange(60), flag=np.tile([True, False], 30),
                             y=np.tile([0, 1], 30)), target="y", drop=["id"])
-    assert data.feature_names == ["a", "b", "flag"]
+    assert data.feature_names == ["a", "b", "flag"] and data.categorical == ("flag",)
+    assert set(data.text[:, 0]) == {"True", "False"}
 
 
 def test_missing_features_are_filled_with_the_training_median(tmp_path):
@@ -71,8 +72,10 @@ def test_missing_features_are_filled_with_the_training_median(tmp_path):
 @pytest.mark.parametrize("make,kwargs,message", [
     (lambda p: table(p, y=np.tile([0, 1], 30)), {"target": "nope"},
      "target column(s) 'nope' not in the file"),
-    (lambda p: table(p, y=np.tile([0, 1], 30), city=np.tile(["x", "y", "z"], 20)), {"target": "y"},
-     "feature column(s) 'city' are not numeric"),
+    (lambda p: table(p, y=np.tile([0, 1], 30), c=[np.nan] * 60), {"target": "y"},
+     "feature column(s) 'c' hold no value (every cell is empty); leave them out with --drop c"),
+    (lambda p: table(p, y=np.tile([0, 1], 30), c=[f"n{i % 40}" for i in range(60)]), {"target": "y"},
+     "'c' (40 distinct values in 60 cells) have too many categories"),
     (lambda p: table(p, y=np.tile([0, 1], 30), c=np.ones(60)), {"target": "y"},
      "feature column(s) 'c' are constant"),
     (lambda p: table(p, y=np.zeros(60, int)), {"target": "y"}, "has a single class ('0')"),
@@ -167,6 +170,6 @@ def test_row_index_columns_are_left_out_with_a_warning_unless_kept(tmp_path):
 
 
 def test_suggested_fixes_are_quoted_for_the_shell(tmp_path):
-    path = table(tmp_path, y=np.tile([0, 1], 30), **{"home town": np.tile(["x", "y", "z"], 20)})
+    path = table(tmp_path, y=np.tile([0, 1], 30), **{"home town": [f"town {i}" for i in range(60)]})
     with pytest.raises(DataError, match="--drop 'home town'"):
         load_table(path, target="y")
