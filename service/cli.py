@@ -81,9 +81,13 @@ def _forward(command: str, argv: list[str]) -> int:
     if command == "bench":
         return _bench(argv)
     try:
+        if command == "import":
+            from training.importer import main as import_main
+
+            return import_main(argv, prog="tinyserve import")
         import training.__main__ as training_cli
 
-        return training_cli.main(["import", *argv] if command == "import" else argv)
+        return training_cli.main(argv, prog="tinyserve train")
     except ModuleNotFoundError as e:  # a serving install: scikit-learn, TensorFlow and the rest are missing
         return _fail(command, f"{e}; the train extra installs it: {TRAIN_EXTRA}")
 

@@ -18,6 +18,7 @@ import os
 import shlex
 import sys
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out
@@ -29,6 +30,7 @@ from training.config import RECIPES, Config  # noqa: E402
 from training.importer import names  # noqa: E402
 from training.quiet import quiet_stderr  # noqa: E402
 
+PROG = "python -m training"
 # An installed package is no place to write: outside a checkout, models go to ./models.
 DEFAULT_ROOT = CHECKOUT / "models" if CHECKOUT else Path("models")
 
@@ -75,8 +77,8 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m training", description=__doc__,
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    p = _Parser(prog=prog, description=__doc__,
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--dataset", choices=sorted(BUILTIN), help="built-in data set to train")
@@ -119,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tune-thresholds", choices=["f1", "accuracy", "balanced_accuracy", "none"],
                    help="metric the binary / per-label thresholds are chosen for on the "
                    "validation split (default f1; none keeps 0.5)")
+    p.set_defaults(prog=prog)
     return p
 
 
@@ -181,7 +184,8 @@ def load_jobs(args: argparse.Namespace) -> list[tuple]:
         from training.tabular import load_table
         data = load_table(args.csv, args.target, args.targets,
                           Task(args.task) if args.task else None, args.drop, args.positive,
-                          name=args.name, keep=args.keep, na_values=args.na_values, warn=_warn)
+                          name=args.name, keep=args.keep, na_values=args.na_values,
+                          warn=partial(_warn, args.prog))
         cfg = config_for("", args)
         return [(data, cfg, command_for(table_source(args), data.name, cfg), data.name)]
     from training.datasets import load_builtin
@@ -218,13 +222,14 @@ def filled(card) -> list[str]:
             for c in card.columns or [] if c.missing_in_training]
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    """Run the command as `prog` (how errors and --help name it); returns the exit status."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["import"]:
         from training.importer import main as import_main
         return import_main(argv[1:])
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(prog).parse_args(argv)
         if args.all and args.name:
             raise CliError("--name applies to one --dataset, not to --all")
         if not args.csv and (args.target or args.targets or args.task or args.drop
@@ -241,18 +246,18 @@ def main(argv: list[str] | None = None) -> int:
         print_summary(train_all(jobs, args))
         return 0
     except CliError as e:
-        print(f"python -m training: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     except (ValueError, OSError, RuntimeError) as e:  # bad data, I/O, a failed export
-        print(f"python -m training: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("python -m training: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
         return 130
 
 
-def _warn(message: str) -> None:
-    print(f"python -m training: warning: {message}", file=sys.stderr)
+def _warn(prog: str, message: str) -> None:
+    print(f"{prog}: warning: {message}", file=sys.stderr)
 
 
 def print_summary(rows) -> None:

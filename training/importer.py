@@ -51,8 +51,8 @@ class _Parser(argparse.ArgumentParser):
         raise ImportFailed(message)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    p = _Parser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", type=Path, help="a Keras file (.keras, or .h5 where Keras 3 loads it) or an ONNX file")
     p.add_argument("--task", required=True, choices=[t.value for t in Task], help="what the model does")
     p.add_argument("--name", help="model name (default: the file's name without its extension)")
@@ -91,17 +91,17 @@ class Converted(NamedTuple):
     keras: object | None  # the Keras model, for the parity proof
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the import command; returns the exit status."""
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    """Run the import command as `prog` (how errors and --help name it); returns the exit status."""
     argv = sys.argv[1:] if argv is None else argv
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(prog).parse_args(argv)
         card, folder = import_model(args, shlex.join(["python", "-m", "training", "import", *argv]))
     except ImportFailed as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     except (ValueError, OSError, RuntimeError) as e:  # an I/O error, a failed export or parity
-        print(f"{PROG}: error: {_line(e)}", file=sys.stderr)
+        print(f"{prog}: error: {_line(e)}", file=sys.stderr)
         return 1
     kind = card.output_kind.value
     print(f"imported {args.model.name} as {card.name} version {card.version} ({card.task.value}, "

@@ -119,15 +119,25 @@ def test_import_without_the_train_extra_works_or_says_how_to_install_it():
 
 
 @pytest.mark.parametrize("argv, forwarded", [
-    (["train", "--dataset", "digits", "--epochs", "3"], ["--dataset", "digits", "--epochs", "3"]),
-    (["import", "--help"], ["import", "--help"]),
-    (["import", "model.onnx", "--name", "mine"], ["import", "model.onnx", "--name", "mine"]),
+    (["train", "--dataset", "digits", "--epochs", "3"], ("train", ["--dataset", "digits", "--epochs", "3"])),
+    (["import", "--help"], ("import", ["--help"])),
+    (["import", "model.onnx", "--name", "mine"], ("import", ["model.onnx", "--name", "mine"])),
 ])
-def test_train_and_import_forward_to_the_training_command(monkeypatch, argv, forwarded):
+def test_train_and_import_forward_to_the_training_commands_under_their_own_names(monkeypatch, argv, forwarded):
+    import training.importer as importer
+
     calls = []
-    monkeypatch.setattr(training_cli, "main", lambda args: calls.append(args) or 7)
+    monkeypatch.setattr(training_cli, "main", lambda args, prog: calls.append(("train", args, prog)) or 7)
+    monkeypatch.setattr(importer, "main", lambda args, prog: calls.append(("import", args, prog)) or 7)
     assert cli.main(argv) == 7
-    assert calls == [forwarded]
+    assert calls == [(*forwarded, f"tinyserve {forwarded[0]}")]
+
+
+def test_errors_and_help_name_the_command_as_typed():
+    bad = run_cli("train", "--csv", "missing.csv", "--target", "y")
+    assert bad.returncode != 0 and bad.stderr.startswith("tinyserve train: error: "), bad.stderr
+    assert run_cli("train", "--help").stdout.startswith("usage: tinyserve train")
+    assert run_cli("import", "--help").stdout.startswith("usage: tinyserve import")
 
 
 def test_help_and_version():
