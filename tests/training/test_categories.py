@@ -226,7 +226,7 @@ def test_a_table_without_numbers_has_only_the_categories_input(tmp_path):
     frame.to_csv(tmp_path / "words.csv", index=False)
     card, folder = train_one(load_table(tmp_path / "words.csv", target="bought"), QUICK, tmp_path,
                              "test", name="words")
-    assert card.input is None and [i.name for i in card.inputs] == ["categories"]
+    assert card.input.name == "categories" and [i.name for i in card.inputs] == ["categories"]  # `input`: the first graph input
     assert [i.name for i in onnx.load(str(folder / MODEL_FILE)).graph.input] == ["categories"]
     assert card.parity.passed
 
