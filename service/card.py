@@ -163,12 +163,16 @@ class Column(_Strict):
     fill: float | str
     categories: list[str] | None = None  # categorical only: training categories, encoding order
     missing_in_training: Annotated[int, Field(ge=0)] = 0  # training-split values that were missing (and filled)
+    # Categorical only: texts that mean missing as "" does (training's --na-values), filled alike.
+    missing_texts: list[str] = Field([], exclude_if=lambda v: not v)
 
     @model_validator(mode="after")
     def _fits_kind(self) -> Column:
         if self.kind == "numeric":
-            if type(self.fill) is not float or not math.isfinite(self.fill) or self.categories is not None:
-                raise ValueError(f"numeric column {self.name!r} needs a finite number as fill and no categories")
+            if type(self.fill) is not float or not math.isfinite(self.fill) or self.categories is not None \
+                    or self.missing_texts:
+                raise ValueError(f"numeric column {self.name!r} needs a finite number as fill, and no categories "
+                                 "or missing texts")
             return self
         cats = self.categories
         if not cats or len(set(cats)) != len(cats) or "" in cats:
@@ -176,6 +180,9 @@ class Column(_Strict):
                              f"them \"\" (which means missing), got {cats}")
         if self.fill not in cats:
             raise ValueError(f"categorical column {self.name!r}: fill {self.fill!r} is not one of its categories")
+        if set(self.missing_texts) & {"", *cats}:
+            raise ValueError(f"categorical column {self.name!r}: a missing text cannot be \"\" or a category, "
+                             f"got {self.missing_texts}")
         return self
 
 

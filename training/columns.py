@@ -27,14 +27,16 @@ def raw_inputs(numeric: np.ndarray, text: np.ndarray | None) -> dict[str, np.nda
     return feeds
 
 
-def learn(names: list[str], categorical: tuple[str, ...], raw: dict[str, np.ndarray]) -> list[Column]:
-    """Each column's fill and categories, from the training rows in `raw` only."""
+def learn(names: list[str], categorical: tuple[str, ...], raw: dict[str, np.ndarray],
+          missing_texts: tuple[str, ...] = ()) -> list[Column]:
+    """Each column's fill and categories, from the training rows in `raw` only; `missing_texts`
+    (the --na-values) mean missing in every categorical column, at serving time too."""
     numeric = iter(range(len(names) - len(categorical)))
     text = iter(range(len(categorical)))
     columns = []
     for name in names:
         if name in categorical:
-            columns.append(_categorical(name, raw[CATEGORIES][:, next(text)]))
+            columns.append(_categorical(name, raw[CATEGORIES][:, next(text)], missing_texts))
         else:
             columns.append(_numeric(name, raw[FEATURES][:, next(numeric)]))
     return columns
@@ -54,14 +56,15 @@ def _shortest(value) -> float:
     return float(str(np.float32(value)))
 
 
-def _categorical(name: str, values: np.ndarray) -> Column:
+def _categorical(name: str, values: np.ndarray, missing_texts: tuple[str, ...] = ()) -> Column:
     present = values[values != MISSING]
     if len(present) == 0:
         raise ValueError(f"feature column {name!r} has no value in the training split")
     seen, counts = np.unique(present.astype(str), return_counts=True)
     # np.unique sorts, so a tie for the most frequent goes to the first name: deterministic.
     return Column(name=name, kind="categorical", fill=str(seen[np.argmax(counts)]),
-                  categories=seen.tolist(), missing_in_training=int(len(values) - len(present)))
+                  categories=seen.tolist(), missing_in_training=int(len(values) - len(present)),
+                  missing_texts=list(missing_texts))
 
 
 def numeric_columns(columns: list[Column]) -> list[Column]:

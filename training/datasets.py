@@ -36,6 +36,7 @@ class Dataset:
     strata: np.ndarray | None = None  # what the split stratifies on, if anything
     text: np.ndarray | None = None  # (rows, categorical features), str; "": missing
     categorical: tuple[str, ...] = ()  # the names of text's columns, in order
+    missing_texts: tuple[str, ...] = ()  # texts read as missing (--na-values), so serving reads them so too
 
     @property
     def has_columns(self) -> bool:
@@ -132,7 +133,7 @@ def split(data: Dataset, seed: int, validation: float = 0.2, test: float = 0.2) 
     x, y, columns, raw = data.x, data.y, None, None
     if data.has_columns:
         raw = raw_inputs(data.x, data.text)
-        columns = learn(data.feature_names, data.categorical, take(raw, train_idx))
+        columns = learn(data.feature_names, data.categorical, take(raw, train_idx), data.missing_texts)
         x = encode(columns, raw)
     return Split(x[train_idx], y[train_idx], x[val_idx], y[val_idx], x[test_idx], y[test_idx],
                  columns, None if raw is None else take(raw, test_idx))

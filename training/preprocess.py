@@ -3,7 +3,8 @@ raw values: numbers with NaN for missing, category text with "" for missing.
 
     features   [N, n_numeric]  float32 -> IsNaN, Where: NaN becomes the column's fill
     categories [N, n_category] string  -> per column: ai.onnx.ml LabelEncoder to the category's
-        index ("" to the fill's index, an unseen value to -1), Equal against 0..k-1, Cast:
+        index ("" and the --na-values texts to the fill's index, an unseen value to -1), Equal
+        against 0..k-1, Cast:
         one-hot, all zeros for an unseen value
     Concat -> the network's `features`, in training/columns.py `encode`'s order
 
@@ -44,8 +45,9 @@ def _numeric_nodes(numeric: list[Column], nodes: list, constants: list) -> str:
 def _one_hot_nodes(j: int, column: Column, nodes: list, constants: list) -> str:
     """One categorical column's one-hot block, [N, k]."""
     k = len(column.categories)
-    keys = [*column.categories, MISSING]
-    values = [*range(k), column.categories.index(str(column.fill))]
+    missing = [MISSING, *column.missing_texts]
+    keys = [*column.categories, *missing]
+    values = [*range(k), *[column.categories.index(str(column.fill))] * len(missing)]
     constants += [numpy_helper.from_array(np.array(j, np.int64), f"column_{j}"),
                   numpy_helper.from_array(np.arange(k, dtype=np.int64)[None, :], f"range_{j}")]
     nodes += [helper.make_node("Gather", [CATEGORIES, f"column_{j}"], [f"text_{j}"], axis=1),

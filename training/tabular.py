@@ -272,4 +272,4 @@ def load_table(path: Path, target: str | None = None, targets: list[str] | None 
     return Dataset(name or stem, task, x, y, features, labels,
                    f"{task.value} model of {', '.join(goal)} from {Path(path).name} "
                    f"({len(frame)} rows, {len(features)} features)", strata=strata, text=text,
-                   categorical=categorical)
+                   categorical=categorical, missing_texts=tuple(na_values))

@@ -170,10 +170,11 @@ def warnings(card: ModelCard, x: np.ndarray) -> list[list[str]] | None:
             c = card.columns[numeric[k]]
             found.append((i, numeric[k], f"{c.name!r} is missing: filled with {c.fill!r}"))
     if categorical:
-        known = [(j, card.columns[j], frozenset(card.columns[j].categories)) for j in categorical]
+        known = [(j, c, frozenset(c.categories), frozenset(["", *c.missing_texts]))
+                 for j, c in ((j, card.columns[j]) for j in categorical)]
         for i, row in enumerate(x[CATEGORIES].tolist()):
-            for v, (j, c, cats) in zip(row, known):
-                if v == "":
+            for v, (j, c, cats, missing) in zip(row, known):
+                if v in missing:
                     found.append((i, j, f"{c.name!r} is missing: filled with {c.fill!r}"))
                 elif v not in cats:
                     found.append((i, j, f"{c.name!r} = {_cut(v)!r} is not a category seen in training: "

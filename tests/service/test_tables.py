@@ -298,3 +298,12 @@ async def test_a_numbers_only_table_takes_null_for_missing(client):
     assert (await client.post("/v2/models/tiny-numbers/infer", json=body)).json()["outputs"][0]["data"] == [30.0]
     r = await client.post("/v1/models/tiny-numbers:predict", json={"inputs": [[2, None], [None, 4]]})
     assert r.json() == {"outputs": [[8.0], [31.0]]}
+
+
+def test_a_text_the_card_names_missing_is_warned_as_filled_not_as_unseen():
+    """A card's `missing_texts` (training's --na-values) are missing values, as "" is; the graph
+    fills them (tests/training/test_categories.py), and the warning says so."""
+    plan = tables.COLUMNS[1].model_copy(update={"missing_texts": ["NA"]})
+    card = tables.card("0" * 64, golden=[], columns=[plan])
+    x = columns.table(card, None, np.array([["NA"], ["crew"], ["1st"], [""]], dtype=object))
+    assert columns.warnings(card, x) == [[FILLED_CLASS], [UNSEEN_CREW], [], [FILLED_CLASS]]

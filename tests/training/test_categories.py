@@ -265,3 +265,24 @@ def test_the_passenger_table_trains_from_the_command_line(tmp_path, capsys):
     card = read_card(tmp_path / "passengers" / "1" / CARD_FILE)
     assert [c.kind for c in card.columns] == ["categorical", "categorical", "numeric", "numeric",
                                               "categorical", "categorical"]
+
+
+def test_texts_named_missing_in_training_are_missing_in_the_graph_too(tmp_path):
+    """--na-values NA makes "NA" a missing value when training reads the table; the card says so
+    and the graph fills "NA" as it fills "", so a client sending the table's own text gets the
+    answer the training rows were fitted on, not an unseen category's."""
+    rng = np.random.default_rng(5)
+    frame = pd.DataFrame({"plan": rng.choice(["basic", "pro", "NA"], 90), "z": rng.random(90).round(3)})
+    frame["y"] = np.where(frame.plan == "pro", "yes", "no")
+    frame.to_csv(tmp_path / "plans.csv", index=False)
+    data = load_table(tmp_path / "plans.csv", target="y", na_values=["NA"])
+    (plan, _) = split(data, seed=1).columns
+    assert plan.categories == ["basic", "pro"] and plan.missing_texts == ["NA"] and plan.missing_in_training > 0
+    graph = session(encoding_graph([plan], 18, 8))
+    rows = {"categories": np.array([["NA"], [""], ["pro"], ["gold"]], dtype=object)}
+    fill = [0, 1] if plan.fill == "pro" else [1, 0]
+    np.testing.assert_array_equal(graph.run(None, rows)[0], [fill, fill, [0, 1], [0, 0]])
+    assert Column.model_validate_json(plan.model_dump_json()).missing_texts == ["NA"]
+    assert "missing_texts" not in Column(name="c", kind="categorical", fill="a", categories=["a"]).model_dump()
+    with pytest.raises(ValueError, match="missing text"):
+        Column(name="c", kind="categorical", fill="a", categories=["a", "NA"], missing_texts=["NA"])
