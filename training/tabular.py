@@ -185,6 +185,22 @@ def _features(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None, list[
     return x.astype(np.float32), categories, list(frame.columns), tuple(text)
 
 
+def _as_written(path: Path, frame: pd.DataFrame, na_values: list[str]) -> pd.DataFrame:
+    """The feature columns pandas read as booleans (true/True/TRUE, false/...), as the CSV spells
+    them: they are categories, and a client sends the file's own text, which must be one of them."""
+    flags = [c for c in frame.columns if pd.api.types.is_bool_dtype(frame[c]) or _booleans_with_blanks(frame[c])]
+    if not flags or Path(path).suffix.lower() in (".parquet", ".pq"):
+        return frame
+    raw = pd.read_csv(path, skipinitialspace=True, keep_default_na=False, na_values=["", *na_values], dtype=str)
+    raw.columns = [str(c).strip() for c in raw.columns]
+    return frame.assign(**{c: raw[c] for c in flags})
+
+
+def _booleans_with_blanks(column: pd.Series) -> bool:
+    present = column.dropna()
+    return column.dtype == object and len(present) > 0 and present.map(type).eq(bool).all()
+
+
 def _refuse(bad: list[str], why: str, described: list[str] | None = None) -> None:
     if bad:
         raise DataError(f"feature column(s) {', '.join(described or map(repr, bad))} {why}; "
@@ -267,7 +283,7 @@ def load_table(path: Path, target: str | None = None, targets: list[str] | None 
         else:
             y, labels = _classes(column, task, positive)
             strata = y
-    x, text, features, categorical = _features(frame.drop(columns=[*goal, *drop]))
+    x, text, features, categorical = _features(_as_written(path, frame.drop(columns=[*goal, *drop]), na_values))
     stem = Path(path).stem
     return Dataset(name or stem, task, x, y, features, labels,
                    f"{task.value} model of {', '.join(goal)} from {Path(path).name} "

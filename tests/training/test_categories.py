@@ -286,3 +286,15 @@ def test_texts_named_missing_in_training_are_missing_in_the_graph_too(tmp_path):
     assert "missing_texts" not in Column(name="c", kind="categorical", fill="a", categories=["a"]).model_dump()
     with pytest.raises(ValueError, match="missing text"):
         Column(name="c", kind="categorical", fill="a", categories=["a", "NA"], missing_texts=["NA"])
+
+
+@pytest.mark.parametrize("spelling", [("true", "false"), ("True", "False"), ("TRUE", "FALSE")])
+def test_a_yes_no_column_keeps_the_files_spelling(tmp_path, spelling):
+    """pandas reads true/false cells as booleans; as categories they keep the CSV's own text, the
+    text a client copies from the file (and blanks stay missing)."""
+    yes, no = spelling
+    frame = pd.DataFrame({"flag": [yes, no, "", yes, no, no] * 10, "w": np.arange(60) % 7, "y": ["a", "b"] * 30})
+    frame.to_csv(tmp_path / "flags.csv", index=False)
+    data = load_table(tmp_path / "flags.csv", target="y")
+    assert data.categorical == ("flag",)
+    assert sorted(set(data.text[:, 0])) == sorted({"", yes, no})
