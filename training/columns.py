@@ -125,3 +125,15 @@ def raw_rows(columns: list[Column], raw: dict[str, np.ndarray]) -> list[list[flo
     by_column = [next(numeric) if c.kind == "numeric" else next(text) for c in columns]
     gone = lambda v: v is None or v == MISSING or (isinstance(v, float) and np.isnan(v))  # noqa: E731
     return [[None if gone(v) else v for v in row] for row in zip(*by_column)]
+
+
+def native(columns: list[Column], raw: dict[str, np.ndarray]) -> tuple[np.ndarray, list[bool]]:
+    """The rows as gradient-boosted trees take them natively: numbers with NaN for missing, and
+    each category as its code in the column's categories (NaN: missing or unseen); with the mask
+    of the category columns."""
+    numeric, categorical = numeric_columns(columns), categorical_columns(columns)
+    parts = [raw[FEATURES].astype(np.float64)] if numeric else []
+    for j, c in enumerate(categorical):
+        codes = {name: float(i) for i, name in enumerate(c.categories)}
+        parts.append(np.array([[codes.get(v, np.nan)] for v in raw[CATEGORIES][:, j]], np.float64))
+    return np.hstack(parts), [False] * len(numeric) + [True] * len(categorical)

@@ -57,6 +57,7 @@ class Split:
     y_test: np.ndarray
     columns: list[Column] | None = None  # the raw columns' encoding, learned on x_train's rows
     raw_test: dict[str, np.ndarray] | None = None  # the test rows as the graph takes them
+    raw_train: dict[str, np.ndarray] | None = None  # the training rows so, for the trees baseline
 
     @property
     def scaled(self) -> int | None:
@@ -136,4 +137,4 @@ def split(data: Dataset, seed: int, validation: float = 0.2, test: float = 0.2) 
         columns = learn(data.feature_names, data.categorical, take(raw, train_idx), data.missing_texts)
         x = encode(columns, raw)
     return Split(x[train_idx], y[train_idx], x[val_idx], y[val_idx], x[test_idx], y[test_idx],
-                 columns, None if raw is None else take(raw, test_idx))
+                 columns, None if raw is None else take(raw, test_idx), None if raw is None else take(raw, train_idx))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from service.card import (CARD_FILE, MODEL_FILE, NAME_RE, ModelCard, Splits, Task, ThresholdCheck,
@@ -10,6 +11,7 @@ from training.datasets import Dataset, Split, split
 from training.export import INPUT_NAME, check_parity, export_onnx, golden_examples, library_versions
 from training.preprocess import prepend_encoding
 from training.publish import next_version, now, publish
+from training.columns import native
 from training.config import Config
 from training.report import write_report
 from training.baselines import linear_baseline, trees_baseline
@@ -35,7 +37,7 @@ def train_one(data: Dataset, cfg: Config, root: Path, command: str,
     at_half = score(data.task, s.y_test, decide(data.task, raw_test, half), data.labels) \
         if tuned_for else None
     base = linear_baseline(data.task, s, data.labels, cfg.seed)
-    trees = trees_baseline(data.task, s, data.labels, cfg.seed)
+    trees = _trees(data, s, cfg.seed)
 
     version = next_version(root, name)
 
@@ -73,6 +75,15 @@ def _checked_thresholds(data: Dataset, s: Split, model, cfg: Config) -> list[Thr
         return None
     raw_val = model.predict(s.x_val, verbose=0)
     return check_thresholds(data.task, raw_val, s.y_val, cfg.tune_thresholds, data.labels, cfg.seed)
+
+
+def _trees(data: Dataset, s: Split, seed: int):
+    """The trees baseline; a table's on its raw columns, whose categories and missing values the
+    trees handle natively, rather than on the network's filled, one-hot encoded matrix."""
+    if s.columns is None:
+        return trees_baseline(data.task, s, data.labels, seed)
+    (x_train, mask), (x_test, _) = native(s.columns, s.raw_train), native(s.columns, s.raw_test)
+    return trees_baseline(data.task, replace(s, x_train=x_train, x_test=x_test), data.labels, seed, categorical=mask)
 
 
 def _training_info(data: Dataset, cfg: Config, command: str, epochs_run: int, tuned_for: str | None) -> TrainingInfo:

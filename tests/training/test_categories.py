@@ -9,7 +9,7 @@ import pytest
 
 from service.card import CARD_FILE, MODEL_FILE, Column, Task, read_card
 from training.__main__ import filled, main
-from training.columns import encode, learn, raw_inputs
+from training.columns import encode, learn, native, raw_inputs
 from training.config import Config
 from training.datasets import DataError, Dataset, split
 from training.example_csv import passengers
@@ -298,3 +298,13 @@ def test_a_yes_no_column_keeps_the_files_spelling(tmp_path, spelling):
     data = load_table(tmp_path / "flags.csv", target="y")
     assert data.categorical == ("flag",)
     assert sorted(set(data.text[:, 0])) == sorted({"", yes, no})
+
+
+def test_the_trees_baseline_gets_the_raw_columns_natively():
+    """Gradient-boosted trees split on categories and missing values themselves: they get numbers
+    with NaN and category codes (NaN for missing or unseen), not the network's encoded matrix."""
+    raw = {"features": np.array([[np.nan, 3.0], [1.0, 2.0]], np.float32),
+           "categories": np.array([["", "cone"], ["blue", "plate"]], dtype=object)}
+    x, mask = native(COLUMNS, raw)
+    np.testing.assert_array_equal(x, [[np.nan, 3.0, np.nan, 2.0], [1.0, 2.0, 0.0, np.nan]])
+    assert mask == [False, False, True, True]
