@@ -17,8 +17,8 @@ Input rules (the model has one FP32 input of shape [-1, n_features]; a table mod
   under the same rules. A gzip or deflate `Content-Encoding` is decompressed within the body limit.
 
 A table model (a card with `columns`) takes its graph's inputs by name, each once: `features`
-[rows, numeric columns] as above, JSON null and NaN meaning missing, and `categories` [rows,
-categorical columns], BYTES: JSON strings (null or "" missing) or binary (each element a 4-byte
+[rows, numeric columns] as above, JSON null (NaN in binary data; JSON has no NaN) meaning
+missing, and `categories` [rows, categorical columns], BYTES: JSON strings (null or "" missing) or binary (each element a 4-byte
 little-endian length, then its UTF-8 bytes; binary inputs follow the JSON in request order).
 Filled features and unseen categories are named in the response's `parameters.warnings`, one
 "row <i>: <warning>" line each, "\n"-joined (the spec's parameters are strings, not lists).
