@@ -18,8 +18,9 @@ Input rules (the model has one FP32 input of shape [-1, n_features]; a table mod
 
 A table model (a card with `columns`) takes its graph's inputs by name, each once: `features`
 [rows, numeric columns] as above, JSON null (NaN in binary data; JSON has no NaN) meaning
-missing, and `categories` [rows, categorical columns], BYTES: JSON strings (null or "" missing) or binary (each element a 4-byte
-little-endian length, then its UTF-8 bytes; binary inputs follow the JSON in request order).
+missing, and `categories` [rows, categorical columns], BYTES: JSON strings (null or "" missing)
+or binary (each element a 4-byte little-endian length, then its UTF-8 bytes; binary inputs
+follow the JSON in request order).
 Filled features and unseen categories are named in the response's `parameters.warnings`, one
 "row <i>: <warning>" line each, "\n"-joined (the spec's parameters are strings, not lists).
 
