@@ -191,7 +191,8 @@ def _as_written(path: Path, frame: pd.DataFrame, na_values: list[str]) -> pd.Dat
     flags = [c for c in frame.columns if pd.api.types.is_bool_dtype(frame[c]) or _booleans_with_blanks(frame[c])]
     if not flags or Path(path).suffix.lower() in (".parquet", ".pq"):
         return frame
-    raw = pd.read_csv(path, skipinitialspace=True, keep_default_na=False, na_values=["", *na_values], dtype=str)
+    raw = pd.read_csv(path, skipinitialspace=True, keep_default_na=False, na_values=["", *na_values], dtype=str,
+                      usecols=lambda c: str(c).strip() in flags)  # only those columns, read again as text
     raw.columns = [str(c).strip() for c in raw.columns]
     return frame.assign(**{c: raw[c] for c in flags})
 

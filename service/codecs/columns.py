@@ -67,12 +67,7 @@ def instances(rows_: object, card: ModelCard, max_rows: int, field: str = "insta
 
 def rows(instances_: object, card: ModelCard, max_rows: int, field: str = "instances") -> np.ndarray:
     """Rows of a table model (objects keyed by column name, or lists in column order) -> `table`."""
-    if type(instances_) is np.ndarray:  # `json.parse` read a table of numbers
-        instances_ = instances_.tolist()
-    if type(instances_) is not list or not instances_:
-        raise BadRequest(f"'{field}' must be a non-empty list of rows, got {json.show(instances_)}")
-    if len(instances_) > max_rows:
-        raise BadRequest(f"at most {max_rows} rows per request, got {len(instances_)}")
+    instances_ = _row_list(instances_, f"'{field}'", max_rows)
     columns = card.columns
     kinds = [c.kind == "numeric" for c in columns]
     given = [_row(row, i, columns) for i, row in enumerate(instances_)]
@@ -145,13 +140,19 @@ def named(card: ModelCard, tensors: dict, max_rows: int, where: str) -> np.ndarr
     return table(card, features, None if categories is None else np.array(categories, dtype=object))
 
 
-def _tensor_rows(rows_: object, name: str, columns: list[Column], max_rows: int, value) -> list[list]:
+def _row_list(rows_: object, what: str, max_rows: int) -> list:
+    """The rows as a list (a table `json.parse` read becomes one); 400 unless 1 to `max_rows`."""
     if type(rows_) is np.ndarray:
         rows_ = rows_.tolist()
     if type(rows_) is not list or not rows_:
-        raise BadRequest(f"input {name!r} must be a non-empty list of rows, got {json.show(rows_)}")
+        raise BadRequest(f"{what} must be a non-empty list of rows, got {json.show(rows_)}")
     if len(rows_) > max_rows:
         raise BadRequest(f"at most {max_rows} rows per request, got {len(rows_)}")
+    return rows_
+
+
+def _tensor_rows(rows_: object, name: str, columns: list[Column], max_rows: int, value) -> list[list]:
+    rows_ = _row_list(rows_, f"input {name!r}", max_rows)
     n = len(columns)
     for i, row in enumerate(rows_):
         if type(row) is not list or len(row) != n:
