@@ -33,6 +33,11 @@ NUMBERS = frozenset((int, float))
 BOM = b"\xef\xbb\xbf"
 # Every float64 below this rounds to a finite float32 (it is halfway between float32's largest and 2**128).
 FLOAT32_LIMIT = float.fromhex("0x1.ffffffp+127")
+FLOAT32_LIMIT_SQUARED = FLOAT32_LIMIT * FLOAT32_LIMIT
+# A body up to this size (a row or two of numbers) is read whole as plain Python: simdjson's own
+# read of it costs less than the walk that finds its tables; its rows take the list path, whose
+# checks and messages are the same. Larger bodies are walked (see bench/README.md, issue 13).
+SMALL = 1024
 M = TypeVar("M", bound=BaseModel)
 Tensor = Callable[[str, simdjson.Object, int], bool]  # key, its object, how many objects enclose that one
 
@@ -71,6 +76,8 @@ def parse(body: bytes, not_object: str, tensor: Tensor) -> dict:
     try:
         if type(doc) is not simdjson.Object:
             raise BadRequest(not_object.format(got=json_type(_plain(doc))))
+        if len(body) <= SMALL:  # a few rows: simdjson reads them whole faster than the reader walks them
+            return doc.as_dict()
         try:
             data = reader.object(doc)
         except RecursionError:  # nested deeper than Python's stack: simdjson reads it whole
@@ -251,8 +258,10 @@ def float32_matrix(values: list | np.ndarray, names: list[str] | None, missing: 
     if type(values) is np.ndarray and values.dtype == np.float32 and np.isfinite(values).all():
         return values  # float32 already (binary tensor data), every value finite: nothing to round
     wide = np.asarray(values, dtype=np.float64)
-    magnitude = np.abs(wide)
-    if not magnitude.max() < FLOAT32_LIMIT:  # also false for NaN
+    # One pass: each square is at most their sum, so a sum below the limit's square clears every
+    # value; NaN, an infinity or a square beyond float64 make it fail, and the values are looked at.
+    if not np.vdot(wide, wide) < FLOAT32_LIMIT_SQUARED:
+        magnitude = np.abs(wide)
         bad = ~(magnitude < FLOAT32_LIMIT)
         if missing:
             bad &= ~np.isnan(wide)

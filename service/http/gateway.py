@@ -32,6 +32,8 @@ from service.http.corked import IN_FLIGHT
 from service.observe import REQUEST_ID, UNMATCHED, Observer, request_id, timeout_response
 
 log = logging.getLogger(__name__)
+MATCHES_KEPT = 1024
+_UNKNOWN = object()
 CLIENT_GONE = 499  # recorded for a request whose client left before its body arrived (nginx's code)
 
 
@@ -44,6 +46,8 @@ class Gateway:
         self.tokens = tuple(t.encode() for t in tokens) or None
         # By the path's first segment, so that a request tries only the routes that can match it.
         self.routes: dict[str, list[APIRoute]] = {}
+        # A POST's (path, root path) -> what `_match` found: the table is fixed, so one match per path.
+        self._matched: dict[tuple[str, str], tuple[APIRoute, dict] | None] = {}
         for router in inference:
             for route in router.routes:
                 if "POST" in route.methods:
@@ -113,9 +117,19 @@ class Gateway:
         await exchange.answer(response)
 
     def match(self, scope: Scope) -> tuple[APIRoute, dict] | None:
-        """The inference route of a POST and its path parameters, or None."""
+        """The inference route of a POST and its path parameters (a fresh dict), or None."""
         if scope["method"] != "POST":
             return None
+        key = (scope["path"], scope.get("root_path", ""))
+        found = self._matched.get(key, _UNKNOWN)
+        if found is _UNKNOWN:
+            found = self._match(scope)
+            if len(self._matched) >= MATCHES_KEPT:  # paths are the clients' to choose: keep a bounded few
+                self._matched.clear()
+            self._matched[key] = found
+        return None if found is None else (found[0], dict(found[1]))
+
+    def _match(self, scope: Scope) -> tuple[APIRoute, dict] | None:
         routes = self.routes.get(_head(scope["path"]), ()) if not scope.get("root_path") else \
             [r for group in self.routes.values() for r in group]
         for route in routes:

@@ -51,7 +51,8 @@ def test_same_matrix_or_message_as_recorded(case):
     assert decode(case["protocol"], case["body"].encode("latin-1")) == case["outcome"]
 
 
-def test_tables_of_numbers_are_read_as_float64_arrays():
+def test_tables_of_numbers_are_read_as_float64_arrays(monkeypatch):
+    monkeypatch.setattr(codec, "SMALL", 0)  # these bodies are small enough to be read whole
     tensor = lambda key, parent, depth: key == "instances"  # noqa: E731
     for body, shape in [(b'{"instances": [[1, 2, 3]]}', (1, 3)), (b'{"instances": [1.5, -2e3]}', (2,)),
                         (b'{"model": "m", "instances": [[1.5, -2e3, 0], [4, 5, 6]]}', (2, 3))]:
@@ -62,18 +63,30 @@ def test_tables_of_numbers_are_read_as_float64_arrays():
         assert type(codec.parse(body, "{got}", tensor)["instances"]) is list, body
 
 
-def test_keys_simdjson_cannot_look_up_are_read_whole():
+def test_small_bodies_are_read_whole_as_plain_python():
+    tensor = lambda key, parent, depth: key == "instances"  # noqa: E731
+    small = b'{"instances": [[1, 2.5, 3]]}'
+    assert codec.parse(small, "{got}", tensor) == {"instances": [[1, 2.5, 3]]}
+    large = b'{"instances": [' + b", ".join([b"[1, 2.5, 3]"] * 100) + b"]}"
+    assert len(small) <= codec.SMALL < len(large)
+    assert type(codec.parse(large, "{got}", tensor)["instances"]) is np.ndarray
+
+
+def test_keys_simdjson_cannot_look_up_are_read_whole(monkeypatch):
+    monkeypatch.setattr(codec, "SMALL", 0)
     assert codec.parse(b'{"\\u0000": [1], "instances": [[1, 2]]}', "{got}", lambda *a: True) == \
         {"\x00": [1], "instances": [[1, 2]]}
 
 
-def test_a_parser_still_referenced_is_replaced_not_reused():
+def test_a_parser_still_referenced_is_replaced_not_reused(monkeypatch):
+    monkeypatch.setattr(codec, "SMALL", 0)
     doc = codec._parsers.parser.parse(b'[1]') if hasattr(codec._parsers, "parser") else None
     assert codec.parse(b'{"instances": [[1, 2]]}', "{got}", lambda *a: True)["instances"].tolist() == [[1, 2]]
     del doc
 
 
-def test_each_thread_parses_with_its_own_parser():
+def test_each_thread_parses_with_its_own_parser(monkeypatch):
+    monkeypatch.setattr(codec, "SMALL", 0)
     seen = []
     thread = threading.Thread(target=lambda: seen.append(codec.parse(b'{"a": [1]}', "{got}", lambda *a: True)))
     thread.start()
