@@ -5,7 +5,7 @@ a rectangular array of JSON numbers, flat or one level nested, comes back as a f
 array straight from simdjson's buffer; every other value comes back as plain Python. Should a
 tensor array hide anything the float64 buffer cannot show (a list nested deeper), the body's
 `[` count gives it away and the document is read again as plain Python, so the per-value checks
-word the 400. orjson only words the message of a body simdjson refuses, so that it stays the
+word the 400. A body of a row or two (`SMALL`) is read as plain Python at once. orjson only words the message of a body simdjson refuses, so that it stays the
 message clients have seen ("malformed JSON: ...").
 
 Rows are counted from 0 in every message. Content-Type is not required: some clients
@@ -33,7 +33,6 @@ NUMBERS = frozenset((int, float))
 BOM = b"\xef\xbb\xbf"
 # Every float64 below this rounds to a finite float32 (it is halfway between float32's largest and 2**128).
 FLOAT32_LIMIT = float.fromhex("0x1.ffffffp+127")
-FLOAT32_LIMIT_SQUARED = FLOAT32_LIMIT * FLOAT32_LIMIT
 # A body up to this size (a row or two of numbers) is read whole as plain Python: simdjson's own
 # read of it costs less than the walk that finds its tables; its rows take the list path, whose
 # checks and messages are the same. Larger bodies are walked (see bench/README.md, issue 13).
@@ -258,10 +257,8 @@ def float32_matrix(values: list | np.ndarray, names: list[str] | None, missing: 
     if type(values) is np.ndarray and values.dtype == np.float32 and np.isfinite(values).all():
         return values  # float32 already (binary tensor data), every value finite: nothing to round
     wide = np.asarray(values, dtype=np.float64)
-    # One pass: each square is at most their sum, so a sum below the limit's square clears every
-    # value; NaN, an infinity or a square beyond float64 make it fail, and the values are looked at.
-    if not np.vdot(wide, wide) < FLOAT32_LIMIT_SQUARED:
-        magnitude = np.abs(wide)
+    magnitude = np.abs(wide)
+    if not magnitude.max() < FLOAT32_LIMIT:  # also false for NaN
         bad = ~(magnitude < FLOAT32_LIMIT)
         if missing:
             bad &= ~np.isnan(wide)

@@ -184,6 +184,23 @@ def test_gateway_matches_exactly_the_inference_routes(settings):
     assert match("/api/predict", root_path="/api") == ("/predict", {})
 
 
+def test_gateway_remembers_a_bounded_number_of_matches_and_hands_out_fresh_params(settings, monkeypatch):
+    from service.http import gateway as module
+
+    gateway = create_app(settings)
+    scope = {"type": "http", "method": "POST", "path": "/v2/models/m/infer", "root_path": ""}
+    route, params = gateway.match(scope)
+    params["name"] = "changed by an endpoint"
+    assert gateway.match(scope) == (route, {"name": "m"})
+    # The same path under another root path is matched on its own.
+    assert gateway.match({**scope, "path": "/api/v2/models/m/infer", "root_path": "/api"})[1] == {"name": "m"}
+    monkeypatch.setattr(module, "MATCHES_KEPT", 8)
+    for i in range(50):  # paths are the clients' to choose: what is kept stays bounded
+        assert gateway.match({**scope, "path": f"/v2/models/m{i}/infer"})[1] == {"name": f"m{i}"}
+        assert gateway.match({**scope, "path": f"/nothing/{i}"}) is None
+    assert len(gateway._matched) <= 8
+
+
 def test_an_inference_route_the_gateway_cannot_call_is_refused_at_build(settings):
     from fastapi import APIRouter, FastAPI
 
