@@ -118,6 +118,8 @@ class LoadedModel:
     batcher: Batcher | None = field(init=False, default=None, compare=False, repr=False)
     # A table model's graph input names, the fields of its decoded batches; None: one input, a matrix.
     fields: tuple[str, ...] | None = field(init=False, default=None, compare=False, repr=False)
+    # Given to every run: without options, onnxruntime makes default ones per call.
+    options: ort.RunOptions = field(init=False, default_factory=ort.RunOptions, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.inputs:
@@ -147,9 +149,10 @@ class LoadedModel:
         """Run a [rows, n_features] batch, or a table model's batch of fields (from `feed`); returns
         the card's output, [rows, n_outputs]."""
         if self.fields is None:
-            return self.session.run([self.output.name], {self.input.name: batch})[0]
+            return self.session.run([self.output.name], {self.input.name: batch}, self.options)[0]
         # A field of a structured array is a strided view; onnxruntime takes contiguous arrays.
-        return self.session.run([self.output.name], {n: np.ascontiguousarray(batch[n]) for n in self.fields})[0]
+        feed = {n: np.ascontiguousarray(batch[n]) for n in self.fields}
+        return self.session.run([self.output.name], feed, self.options)[0]
 
     def signature(self) -> dict:
         """Inputs and output as the session reports them."""

@@ -5,8 +5,9 @@ a rectangular array of JSON numbers, flat or one level nested, comes back as a f
 array straight from simdjson's buffer; every other value comes back as plain Python. Should a
 tensor array hide anything the float64 buffer cannot show (a list nested deeper), the body's
 `[` count gives it away and the document is read again as plain Python, so the per-value checks
-word the 400. A body of a row or two (`SMALL`) is read as plain Python at once. orjson only words the message of a body simdjson refuses, so that it stays the
-message clients have seen ("malformed JSON: ...").
+word the 400. A body of about a row (`SMALL`) is read as plain Python at once. orjson only
+words the message of a body simdjson refuses, so that it stays the message clients have seen
+("malformed JSON: ...").
 
 Rows are counted from 0 in every message. Content-Type is not required: some clients
 (tritonclient among them) send none.
@@ -33,10 +34,10 @@ NUMBERS = frozenset((int, float))
 BOM = b"\xef\xbb\xbf"
 # Every float64 below this rounds to a finite float32 (it is halfway between float32's largest and 2**128).
 FLOAT32_LIMIT = float.fromhex("0x1.ffffffp+127")
-# A body up to this size (a row or two of numbers) is read whole as plain Python: simdjson's own
+# A body up to this size (about a row of numbers) is read whole as plain Python: simdjson's own
 # read of it costs less than the walk that finds its tables; its rows take the list path, whose
 # checks and messages are the same. Larger bodies are walked (see bench/README.md, issue 13).
-SMALL = 1024
+SMALL = 512
 M = TypeVar("M", bound=BaseModel)
 Tensor = Callable[[str, simdjson.Object, int], bool]  # key, its object, how many objects enclose that one
 
@@ -75,7 +76,7 @@ def parse(body: bytes, not_object: str, tensor: Tensor) -> dict:
     try:
         if type(doc) is not simdjson.Object:
             raise BadRequest(not_object.format(got=json_type(_plain(doc))))
-        if len(body) <= SMALL:  # a few rows: simdjson reads them whole faster than the reader walks them
+        if len(body) <= SMALL:  # about a row: simdjson reads it whole faster than the reader walks it
             return doc.as_dict()
         try:
             data = reader.object(doc)

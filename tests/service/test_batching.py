@@ -137,12 +137,12 @@ def test_serving_json(tmp_path):
 
 
 class FakeSession:
-    """What `LoadedModel.run` calls: run(names, feed) -> [output]."""
+    """What `LoadedModel.run` calls: run(names, feed, options) -> [output]."""
 
     def __init__(self):
         self.recorder = Recorder()
 
-    def run(self, names, feed):
+    def run(self, names, feed, options):
         return [self.recorder(next(iter(feed.values())))]
 
 
