@@ -32,6 +32,10 @@ def kserve_python() -> str:
     if not python.exists() or not stamp.exists() or stamp.read_text() != wanted:
         shutil.rmtree(VENV, ignore_errors=True)
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True, timeout=300)
+        # As .ci/bootstrap does: the pip that venv bundles with Python 3.11 (23.2) refuses a hashed
+        # lock whose package asks for an extra (kserve wants uvicorn[standard]) once PyPI has a
+        # newer release of that package than the lock pins.
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "--upgrade", "pip"], check=True, timeout=300)
         subprocess.run([str(python), "-m", "pip", "install", "-q", "--require-hashes", "-r", str(LOCK)],
                        check=True, timeout=900)
         stamp.write_text(wanted)
