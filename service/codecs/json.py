@@ -255,11 +255,14 @@ def float32_matrix(values: list | np.ndarray, names: list[str] | None, missing: 
     Every protocol's decoder ends here, so the model never sees NaN, an infinity or an overflow;
     `missing`: NaN stands for a missing value (a table model's `features`, whose graph fills it).
     """
-    if type(values) is np.ndarray and values.dtype == np.float32 and np.isfinite(values).all():
+    # Each value's square is at most the sum of the squares (`vdot`, one call where `abs` and `max`
+    # are two reductions): a finite sum below the limit's square clears them all; NaN, an infinity
+    # or a sum beyond the float's range sends the values to the exact checks below.
+    if type(values) is np.ndarray and values.dtype == np.float32 and np.isfinite(np.vdot(values, values)):
         return values  # float32 already (binary tensor data), every value finite: nothing to round
     wide = np.asarray(values, dtype=np.float64)
-    magnitude = np.abs(wide)
-    if not magnitude.max() < FLOAT32_LIMIT:  # also false for NaN
+    if not np.vdot(wide, wide) < FLOAT32_LIMIT * FLOAT32_LIMIT:
+        magnitude = np.abs(wide)
         bad = ~(magnitude < FLOAT32_LIMIT)
         if missing:
             bad &= ~np.isnan(wide)
