@@ -34,6 +34,7 @@ NUMBERS = frozenset((int, float))
 BOM = b"\xef\xbb\xbf"
 # Every float64 below this rounds to a finite float32 (it is halfway between float32's largest and 2**128).
 FLOAT32_LIMIT = float.fromhex("0x1.ffffffp+127")
+FLOAT32_LIMIT_SQUARED = FLOAT32_LIMIT * FLOAT32_LIMIT
 # A body up to this size (about a row of numbers) is read whole as plain Python: simdjson's own
 # read of it costs less than the walk that finds its tables; its rows take the list path, whose
 # checks and messages are the same. Larger bodies are walked (see bench/README.md, issue 13).
@@ -71,13 +72,13 @@ def header(scope: dict, name: bytes) -> str | None:
 def parse(body: bytes, not_object: str, tensor: Tensor) -> dict:
     """The body's JSON object as Python values, the arrays `tensor` picks as float64 tables where
     they are tables of numbers; 400 "malformed JSON: ..." or `not_object` (formatted with `got`)."""
-    doc = _document(body)
-    reader = _Reader(tensor)
+    doc, reader = _document(body), None
     try:
         if type(doc) is not simdjson.Object:
             raise BadRequest(not_object.format(got=json_type(_plain(doc))))
         if len(body) <= SMALL:  # about a row: simdjson reads it whole faster than the reader walks it
             return doc.as_dict()
+        reader = _Reader(tensor)
         try:
             data = reader.object(doc)
         except RecursionError:  # nested deeper than Python's stack: simdjson reads it whole
@@ -261,7 +262,7 @@ def float32_matrix(values: list | np.ndarray, names: list[str] | None, missing: 
     if type(values) is np.ndarray and values.dtype == np.float32 and np.isfinite(np.vdot(values, values)):
         return values  # float32 already (binary tensor data), every value finite: nothing to round
     wide = np.asarray(values, dtype=np.float64)
-    if not np.vdot(wide, wide) < FLOAT32_LIMIT * FLOAT32_LIMIT:
+    if not np.vdot(wide, wide) < FLOAT32_LIMIT_SQUARED:
         magnitude = np.abs(wide)
         bad = ~(magnitude < FLOAT32_LIMIT)
         if missing:
