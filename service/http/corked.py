@@ -2,10 +2,11 @@
 
 uvicorn writes a response's head and its body in two `write` calls. `CorkedTransport` holds the
 head and sends it with what follows in one `writelines` (one `writev` on uvloop), as Node's HTTP
-server corks a response: a lone request's answer leaves as soon as its body is written; with
-other requests in flight (`IN_FLIGHT`, counted by the gateway) it leaves at the end of the
-event-loop step, with the answers that step finished; anything written alone (a `100 Continue`)
-leaves at the end of the step.
+server corks a response: a lone request's answer leaves as soon as its body is written; while
+other connections owe an answer (`OWED`: a request head arrived on them, and nothing has been
+sent since) it leaves at the end of the event-loop step, with the answers that step finished, so
+that their clients come back together; anything written alone (a `100 Continue`) leaves at the
+end of the step. A head counts from the moment it arrives, before its request starts running.
 
 One request header is dropped before uvicorn parses it: `Upgrade: h2c` (what `curl --http2` sends
 over plain HTTP). The server speaks HTTP/1.1 only, and the HTTP parser stops at an upgrade
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Sized
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -32,19 +32,16 @@ from service.config import get_settings
 from service.http.limits import Guard, Limits
 
 
-class InFlight:
-    """How many requests this process is answering now; `service.http.gateway` keeps the count."""
+class Owed:
+    """How many connections of this process owe an answer (see the module docstring)."""
 
     __slots__ = ("count",)
 
     def __init__(self) -> None:
         self.count = 0
 
-    def __len__(self) -> int:
-        return self.count
 
-
-IN_FLIGHT = InFlight()
+OWED = Owed()
 # A whole `Upgrade: h2c` header line (any case); the scan for "pgrade" first keeps it off most data.
 _HEAD_SCAN = 2048  # how far into a chunk to look for it: such heads are short, bodies may be long
 _H2C = re.compile(rb"\r\nupgrade[ \t]*:[ \t]*h2c[ \t]*(?=\r\n)", re.IGNORECASE)
@@ -53,13 +50,26 @@ _H2C = re.compile(rb"\r\nupgrade[ \t]*:[ \t]*h2c[ \t]*(?=\r\n)", re.IGNORECASE)
 class CorkedTransport:
     """A transport that sends a response's head with what follows it in one call (see the module)."""
 
-    __slots__ = ("transport", "loop", "held", "busy")
+    __slots__ = ("transport", "loop", "held", "owed", "owing")
 
-    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop, busy: Sized = ()):
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop, owed: Owed | None = None):
         self.transport = transport
         self.loop = loop
         self.held: list[bytes] | None = None
-        self.busy = busy  # the requests in flight: with others, hold the answer until the step ends
+        self.owed = Owed() if owed is None else owed  # with other answers owed, hold until the step ends
+        self.owing = False  # whether this connection is counted in `owed`
+
+    def expect(self) -> None:
+        """A request head arrived: this connection owes an answer until it next sends."""
+        if not self.owing:
+            self.owing = True
+            self.owed.count += 1
+
+    def settle(self) -> None:
+        """This connection owes nothing (it sent, or it is gone)."""
+        if self.owing:
+            self.owing = False
+            self.owed.count -= 1
 
     def write(self, data: bytes) -> None:
         if self.held is None:
@@ -67,7 +77,7 @@ class CorkedTransport:
             self.loop.call_soon(self.flush)
         else:
             self.held.append(data)
-            if len(self.busy) <= 1:
+            if self.owed.count <= 1:
                 self.flush()
 
     def writelines(self, lines) -> None:
@@ -77,14 +87,17 @@ class CorkedTransport:
     def flush(self) -> None:
         """Send what is held, in order, in one call."""
         held, self.held = self.held, None
-        if held and not self.transport.is_closing():
-            if len(held) == 1:
-                self.transport.write(held[0])
-            else:
-                self.transport.writelines(held)
+        if held:
+            self.settle()
+            if not self.transport.is_closing():
+                if len(held) == 1:
+                    self.transport.write(held[0])
+                else:
+                    self.transport.writelines(held)
 
     def close(self) -> None:
         self.flush()
+        self.settle()
         self.transport.close()
 
     def write_eof(self) -> None:
@@ -93,6 +106,7 @@ class CorkedTransport:
 
     def abort(self) -> None:
         self.held = None
+        self.settle()
         self.transport.abort()
 
     def is_closing(self) -> bool:  # asked after every answer, so not left to `__getattr__`
@@ -125,27 +139,30 @@ class Protocol(asyncio.Protocol):
         self.http = HttpToolsProtocol(config=config, server_state=server_state, app_state=app_state)
         self.loop = _loop or asyncio.get_event_loop()
         self.guard: Guard | None = None
-        self.opened = False  # whether uvicorn's protocol has the connection (not refused at once)
+        self.corked: CorkedTransport | None = None  # set once uvicorn's protocol has the connection
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self.guard = Guard(limits(), transport, self.loop)
         if not self.guard.closed:
-            self.opened = True
-            self.http.connection_made(CorkedTransport(transport, self.loop, IN_FLIGHT))
+            self.corked = CorkedTransport(transport, self.loop, OWED)
+            self.http.connection_made(self.corked)
 
     def data_received(self, data: bytes) -> None:
         if data.find(b"pgrade", 0, _HEAD_SCAN) >= 0 or data.find(b"PGRADE", 0, _HEAD_SCAN) >= 0:
             head = data.find(b"\r\n\r\n") + 2  # only header lines: a body is the client's own
             data = _H2C.sub(b"", data[:head]) + data[head:]
         if self.guard.admit(data):
+            if self.guard.ended:  # a request head is complete: its answer is now owed
+                self.corked.expect()
             self.http.data_received(data)
 
     def eof_received(self) -> bool | None:
-        return self.http.eof_received() if self.opened else None
+        return self.http.eof_received() if self.corked is not None else None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.guard.lost()
-        if self.opened:
+        if self.corked is not None:
+            self.corked.settle()
             self.http.connection_lost(exc)
 
     def pause_writing(self) -> None:

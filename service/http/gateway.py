@@ -28,7 +28,6 @@ from starlette.types import Message, Receive, Scope, Send
 
 from service.auth import refusal
 from service.errors import to_response
-from service.http.corked import IN_FLIGHT
 from service.observe import REQUEST_ID, UNMATCHED, Observer, request_id, timeout_response
 
 log = logging.getLogger(__name__)
@@ -77,7 +76,6 @@ class Gateway:
         metrics = observer.metrics
         if metrics is not None:
             metrics.in_flight_now += 1
-        IN_FLIGHT.count += 1
         deadlines = observer.deadlines
         deadline = deadlines.start() if deadlines is not None else None
         exchange = _Exchange(send, rid)
@@ -94,7 +92,6 @@ class Gateway:
                 deadlines.end(deadline)
             if metrics is not None:
                 metrics.in_flight_now -= 1
-            IN_FLIGHT.count -= 1
             observer.record(scope, exchange.endpoint, rid, exchange.status or 500, time.perf_counter() - start)
 
     async def _serve(self, scope: Scope, receive: Receive, exchange: _Exchange) -> None:

@@ -81,10 +81,10 @@ class Guard:
         """Whether uvicorn may read `data`; False once the connection has been refused."""
         if self.closed:
             return False
+        self.ended = False
         parser = self.parser
         if parser is None:  # uvicorn's parser refuses what this one did: its answer, not ours
             return True
-        self.ended = False
         try:
             parser.feed_data(data)
         except httptools.HttpParserUpgrade:

@@ -9,7 +9,7 @@ import pytest
 import uvicorn
 from uvicorn.server import ServerState
 
-from service.http.corked import IN_FLIGHT, CorkedTransport, Protocol
+from service.http.corked import OWED, CorkedTransport, Owed, Protocol
 
 
 class FakeTransport:
@@ -52,10 +52,17 @@ class FakeTransport:
         self.calls.append(("resume_reading",))
 
 
+def owing(count: int) -> Owed:
+    """A count of connections owing an answer, as `Protocol` keeps it."""
+    owed = Owed()
+    owed.count = count
+    return owed
+
+
 def test_with_others_in_flight_writes_of_one_step_leave_together_at_its_end():
     async def main():
         fake = FakeTransport()
-        corked = CorkedTransport(fake, asyncio.get_running_loop(), busy={"this request", "another"})
+        corked = CorkedTransport(fake, asyncio.get_running_loop(), owing(2))
         corked.write(b"head")
         corked.writelines([b"bo", b"dy"])
         assert fake.calls == [] and corked.get_write_buffer_size() == 7 + 8
@@ -75,8 +82,8 @@ def test_an_answer_leaves_at_its_body_when_alone_and_at_the_end_of_the_step_when
     async def main():
         loop = asyncio.get_running_loop()
         alone, busy = FakeTransport(), FakeTransport()
-        lone = CorkedTransport(alone, loop, busy={"this request"})
-        crowded = CorkedTransport(busy, loop, busy={"this request", "another"})
+        lone = CorkedTransport(alone, loop, owing(1))
+        crowded = CorkedTransport(busy, loop, owing(2))
         for corked in (lone, crowded):
             corked.write(b"head")
             corked.write(b"body")
@@ -231,28 +238,22 @@ def test_the_setting_picks_the_protocol_uvicorn_runs(monkeypatch, value, protoco
     assert ran["http"] == protocol
 
 
-def test_with_another_request_in_flight_an_answer_waits_for_the_end_of_the_step():
-    # Through uvicorn: two connections whose requests are in flight together, then one alone.
-    # What each connection's transport was asked right after its app sent the body shows when
-    # the answer left: held (the end of the step) with another request in flight, at once alone.
+def test_while_another_connection_owes_an_answer_an_answer_waits_for_the_end_of_the_step():
+    # Through uvicorn: the heads of /a and /b arrive before either request runs, so /a's answer
+    # is held while /b's is owed (its request not even started), and /b's too, as /a's has not
+    # left yet when /b answers in the same step; /alone, later, is the only one owed: at once.
+    # What each connection's transport was asked right after its app sent the body shows it.
     fakes: dict[str, FakeTransport] = {}
     at_body: dict[str, list] = {}
+    owed: list[int] = []
 
     async def main():
-        gate = asyncio.Event()
-
         async def app(scope, receive, send):
-            IN_FLIGHT.count += 1  # as the gateway counts the requests it answers
-            try:
-                await receive()
-                if scope["path"] != "/alone":
-                    await gate.wait()
-                await send({"type": "http.response.start", "status": 200,
-                            "headers": [(b"content-type", b"text/plain"), (b"content-length", b"1")]})
-                await send({"type": "http.response.body", "body": b"1"})
-                at_body[scope["path"]] = list(fakes[scope["path"]].calls)
-            finally:
-                IN_FLIGHT.count -= 1
+            await receive()
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"text/plain"), (b"content-length", b"1")]})
+            await send({"type": "http.response.body", "body": b"1"})
+            at_body[scope["path"]] = list(fakes[scope["path"]].calls)
 
         config = uvicorn.Config(app, http=Protocol, lifespan="off", log_level="warning",
                                 server_header=False, date_header=False)
@@ -267,16 +268,35 @@ def test_with_another_request_in_flight_an_answer_waits_for_the_end_of_the_step(
 
         request("/a")
         request("/b")
-        await asyncio.sleep(0.05)  # both wait at the gate: two requests in flight
-        gate.set()
+        owed.append(OWED.count)
         await asyncio.sleep(0.05)
+        owed.append(OWED.count)
         request("/alone")
         await asyncio.sleep(0.05)
         for protocol in protocols:
             protocol.connection_lost(None)
+        owed.append(OWED.count)
 
+    before = OWED.count
     asyncio.run(main())
     answer = ("writelines", [b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 1\r\n\r\n", b"1"])
-    # /a answers while /b is still in flight: held; /b is then the only one left, as /alone is.
-    assert at_body == {"/a": [], "/b": [answer], "/alone": [answer]}
+    assert at_body == {"/a": [], "/b": [], "/alone": [answer]}
     assert {path: fake.calls for path, fake in fakes.items()} == {path: [answer, ("close",)] for path in fakes}
+    assert owed == [before + 2, before, before]
+
+
+def test_a_connection_lost_before_its_answer_owes_nothing():
+    async def main():
+        config = uvicorn.Config(answer, http=Protocol, lifespan="off", log_level="warning")
+        config.load()
+        protocol = Protocol(config=config, server_state=ServerState(), app_state={})
+        protocol.connection_made(FakeTransport())
+        protocol.data_received(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\n12")  # body cut short
+        during = OWED.count
+        protocol.connection_lost(None)
+        await asyncio.sleep(0.05)
+        return during
+
+    before = OWED.count
+    assert asyncio.run(main()) == before + 1
+    assert OWED.count == before
