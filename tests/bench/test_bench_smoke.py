@@ -69,6 +69,25 @@ def test_a_baseline_commit_runs_beside_the_service_and_its_worktree_is_removed(t
     assert result["baseline"]["cells"][0]["ratio"] > 0 and result["baseline"]["issue13"] is None
 
 
+def test_a_pair_run_loads_both_servers_at_once_and_removes_its_worktree():
+    done = subprocess.run([sys.executable, "-m", "bench.pair", "--baseline", "HEAD", "--rows", "1",
+                           "--protocols", "predict,v2", "--repeats", "1", "--seconds", "1"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = re.findall(r"^\| 1 \| (/predict|V2 JSON) \| [\d,]+ \| [\d,]+ \| (\d+\.\d{3}) \| ", done.stdout, re.M)
+    assert [label for label, _ in rows] == ["/predict", "V2 JSON"] and all(float(r) > 0 for _, r in rows)
+    assert "Issue 13 cells" not in done.stdout  # 256 rows not measured: no verdict
+    listed = subprocess.run(["git", "worktree", "list"], cwd=ROOT, capture_output=True, text=True)
+    assert "tinyserve-baseline-" not in listed.stdout
+
+
+def test_a_pair_run_refuses_an_unknown_protocol():
+    done = subprocess.run([sys.executable, "-m", "bench.pair", "--baseline", "HEAD", "--protocols", "grpc"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "--protocols: expected some of" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 @pytest.mark.parametrize("argv, code, expected", [
     (["--baseline", "no-such-ref-anywhere"], 1, "--baseline no-such-ref-anywhere: not a commit of"),
     (["--baseline", "HEAD", "--env", "TINYSERVE_MODEL_ROOT=/tmp"], 2,

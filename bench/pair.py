@@ -1,0 +1,123 @@
+"""`python -m bench.pair --baseline GITREF`: this checkout's service and another commit's, loaded
+at the same time on one core.
+
+On a noisy VM, servers measured one after the other differ by more than a change under test: the
+machine's speed moves within seconds. Here both servers (each `python -m service` as shipped, the
+baseline from a temporary worktree with its own models/, as `python -m bench --baseline` starts
+it) run pinned to the same core, and two wrk processes on another core load both at once. The
+kernel shares the core between the two processes, so whatever the machine does, it does to both
+within the same milliseconds: the ratio of their requests/s is their ratio of speed. The CPU each
+server used (from /proc) is reported too; the ratio holds only while both got the same share,
+that is while both were saturated.
+
+Each cell (protocol x rows) is a warm-up run, then --repeats runs of --seconds; the median ratio
+is reported with its range, and for the four cells of issue 13 their geometric mean and lowest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from bench import baseline
+from bench.__main__ import PATHS, ROOT, Server, bodies, cores, ensure_wrk, parse_args, servers, start, stop, wrk
+from bench.profile import cpu_seconds
+
+SERVER_CORE, WRK_CORE = cores(1)  # one core for both servers, the last one for wrk (when there are two)
+
+
+def both(pair: list[Server], proto: str, body: Path, seconds: int, concurrency: int) -> dict[str, dict]:
+    """One run of wrk against each server at once: requests/s and CPU seconds per server."""
+    out: dict[str, dict] = {}
+    before = {s.name: cpu_seconds(s.proc.pid) for s in pair}
+
+    def load(server: Server) -> None:
+        out[server.name] = wrk(server.url(PATHS[proto]), body, concurrency, seconds, WRK_CORE, proto)
+
+    threads = [threading.Thread(target=load, args=(s,)) for s in pair]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for s in pair:
+        if s.name not in out:
+            raise SystemExit(f"bench.pair: wrk against {s.name} failed")
+        if out[s.name]["errors"]:
+            raise SystemExit(f"bench.pair: {s.name} answered {out[s.name]['errors']:.0f} errors on {proto}")
+        out[s.name]["cpu"] = cpu_seconds(s.proc.pid) - before[s.name]
+    return out
+
+
+def cell(pair: list[Server], proto: str, body: Path, args) -> dict:
+    both(pair, proto, body, 1, args.concurrency)  # warm-up
+    runs = [both(pair, proto, body, args.seconds, args.concurrency) for _ in range(args.repeats)]
+    ratios = [r["tinyserve"]["rps"] / r[baseline.NAME]["rps"] for r in runs]
+    shares = [r["tinyserve"]["cpu"] / r[baseline.NAME]["cpu"] for r in runs]
+    return {"ratio": statistics.median(ratios), "rounds": ratios, "share": statistics.median(shares),
+            "new": statistics.median(r["tinyserve"]["rps"] for r in runs),
+            "old": statistics.median(r[baseline.NAME]["rps"] for r in runs)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.pair", description=__doc__.split("\n\n")[0])
+    p.add_argument("--baseline", required=True, metavar="GITREF", help="the commit to compare with")
+    p.add_argument("--rows", default="1,256", help="rows per request, comma-separated (default 1,256)")
+    p.add_argument("--protocols", default="predict,v2", help="of predict, v2, v2bin (default predict,v2)")
+    p.add_argument("--concurrency", type=int, default=16, help="connections per server (default 16)")
+    p.add_argument("--seconds", type=int, default=5, help="seconds per run (default 5)")
+    p.add_argument("--repeats", type=int, default=5, help="runs per cell after the warm-up (default 5)")
+    p.add_argument("--env", action="append", default=[], metavar="TINYSERVE_X=VALUE",
+                   help="extra setting for both servers (repeatable)")
+    args = p.parse_args(argv)
+    protocols = args.protocols.split(",")
+    if not set(protocols) <= set(PATHS):
+        p.error(f"--protocols: expected some of {sorted(PATHS)}, got {args.protocols}")
+    rows = [int(v) for v in args.rows.split(",")]
+    ensure_wrk()
+    commit = baseline.resolve(ROOT, args.baseline)
+    work = Path(tempfile.mkdtemp(prefix="tinyserve-pair-"))
+    print(f"# {time.strftime('%Y-%m-%d %H:%M')} UTC  bench.pair: tinyserve (this checkout) and {args.baseline} "
+          f"= {commit[:12]} (baseline), both on core {SERVER_CORE} at once, two wrk on core {WRK_CORE or 'shared'}; "
+          f"c{args.concurrency} each; {args.repeats} runs of {args.seconds} s per cell after a 1 s warm-up"
+          + (f"; settings {' '.join(args.env)}" if args.env else ""))
+    print()
+    print("| rows | endpoint | tinyserve req/s | baseline req/s | tinyserve ÷ baseline | runs | CPU share new ÷ old |")
+    print("|---:|---|---:|---:|---:|---|---:|")
+    cells = {}
+    with baseline.checkout(ROOT, commit) as old:
+        found = servers(parse_args(["--baseline", args.baseline, *(f"--env={e}" for e in args.env)]), old)
+        pair = [s for s in found if s.name in ("tinyserve", baseline.NAME)]
+        try:
+            for server in pair:
+                start(server, SERVER_CORE, bodies(1)["predict"], work / f"{server.name}.log")
+            for n in rows:
+                for proto in protocols:
+                    body = work / f"{proto}-{n}.body"
+                    body.write_bytes(bodies(n)[proto])
+                    c = cells[n, args.concurrency, proto] = cell(pair, proto, body, args)
+                    print(f"| {n} | {baseline.LABELS[proto]} | {c['new']:,.0f} | {c['old']:,.0f} | {c['ratio']:.3f} | "
+                          f"{', '.join(f'{r:.3f}' for r in c['rounds'])} | {c['share']:.3f} |", flush=True)
+        finally:
+            for server in pair:
+                stop(server)
+    print()
+    summary = baseline.verdict(cells)
+    if summary is not None:
+        n, conc, proto = summary["min_cell"]
+        print(f"Issue 13 cells (c16 x 1 and 256 rows x /predict and V2 JSON): geometric mean {summary['geomean']:.3f} "
+              f"(needs >= {baseline.GEOMEAN_MIN}), lowest {summary['min']:.3f} at {n} rows {baseline.LABELS[proto]} "
+              f"(needs >= {baseline.CELL_MIN}): {'met' if summary['met'] else 'NOT met'}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # servers are stopped and the worktree removed on the way out
+        print("bench.pair: interrupted", file=sys.stderr)
+        sys.exit(130)
