@@ -7,6 +7,8 @@ other connections owe an answer (`OWED`: a request head arrived on them, and not
 sent since) it leaves at the end of the event-loop step, with the answers that step finished, so
 that their clients come back together; anything written alone (a `100 Continue`) leaves at the
 end of the step. A head counts from the moment it arrives, before its request starts running.
+The count errs low, never high (a `100 Continue` settles its connection early; a pipelined
+second request is not counted): such an answer leaves at once rather than with the others.
 
 One request header is dropped before uvicorn parses it: `Upgrade: h2c` (what `curl --http2` sends
 over plain HTTP). The server speaks HTTP/1.1 only, and the HTTP parser stops at an upgrade
@@ -77,7 +79,7 @@ class CorkedTransport:
             self.loop.call_soon(self.flush)
         else:
             self.held.append(data)
-            if self.owed.count <= 1:
+            if self.owed.count <= self.owing:  # no other connection owes an answer: send now
                 self.flush()
 
     def writelines(self, lines) -> None:

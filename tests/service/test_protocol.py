@@ -10,6 +10,7 @@ import uvicorn
 from uvicorn.server import ServerState
 
 from service.http.corked import OWED, CorkedTransport, Owed, Protocol
+from service.http.limits import Guard, Limits
 
 
 class FakeTransport:
@@ -52,17 +53,19 @@ class FakeTransport:
         self.calls.append(("resume_reading",))
 
 
-def owing(count: int) -> Owed:
-    """A count of connections owing an answer, as `Protocol` keeps it."""
+def owing(fake: FakeTransport, loop, others: int) -> CorkedTransport:
+    """A corked transport whose connection owes an answer, while `others` other connections do."""
     owed = Owed()
-    owed.count = count
-    return owed
+    owed.count = others
+    corked = CorkedTransport(fake, loop, owed)
+    corked.expect()
+    return corked
 
 
-def test_with_others_in_flight_writes_of_one_step_leave_together_at_its_end():
+def test_while_others_owe_answers_writes_of_one_step_leave_together_at_its_end():
     async def main():
         fake = FakeTransport()
-        corked = CorkedTransport(fake, asyncio.get_running_loop(), owing(2))
+        corked = owing(fake, asyncio.get_running_loop(), others=1)
         corked.write(b"head")
         corked.writelines([b"bo", b"dy"])
         assert fake.calls == [] and corked.get_write_buffer_size() == 7 + 8
@@ -82,8 +85,7 @@ def test_an_answer_leaves_at_its_body_when_alone_and_at_the_end_of_the_step_when
     async def main():
         loop = asyncio.get_running_loop()
         alone, busy = FakeTransport(), FakeTransport()
-        lone = CorkedTransport(alone, loop, owing(1))
-        crowded = CorkedTransport(busy, loop, owing(2))
+        lone, crowded = owing(alone, loop, others=0), owing(busy, loop, others=1)
         for corked in (lone, crowded):
             corked.write(b"head")
             corked.write(b"body")
@@ -300,3 +302,66 @@ def test_a_connection_lost_before_its_answer_owes_nothing():
     before = OWED.count
     assert asyncio.run(main()) == before + 1
     assert OWED.count == before
+
+
+def test_a_connection_settles_when_it_sends_closes_aborts_or_is_reset():
+    async def main():
+        loop, owed, seen = asyncio.get_running_loop(), Owed(), []
+        for end in ("flush", "close", "abort"):
+            corked = CorkedTransport(FakeTransport(), loop, owed)
+            corked.expect()
+            corked.expect()  # a second head before the answer (pipelining) counts once
+            seen.append(owed.count)
+            if end == "flush":
+                corked.write(b"answer")
+                await asyncio.sleep(0)
+            else:
+                getattr(corked, end)()
+            seen.append(owed.count)
+        config = uvicorn.Config(answer, http=Protocol, lifespan="off", log_level="warning")
+        config.load()
+        protocol = Protocol(config=config, server_state=ServerState(), app_state={})
+        protocol.connection_made(FakeTransport())
+        before = OWED.count
+        protocol.data_received(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\n12")
+        seen.append(OWED.count - before)
+        protocol.connection_lost(ConnectionResetError())  # reset by the peer, not closed by uvicorn
+        seen.append(OWED.count - before)
+        return seen
+
+    assert asyncio.run(main()) == [1, 0, 1, 0, 1, 0, 1, 0]
+
+
+def test_only_a_complete_head_makes_a_connection_owe():
+    # The rest of a body, or the start of the next head, is no new request: after the answer,
+    # the connection owes nothing until the next head is complete.
+    async def main():
+        config = uvicorn.Config(answer, http=Protocol, lifespan="off", log_level="warning")
+        config.load()
+        protocol = Protocol(config=config, server_state=ServerState(), app_state={})
+        protocol.connection_made(FakeTransport())
+        before, seen = OWED.count, []
+        for chunk in (b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 4\r\n\r\n12", b"34",
+                      b"POST / HTTP/1.1\r\nhost: x\r\n", b"content-length: 0\r\n\r\n"):
+            protocol.data_received(chunk)
+            seen.append(OWED.count - before)
+            await asyncio.sleep(0.05)  # the app answers once the body is complete
+            seen.append(OWED.count - before)
+        protocol.connection_lost(None)
+        return seen
+
+    assert asyncio.run(main()) == [1, 1, 1, 0, 0, 0, 1, 0]
+
+
+def test_after_an_upgrade_the_guard_marks_no_further_chunk_as_a_head():
+    # Past an upgrade the guard's parser stops; what follows is the new protocol's bytes, which
+    # must not be taken for request heads (they would make the connection owe an answer).
+    async def main():
+        guard = Guard(Limits(10, 8192, 5.0), FakeTransport(), asyncio.get_running_loop())
+        seen = [guard.admit(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n"),
+                guard.ended, guard.parser is None]
+        seen += [guard.admit(b"\x81\x05hello"), guard.ended]
+        guard.lost()
+        return seen
+
+    assert asyncio.run(main()) == [True, True, True, True, False]
