@@ -39,6 +39,7 @@ def serve(settings: Settings) -> None:
                    log_config=logs.config(settings.log_level), access_log=False,  # ours is the access log
                    timeout_graceful_shutdown=settings.graceful_shutdown_seconds,
                    server_header=False,  # no "server: uvicorn" on every answer; the date header stays
+                   ws="none",  # no route speaks WebSocket: see service/http/corked.py
                    http=HTTP_PROTOCOLS[settings.http])
     # uvicorn raises the signal it caught again once it has shut down gracefully; answered here, a
     # SIGTERM ends with status 0 and Ctrl-C with 130, neither with a traceback.

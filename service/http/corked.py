@@ -10,10 +10,12 @@ end of the step. A head counts from the moment it arrives, before its request st
 The count errs low, never high (a `100 Continue` settles its connection early; a pipelined
 second request is not counted): such an answer leaves at once rather than with the others.
 
-One request header is dropped before uvicorn parses it: `Upgrade: h2c` (what `curl --http2` sends
-over plain HTTP). The server speaks HTTP/1.1 only, and the HTTP parser stops at an upgrade
-request's head, so the request would lose its body; without the header (when the head arrives in
-one piece, as it does from real clients) it is served as HTTP/1.1.
+One request header is dropped before uvicorn parses it: `Upgrade` (`h2c`, what `curl --http2`
+sends over plain HTTP, or `websocket`). The server speaks HTTP/1.1 only, and the HTTP parser stops
+at an upgrade request's head, so the request would lose its body; without the header (when the
+head arrives in one piece, as it does from real clients) it is served as HTTP/1.1. uvicorn runs
+with no WebSocket protocol (`service/__main__.py`), so an upgrade the scan misses is served as
+HTTP too, and no connection leaves this protocol (and the connection guard's count).
 
 Everything else about HTTP is uvicorn's. Closing (or aborting) the transport sends (or drops) what
 is held first. One case differs: should the client half-close within the very step an answer is
@@ -44,9 +46,9 @@ class Owed:
 
 
 OWED = Owed()
-# A whole `Upgrade: h2c` header line (any case); the scan for "pgrade" first keeps it off most data.
+# A whole `Upgrade` header line (any case); the scan for "pgrade" first keeps it off most data.
 _HEAD_SCAN = 2048  # how far into a chunk to look for it: such heads are short, bodies may be long
-_H2C = re.compile(rb"\r\nupgrade[ \t]*:[ \t]*h2c[ \t]*(?=\r\n)", re.IGNORECASE)
+_UPGRADE = re.compile(rb"\r\nupgrade[ \t]*:[^\r\n]*(?=\r\n)", re.IGNORECASE)
 
 
 class CorkedTransport:
@@ -152,7 +154,7 @@ class Protocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if data.find(b"pgrade", 0, _HEAD_SCAN) >= 0 or data.find(b"PGRADE", 0, _HEAD_SCAN) >= 0:
             head = data.find(b"\r\n\r\n") + 2  # only header lines: a body is the client's own
-            data = _H2C.sub(b"", data[:head]) + data[head:]
+            data = _UPGRADE.sub(b"", data[:head]) + data[head:]
         if self.guard.admit(data):
             if self.guard.ended:  # a request head is complete: its answer is now owed
                 self.corked.expect()

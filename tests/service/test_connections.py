@@ -114,6 +114,18 @@ def test_past_the_connection_cap_a_new_connection_is_503_and_the_rest_served(gua
     assert httpx.get(guarded + "/health/live", timeout=10).status_code == 200
 
 
+def test_websocket_upgrade_requests_are_answered_as_http_and_use_up_no_connection_slot(guarded):
+    # Each was once handed to uvicorn's WebSocket protocol, out of the connection guard's sight:
+    # its slot was never given back, and past the cap every new connection was refused.
+    for _ in range(25):  # more than the cap of 20
+        with connect(guarded) as sock:
+            sock.sendall(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+                         b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+            assert sock.recv(65536).startswith(b"HTTP/1.1 404 ")
+    time.sleep(0.2)
+    assert httpx.get(guarded + "/health/live", timeout=10).status_code == 200
+
+
 def _fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 

@@ -164,8 +164,8 @@ def test_expect_100_continue_still_reaches_the_client_before_the_body():
     assert calls[1:] == [("writelines", [HEAD, b"2"]), ("close",)]
 
 
-@pytest.mark.parametrize("upgrade", [b"Upgrade: h2c", b"upgrade:h2c", b"UPGRADE: H2C "])
-def test_an_h2c_upgrade_is_ignored_and_the_body_read(upgrade):
+@pytest.mark.parametrize("upgrade", [b"Upgrade: h2c", b"upgrade:h2c", b"UPGRADE: H2C ", b"Upgrade: websocket"])
+def test_an_upgrade_is_ignored_and_the_body_read(upgrade):
     # curl --http2 over plain HTTP asks to upgrade; the request is served as HTTP/1.1, body and all.
     *_, calls = exchange(b"POST /a HTTP/1.1\r\nhost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n" + upgrade +
                          b"\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\ncontent-length: 3\r\n\r\nabc")
