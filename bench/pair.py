@@ -17,6 +17,8 @@ is reported with its range, and for the four cells of issue 13 their geometric m
 from __future__ import annotations
 
 import argparse
+import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -34,10 +36,14 @@ SERVER_CORE, WRK_CORE = cores(1)  # one core for both servers, the last one for 
 def both(pair: list[Server], proto: str, body: Path, seconds: int, concurrency: int) -> dict[str, dict]:
     """One run of wrk against each server at once: requests/s and CPU seconds per server."""
     out: dict[str, dict] = {}
+    failed: dict[str, BaseException] = {}
     before = {s.name: cpu_seconds(s.proc.pid) for s in pair}
 
     def load(server: Server) -> None:
-        out[server.name] = wrk(server.url(PATHS[proto]), body, concurrency, seconds, WRK_CORE, proto)
+        try:
+            out[server.name] = wrk(server.url(PATHS[proto]), body, concurrency, seconds, WRK_CORE, proto)
+        except BaseException as exc:  # noqa: BLE001 - wrk's own SystemExit, reported from the main thread
+            failed[server.name] = exc
 
     threads = [threading.Thread(target=load, args=(s,)) for s in pair]
     for t in threads:
@@ -45,8 +51,8 @@ def both(pair: list[Server], proto: str, body: Path, seconds: int, concurrency: 
     for t in threads:
         t.join()
     for s in pair:
-        if s.name not in out:
-            raise SystemExit(f"bench.pair: wrk against {s.name} failed")
+        if s.name in failed:
+            raise SystemExit(f"bench.pair: wrk against {s.name} failed: {failed[s.name]}")
         if out[s.name]["errors"]:
             raise SystemExit(f"bench.pair: {s.name} answered {out[s.name]['errors']:.0f} errors on {proto}")
         out[s.name]["cpu"] = cpu_seconds(s.proc.pid) - before[s.name]
@@ -77,16 +83,42 @@ def main(argv: list[str] | None = None) -> int:
     protocols = args.protocols.split(",")
     if not set(protocols) <= set(PATHS):
         p.error(f"--protocols: expected some of {sorted(PATHS)}, got {args.protocols}")
-    rows = [int(v) for v in args.rows.split(",")]
+    try:
+        rows = [int(v) for v in args.rows.split(",")]
+    except ValueError:
+        p.error(f"--rows: expected comma-separated integers, got {args.rows}")
+    for item in args.env:
+        key, sep, _ = item.partition("=")
+        if not sep or not key.startswith("TINYSERVE_") or key == "TINYSERVE_MODEL_ROOT":
+            p.error(f"--env {item!r}: expected TINYSERVE_X=VALUE (each server serves its own models/)")
+    if WRK_CORE is None:
+        p.error("needs two cores: the servers share one, wrk takes another")
     ensure_wrk()
     commit = baseline.resolve(ROOT, args.baseline)
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))  # unwind: stop, remove
     work = Path(tempfile.mkdtemp(prefix="tinyserve-pair-"))
-    print(f"# {time.strftime('%Y-%m-%d %H:%M')} UTC  bench.pair: tinyserve (this checkout) and {args.baseline} "
-          f"= {commit[:12]} (baseline), both on core {SERVER_CORE} at once, two wrk on core {WRK_CORE or 'shared'}; "
-          f"c{args.concurrency} each; {args.repeats} runs of {args.seconds} s per cell after a 1 s warm-up"
-          + (f"; settings {' '.join(args.env)}" if args.env else ""))
+    try:
+        cells = measure(args, commit, protocols, rows, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    summary = baseline.verdict(cells)
+    if summary is not None:
+        n, conc, proto = summary["min_cell"]
+        print(f"Issue 13 cells (c16 x 1 and 256 rows x /predict and V2 JSON): geometric mean {summary['geomean']:.3f} "
+              f"(needs >= {baseline.GEOMEAN_MIN}), lowest {summary['min']:.3f} at {n} rows {baseline.LABELS[proto]} "
+              f"(needs >= {baseline.CELL_MIN}): {'met' if summary['met'] else 'NOT met'}")
+    return 0
+
+
+def measure(args, commit: str, protocols: list[str], rows: list[int], work: Path) -> dict:
+    """Start both servers, print each cell's line as it is measured; the cells by (rows, c, protocol)."""
+    print(f"# {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC  bench.pair: tinyserve (this checkout) and "
+          f"{args.baseline} = {commit[:12]} (baseline), both on core {SERVER_CORE} at once, two wrk on core "
+          f"{WRK_CORE}; c{args.concurrency} each; {args.repeats} runs of {args.seconds} s per cell after a 1 s "
+          f"warm-up" + (f"; settings {' '.join(args.env)}" if args.env else ""))
     print()
-    print("| rows | endpoint | tinyserve req/s | baseline req/s | tinyserve ÷ baseline | runs | CPU share new ÷ old |")
+    print("| rows | endpoint | tinyserve req/s | baseline req/s | tinyserve ÷ baseline (median of the runs') "
+          "| runs | CPU share new ÷ old |")
     print("|---:|---|---:|---:|---:|---|---:|")
     cells = {}
     with baseline.checkout(ROOT, commit) as old:
@@ -106,18 +138,12 @@ def main(argv: list[str] | None = None) -> int:
             for server in pair:
                 stop(server)
     print()
-    summary = baseline.verdict(cells)
-    if summary is not None:
-        n, conc, proto = summary["min_cell"]
-        print(f"Issue 13 cells (c16 x 1 and 256 rows x /predict and V2 JSON): geometric mean {summary['geomean']:.3f} "
-              f"(needs >= {baseline.GEOMEAN_MIN}), lowest {summary['min']:.3f} at {n} rows {baseline.LABELS[proto]} "
-              f"(needs >= {baseline.CELL_MIN}): {'met' if summary['met'] else 'NOT met'}")
-    return 0
+    return cells
 
 
 if __name__ == "__main__":
     try:
         sys.exit(main())
-    except KeyboardInterrupt:  # servers are stopped and the worktree removed on the way out
+    except KeyboardInterrupt:  # servers are stopped and the worktree removed on the way out (SIGTERM too)
         print("bench.pair: interrupted", file=sys.stderr)
         sys.exit(130)

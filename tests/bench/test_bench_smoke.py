@@ -81,11 +81,17 @@ def test_a_pair_run_loads_both_servers_at_once_and_removes_its_worktree():
     assert "tinyserve-baseline-" not in listed.stdout
 
 
-def test_a_pair_run_refuses_an_unknown_protocol():
-    done = subprocess.run([sys.executable, "-m", "bench.pair", "--baseline", "HEAD", "--protocols", "grpc"],
+@pytest.mark.parametrize("argv, expected", [
+    (["--protocols", "grpc"], "--protocols: expected some of"),
+    (["--rows", "one"], "--rows: expected comma-separated integers"),
+    (["--env", "TINYSERVE_MODEL_ROOT=/tmp"], "expected TINYSERVE_X=VALUE"),
+    (["--env", "BATCH"], "expected TINYSERVE_X=VALUE"),
+])
+def test_a_pair_run_refuses_a_bad_option_in_one_line(argv, expected):
+    done = subprocess.run([sys.executable, "-m", "bench.pair", "--baseline", "HEAD", *argv],
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 2 and "--protocols: expected some of" in done.stderr
-    assert "Traceback" not in done.stderr
+    assert done.returncode == 2 and expected in done.stderr
+    assert "Traceback" not in done.stderr and done.stdout == ""
 
 
 @pytest.mark.parametrize("argv, code, expected", [
