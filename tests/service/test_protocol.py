@@ -130,16 +130,22 @@ async def answer(scope, receive, send):
 HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 1\r\n\r\n"
 
 
+def opened(app=answer, state: ServerState | None = None, fake: FakeTransport | None = None) -> Protocol:
+    """This module's protocol as uvicorn makes it, for `app`, on a fake transport it was handed."""
+    config = uvicorn.Config(app, http=Protocol, lifespan="off", log_level="warning",
+                            server_header=False, date_header=False)
+    config.load()
+    protocol = Protocol(config=config, server_state=state or ServerState(), app_state={})
+    protocol.connection_made(fake or FakeTransport())
+    return protocol
+
+
 def exchange(*chunks: bytes) -> list[list[tuple]]:
     """Feed uvicorn, on this module's protocol, each chunk in turn (letting the app run after each);
     what the transport was asked after each chunk, then after the connection is lost."""
     async def main():
-        config = uvicorn.Config(answer, http=Protocol, lifespan="off", log_level="warning",
-                                server_header=False, date_header=False)
-        config.load()
-        protocol = Protocol(config=config, server_state=ServerState(), app_state={})
         fake = FakeTransport()
-        protocol.connection_made(fake)
+        protocol = opened(fake=fake)
         seen = []
         for chunk in chunks:
             protocol.data_received(chunk)
@@ -257,15 +263,11 @@ def test_while_another_connection_owes_an_answer_an_answer_waits_for_the_end_of_
             await send({"type": "http.response.body", "body": b"1"})
             at_body[scope["path"]] = list(fakes[scope["path"]].calls)
 
-        config = uvicorn.Config(app, http=Protocol, lifespan="off", log_level="warning",
-                                server_header=False, date_header=False)
-        config.load()
         state, protocols = ServerState(), []
 
         def request(path: str) -> None:
             fakes[path] = FakeTransport()
-            protocols.append(Protocol(config=config, server_state=state, app_state={}))
-            protocols[-1].connection_made(fakes[path])
+            protocols.append(opened(app, state, fakes[path]))
             protocols[-1].data_received(b"POST %s HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n" % path.encode())
 
         request("/a")
@@ -289,10 +291,7 @@ def test_while_another_connection_owes_an_answer_an_answer_waits_for_the_end_of_
 
 def test_a_connection_lost_before_its_answer_owes_nothing():
     async def main():
-        config = uvicorn.Config(answer, http=Protocol, lifespan="off", log_level="warning")
-        config.load()
-        protocol = Protocol(config=config, server_state=ServerState(), app_state={})
-        protocol.connection_made(FakeTransport())
+        protocol = opened()
         protocol.data_received(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\n12")  # body cut short
         during = OWED.count
         protocol.connection_lost(None)
@@ -318,10 +317,7 @@ def test_a_connection_settles_when_it_sends_closes_aborts_or_is_reset():
             else:
                 getattr(corked, end)()
             seen.append(owed.count)
-        config = uvicorn.Config(answer, http=Protocol, lifespan="off", log_level="warning")
-        config.load()
-        protocol = Protocol(config=config, server_state=ServerState(), app_state={})
-        protocol.connection_made(FakeTransport())
+        protocol = opened()
         before = OWED.count
         protocol.data_received(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\n12")
         seen.append(OWED.count - before)
@@ -336,10 +332,7 @@ def test_only_a_complete_head_makes_a_connection_owe():
     # The rest of a body, or the start of the next head, is no new request: after the answer,
     # the connection owes nothing until the next head is complete.
     async def main():
-        config = uvicorn.Config(answer, http=Protocol, lifespan="off", log_level="warning")
-        config.load()
-        protocol = Protocol(config=config, server_state=ServerState(), app_state={})
-        protocol.connection_made(FakeTransport())
+        protocol = opened()
         before, seen = OWED.count, []
         for chunk in (b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 4\r\n\r\n12", b"34",
                       b"POST / HTTP/1.1\r\nhost: x\r\n", b"content-length: 0\r\n\r\n"):
