@@ -12,6 +12,8 @@ that is while both were saturated.
 
 Each cell (protocol x rows) is a warm-up run, then --repeats runs of --seconds; the median ratio
 is reported with its range, and for the four cells of issue 13 their geometric mean and lowest.
+`--floor fastapi` (or `raw-asgi`) compares with a floor server of `python -m bench` instead,
+posted the `/predict` body of the same rows, as there: issue 18's ratios, measured the same way.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import sys
 import tempfile
 import threading
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 from bench import baseline
@@ -31,9 +34,13 @@ from bench.__main__ import PATHS, ROOT, Server, bodies, cores, ensure_wrk, parse
 from bench.profile import cpu_seconds
 
 SERVER_CORE, WRK_CORE = cores(1)  # one core for both servers, the last one for wrk (when there are two)
+FLOORS = ("fastapi", "raw-asgi")  # bench/floors.py
 
 
-def both(pair: list[Server], proto: str, body: Path, seconds: int, concurrency: int) -> dict[str, dict]:
+Load = tuple[str, Path, str]  # what wrk posts to a server: path, body file, protocol
+
+
+def both(pair: list[Server], loads: dict[str, Load], seconds: int, concurrency: int) -> dict[str, dict]:
     """One run of wrk against each server at once: requests/s and CPU seconds per server."""
     out: dict[str, dict] = {}
     failed: dict[str, BaseException] = {}
@@ -41,7 +48,8 @@ def both(pair: list[Server], proto: str, body: Path, seconds: int, concurrency: 
 
     def load(server: Server) -> None:
         try:
-            out[server.name] = wrk(server.url(PATHS[proto]), body, concurrency, seconds, WRK_CORE, proto)
+            path, body, proto = loads[server.name]
+            out[server.name] = wrk(server.url(path), body, concurrency, seconds, WRK_CORE, proto)
         except BaseException as exc:  # noqa: BLE001 - wrk's own SystemExit, reported from the main thread
             failed[server.name] = exc
 
@@ -54,24 +62,29 @@ def both(pair: list[Server], proto: str, body: Path, seconds: int, concurrency: 
         if s.name in failed:
             raise SystemExit(f"bench.pair: wrk against {s.name} failed: {failed[s.name]}")
         if out[s.name]["errors"]:
-            raise SystemExit(f"bench.pair: {s.name} answered {out[s.name]['errors']:.0f} errors on {proto}")
+            raise SystemExit(f"bench.pair: {s.name} answered {out[s.name]['errors']:.0f} errors on "
+                             f"{loads[s.name][0]}")
         out[s.name]["cpu"] = cpu_seconds(s.proc.pid) - before[s.name]
     return out
 
 
-def cell(pair: list[Server], proto: str, body: Path, args) -> dict:
-    both(pair, proto, body, 1, args.concurrency)  # warm-up
-    runs = [both(pair, proto, body, args.seconds, args.concurrency) for _ in range(args.repeats)]
-    ratios = [r["tinyserve"]["rps"] / r[baseline.NAME]["rps"] for r in runs]
-    shares = [r["tinyserve"]["cpu"] / r[baseline.NAME]["cpu"] for r in runs]
+def cell(pair: list[Server], loads: dict[str, Load], args) -> dict:
+    other = pair[1].name
+    both(pair, loads, 1, args.concurrency)  # warm-up
+    runs = [both(pair, loads, args.seconds, args.concurrency) for _ in range(args.repeats)]
+    ratios = [r["tinyserve"]["rps"] / r[other]["rps"] for r in runs]
+    shares = [r["tinyserve"]["cpu"] / r[other]["cpu"] for r in runs]
     return {"ratio": statistics.median(ratios), "rounds": ratios, "share": statistics.median(shares),
             "new": statistics.median(r["tinyserve"]["rps"] for r in runs),
-            "old": statistics.median(r[baseline.NAME]["rps"] for r in runs)}
+            "old": statistics.median(r[other]["rps"] for r in runs)}
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.pair", description=__doc__.split("\n\n")[0])
-    p.add_argument("--baseline", required=True, metavar="GITREF", help="the commit to compare with")
+    against = p.add_mutually_exclusive_group(required=True)
+    against.add_argument("--baseline", metavar="GITREF", help="the commit to compare with")
+    against.add_argument("--floor", choices=FLOORS, help="a floor server to compare with instead (it is "
+                         "posted the /predict body of the same rows, as in python -m bench)")
     p.add_argument("--rows", default="1,256", help="rows per request, comma-separated (default 1,256)")
     p.add_argument("--protocols", default="predict,v2", help="of predict, v2, v2bin (default predict,v2)")
     p.add_argument("--concurrency", type=int, default=16, help="connections per server (default 16)")
@@ -94,14 +107,14 @@ def main(argv: list[str] | None = None) -> int:
     if WRK_CORE is None:
         p.error("needs two cores: the servers share one, wrk takes another")
     ensure_wrk()
-    commit = baseline.resolve(ROOT, args.baseline)
+    commit = baseline.resolve(ROOT, args.baseline) if args.baseline else None
     signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))  # unwind: stop, remove
     work = Path(tempfile.mkdtemp(prefix="tinyserve-pair-"))
     try:
         cells = measure(args, commit, protocols, rows, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    summary = baseline.verdict(cells)
+    summary = baseline.verdict(cells) if commit else None
     if summary is not None:
         n, conc, proto = summary["min_cell"]
         print(f"Issue 13 cells (c16 x 1 and 256 rows x /predict and V2 JSON): geometric mean {summary['geomean']:.3f} "
@@ -110,28 +123,34 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def measure(args, commit: str, protocols: list[str], rows: list[int], work: Path) -> dict:
+def measure(args, commit: str | None, protocols: list[str], rows: list[int], work: Path) -> dict:
     """Start both servers, print each cell's line as it is measured; the cells by (rows, c, protocol)."""
+    other = baseline.NAME if commit else args.floor
+    what = f"{args.baseline} = {commit[:12]} (baseline)" if commit else f"the {other} floor"
     print(f"# {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC  bench.pair: tinyserve (this checkout) and "
-          f"{args.baseline} = {commit[:12]} (baseline), both on core {SERVER_CORE} at once, two wrk on core "
-          f"{WRK_CORE}; c{args.concurrency} each; {args.repeats} runs of {args.seconds} s per cell after a 1 s "
-          f"warm-up" + (f"; settings {' '.join(args.env)}" if args.env else ""))
+          f"{what}, both on core {SERVER_CORE} at once, two wrk on core {WRK_CORE}; c{args.concurrency} each; "
+          f"{args.repeats} runs of {args.seconds} s per cell after a 1 s warm-up"
+          + (f"; settings {' '.join(args.env)}" if args.env else ""))
     print()
-    print("| rows | endpoint | tinyserve req/s | baseline req/s | tinyserve ÷ baseline (median of the runs') "
-          "| runs | CPU share new ÷ old |")
+    print(f"| rows | endpoint | tinyserve req/s | {other} req/s | tinyserve ÷ {other} (median of the runs') "
+          f"| runs | CPU share tinyserve ÷ {other} |")
     print("|---:|---|---:|---:|---:|---|---:|")
     cells = {}
-    with baseline.checkout(ROOT, commit) as old:
-        found = servers(parse_args(["--baseline", args.baseline, *(f"--env={e}" for e in args.env)]), old)
-        pair = [s for s in found if s.name in ("tinyserve", baseline.NAME)]
+    with baseline.checkout(ROOT, commit) if commit else nullcontext() as old:
+        found = servers(parse_args([*(["--baseline", args.baseline] if commit else []),
+                                    *(f"--env={e}" for e in args.env)]), old)
+        pair = [next(s for s in found if s.name == name) for name in ("tinyserve", other)]
         try:
             for server in pair:
                 start(server, SERVER_CORE, bodies(1)["predict"], work / f"{server.name}.log")
             for n in rows:
                 for proto in protocols:
-                    body = work / f"{proto}-{n}.body"
-                    body.write_bytes(bodies(n)[proto])
-                    c = cells[n, args.concurrency, proto] = cell(pair, proto, body, args)
+                    for kind in {proto, "predict"}:
+                        (work / f"{kind}-{n}.body").write_bytes(bodies(n)[kind])
+                    floor = (PATHS["predict"], work / f"predict-{n}.body", "predict")
+                    loads = {"tinyserve": (PATHS[proto], work / f"{proto}-{n}.body", proto),
+                             other: floor if other in FLOORS else (PATHS[proto], work / f"{proto}-{n}.body", proto)}
+                    c = cells[n, args.concurrency, proto] = cell(pair, loads, args)
                     print(f"| {n} | {baseline.LABELS[proto]} | {c['new']:,.0f} | {c['old']:,.0f} | {c['ratio']:.3f} | "
                           f"{', '.join(f'{r:.3f}' for r in c['rounds'])} | {c['share']:.3f} |", flush=True)
         finally:

@@ -81,7 +81,18 @@ def test_a_pair_run_loads_both_servers_at_once_and_removes_its_worktree():
     assert "tinyserve-baseline-" not in listed.stdout
 
 
+def test_a_pair_run_against_a_floor_posts_the_floor_its_body():
+    done = subprocess.run([sys.executable, "-m", "bench.pair", "--floor", "fastapi", "--rows", "1",
+                           "--protocols", "v2", "--repeats", "1", "--seconds", "1"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "and the fastapi floor, both on core" in done.stdout
+    assert re.search(r"^\| 1 \| V2 JSON \| [\d,]+ \| [\d,]+ \| \d+\.\d{3} \| ", done.stdout, re.M), done.stdout
+    assert "Issue 13 cells" not in done.stdout
+
+
 @pytest.mark.parametrize("argv, expected", [
+    (["--floor", "fastapi"], "--floor: not allowed with argument --baseline"),
     (["--protocols", "grpc"], "--protocols: expected some of"),
     (["--rows", "one"], "--rows: expected comma-separated integers"),
     (["--env", "TINYSERVE_MODEL_ROOT=/tmp"], "expected TINYSERVE_X=VALUE"),
