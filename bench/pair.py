@@ -144,12 +144,14 @@ def measure(args, commit: str | None, protocols: list[str], rows: list[int], wor
             for server in pair:
                 start(server, SERVER_CORE, bodies(1)["predict"], work / f"{server.name}.log")
             for n in rows:
+                files = {}
+                for kind, body in bodies(n).items():
+                    files[kind] = work / f"{kind}-{n}.body"
+                    files[kind].write_bytes(body)
                 for proto in protocols:
-                    for kind in {proto, "predict"}:
-                        (work / f"{kind}-{n}.body").write_bytes(bodies(n)[kind])
-                    floor = (PATHS["predict"], work / f"predict-{n}.body", "predict")
-                    loads = {"tinyserve": (PATHS[proto], work / f"{proto}-{n}.body", proto),
-                             other: floor if other in FLOORS else (PATHS[proto], work / f"{proto}-{n}.body", proto)}
+                    own = (PATHS[proto], files[proto], proto)
+                    floor = (PATHS["predict"], files["predict"], "predict")  # a floor takes the /predict body
+                    loads = {"tinyserve": own, other: floor if other in FLOORS else own}
                     c = cells[n, args.concurrency, proto] = cell(pair, loads, args)
                     print(f"| {n} | {baseline.LABELS[proto]} | {c['new']:,.0f} | {c['old']:,.0f} | {c['ratio']:.3f} | "
                           f"{', '.join(f'{r:.3f}' for r in c['rounds'])} | {c['share']:.3f} |", flush=True)
