@@ -16,7 +16,7 @@ The outputs become predictions:
 - binary: `{"label", "probability"}`, the probability of the single output; the label is `labels[1]`
   when the probability reaches the card's threshold, else `labels[0]`.
 - multiclass: `{"label", "probability", "top_k": [{"label", "probability"}, ...]}` from the
-  probabilities, best first (ties keep output order).
+  probabilities, best first (ties keep output order); `top_k` 0 gives an empty list.
 - multilabel: `{"labels": [...], "probabilities": {label: p}}`, one probability per label; `labels`
   lists those at or over their own threshold, in output order.
 - regression: `{"value"}`, a number for one target, a list for several.
@@ -188,13 +188,17 @@ def _answer_binary(card: ModelCard, s: Scored, top_k: int) -> list[bytes]:
 def _answer_multiclass(card: ModelCard, s: Scored, top_k: int) -> list[bytes]:
     """The winning class, its probability and the top_k classes per row, best first."""
     # Ranked by logit: the order of the probabilities, and still exact where they underflow to 0.
-    # Stable, so tied logits keep output order and entry 0 is the class `decide` chose.
-    order = (-s.x).argsort(axis=1, kind="stable")[:, :top_k]
-    n, k = order.shape
-    args = np.empty((n, 2 * k + 2), dtype=object)
+    # Stable, so tied logits keep output order and entry 0 is the class `decide` chose. With
+    # top_k 0 the winner alone is ranked (the first of the largest logits, as argmax finds it).
+    k = min(top_k, s.x.shape[1])
+    order = (-s.x).argsort(axis=1, kind="stable")[:, :k] if k else s.x.argmax(axis=1)[:, None]
+    n, ranked = order.shape
+    args = np.empty((n, 2 * ranked + 2), dtype=object)
     args[:, 2::2] = _labels(tuple(card.labels)).texts[order]
-    args[:, 3::2] = np.array(_numbers(s.probs[np.arange(n)[:, None], order]), dtype=object).reshape(n, k)
+    args[:, 3::2] = np.array(_numbers(s.probs[np.arange(n)[:, None], order]), dtype=object).reshape(n, ranked)
     args[:, :2] = args[:, 2:4]
+    if not k:
+        args = args[:, :2]
     template = _multiclass_template(k)
     if s.finite:
         return _fill([template] * n, args)

@@ -56,12 +56,13 @@ def matrix(data: dict, model: LoadedModel, max_rows: int) -> np.ndarray:
 
 
 def top_k(data: dict) -> int:
-    """The optional `top_k` (multiclass only, ignored otherwise): a positive integer."""
+    """The optional `top_k` (multiclass only, ignored otherwise): an integer >= 0; 0 ranks no
+    classes (an empty `top_k` list: the label and its probability only, for bulk clients)."""
     k = data.get("top_k")
     if k is None:
         return tasks.DEFAULT_TOP_K
-    if type(k) is not int or k < 1:
-        raise BadRequest(f"'top_k' must be an integer >= 1, got {json.show(k)}")
+    if type(k) is not int or k < 0:
+        raise BadRequest(f"'top_k' must be an integer >= 0, got {json.show(k)}")
     return k
 
 

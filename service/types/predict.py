@@ -35,8 +35,11 @@ class PredictRequest(_Strict):
         "each a finite float32; anything else is answered 400 naming the row and feature. A table "
         "model (a card with `columns`) takes strings for its categorical columns and null (or, in an "
         "object, an absent key) for a missing value, which its graph fills.")
-    top_k: int | None = Field(None, ge=1, le=JSON_INT_MAX,
-                              description="Multiclass: how many classes to rank (default 3).")
+    top_k: int | None = Field(None, ge=0, le=JSON_INT_MAX,
+                              description="Multiclass: how many classes to list in each prediction's "
+                              "`top_k`, best first (default 3). 0 lists none: each prediction is its "
+                              "label and probability with an empty `top_k`, the least a bulk client "
+                              "can ask to be written.")
 
 
 class LabelProbability(_Strict):

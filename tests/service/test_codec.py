@@ -46,12 +46,12 @@ def test_bad_rows_are_400_with_what_was_expected(instances, card, message):
     assert message in info.value.message
 
 
-@pytest.mark.parametrize("value, ok", [(None, 3), (1, 1), (50, 50), (0, None), (-1, None), (2.0, None),
-                                       (True, None), ("3", None)])
-def test_top_k_must_be_a_positive_integer(value, ok):
+@pytest.mark.parametrize("value, ok", [(None, 3), (1, 1), (50, 50), (0, 0), (-1, None), (2.0, None),
+                                       (True, None), ("3", None), (0.0, None)])
+def test_top_k_must_be_a_non_negative_integer(value, ok):
     body = {} if value is None else {"top_k": value}
     if ok is None:
-        with pytest.raises(BadRequest, match="'top_k' must be an integer >= 1"):
+        with pytest.raises(BadRequest, match="'top_k' must be an integer >= 0"):
             predict.top_k(body)
     else:
         assert predict.top_k(body) == ok

@@ -106,11 +106,15 @@ async def test_version_selection(client):
     assert older.predictions[0].probability == pytest.approx(1 / 3)
 
 
-@pytest.mark.parametrize("top_k, expected", [(None, 3), (1, 1), (2, 2), (3, 3), (50, 3)])
+@pytest.mark.parametrize("top_k, expected", [(None, 3), (0, 0), (1, 1), (2, 2), (3, 3), (50, 3)])
 async def test_top_k_is_bounded_by_the_classes(client, top_k, expected):
-    body = {"instances": [[0, 0, 0, 0]]} | ({} if top_k is None else {"top_k": top_k})
+    body = {"instances": [[0, 0, 0, 0], [3, 1, 0, 0]]} | ({} if top_k is None else {"top_k": top_k})
     got = await predict(client, "/models/tiny-multiclass/predict", body)
-    assert len(got.predictions[0].top_k) == expected
+    full = await predict(client, "/models/tiny-multiclass/predict", body | {"top_k": 3})
+    assert [len(p.top_k) for p in got.predictions] == [expected, expected]
+    # However many classes are listed, each row's label and probability are the same.
+    assert [(p.label, p.probability) for p in got.predictions] == [(p.label, p.probability) for p in full.predictions]
+    assert [p.top_k for p in got.predictions] == [p.top_k[:expected] for p in full.predictions]
 
 
 async def test_top_k_is_ignored_by_other_tasks(client):

@@ -78,6 +78,10 @@ def test_multiclass_top_k_is_ranked_and_bounded():
         {"label": "cat", "probability": 1.0}, {"label": "dog", "probability": 0.0},
         {"label": "emu", "probability": 0.0}]}
     assert len(answers(c, np.zeros((1, 3)), top_k=1)[0]["top_k"]) == 1
+    # top_k 0: the same label and probability, no classes listed.
+    assert answers(c, np.array([[0.0, 2.0, 1.0], [1000.0, 0.0, -1000.0]]), top_k=0) == [
+        {"label": "dog", "probability": preds[0]["probability"], "top_k": []},
+        {"label": "cat", "probability": 1.0, "top_k": []}]
 
 
 def test_multiclass_ties_keep_output_order():
@@ -150,9 +154,9 @@ def reference(card, outputs: np.ndarray, top_k: int) -> list[dict]:
                 continue
             e = np.exp(logits - logits.max())
             p = e / e.sum()
-            order = sorted(range(len(logits)), key=lambda i: -logits[i])[:top_k]  # sorted() is stable
-            top = [{"label": card.labels[i], "probability": float(p[i])} for i in order]
-            preds.append({"label": top[0]["label"], "probability": top[0]["probability"], "top_k": top})
+            order = sorted(range(len(logits)), key=lambda i: -logits[i])  # sorted() is stable
+            top = [{"label": card.labels[i], "probability": float(p[i])} for i in order[:top_k]]
+            preds.append({"label": card.labels[order[0]], "probability": float(p[order[0]]), "top_k": top})
         return preds
     e = np.exp(-np.abs(x))
     probs = np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
@@ -224,7 +228,7 @@ def test_postprocess_equals_the_reference(key, rows, dtype):
     rng = np.random.default_rng([rows, key[1], len(key[0]), np.dtype(dtype).itemsize])
     for trial in range(20 if rows < 100 else 3):
         x = outputs(rng, rows, key[1], dtype)
-        for top_k in ([1, 2, 3, key[1], key[1] + 5] if key[0] == "multiclass" else [3]):
+        for top_k in ([0, 1, 2, 3, key[1], key[1] + 5] if key[0] == "multiclass" else [3]):
             check(CARDS[key], x, top_k)
 
 
@@ -236,7 +240,7 @@ def test_postprocess_equals_the_reference_hypothesis(key, data):
     values = st.one_of(st.floats(width=32), st.sampled_from(SPECIAL), st.floats(-5, 5, width=32))
     x = np.array(data.draw(st.lists(st.lists(values, min_size=n, max_size=n), min_size=rows, max_size=rows)),
                  dtype=np.float32)
-    check(CARDS[key], x, data.draw(st.integers(1, n + 2)))
+    check(CARDS[key], x, data.draw(st.integers(0, n + 2)))
 
 
 def test_float32_outputs_give_the_float64_answers():
