@@ -71,7 +71,8 @@ def bodies(rows: int, seed: int = 0) -> dict[str, bytes]:
                         "parameters": {"binary_data_size": len(tensor)}}],
             "parameters": {"binary_data_output": True}}
     return {"predict": json.dumps(predict).encode(), "v2": json.dumps(v2).encode(),
-            "v2bin": json.dumps(head).encode() + tensor}
+            "v2bin": json.dumps(head).encode() + tensor,
+            "predict-top0": json.dumps({**predict, "top_k": 0}).encode()}
 
 
 def head_length(proto: str, body: bytes) -> int | None:
@@ -81,7 +82,9 @@ def head_length(proto: str, body: bytes) -> int | None:
     return json.JSONDecoder().raw_decode(body.decode("latin-1"))[1]  # latin-1: one char per byte
 
 
-PATHS = {"predict": "/predict", "v2": f"/v2/models/{MODEL}/infer", "v2bin": f"/v2/models/{MODEL}/infer"}
+PATHS = {"predict": "/predict", "v2": f"/v2/models/{MODEL}/infer", "v2bin": f"/v2/models/{MODEL}/infer",
+         "predict-top0": "/predict"}  # the last: `/predict` asking for no top_k list (bulk clients)
+ENDPOINT_NOTE = {"v2bin": " (binary)", "predict-top0": " (top_k 0)"}
 
 
 def free_port() -> int:
@@ -277,6 +280,7 @@ def cells(args: argparse.Namespace, names: list[str]) -> list[tuple[str, str, in
             if not args.quick:
                 out += [(name, proto, rows, conc) for proto in ("v2", "v2bin")
                         for name in names if name in ("tinyserve", baseline.NAME)]
+                out += [(name, "predict-top0", rows, conc) for name in names if name == "tinyserve"]
     return out
 
 
@@ -347,7 +351,7 @@ def report(args, started: list[Server], results: dict, memory: dict, server_core
     med = {key: median(results[key]) for key in sorted(results, key=lambda k: (
         args.rows.index(k[2]), args.concurrency.index(k[3]), order[k[0]], k[1]))}
     for (name, proto, rows, conc), m in med.items():
-        endpoint = (PATHS[proto] + (" (binary)" if proto == "v2bin" else "")) if is_service(name) else "(any)"
+        endpoint = (PATHS[proto] + ENDPOINT_NOTE.get(proto, "")) if is_service(name) else "(any)"
         print(f"| {name} | {endpoint} | {rows} | {conc} | {m['rps']:,.0f} | {m['rps'] * rows:,.0f} | "
               f"{m['p50']:.2f} | {m['p99']:.2f} | {m['errors']:.0f} |")
     print()
@@ -391,15 +395,16 @@ def header(args, cpu: str, server_cores: str, wrk_core: str | None) -> None:
 def floor_ratios(args, med: dict) -> None:
     print("Ratios (service throughput / floor throughput; rows/s ratios equal req/s ratios):")
     print()
-    print("| rows | conc | /predict ÷ raw | /predict ÷ fastapi | V2 ÷ fastapi | V2 binary ÷ raw | V2 ÷ /predict |"
-          + "".join(f" {name} ÷ /predict |" for name in args.variants))
-    print("|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(args.variants))
+    print("| rows | conc | /predict ÷ raw | /predict ÷ fastapi | /predict top_k 0 ÷ fastapi | V2 ÷ fastapi | "
+          "V2 binary ÷ raw | V2 ÷ /predict |" + "".join(f" {name} ÷ /predict |" for name in args.variants))
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(args.variants))
     for rows in args.rows:
         for conc in args.concurrency:
             get = lambda name, proto="predict": med.get((name, proto, rows, conc), {}).get("rps")  # noqa: E731
             ratio = lambda a, b: f"{a / b:.2f}" if a and b else "-"  # noqa: E731
             svc = get("tinyserve")
             line = (f"| {rows} | {conc} | {ratio(svc, get('raw-asgi'))} | {ratio(svc, get('fastapi'))} | "
+                    f"{ratio(get('tinyserve', 'predict-top0'), get('fastapi'))} | "
                     f"{ratio(get('tinyserve', 'v2'), get('fastapi'))} | {ratio(get('tinyserve', 'v2bin'), get('raw-asgi'))} | "
                     f"{ratio(get('tinyserve', 'v2'), svc)} |")
             line += "".join(f" {ratio(get(f'tinyserve+{name}'), svc)} |" for name in args.variants)
