@@ -177,7 +177,8 @@ def reference(card, outputs: np.ndarray, top_k: int) -> list[dict]:
 
 
 def spec(task: str, n: int) -> helpers.Spec:
-    labels = [f"c{i}" for i in range(2 if task == "binary" else n)]
+    # Every other label holds what JSON escapes and what %-formatting would read: texts, not templates.
+    labels = [f"c{i}" if i % 2 == 0 else f'c{i} %s%% "q\\" é' for i in range(2 if task == "binary" else n)]
     thresholds = {"binary": [0.5], "multilabel": [0.2 + 0.6 * i / n for i in range(n)]}.get(task)
     return helpers.Spec(f"diff-{task}-{n}", task, [[1.0] * n], [0.0] * n, labels, thresholds=thresholds)
 
