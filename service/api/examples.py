@@ -1,4 +1,4 @@
-"""Example predict bodies for the OpenAPI docs, one per task, for the default model repository."""
+"""Example predict bodies for the OpenAPI docs, one per task and one for bulk rows, for the default model repository."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ PATIENT = {"age": 59.0, "sex": 2.0, "bmi": 32.1, "bp": 101.0, "s1": 157.0, "s2":
 BODIES = {
     "binary": ("Binary: digits-binary", {"model": "digits-binary", "instances": [DIGIT_0]}),
     "multiclass": ("Multiclass: digits, top 3", {"model": "digits", "instances": [DIGIT_3], "top_k": 3}),
+    "bulk": ("Multiclass, bulk: digits, each row's label and probability only (top_k 0)",
+             {"model": "digits", "instances": [DIGIT_0, DIGIT_3], "top_k": 0}),
     "multilabel": ("Multilabel: digit-traits", {"model": "digit-traits", "instances": [DIGIT_3]}),
     "regression": ("Regression: diabetes, row keyed by feature name",
                    {"model": "diabetes", "instances": [PATIENT]}),

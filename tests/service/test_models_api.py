@@ -115,14 +115,18 @@ async def test_docs_examples_cover_every_task_and_work(tmp_path):
         answers = {}
         for path in ("/predict", "/models/{name}/predict"):
             examples = paths[path]["post"]["requestBody"]["content"]["application/json"]["examples"]
-            assert set(examples) == {"binary", "multiclass", "multilabel", "regression"}
-            for task, example in examples.items():
+            assert set(examples) == {"binary", "multiclass", "multilabel", "regression", "bulk"}
+            for key, example in examples.items():
+                task = "multiclass" if key == "bulk" else key
                 body = example["value"]
                 url = "/predict" if path == "/predict" else f"/models/{DOC_MODELS[_task_index(task)].name}/predict"
                 response = await client.post(url, json=body)
                 assert response.status_code == 200, response.text
                 answers[task] = response.json()["task"]
-    assert answers == {t: t for t in answers}
+                if key == "bulk":  # several rows, no ranking asked for
+                    predictions = response.json()["predictions"]
+                    assert len(predictions) == 2 and all(p["top_k"] == [] and p["label"] for p in predictions)
+    assert answers == {t: t for t in answers} and len(answers) == 4
 
 
 def _task_index(task: str) -> int:
