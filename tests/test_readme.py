@@ -169,3 +169,51 @@ def test_the_worked_example_writes_only_where_git_ignores():
     done = subprocess.run(["git", "check-ignore", "--no-index", *written], cwd=ROOT,
                           capture_output=True, text=True, timeout=30)
     assert done.stdout.split() == written, f"not git-ignored: {set(written) - set(done.stdout.split())}"
+
+
+def test_the_prediction_examples_are_what_the_default_models_answer():
+    """Each curl line of "Predictions (real answers from the default models)", sent to the bundled
+    models in process: the status and the answer written under it (numbers to 1e-6, relative:
+    the last bits of a float32 network's output may differ between CPUs)."""
+    import asyncio
+    import json
+    import shlex
+
+    from service.main import create_app
+    from tests.service import helpers
+
+    block = re.search(r"### Predictions \(real answers from the default models\)\n\n```sh\n(.*?)```", README,
+                      flags=re.S).group(1)
+    shell = dict(re.findall(r"^([A-Z]+)='(.*)'$", block, flags=re.M))
+    examples = []  # (path, body, status, the answer as written)
+    for line in block.splitlines():
+        if line.startswith("curl "):
+            for name, value in shell.items():
+                line = line.replace(f"${name}", value)
+            words = shlex.split(line, comments=True)
+            examples.append([words[2].removeprefix("localhost:8000"), words[words.index("-d") + 1], 200, ""])
+        elif line.startswith("#") and examples:
+            text = line[1:].strip()
+            status = re.search(r"\s+\(HTTP (\d+)\)$", text)
+            if status:
+                examples[-1][2], text = int(status.group(1)), text[:status.start()]
+            examples[-1][3] += text
+    assert len(examples) >= 6 and all(answer for *_, answer in examples)
+
+    async def ask() -> list:
+        async with helpers.serve(create_app(Settings())) as client:
+            return [await client.post(path, content=body) for path, body, *_ in examples]
+
+    for (path, body, status, written), response in zip(examples, asyncio.run(ask())):
+        assert response.status_code == status, (path, body, response.text)
+        assert _close(response.json(), json.loads(written)), (path, response.text, written)
+
+
+def _close(got, want) -> bool:
+    if type(want) is float:
+        return type(got) is float and abs(got - want) <= 1e-6 * max(abs(want), 1e-300)
+    if type(want) is dict:
+        return type(got) is dict and list(got) == list(want) and all(_close(got[k], want[k]) for k in want)
+    if type(want) is list:
+        return type(got) is list and len(got) == len(want) and all(map(_close, got, want))
+    return type(got) is type(want) and got == want
