@@ -168,21 +168,24 @@ def _labels(labels: tuple[str, ...]) -> _Labels:
                    {**dict(zip(labels, texts)), None: NULL})
 
 
-def _fill(templates: list[bytes], args: np.ndarray) -> list[bytes]:
-    """Each row's template filled with that row of `args` (JSON texts): one format for the batch.
-    A row's text never holds a NUL (JSON escapes it), so NUL separates the rows."""
+def _fill(templates: list[bytes], columns: list[list[bytes]]) -> list[bytes]:
+    """Each row's template filled, its j-th `%s` with the next value of columns[j] (JSON texts),
+    in one format for the batch. A row's text never holds a NUL (JSON escapes it), so NUL
+    separates the rows."""
     if not templates:
         return []
-    return (b"\0".join(templates) % tuple(args.ravel().tolist())).split(b"\0")
+    width = len(columns)
+    args = [None] * (width * len(columns[0])) if columns else []
+    for j, column in enumerate(columns):
+        args[j::width] = column
+    return (b"\0".join(templates) % tuple(args)).split(b"\0")
 
 
 def _answer_binary(card: ModelCard, s: Scored, top_k: int) -> list[bytes]:
     """Positive-class probability and label per row (both null when it is NaN)."""
     text_of = _labels(tuple(card.labels)).text_of
-    args = np.empty((len(s.found), 2), dtype=object)
-    args[:, 0] = [text_of[label] for label in s.found]
-    args[:, 1] = _numbers(s.probs[:, 0])
-    return _fill([b'{"label":%s,"probability":%s}'] * len(args), args)
+    return _fill([b'{"label":%s,"probability":%s}'] * len(s.found),
+                 [[text_of[label] for label in s.found], _numbers(s.probs[:, 0])])
 
 
 def _answer_multiclass(card: ModelCard, s: Scored, top_k: int) -> list[bytes]:
@@ -193,17 +196,16 @@ def _answer_multiclass(card: ModelCard, s: Scored, top_k: int) -> list[bytes]:
     k = min(top_k, s.x.shape[1])
     order = (-s.x).argsort(axis=1, kind="stable")[:, :k] if k else s.x.argmax(axis=1)[:, None]
     n, ranked = order.shape
-    args = np.empty((n, 2 * ranked + 2), dtype=object)
-    args[:, 2::2] = _labels(tuple(card.labels)).texts[order]
-    args[:, 3::2] = np.array(_numbers(s.probs[np.arange(n)[:, None], order]), dtype=object).reshape(n, ranked)
-    args[:, :2] = args[:, 2:4]
-    if not k:
-        args = args[:, :2]
+    labels = _labels(tuple(card.labels)).texts[order.T].tolist()  # per rank, the rows' label texts
+    numbers = _numbers(s.probs[np.arange(n)[:, None], order])
+    entries = [column for j in range(ranked) for column in (labels[j], numbers[j::ranked])]
+    columns = entries[:2] + entries if k else entries  # with top_k, the winner's pair is entry 0's
     template = _multiclass_template(k)
     if s.finite:
-        return _fill([template] * n, args)
+        return _fill([template] * n, columns)
     known = [label is not None for label in s.found]
-    return _fill([template if ok else b'{"label":null,"probability":null,"top_k":[]}' for ok in known], args[known])
+    return _fill([template if ok else b'{"label":null,"probability":null,"top_k":[]}' for ok in known],
+                 [list(compress(column, known)) for column in columns])
 
 
 @lru_cache(maxsize=16)
@@ -215,10 +217,9 @@ def _multiclass_template(k: int) -> bytes:
 def _answer_multilabel(card: ModelCard, s: Scored, top_k: int) -> list[bytes]:
     """Labels at or over their thresholds and every label's probability, per row."""
     n, width = s.probs.shape
-    args = np.empty((n, width + 1), dtype=object)
-    args[:, 0] = [orjson.dumps(found) for found in s.found]
-    args[:, 1:] = np.array(_numbers(s.probs), dtype=object).reshape(n, width)
-    return _fill([_multilabel_template(tuple(card.labels))] * n, args)
+    numbers = _numbers(s.probs)
+    return _fill([_multilabel_template(tuple(card.labels))] * n,
+                 [[orjson.dumps(found) for found in s.found], *(numbers[j::width] for j in range(width))])
 
 
 @lru_cache(maxsize=64)
@@ -230,9 +231,9 @@ def _multilabel_template(labels: tuple[str, ...]) -> bytes:
 def _answer_regression(card: ModelCard, s: Scored, top_k: int) -> list[bytes]:
     """One value per row (a list per row when the model has several targets); non-finite: null."""
     n, width = s.x.shape
-    args = np.array(_numbers(s.x), dtype=object).reshape(n, width)
+    numbers = _numbers(s.x)
     template = b'{"value":%s}' if width == 1 else b'{"value":[' + b",".join([b"%s"] * width) + b"]}"
-    return _fill([template] * n, args)
+    return _fill([template] * n, [numbers[j::width] for j in range(width)])
 
 
 class Post(NamedTuple):
