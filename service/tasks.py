@@ -86,23 +86,34 @@ def _row_max(x: np.ndarray) -> np.ndarray:
     return x.max(axis=1, keepdims=True)
 
 
-class Scored(NamedTuple):
+class Scored:
     """One output batch as the answers and the named outputs read it."""
 
-    x: np.ndarray  # [rows, n_outputs] float64
-    finite: bool  # every value of x is finite: nothing to null
-    probs: np.ndarray | None  # [rows, n_outputs] float64; None for regression
-    found: list | None  # per row what `decide` says; None for regression
+    __slots__ = ("x", "finite", "probs", "_card", "_decide", "_found")
+
+    def __init__(self, x: np.ndarray, finite: bool, probs: np.ndarray | None, card: ModelCard, decide) -> None:
+        self.x = x  # [rows, n_outputs] float64
+        self.finite = finite  # every value of x is finite: nothing to null
+        self.probs = probs  # [rows, n_outputs] float64; None for regression
+        self._card, self._decide, self._found = card, decide, None
+
+    @property
+    def found(self) -> list | None:
+        """Per row what `decide` says (None for regression), made when first read: the multiclass
+        answers of finite outputs never read it."""
+        if self._found is None and self._decide is not None:
+            self._found = self._decide(self._card, self.x, self.probs, self.finite)
+        return self._found
 
 
 def _score(card: ModelCard, post: Post, outputs: np.ndarray) -> Scored:
-    """Probabilities and decisions for a batch; float32 becomes float64 exactly, as JSON needs."""
+    """Probabilities (and, when read, decisions) for a batch; float32 becomes float64 exactly, as
+    JSON needs."""
     x = np.asarray(outputs).astype(np.float64, copy=False)
     finite = bool(np.isfinite(x).all())
     if post.probabilities is None:
-        return Scored(x, finite, None, None)
-    probs = post.probabilities(x, finite)
-    return Scored(x, finite, probs, post.decide(card, x, probs, finite))
+        return Scored(x, finite, None, card, None)
+    return Scored(x, finite, post.probabilities(x, finite), card, post.decide)
 
 
 def postprocess(card: ModelCard, outputs: np.ndarray, top_k: int = DEFAULT_TOP_K) -> list[bytes]:
