@@ -86,34 +86,25 @@ def _row_max(x: np.ndarray) -> np.ndarray:
     return x.max(axis=1, keepdims=True)
 
 
-class Scored:
-    """One output batch as the answers and the named outputs read it."""
+class Scored(NamedTuple):
+    """One output batch as the answers and the named outputs read it; what `decide` says per row
+    is made by whoever reads it (a multiclass answer of finite outputs ranks on its own)."""
 
-    __slots__ = ("x", "finite", "probs", "_card", "_decide", "_found")
-
-    def __init__(self, x: np.ndarray, finite: bool, probs: np.ndarray | None, card: ModelCard, decide) -> None:
-        self.x = x  # [rows, n_outputs] float64
-        self.finite = finite  # every value of x is finite: nothing to null
-        self.probs = probs  # [rows, n_outputs] float64; None for regression
-        self._card, self._decide, self._found = card, decide, None
-
-    @property
-    def found(self) -> list | None:
-        """Per row what `decide` says (None for regression), made when first read: the multiclass
-        answers of finite outputs never read it."""
-        if self._found is None and self._decide is not None:
-            self._found = self._decide(self._card, self.x, self.probs, self.finite)
-        return self._found
+    x: np.ndarray  # [rows, n_outputs] float64
+    finite: bool  # every value of x is finite: nothing to null
+    probs: np.ndarray | None  # [rows, n_outputs] float64; None for regression
 
 
 def _score(card: ModelCard, post: Post, outputs: np.ndarray) -> Scored:
-    """Probabilities (and, when read, decisions) for a batch; float32 becomes float64 exactly, as
-    JSON needs."""
+    """Probabilities for a batch; float32 becomes float64 exactly, as JSON needs."""
     x = np.asarray(outputs).astype(np.float64, copy=False)
     finite = bool(np.isfinite(x).all())
-    if post.probabilities is None:
-        return Scored(x, finite, None, card, None)
-    return Scored(x, finite, post.probabilities(x, finite), card, post.decide)
+    return Scored(x, finite, None if post.probabilities is None else post.probabilities(x, finite))
+
+
+def _found(card: ModelCard, s: Scored) -> list:
+    """What the task's `decide` says for each row of a scored batch."""
+    return POST[card.task].decide(card, s.x, s.probs, s.finite)
 
 
 def postprocess(card: ModelCard, outputs: np.ndarray, top_k: int = DEFAULT_TOP_K) -> list[bytes]:
@@ -133,8 +124,8 @@ def _decide_binary(card: ModelCard, x: np.ndarray, probs: np.ndarray, finite: bo
 
 
 def _decide_multiclass(card: ModelCard, x: np.ndarray, probs: np.ndarray, finite: bool) -> list:
-    """The first of the largest logits; None for a row with any non-finite logit (no softmax)."""
-    found = _labels(tuple(card.labels)).names[x.argmax(axis=1)].tolist()
+    """The `_winner`; None for a row with any non-finite logit (no softmax)."""
+    found = _labels(tuple(card.labels)).names[_winner(x)].tolist()
     return found if finite else _null(found, ~np.isfinite(x).all(axis=1))
 
 
@@ -142,6 +133,11 @@ def _decide_multilabel(card: ModelCard, x: np.ndarray, probs: np.ndarray, finite
     """The labels at or over their own thresholds, in output order; None for a row with a NaN."""
     found = [list(compress(card.labels, row)) for row in (probs >= np.asarray(card.thresholds)).tolist()]
     return found if finite else _null(found, np.isnan(probs).any(axis=1))
+
+
+def _winner(x: np.ndarray) -> np.ndarray:
+    """Each row's class: the first of its largest logits."""
+    return x.argmax(axis=1)
 
 
 def _null(found: list, undefined: np.ndarray) -> list:
@@ -195,17 +191,18 @@ def _fill(templates: list[bytes], columns: list[list[bytes]]) -> list[bytes]:
 def _answer_binary(card: ModelCard, s: Scored, top_k: int) -> list[bytes]:
     """Positive-class probability and label per row (both null when it is NaN)."""
     text_of = _labels(tuple(card.labels)).text_of
-    return _fill([b'{"label":%s,"probability":%s}'] * len(s.found),
-                 [[text_of[label] for label in s.found], _numbers(s.probs[:, 0])])
+    found = _found(card, s)
+    return _fill([b'{"label":%s,"probability":%s}'] * len(found),
+                 [[text_of[label] for label in found], _numbers(s.probs[:, 0])])
 
 
 def _answer_multiclass(card: ModelCard, s: Scored, top_k: int) -> list[bytes]:
     """The winning class, its probability and the top_k classes per row, best first."""
     # Ranked by logit: the order of the probabilities, and still exact where they underflow to 0.
-    # Stable, so tied logits keep output order and entry 0 is the class `decide` chose. With
-    # top_k 0 the winner alone is ranked (the first of the largest logits, as argmax finds it).
+    # Stable, so tied logits keep output order and entry 0 is the `_winner` that `decide` chose.
+    # With top_k 0 the winner alone is taken (its label and probability), without ranking the rest.
     k = min(top_k, s.x.shape[1])
-    order = (-s.x).argsort(axis=1, kind="stable")[:, :k] if k else s.x.argmax(axis=1)[:, None]
+    order = (-s.x).argsort(axis=1, kind="stable")[:, :k] if k else _winner(s.x)[:, None]
     n, ranked = order.shape
     labels = _labels(tuple(card.labels)).texts[order.T].tolist()  # per rank, the rows' label texts
     numbers = _numbers(s.probs[np.arange(n)[:, None], order])
@@ -214,7 +211,7 @@ def _answer_multiclass(card: ModelCard, s: Scored, top_k: int) -> list[bytes]:
     template = _multiclass_template(k)
     if s.finite:
         return _fill([template] * n, columns)
-    known = [label is not None for label in s.found]
+    known = [label is not None for label in _found(card, s)]
     return _fill([template if ok else b'{"label":null,"probability":null,"top_k":[]}' for ok in known],
                  [list(compress(column, known)) for column in columns])
 
@@ -230,7 +227,7 @@ def _answer_multilabel(card: ModelCard, s: Scored, top_k: int) -> list[bytes]:
     n, width = s.probs.shape
     numbers = _numbers(s.probs)
     return _fill([_multilabel_template(tuple(card.labels))] * n,
-                 [[orjson.dumps(found) for found in s.found], *(numbers[j::width] for j in range(width))])
+                 [[orjson.dumps(found) for found in _found(card, s)], *(numbers[j::width] for j in range(width))])
 
 
 @lru_cache(maxsize=64)
@@ -315,7 +312,7 @@ def outputs(card: ModelCard, raw: np.ndarray, names: list[str] | None = None) ->
             continue
         if derived is None:
             s = _score(card, post_for(card.task, card.output_kind), raw)
-            derived = s.probs.astype(np.float32), _label_column(s.found)
+            derived = s.probs.astype(np.float32), _label_column(_found(card, s))
         out[name] = derived[0] if name == PROBABILITIES else derived[1]
     return out
 

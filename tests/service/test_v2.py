@@ -50,7 +50,7 @@ def expected(spec, rows) -> dict[str, np.ndarray]:
         return {spec.output_name: logits}
     card = helpers.make_card(spec, "0" * 64)
     scored = tasks._score(card, tasks.post_for(card.task, card.output_kind), logits)
-    probs, found = scored.probs, scored.found
+    probs, found = scored.probs, tasks._found(card, scored)
     labels = [",".join(f) if isinstance(f, list) else f for f in found]
     return {spec.output_name: logits, "probabilities": probs, "labels": np.array(labels, object).reshape(-1, 1)}
 
