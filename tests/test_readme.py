@@ -179,6 +179,7 @@ def test_the_prediction_examples_are_what_the_default_models_answer():
     import json
     import shlex
 
+    from service.config import DEFAULT_MODEL_ROOT
     from service.main import create_app
     from tests.service import helpers
 
@@ -201,7 +202,7 @@ def test_the_prediction_examples_are_what_the_default_models_answer():
     assert len(examples) >= 6 and all(answer for *_, answer in examples)
 
     async def ask() -> list:
-        async with helpers.serve(create_app(Settings())) as client:
+        async with helpers.serve(create_app(Settings(model_root=DEFAULT_MODEL_ROOT))) as client:
             return [await client.post(path, content=body) for path, body, *_ in examples]
 
     for (path, body, status, written), response in zip(examples, asyncio.run(ask())):

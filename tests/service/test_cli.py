@@ -29,6 +29,14 @@ def _restore_environ():
     get_settings.cache_clear()
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _no_leak():
+    """What this module's tests leave in the environment is what they found."""
+    before = {k: v for k, v in os.environ.items() if k.startswith("TINYSERVE_")}
+    yield
+    assert {k: v for k, v in os.environ.items() if k.startswith("TINYSERVE_")} == before
+
+
 @pytest.fixture
 def uvicorn_calls(monkeypatch):
     """What would have been handed to uvicorn.run, instead of serving."""
@@ -55,11 +63,13 @@ def test_serve_flags_are_the_settings(uvicorn_calls, model_root):
     assert isinstance(app, Gateway)
 
 
-def test_serve_starts_uvicorn_exactly_as_python_m_service(uvicorn_calls, model_root, monkeypatch):
+def test_serve_starts_uvicorn_exactly_as_python_m_service(uvicorn_calls, model_root):
     cli.main(["serve", "--models", str(model_root), "--port", "9123"])
     get_settings.cache_clear()
-    monkeypatch.setenv("TINYSERVE_MODEL_ROOT", str(model_root))
-    monkeypatch.setenv("TINYSERVE_PORT", "9123")
+    # Set directly, not with monkeypatch: its undo would put back the values `serve` just wrote,
+    # after `_restore_environ` has run, and they would leak into every later test.
+    os.environ["TINYSERVE_MODEL_ROOT"] = str(model_root)
+    os.environ["TINYSERVE_PORT"] = "9123"
     assert python_m_service.main() == 0
     (_, ours), (_, theirs) = uvicorn_calls
     assert ours == theirs
