@@ -72,7 +72,7 @@ def bodies(rows: int, seed: int = 0) -> dict[str, bytes]:
             "parameters": {"binary_data_output": True}}
     return {"predict": json.dumps(predict).encode(), "v2": json.dumps(v2).encode(),
             "v2bin": json.dumps(head).encode() + tensor,
-            "predict-top0": json.dumps({**predict, "top_k": 0}).encode()}
+            **{proto: json.dumps({**predict, **options}).encode() for proto, options in PREDICT_OPTIONS.items()}}
 
 
 def head_length(proto: str, body: bytes) -> int | None:
@@ -82,9 +82,14 @@ def head_length(proto: str, body: bytes) -> int | None:
     return json.JSONDecoder().raw_decode(body.decode("latin-1"))[1]  # latin-1: one char per byte
 
 
+# `/predict` bodies with the options bulk clients have: no top_k list, the predictions as columns
+# (with the default top_k), both. `python -m bench` measures the first two; pair and profile any.
+PREDICT_OPTIONS = {"predict-top0": {"top_k": 0}, "predict-cols": {"format": "columns"},
+                   "predict-cols0": {"top_k": 0, "format": "columns"}}
 PATHS = {"predict": "/predict", "v2": f"/v2/models/{MODEL}/infer", "v2bin": f"/v2/models/{MODEL}/infer",
-         "predict-top0": "/predict"}  # the last: `/predict` asking for no top_k list (bulk clients)
-ENDPOINT_NOTE = {"v2bin": " (binary)", "predict-top0": " (top_k 0)"}
+         **dict.fromkeys(PREDICT_OPTIONS, "/predict")}
+ENDPOINT_NOTE = {"v2bin": " (binary)", "predict-top0": " (top_k 0)", "predict-cols": " (columns)",
+                 "predict-cols0": " (top_k 0, columns)"}
 
 
 def free_port() -> int:
@@ -280,7 +285,8 @@ def cells(args: argparse.Namespace, names: list[str]) -> list[tuple[str, str, in
             if not args.quick:
                 out += [(name, proto, rows, conc) for proto in ("v2", "v2bin")
                         for name in names if name in ("tinyserve", baseline.NAME)]
-                out += [(name, "predict-top0", rows, conc) for name in names if name == "tinyserve"]
+                out += [(name, proto, rows, conc) for proto in ("predict-top0", "predict-cols")
+                        for name in names if name == "tinyserve"]
     return out
 
 
@@ -395,9 +401,10 @@ def header(args, cpu: str, server_cores: str, wrk_core: str | None) -> None:
 def floor_ratios(args, med: dict) -> None:
     print("Ratios (service throughput / floor throughput; rows/s ratios equal req/s ratios):")
     print()
-    print("| rows | conc | /predict ÷ raw | /predict ÷ fastapi | /predict top_k 0 ÷ fastapi | V2 ÷ fastapi | "
-          "V2 binary ÷ raw | V2 ÷ /predict |" + "".join(f" {name} ÷ /predict |" for name in args.variants))
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(args.variants))
+    print("| rows | conc | /predict ÷ raw | /predict ÷ fastapi | /predict top_k 0 ÷ fastapi | "
+          "/predict columns ÷ fastapi | V2 ÷ fastapi | V2 binary ÷ raw | V2 ÷ /predict |"
+          + "".join(f" {name} ÷ /predict |" for name in args.variants))
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(args.variants))
     for rows in args.rows:
         for conc in args.concurrency:
             get = lambda name, proto="predict": med.get((name, proto, rows, conc), {}).get("rps")  # noqa: E731
@@ -405,6 +412,7 @@ def floor_ratios(args, med: dict) -> None:
             svc = get("tinyserve")
             line = (f"| {rows} | {conc} | {ratio(svc, get('raw-asgi'))} | {ratio(svc, get('fastapi'))} | "
                     f"{ratio(get('tinyserve', 'predict-top0'), get('fastapi'))} | "
+                    f"{ratio(get('tinyserve', 'predict-cols'), get('fastapi'))} | "
                     f"{ratio(get('tinyserve', 'v2'), get('fastapi'))} | {ratio(get('tinyserve', 'v2bin'), get('raw-asgi'))} | "
                     f"{ratio(get('tinyserve', 'v2'), svc)} |")
             line += "".join(f" {ratio(get(f'tinyserve+{name}'), svc)} |" for name in args.variants)

@@ -23,7 +23,8 @@ NAME = "baseline"
 # Issue 13: c16, 1 and 256 rows, /predict and V2 JSON; geometric mean >= 0.95, no cell < 0.85.
 ISSUE_CELLS = [(1, 16, "predict"), (1, 16, "v2"), (256, 16, "predict"), (256, 16, "v2")]
 GEOMEAN_MIN, CELL_MIN = 0.95, 0.85
-LABELS = {"predict": "/predict", "v2": "V2 JSON", "v2bin": "V2 binary", "predict-top0": "/predict top_k 0"}
+LABELS = {"predict": "/predict", "v2": "V2 JSON", "v2bin": "V2 binary", "predict-top0": "/predict top_k 0",
+          "predict-cols": "/predict columns", "predict-cols0": "/predict top_k 0 columns"}
 
 
 def git(root: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
                          "posted the /predict body of the same rows, as in python -m bench)")
     p.add_argument("--rows", default="1,256", help="rows per request, comma-separated (default 1,256)")
     p.add_argument("--protocols", default="predict,v2",
-                   help="of predict, v2, v2bin, predict-top0 (default predict,v2)")
+                   help="of predict, v2, v2bin, predict-top0, predict-cols, predict-cols0 (default predict,v2)")
     p.add_argument("--concurrency", type=int, default=16, help="connections per server (default 16)")
     p.add_argument("--seconds", type=int, default=5, help="seconds per run (default 5)")
     p.add_argument("--repeats", type=int, default=5, help="runs per cell after the warm-up (default 5)")

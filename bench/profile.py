@@ -1,8 +1,9 @@
 """`python -m bench.profile`: where a bulk request's server CPU goes, step by step, next to what
 each step costs alone.
 
-For each protocol (256-row `/predict`, V2 JSON, V2 with binary tensors; `predict-top0`, the
-`/predict` body asking `"top_k": 0`, when named) the service runs pinned to one core under the
+For each protocol (256-row `/predict`, V2 JSON, V2 with binary tensors; when named, the
+`/predict` body with a bulk client's options: `predict-top0` `"top_k": 0`, `predict-cols`
+`"format": "columns"`, `predict-cols0` both) the service runs pinned to one core under the
 same wrk load as `python -m bench` (c16):
 
 1. without a profiler, its CPU time per request (from /proc), and the same for the bare ASGI floor
@@ -123,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__.split("\n\n")[0])
     p.add_argument("--seconds", type=int, default=8, help="seconds of load per measurement (default 8)")
     p.add_argument("--protocols", default="predict,v2,v2bin",
-                   help="comma-separated, of predict, v2, v2bin, predict-top0 (default the first three)")
+                   help="comma-separated, of predict, v2, v2bin, predict-top0, predict-cols, predict-cols0 "
+                   "(default the first three)")
     args = p.parse_args(argv)
     ensure_wrk()
     if shutil.which("py-spy") is None:

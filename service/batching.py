@@ -57,9 +57,10 @@ def same(a: Post, b: Post) -> bool:
 
 
 def take(result: Any, start: int, stop: int) -> Any:
-    """Rows `start:stop` of what a post returned: a list or array per row, or a dict of them."""
+    """Rows `start:stop` of what a post returned: a list or array per row, or a dict of them
+    (or of such dicts)."""
     if type(result) is dict:
-        return {name: value[start:stop] for name, value in result.items()}
+        return {name: take(value, start, stop) for name, value in result.items()}
     return result[start:stop]
 
 

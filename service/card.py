@@ -288,6 +288,8 @@ class ModelCard(_Strict):
         if len(self.labels) != expected_labels:
             raise ValueError(f"{self.task.value} model with {n_out} outputs needs "
                              f"{expected_labels} labels, card has {len(self.labels)}")
+        if len(set(self.labels)) != len(self.labels):  # answers key probabilities and columns by label
+            raise ValueError(f"labels must be unique, got {self.labels}")
         if (self.task is Task.regression) != (self.output_kind is OutputKind.values):
             raise ValueError(f"output_kind {self.output_kind.value!r} does not fit a {self.task.value} model: "
                              "regression outputs are 'values', classifiers' 'logits' or 'probabilities'")

@@ -21,6 +21,13 @@ The outputs become predictions:
   lists those at or over their own threshold, in output order.
 - regression: `{"value"}`, a number for one target, a list for several.
 
+Asked for as columns (`postprocess(..., columns=True)`, for bulk clients), the same predictions
+come as one object whose every field is a list with an entry per row: entry i of a column is
+that field of row i's prediction. Objects inside a prediction turn inside out too: multiclass
+`"top_k": {"label": [[...], ...], "probability": [[...], ...]}` (k entries per row, none where
+the row's label is null), multilabel `"probabilities": {label: [p per row]}`. The values are the
+rows' values, written by the same orjson from the same arrays.
+
 Sigmoid and softmax never exponentiate a large positive number, so logits like +-1000 give exact
 0/1 probabilities rather than overflow. Non-finite outputs: JSON has no NaN, so whatever depends
 on one is null. A logit of +-inf still has a sigmoid (1 or 0) and is answered normally; a NaN
@@ -107,10 +114,12 @@ def _found(card: ModelCard, s: Scored) -> list:
     return POST[card.task].decide(card, s.x, s.probs, s.finite)
 
 
-def postprocess(card: ModelCard, outputs: np.ndarray, top_k: int = DEFAULT_TOP_K) -> list[bytes]:
-    """Turn a [rows, n_outputs] output batch into one prediction per row, as its JSON text."""
+def postprocess(card: ModelCard, outputs: np.ndarray, top_k: int = DEFAULT_TOP_K,
+                columns: bool = False) -> list[bytes] | dict:
+    """Turn a [rows, n_outputs] output batch into one prediction per row, as its JSON text; with
+    `columns`, into the predictions' columns (lists and C-contiguous arrays, null as NaN or None)."""
     post = post_for(card.task, card.output_kind)
-    return post.answer(card, _score(card, post, outputs), top_k)
+    return (post.columns if columns else post.answer)(card, _score(card, post, outputs), top_k)
 
 
 # Which label wins, or which labels pass, per row; None where that is undefined (see above).
@@ -196,13 +205,19 @@ def _answer_binary(card: ModelCard, s: Scored, top_k: int) -> list[bytes]:
                  [[text_of[label] for label in found], _numbers(s.probs[:, 0])])
 
 
-def _answer_multiclass(card: ModelCard, s: Scored, top_k: int) -> list[bytes]:
-    """The winning class, its probability and the top_k classes per row, best first."""
+def _ranked(x: np.ndarray, top_k: int) -> tuple[np.ndarray, int]:
+    """Each row's top_k classes, best first, as [rows, k] output indices (the `_winner` alone for
+    top_k 0), and k."""
     # Ranked by logit: the order of the probabilities, and still exact where they underflow to 0.
     # Stable, so tied logits keep output order and entry 0 is the `_winner` that `decide` chose.
     # With top_k 0 the winner alone is taken (its label and probability), without ranking the rest.
-    k = min(top_k, s.x.shape[1])
-    order = (-s.x).argsort(axis=1, kind="stable")[:, :k] if k else _winner(s.x)[:, None]
+    k = min(top_k, x.shape[1])
+    return ((-x).argsort(axis=1, kind="stable")[:, :k] if k else _winner(x)[:, None]), k
+
+
+def _answer_multiclass(card: ModelCard, s: Scored, top_k: int) -> list[bytes]:
+    """The winning class, its probability and the top_k classes per row, best first."""
+    order, k = _ranked(s.x, top_k)
     n, ranked = order.shape
     labels = _labels(tuple(card.labels)).texts[order.T].tolist()  # per rank, the rows' label texts
     numbers = _numbers(s.probs[np.arange(n)[:, None], order])
@@ -244,19 +259,55 @@ def _answer_regression(card: ModelCard, s: Scored, top_k: int) -> list[bytes]:
     return _fill([template] * n, [numbers[j::width] for j in range(width)])
 
 
+# The same answers as columns (see the module): lists, and float64 arrays that orjson writes
+# as the rows' answers write them (NaN and infinities as null). Every column has one entry per
+# row, so the batcher can hand each request its slice (`service.batching.take`).
+
+def _columns_binary(card: ModelCard, s: Scored, top_k: int) -> dict:
+    return {"label": _found(card, s), "probability": np.ascontiguousarray(s.probs[:, 0])}
+
+
+def _columns_multiclass(card: ModelCard, s: Scored, top_k: int) -> dict:
+    order, k = _ranked(s.x, top_k)
+    n = len(order)
+    best = s.probs[np.arange(n)[:, None], order]  # [rows, k] (the winner's alone for top_k 0)
+    names = _labels(tuple(card.labels)).names
+    label = names[order[:, 0]].tolist() if s.finite else _found(card, s)
+    probability = best[:, 0].copy()
+    top_labels = names[order].tolist() if k else [[] for _ in range(n)]
+    top_probs = best if k else [[] for _ in range(n)]
+    if not s.finite:  # the rows `decide` leaves without a label have no probability and no top_k
+        unknown = [i for i, found in enumerate(label) if found is None]
+        probability[unknown] = np.nan
+        top_probs = top_probs if type(top_probs) is list else top_probs.tolist()
+        for i in unknown:
+            top_labels[i], top_probs[i] = [], []
+    return {"label": label, "probability": probability,
+            "top_k": {"label": top_labels, "probability": top_probs}}
+
+
+def _columns_multilabel(card: ModelCard, s: Scored, top_k: int) -> dict:
+    return {"labels": _found(card, s), "probabilities": dict(zip(card.labels, s.probs.T.copy()))}
+
+
+def _columns_regression(card: ModelCard, s: Scored, top_k: int) -> dict:
+    return {"value": np.ascontiguousarray(s.x[:, 0]) if s.x.shape[1] == 1 else s.x}
+
+
 class Post(NamedTuple):
     """How one task turns its outputs into answers (no probabilities or decisions: regression)."""
 
     probabilities: Callable[[np.ndarray, bool | None], np.ndarray] | None
     decide: Callable[[ModelCard, np.ndarray, np.ndarray, bool], list] | None
     answer: Callable[[ModelCard, Scored, int], list[bytes]]
+    columns: Callable[[ModelCard, Scored, int], dict]
 
 
 POST: dict[Task, Post] = {
-    Task.binary: Post(lambda x, finite: sigmoid(x), _decide_binary, _answer_binary),
-    Task.multiclass: Post(softmax, _decide_multiclass, _answer_multiclass),
-    Task.multilabel: Post(lambda x, finite: sigmoid(x), _decide_multilabel, _answer_multilabel),
-    Task.regression: Post(None, None, _answer_regression),
+    Task.binary: Post(lambda x, finite: sigmoid(x), _decide_binary, _answer_binary, _columns_binary),
+    Task.multiclass: Post(softmax, _decide_multiclass, _answer_multiclass, _columns_multiclass),
+    Task.multilabel: Post(lambda x, finite: sigmoid(x), _decide_multilabel, _answer_multilabel, _columns_multilabel),
+    Task.regression: Post(None, None, _answer_regression, _columns_regression),
 }
 
 
@@ -268,7 +319,7 @@ def _as_given(x: np.ndarray, finite: bool | None) -> np.ndarray:
 def post_for(task: Task, kind: OutputKind) -> Post:
     """The task's entry, taking outputs that already are probabilities as they are."""
     post = POST[task]
-    return Post(_as_given, post.decide, post.answer) if kind is OutputKind.probabilities else post
+    return post._replace(probabilities=_as_given) if kind is OutputKind.probabilities else post
 
 
 # Named outputs (V2, TF Serving).

@@ -1,4 +1,5 @@
-"""Example predict bodies for the OpenAPI docs, one per task and one for bulk rows, for the default model repository."""
+"""Example predict bodies for the OpenAPI docs, one per task and two for bulk rows (top_k 0; columns),
+for the default model repository."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ BODIES = {
     "multiclass": ("Multiclass: digits, top 3", {"model": "digits", "instances": [DIGIT_3], "top_k": 3}),
     "bulk": ("Multiclass, bulk: digits, each row's label and probability only (top_k 0)",
              {"model": "digits", "instances": [DIGIT_0, DIGIT_3], "top_k": 0}),
+    "columns": ("Multiclass, bulk, as columns: digits, a list per field with an entry per row",
+                {"model": "digits", "instances": [DIGIT_0, DIGIT_3], "top_k": 2, "format": "columns"}),
     "multilabel": ("Multilabel: digit-traits", {"model": "digit-traits", "instances": [DIGIT_3]}),
     "regression": ("Regression: diabetes, row keyed by feature name",
                    {"model": "diabetes", "instances": [PATIENT]}),

@@ -1,8 +1,11 @@
-"""The native predict API's wire format: `{"model", "version", "instances", "top_k"}` in,
-`{"model", "version", "task", "predictions"}` out, one task-aware prediction per row.
+"""The native predict API's wire format: `{"model", "version", "instances", "top_k", "format"}`
+in, `{"model", "version", "task", "predictions"}` out, one task-aware prediction per row; with
+`"format": "columns"` the predictions are one object of columns, an entry per row in each
+(`service.tasks`).
 
 A table model's rows may hold strings and nulls (`service.codecs.columns`); a row with filled
-features or unseen categories gets a `warnings` list on its prediction, other rows none."""
+features or unseen categories gets a `warnings` list on its prediction, other rows none. As
+columns, `warnings` is there when any row has some: a list per row, empty for the others."""
 
 from __future__ import annotations
 
@@ -18,9 +21,10 @@ from service.dataplane import Codec
 from service.errors import BadRequest, json_bytes
 from service.runtime import LoadedModel
 
-ANY_MODEL = frozenset({"model", "version", "instances", "top_k"})
-ONE_MODEL = frozenset({"version", "instances", "top_k"})
-ONE_VERSION = frozenset({"instances", "top_k"})
+ANY_MODEL = frozenset({"model", "version", "instances", "top_k", "format"})
+ONE_MODEL = frozenset({"version", "instances", "top_k", "format"})
+ONE_VERSION = frozenset({"instances", "top_k", "format"})
+FORMATS = ("rows", "columns")
 NOT_OBJECT = "the body must be a JSON object with 'instances', got {got}"
 
 
@@ -66,18 +70,35 @@ def top_k(data: dict) -> int:
     return k
 
 
+def as_columns(data: dict) -> bool:
+    """The optional `format`: "rows" (the default, a prediction per row) or "columns"."""
+    form = data.get("format")
+    if form is None:
+        return False
+    if type(form) is str and form in FORMATS:
+        return form == "columns"
+    raise BadRequest(f"'format' must be \"rows\" or \"columns\", got {json.show(form)}")
+
+
 def post(data: dict, model: LoadedModel) -> partial:
-    """One prediction per row, the top `top_k` classes for multiclass models."""
+    """One prediction per row, the top `top_k` classes for multiclass models; or their columns."""
+    if as_columns(data):
+        return partial(tasks.postprocess, model.card, top_k=top_k(data), columns=True)
     return partial(tasks.postprocess, model.card, top_k=top_k(data))
 
 
-def encode(data: dict, model: LoadedModel, predictions: list[bytes], x: np.ndarray) -> Response:
-    """The predictions (each row's JSON text) with the model that made them; a table model's rows
-    with something to say end with their `warnings`."""
+def encode(data: dict, model: LoadedModel, predictions: list[bytes] | dict, x: np.ndarray) -> Response:
+    """The predictions (each row's JSON text, or the columns) with the model that made them; a
+    table model's rows with something to say have their `warnings`."""
     notes = None if model.card.columns is None else columns.warnings(model.card, x)
+    head = {"model": model.name, "version": model.version, "task": model.card.task.value}
+    if type(predictions) is dict:
+        if notes is not None:
+            predictions = {**predictions, "warnings": notes}
+        return json_bytes(orjson.dumps({**head, "predictions": predictions}, option=orjson.OPT_SERIALIZE_NUMPY))
     if notes is not None:
         predictions = [p[:-1] + b',"warnings":' + orjson.dumps(w) + b"}" if w else p for p, w in zip(predictions, notes)]
-    head = orjson.dumps({"model": model.name, "version": model.version, "task": model.card.task.value})
+    head = orjson.dumps(head)
     return json_bytes(b"".join((head[:-1], b',"predictions":[', b",".join(predictions), b"]}")))
 
 

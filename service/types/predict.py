@@ -6,7 +6,7 @@ per number); `service.codecs` check the raw JSON instead. Tests re-validate resp
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -40,6 +40,12 @@ class PredictRequest(_Strict):
                               "`top_k`, best first (default 3). 0 lists none: each prediction is its "
                               "label and probability with an empty `top_k`, the least a bulk client "
                               "can ask to be written.")
+    format: Literal["rows", "columns"] | None = Field(
+        None, description='How the predictions are laid out: "rows" (the default), a list with one '
+        'prediction per row; or "columns", one object whose every field is a list with an entry per '
+        "row (entry i is that field of row i's prediction; objects inside a prediction turn inside "
+        'out too: `"top_k": {"label": [[...]], "probability": [[...]]}`, `"probabilities": '
+        '{label: [...]}`), for bulk clients and data frames. The values are the same.')
 
 
 class LabelProbability(_Strict):
@@ -85,10 +91,60 @@ PREDICTIONS = {
 }
 
 
+# The same predictions as columns (`"format": "columns"`): every field a list, an entry per row.
+
+class _WarnedColumns(_Strict):
+    warnings: list[list[str]] | None = Field(None, exclude_if=lambda v: v is None, description="Table models: "
+                                             "each row's warnings (empty where it has none); absent when no "
+                                             "row has any.")
+
+
+class LabelProbabilityColumns(_Strict):
+    label: list[str | None]
+    probability: list[float | None]
+
+
+class BinaryColumns(LabelProbabilityColumns, _WarnedColumns):
+    """Each row's label and positive-class probability."""
+
+
+class TopKColumns(_Strict):
+    label: list[list[str]]
+    probability: list[list[float]]
+
+
+class MulticlassColumns(LabelProbabilityColumns, _WarnedColumns):
+    """Each row's best class and probability, and its top_k classes (none for a null label)."""
+
+    top_k: TopKColumns
+
+
+class MultilabelColumns(_WarnedColumns):
+    """Each row's labels at or over their thresholds, and each label's probability per row."""
+
+    labels: list[list[str] | None]
+    probabilities: dict[str, list[float | None]]
+
+
+class RegressionColumns(_WarnedColumns):
+    """Each row's value, or list of values for several targets."""
+
+    value: list[float | None] | list[list[float | None]]
+
+
+COLUMNS = {
+    Task.binary: BinaryColumns,
+    Task.multiclass: MulticlassColumns,
+    Task.multilabel: MultilabelColumns,
+    Task.regression: RegressionColumns,
+}
+
+
 class PredictResponse(_Strict):
-    """One prediction per request row, in request order."""
+    """One prediction per request row, in request order; or their columns (`"format": "columns"`)."""
 
     model: str
     version: int
     task: Task
-    predictions: list[MulticlassPrediction | BinaryPrediction | MultilabelPrediction | RegressionPrediction]
+    predictions: (list[MulticlassPrediction | BinaryPrediction | MultilabelPrediction | RegressionPrediction]
+                  | MulticlassColumns | BinaryColumns | MultilabelColumns | RegressionColumns)

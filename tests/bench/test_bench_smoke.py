@@ -83,11 +83,11 @@ def test_a_pair_run_loads_both_servers_at_once_and_removes_its_worktree():
 
 def test_a_pair_run_against_a_floor_posts_the_floor_its_body():
     done = subprocess.run([sys.executable, "-m", "bench.pair", "--floor", "fastapi", "--rows", "1",
-                           "--protocols", "v2,predict-top0", "--repeats", "1", "--seconds", "1"], cwd=ROOT,
+                           "--protocols", "v2,predict-top0,predict-cols", "--repeats", "1", "--seconds", "1"], cwd=ROOT,
                           capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stdout + done.stderr  # a cell with any non-2xx answer fails the run
     assert "and the fastapi floor, both on core" in done.stdout
-    for label in ("V2 JSON", "/predict top_k 0"):
+    for label in ("V2 JSON", "/predict top_k 0", "/predict columns"):
         assert re.search(rf"^\| 1 \| {label} \| [\d,]+ \| [\d,]+ \| \d+\.\d{{3}} \| ", done.stdout, re.M), done.stdout
     assert "Issue 13 cells" not in done.stdout
 
@@ -118,7 +118,7 @@ def test_a_baseline_that_cannot_run_is_one_clear_line(argv, code, expected):
     assert "Traceback" not in done.stderr
 
 
-@pytest.mark.parametrize("proto", ["predict", "v2", "v2bin", "predict-top0"])
+@pytest.mark.parametrize("proto", ["predict", "v2", "v2bin", "predict-top0", "predict-cols", "predict-cols0"])
 def test_the_profiles_steps_alone_run_each_protocols_request(proto):
     """`python -m bench.profile` measures each step of the request the benchmark sends, alone:
     the bodies decode and answer through the service's own codecs (py-spy is not needed for this)."""

@@ -162,6 +162,27 @@ STANDARD = [BINARY, MULTICLASS_V1, MULTICLASS_V2, MULTILABEL, REGRESSION, REGRES
             FEATURES, HALF_PLUS_TWO]
 
 
+def as_columns(task: str, predictions: list[dict], labels: list[str]) -> dict:
+    """The documented `"format": "columns"` form of rows' predictions: every object inside out,
+    `warnings` (a list per row) when any row has some."""
+    def column(key):
+        return [p[key] for p in predictions]
+    if task == "regression":
+        out = {"value": column("value")}
+    elif task == "binary":
+        out = {"label": column("label"), "probability": column("probability")}
+    elif task == "multilabel":
+        out = {"labels": column("labels"), "probabilities": {a: [p["probabilities"][a] for p in predictions]
+                                                             for a in labels}}
+    else:
+        out = {"label": column("label"), "probability": column("probability"),
+               "top_k": {"label": [[e["label"] for e in p["top_k"]] for p in predictions],
+                         "probability": [[e["probability"] for e in p["top_k"]] for p in predictions]}}
+    if any("warnings" in p for p in predictions):
+        out["warnings"] = [p.get("warnings", []) for p in predictions]
+    return out
+
+
 def standard_repository(root: Path) -> Path:
     """A model root holding every STANDARD model, all valid."""
     for spec in STANDARD:

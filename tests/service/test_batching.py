@@ -316,7 +316,7 @@ def test_lone_requests_run_straight_with_their_answer():
 
 @pytest.mark.anyio
 async def test_every_protocol_answers_the_same_batched_or_alone(model_root):
-    """Concurrent /predict (three top_k), V2 (all outputs, one output, an unknown one) and TF Serving
+    """Concurrent /predict (three top_k, rows and columns), V2 (all outputs, one output, an unknown one) and TF Serving
     requests for one model share batches; each answer equals the one it gets with batching off."""
     from service.config import Settings
     from service.main import create_app
@@ -331,6 +331,8 @@ async def test_every_protocol_answers_the_same_batched_or_alone(model_root):
         asks += [("/predict", {"model": spec.name, "instances": [row(i)]}),
                  ("/predict", {"model": spec.name, "instances": [row(i), row(i + 1)], "top_k": 1}),
                  ("/predict", {"model": spec.name, "instances": [row(i + 2)], "top_k": 0}),
+                 ("/predict", {"model": spec.name, "instances": [row(i), row(i + 3)], "format": "columns"}),
+                 ("/predict", {"model": spec.name, "instances": [row(i + 1)], "top_k": 0, "format": "columns"}),
                  (f"/v2/models/{spec.name}/infer", v2(i)),
                  (f"/v2/models/{spec.name}/infer", v2(i, outputs=[{"name": "labels"}])),
                  (f"/v1/models/{spec.name}:predict", {"instances": [row(i)]})]

@@ -29,6 +29,7 @@ def test_round_trip(tmp_path):
     ({"thresholds": [0.5, 0.5]}, "needs 1 threshold"),
     ({"thresholds": [1.0]}, "strictly between 0 and 1"),
     ({"labels": ["only-one"]}, "needs 2 labels"),
+    ({"labels": ["yes", "yes"]}, "labels must be unique"),
     ({"output": {"name": "logits", "shape": [-1, 2]}}, "one output unit"),
     ({"input": {"name": "x", "shape": [2]}}, "input shape must be"),
     ({"feature_names": ["a"]}, "1 feature names for 2 input features"),

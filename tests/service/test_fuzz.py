@@ -62,7 +62,7 @@ param = st.one_of(st.sampled_from(NAMES), st.sampled_from(["1", "2", "0", "01", 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
-        st.sampled_from(["model", "version", "instances", "inputs", "outputs", "top_k", "name", "shape",
+        st.sampled_from(["model", "version", "instances", "inputs", "outputs", "top_k", "format", "name", "shape",
                          "datatype", "data", "signature_name", "parameters", "x"]) | st.text(max_size=5),
         inner, max_size=5),
     max_leaves=20)

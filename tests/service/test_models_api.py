@@ -115,9 +115,9 @@ async def test_docs_examples_cover_every_task_and_work(tmp_path):
         answers = {}
         for path in ("/predict", "/models/{name}/predict"):
             examples = paths[path]["post"]["requestBody"]["content"]["application/json"]["examples"]
-            assert set(examples) == {"binary", "multiclass", "multilabel", "regression", "bulk"}
+            assert set(examples) == {"binary", "multiclass", "multilabel", "regression", "bulk", "columns"}
             for key, example in examples.items():
-                task = "multiclass" if key == "bulk" else key
+                task = "multiclass" if key in ("bulk", "columns") else key
                 body = example["value"]
                 url = "/predict" if path == "/predict" else f"/models/{DOC_MODELS[_task_index(task)].name}/predict"
                 response = await client.post(url, json=body)
@@ -126,6 +126,9 @@ async def test_docs_examples_cover_every_task_and_work(tmp_path):
                 if key == "bulk":  # several rows, no ranking asked for
                     predictions = response.json()["predictions"]
                     assert len(predictions) == 2 and all(p["top_k"] == [] and p["label"] for p in predictions)
+                if key == "columns":  # the same rows, a list per field
+                    columns = response.json()["predictions"]
+                    assert len(columns["label"]) == 2 and [len(t) for t in columns["top_k"]["label"]] == [2, 2]
     assert answers == {t: t for t in answers} and len(answers) == 4
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import orjson
 import pytest
 
-from service.types.predict import PREDICTIONS, PredictResponse
+from service.types.predict import COLUMNS, PREDICTIONS, PredictResponse
 from service.config import Settings
 from service.main import create_app
 from tests.service import helpers
@@ -137,6 +137,43 @@ async def test_non_finite_model_outputs_are_null_in_valid_json(client, name, exp
     # Inputs [4, 0], [-1, 0], [0, 2] make the graph output 2, NaN and +inf.
     got = await predict(client, f"/models/{name}/predict", {"instances": [[4, 0], [-1, 0], [0, 2]]})
     assert [p.model_dump() for p in got.predictions] == approx(expected)
+
+
+COLUMN_ASKS = [  # every task, versions, top_k, non-finite outputs (null), one row and several
+    ("/predict", payload("predict_binary.json")),
+    ("/predict", payload("predict_multiclass.json")),
+    ("/predict", payload("predict_multilabel.json")),
+    ("/predict", payload("predict_regression.json")),
+    ("/models/tiny-regression2/predict", {"instances": [[1, 2], [0, 0]]}),
+    ("/models/tiny-multiclass/versions/1/predict", {"instances": [[0, 0, 0, 0]]}),
+    *[("/models/tiny-multiclass/predict", {"instances": [[0, 0, 0, 0], [3, 1, 0, 0]], "top_k": k}) for k in (0, 1, 50)],
+    *[(f"/models/nonfinite-{task}/predict", {"instances": [[4, 0], [-1, 0], [0, 2]]})
+      for task in ("binary", "multiclass", "multilabel", "regression")],
+]
+
+
+@pytest.mark.parametrize("path, body", COLUMN_ASKS)
+async def test_columns_are_the_rows_turned_inside_out(client, path, body):
+    rows = await client.post(path, json=body)
+    as_rows = await client.post(path, json=body | {"format": "rows"})
+    null = await client.post(path, json=body | {"format": None})
+    cols = await client.post(path, json=body | {"format": "columns"})
+    assert rows.status_code == cols.status_code == 200, cols.text
+    assert as_rows.content == null.content == rows.content  # "rows" is the default
+    assert cols.headers["content-type"] == "application/json"
+    got = PredictResponse.model_validate(orjson.loads(cols.content))  # orjson: no NaN allowed
+    assert type(got.predictions) is COLUMNS[got.task]
+    r, c = orjson.loads(rows.content), orjson.loads(cols.content)
+    assert list(c) == list(r) and all(c[k] == r[k] for k in ("model", "version", "task"))
+    labels = list(r["predictions"][0].get("probabilities", {}))
+    assert c["predictions"] == helpers.as_columns(r["task"], r["predictions"], labels)
+
+
+@pytest.mark.parametrize("form", ["Columns", "", "records", 1, True, ["columns"], {"columns": 1}])
+async def test_an_unknown_format_is_a_400(client, form):
+    r = await client.post("/models/tiny-binary/predict", json={"instances": [[0, 0, 0]], "format": form})
+    assert r.status_code == 400
+    assert r.json() == {"error": f"'format' must be \"rows\" or \"columns\", got {orjson.dumps(form).decode()}"}
 
 
 async def test_content_type_is_not_required(client):

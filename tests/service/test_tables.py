@@ -124,6 +124,18 @@ async def test_predict_objects_lists_nulls_absent_keys_and_unseen_categories(cli
         assert [p.get("warnings") for p in body["predictions"]] == WARNINGS
 
 
+async def test_columns_carry_each_rows_warnings_when_any_row_has_some(client):
+    for instances, warned in ((ROWS, True), (ROWS[:1], False)):
+        body = {"instances": instances}
+        rows = (await client.post("/models/tiny-table/predict", json=body)).json()
+        r = await client.post("/models/tiny-table/predict", json=body | {"format": "columns"})
+        assert r.status_code == 200, r.text
+        PredictResponse.model_validate(r.json())
+        got = r.json()["predictions"]
+        assert got == helpers.as_columns("regression", rows["predictions"], [])
+        assert got.get("warnings") == ([w or [] for w in WARNINGS] if warned else None)
+
+
 async def test_clean_rows_answer_without_warnings_byte_for_byte(client):
     r = await client.post("/models/tiny-table/predict", json={"instances": [{"age": 22, "class": "1st", "fare": 7.25}]})
     assert r.content == b'{"model":"tiny-table","version":1,"task":"regression","predictions":[{"value":36.625}]}'

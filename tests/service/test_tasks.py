@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from service import tasks
+from service.batching import take
 from service.card import Task
 from tests.service import helpers
 
@@ -176,6 +177,15 @@ def reference(card, outputs: np.ndarray, top_k: int) -> list[dict]:
     return preds
 
 
+def transposed(card, rows: list[dict]) -> dict:
+    return helpers.as_columns(card.task.value, rows, card.labels)
+
+
+def columns_text(card, x: np.ndarray, top_k: int) -> bytes:
+    """The columns answer as the predict codec writes it."""
+    return orjson.dumps(tasks.postprocess(card, x, top_k, columns=True), option=orjson.OPT_SERIALIZE_NUMPY)
+
+
 def spec(task: str, n: int) -> helpers.Spec:
     # Every other label holds what JSON escapes and what %-formatting would read: texts, not templates.
     labels = [f"c{i}" if i % 2 == 0 else f'c{i} %s%% "q\\" é' for i in range(2 if task == "binary" else n)]
@@ -212,6 +222,12 @@ def check(card, x: np.ndarray, top_k: int) -> None:
     assert _types(got) == _types(want)
     for i in range(len(x)):  # one row alone answers what it answers inside the batch
         assert tasks.postprocess(card, x[i:i + 1], top_k) == [texts[i]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cols = tasks.postprocess(card, x, top_k, columns=True)
+    assert orjson.dumps(cols, option=orjson.OPT_SERIALIZE_NUMPY) == orjson.dumps(transposed(card, want))
+    for a, b in [(0, len(x) // 2), (len(x) // 2, len(x))]:  # a request's slice of a batch (the batcher's `take`)
+        assert orjson.dumps(take(cols, a, b), option=orjson.OPT_SERIALIZE_NUMPY) == columns_text(card, x[a:b], top_k)
 
 
 def _types(obj):
@@ -259,6 +275,9 @@ def test_integer_outputs_are_taken_as_floats():
 def test_no_rows():
     for card in CARDS.values():
         assert answers(card, np.zeros((0, card.output.shape[1]), np.float32)) == []
+        for top_k in (0, 3):
+            assert orjson.loads(columns_text(card, np.zeros((0, card.output.shape[1]), np.float32), top_k)) == \
+                transposed(card, [])
 
 
 @pytest.mark.parametrize("key", [k for k in sorted(CARDS) if k[0] != "regression"], ids=lambda k: f"{k[0]}-{k[1]}")
