@@ -274,8 +274,8 @@ def _columns_multiclass(card: ModelCard, s: Scored, top_k: int) -> dict:
     names = _labels(tuple(card.labels)).names
     label = names[order[:, 0]].tolist() if s.finite else _found(card, s)
     probability = best[:, 0].copy()
-    top_labels = names[order].tolist() if k else [[] for _ in range(n)]
-    top_probs = best if k else [[] for _ in range(n)]
+    top_labels = names[order].tolist() if k else [[]] * n  # one empty list, written n times
+    top_probs = best if k else [[]] * n
     if not s.finite:  # the rows `decide` leaves without a label have no probability and no top_k
         unknown = [i for i, found in enumerate(label) if found is None]
         probability[unknown] = np.nan

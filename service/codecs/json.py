@@ -196,9 +196,14 @@ def table(array: simdjson.Array) -> tuple[np.ndarray, int] | None:
         width = len(first)
         if not width:
             return None
-        for row in array:
-            if type(row) is not simdjson.Array or len(row) != width:
+        # Every row as long as the first. A row that is no list but has a length (a string, an
+        # object) holds what is not a number, which `as_buffer` refuses; a list nested in a row is
+        # one `[` more than the table spans, which `parse` counts.
+        try:
+            if set(map(len, array)) != {width}:
                 return None
+        except TypeError:  # a number, true, false or null for a row
+            return None
     try:
         values = np.frombuffer(array.as_buffer(of_type="d"), dtype=np.float64)
     except (TypeError, ValueError):  # not all numbers

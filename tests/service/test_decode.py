@@ -59,7 +59,11 @@ def test_tables_of_numbers_are_read_as_float64_arrays(monkeypatch):
         got = codec.parse(body, "{got}", tensor)["instances"]
         assert type(got) is np.ndarray and got.dtype == np.float64 and got.shape == shape, body
     for body in [b'{"instances": [[1, [2], 3]]}', b'{"instances": [[1, 2], [3]]}', b'{"instances": [[1, true]]}',
-                 b'{"model": "[", "instances": [[1, 2]]}', b'{"instances": []}', b'{"instances": [[]]}']:
+                 b'{"model": "[", "instances": [[1, 2]]}', b'{"instances": []}', b'{"instances": [[]]}',
+                 # rows as many values as the table's width, but not a row of numbers each
+                 b'{"instances": [[1, 2], "ab"]}', b'{"instances": [[1, 2], {"a": 1, "b": 2}]}',
+                 b'{"instances": [[1, 2], 3]}', b'{"instances": [[1, 2], null]}', b'{"instances": [[1, 2], [1, [2]]]}',
+                 b'{"instances": [[1, 2], [3, 4, 5], [6]]}']:  # 6 values in 3 rows of 2, but ragged
         assert type(codec.parse(body, "{got}", tensor)["instances"]) is list, body
 
 
