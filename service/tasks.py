@@ -115,7 +115,7 @@ def _found(card: ModelCard, s: Scored) -> list:
 
 
 def postprocess(card: ModelCard, outputs: np.ndarray, top_k: int = DEFAULT_TOP_K,
-                columns: bool = False) -> list[bytes] | dict:
+                columns: bool = False) -> RowTexts | dict:
     """Turn a [rows, n_outputs] output batch into one prediction per row, as its JSON text; with
     `columns`, into the predictions' columns (lists and C-contiguous arrays, null as NaN or None)."""
     post = post_for(card.task, card.output_kind)
@@ -184,20 +184,44 @@ def _labels(labels: tuple[str, ...]) -> _Labels:
                    {**dict(zip(labels, texts)), None: NULL})
 
 
-def _fill(templates: list[bytes], columns: list[list[bytes]]) -> list[bytes]:
+class RowTexts:
+    """A batch's /predict answers: each row's JSON text, all in one bytes object with a NUL
+    between two rows (JSON escapes NUL, so no row's text holds one). `json()` is the rows as the
+    inside of a JSON array, without a list of rows in between; a slice of the rows (a request's
+    share of a batch, the batcher's `take`) is the list of their texts."""
+
+    __slots__ = ("text", "n", "_rows")
+
+    def __init__(self, text: bytes, n: int):
+        self.text, self.n, self._rows = text, n, None
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, rows: slice) -> list[bytes]:
+        return self.rows()[rows]
+
+    def json(self) -> bytes:
+        return self.text.replace(b"\0", b",")
+
+    def rows(self) -> list[bytes]:
+        """Each row's text; split once for all the slices of a batch."""
+        if self._rows is None:
+            self._rows = self.text.split(b"\0") if self.n else []
+        return self._rows
+
+
+def _fill(templates: list[bytes], columns: list[list[bytes]]) -> RowTexts:
     """Each row's template filled, its j-th `%s` with the next value of columns[j] (JSON texts),
-    in one format for the batch. A row's text never holds a NUL (JSON escapes it), so NUL
-    separates the rows."""
-    if not templates:
-        return []
+    in one format for the batch."""
     width = len(columns)
     args = [None] * (width * len(columns[0])) if columns else []
     for j, column in enumerate(columns):
         args[j::width] = column
-    return (b"\0".join(templates) % tuple(args)).split(b"\0")
+    return RowTexts(b"\0".join(templates) % tuple(args), len(templates))
 
 
-def _answer_binary(card: ModelCard, s: Scored, top_k: int) -> list[bytes]:
+def _answer_binary(card: ModelCard, s: Scored, top_k: int) -> RowTexts:
     """Positive-class probability and label per row (both null when it is NaN)."""
     text_of = _labels(tuple(card.labels)).text_of
     found = _found(card, s)
@@ -215,7 +239,7 @@ def _ranked(x: np.ndarray, top_k: int) -> tuple[np.ndarray, int]:
     return ((-x).argsort(axis=1, kind="stable")[:, :k] if k else _winner(x)[:, None]), k
 
 
-def _answer_multiclass(card: ModelCard, s: Scored, top_k: int) -> list[bytes]:
+def _answer_multiclass(card: ModelCard, s: Scored, top_k: int) -> RowTexts:
     """The winning class, its probability and the top_k classes per row, best first."""
     order, k = _ranked(s.x, top_k)
     n, ranked = order.shape
@@ -237,7 +261,7 @@ def _multiclass_template(k: int) -> bytes:
     return b'{"label":%s,"probability":%s,"top_k":[' + entries + b"]}"
 
 
-def _answer_multilabel(card: ModelCard, s: Scored, top_k: int) -> list[bytes]:
+def _answer_multilabel(card: ModelCard, s: Scored, top_k: int) -> RowTexts:
     """Labels at or over their thresholds and every label's probability, per row."""
     n, width = s.probs.shape
     numbers = _numbers(s.probs)
@@ -251,7 +275,7 @@ def _multilabel_template(labels: tuple[str, ...]) -> bytes:
     return b'{"labels":%s,"probabilities":{' + b",".join(key + b":%s" for key in keys) + b"}}"
 
 
-def _answer_regression(card: ModelCard, s: Scored, top_k: int) -> list[bytes]:
+def _answer_regression(card: ModelCard, s: Scored, top_k: int) -> RowTexts:
     """One value per row (a list per row when the model has several targets); non-finite: null."""
     n, width = s.x.shape
     numbers = _numbers(s.x)
@@ -299,7 +323,7 @@ class Post(NamedTuple):
 
     probabilities: Callable[[np.ndarray, bool | None], np.ndarray] | None
     decide: Callable[[ModelCard, np.ndarray, np.ndarray, bool], list] | None
-    answer: Callable[[ModelCard, Scored, int], list[bytes]]
+    answer: Callable[[ModelCard, Scored, int], RowTexts]
     columns: Callable[[ModelCard, Scored, int], dict]
 
 

@@ -87,19 +87,25 @@ def post(data: dict, model: LoadedModel) -> partial:
     return partial(tasks.postprocess, model.card, top_k=top_k(data))
 
 
-def encode(data: dict, model: LoadedModel, predictions: list[bytes] | dict, x: np.ndarray) -> Response:
-    """The predictions (each row's JSON text, or the columns) with the model that made them; a
-    table model's rows with something to say have their `warnings`."""
+def encode(data: dict, model: LoadedModel, predictions: tasks.RowTexts | list[bytes] | dict,
+           x: np.ndarray) -> Response:
+    """The predictions (the rows' JSON texts: a whole batch's, or a list of a request's share of
+    one; or the columns) with the model that made them; a table model's rows with something to
+    say have their `warnings`."""
     notes = None if model.card.columns is None else columns.warnings(model.card, x)
     head = {"model": model.name, "version": model.version, "task": model.card.task.value}
     if type(predictions) is dict:
         if notes is not None:
             predictions = {**predictions, "warnings": notes}
         return json_bytes(orjson.dumps({**head, "predictions": predictions}, option=orjson.OPT_SERIALIZE_NUMPY))
+    whole = type(predictions) is tasks.RowTexts
     if notes is not None:
-        predictions = [p[:-1] + b',"warnings":' + orjson.dumps(w) + b"}" if w else p for p, w in zip(predictions, notes)]
+        rows = b",".join([p[:-1] + b',"warnings":' + orjson.dumps(w) + b"}" if w else p
+                          for p, w in zip(predictions.rows() if whole else predictions, notes)])
+    else:
+        rows = predictions.json() if whole else b",".join(predictions)
     head = orjson.dumps(head)
-    return json_bytes(b"".join((head[:-1], b',"predictions":[', b",".join(predictions), b"]}")))
+    return json_bytes(b"".join((head[:-1], b',"predictions":[', rows, b"]}")))
 
 
 def codec(fields: frozenset[str]) -> Codec:

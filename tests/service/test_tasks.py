@@ -27,7 +27,7 @@ def card(spec):
 
 def answers(card, x, top_k=tasks.DEFAULT_TOP_K) -> list:
     """The /predict answers as parsed JSON (postprocess writes each row's JSON text)."""
-    return [orjson.loads(row) for row in tasks.postprocess(card, x, top_k)]
+    return [orjson.loads(row) for row in tasks.postprocess(card, x, top_k).rows()]
 
 
 def test_sigmoid_is_stable_and_exact_at_the_extremes():
@@ -214,14 +214,18 @@ def outputs(rng: np.random.Generator, rows: int, n: int, dtype) -> np.ndarray:
 def check(card, x: np.ndarray, top_k: int) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # non-finite outputs are answered, never warned about
-        texts = tasks.postprocess(card, x, top_k)
+        answer = tasks.postprocess(card, x, top_k)
     want = reference(card, x, top_k)
-    assert b"[" + b",".join(texts) + b"]" == orjson.dumps(want)  # byte for byte what orjson writes
+    assert b"[" + answer.json() + b"]" == orjson.dumps(want)  # byte for byte what orjson writes
+    texts = answer.rows()
     got = [orjson.loads(text) for text in texts]
-    assert got == want
+    assert got == want and len(answer) == len(x)
     assert _types(got) == _types(want)
     for i in range(len(x)):  # one row alone answers what it answers inside the batch
-        assert tasks.postprocess(card, x[i:i + 1], top_k) == [texts[i]]
+        assert tasks.postprocess(card, x[i:i + 1], top_k).rows() == [texts[i]]
+    n = len(x)  # requests' slices of a batch (the batcher's `take`), several of one answer
+    for a, b in [(0, n // 2), (n // 2, n), (0, n), (n // 3, n // 3 + 1), (n - 1, n), (n, n), (1, 1)]:
+        assert take(answer, a, b) == texts[a:b], (a, b)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         cols = tasks.postprocess(card, x, top_k, columns=True)
@@ -264,7 +268,7 @@ def test_float32_outputs_give_the_float64_answers():
     rng = np.random.default_rng(3)
     for key, c in CARDS.items():
         x = outputs(rng, 40, key[1], np.float32)
-        assert tasks.postprocess(c, x) == tasks.postprocess(c, x.astype(np.float64))
+        assert tasks.postprocess(c, x).text == tasks.postprocess(c, x.astype(np.float64)).text
 
 
 def test_integer_outputs_are_taken_as_floats():
