@@ -331,7 +331,7 @@ def encode(parsed: Parsed, model: LoadedModel, arrays: dict[str, np.ndarray], x:
     if notes is not None:
         head["parameters"] = {"warnings": "\n".join(f"row {i}: {w}" for i, row in enumerate(notes) for w in row)}
     default, chosen = parsed.binary
-    outputs, chunks = [], []
+    outputs, chunks, numeric = [], [], []
     for name, array in arrays.items():
         text = array.dtype.kind == "O"
         out = {"name": name, "datatype": "BYTES" if text else "FP32", "shape": list(array.shape)}
@@ -342,24 +342,29 @@ def encode(parsed: Parsed, model: LoadedModel, arrays: dict[str, np.ndarray], x:
         elif text:
             out["data"] = array.ravel().tolist()
         else:
-            out["data"] = orjson.Fragment(_numbers(array.ravel()))  # contiguous: a view, or a copy
+            out["data"] = array.ravel()  # contiguous: a view, or a copy when the array is not
+            numeric.append(out)
         outputs.append(out)
     head["outputs"] = outputs
-    header = orjson.dumps(head)
+    header = orjson.dumps(head, option=orjson.OPT_SERIALIZE_NUMPY)
+    # orjson writes a non-finite array value as null: only then (or when a name, id or label merely
+    # contains the text null) is each numeric output checked, rather than twice on every request.
+    if numeric and b"null" in header:
+        for out in numeric:
+            out["data"] = _numbers(out["data"])
+        header = orjson.dumps(head, option=orjson.OPT_SERIALIZE_NUMPY)
     if not chunks:
         return json_bytes(header)
     return Response(header + b"".join(chunks), media_type="application/octet-stream",
                     headers={"Inference-Header-Content-Length": str(len(header))})
 
 
-def _numbers(flat: np.ndarray) -> bytes:
-    """A numeric output's JSON list. JSON has no NaN or infinity, and the spec's tensor_data allows
-    no null: non-finite values are sent as the strings "NaN", "Infinity", "-Infinity", which
-    float() and numpy (tritonclient) parse."""
-    data = orjson.dumps(flat, option=orjson.OPT_SERIALIZE_NUMPY)
-    if b"n" not in data:  # orjson writes a non-finite value as null, the only "n" numbers can hold
-        return data
-    return orjson.dumps([v if math.isfinite(v) else _NON_FINITE[str(v)] for v in flat.tolist()])
+def _numbers(flat: np.ndarray) -> np.ndarray | list:
+    # JSON has no NaN or infinity, and the spec's tensor_data allows no null: non-finite values are
+    # sent as the strings "NaN", "Infinity", "-Infinity", which float() and numpy (tritonclient) parse.
+    if np.isfinite(flat).all():
+        return np.ascontiguousarray(flat)
+    return [v if math.isfinite(v) else _NON_FINITE[str(v)] for v in flat.tolist()]
 
 
 def model_metadata(model: LoadedModel, versions: list[int]) -> dict:
