@@ -60,7 +60,8 @@ def take(result: Any, start: int, stop: int) -> Any:
     """Rows `start:stop` of what a post returned: a list or array per row, or a dict of them
     (or of such dicts)."""
     if type(result) is dict:
-        return {name: take(value, start, stop) for name, value in result.items()}
+        return {name: take(value, start, stop) if type(value) is dict else value[start:stop]
+                for name, value in result.items()}
     return result[start:stop]
 
 
