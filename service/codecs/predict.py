@@ -24,7 +24,6 @@ from service.runtime import LoadedModel
 ANY_MODEL = frozenset({"model", "version", "instances", "top_k", "format"})
 ONE_MODEL = frozenset({"version", "instances", "top_k", "format"})
 ONE_VERSION = frozenset({"instances", "top_k", "format"})
-FORMATS = ("rows", "columns")
 NOT_OBJECT = "the body must be a JSON object with 'instances', got {got}"
 
 
@@ -70,21 +69,15 @@ def top_k(data: dict) -> int:
     return k
 
 
-def as_columns(data: dict) -> bool:
-    """The optional `format`: "rows" (the default, a prediction per row) or "columns"."""
-    form = data.get("format")
-    if form is None:
-        return False
-    if type(form) is str and form in FORMATS:
-        return form == "columns"
-    raise BadRequest(f"'format' must be \"rows\" or \"columns\", got {json.show(form)}")
-
-
 def post(data: dict, model: LoadedModel) -> partial:
-    """One prediction per row, the top `top_k` classes for multiclass models; or their columns."""
-    if as_columns(data):
+    """One prediction per row, the top `top_k` classes for multiclass models; with the optional
+    `"format": "columns"` (else "rows", the default), their columns."""
+    form = data.get("format")
+    if form is None or form == "rows":
+        return partial(tasks.postprocess, model.card, top_k=top_k(data))
+    if form == "columns":
         return partial(tasks.postprocess, model.card, top_k=top_k(data), columns=True)
-    return partial(tasks.postprocess, model.card, top_k=top_k(data))
+    raise BadRequest(f"'format' must be \"rows\" or \"columns\", got {json.show(form)}")
 
 
 def encode(data: dict, model: LoadedModel, predictions: tasks.RowTexts | list[bytes] | dict,
