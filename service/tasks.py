@@ -343,7 +343,7 @@ def _as_given(x: np.ndarray, finite: bool | None) -> np.ndarray:
 def post_for(task: Task, kind: OutputKind) -> Post:
     """The task's entry, taking outputs that already are probabilities as they are."""
     post = POST[task]
-    return post._replace(probabilities=_as_given) if kind is OutputKind.probabilities else post
+    return Post(_as_given, *post[1:]) if kind is OutputKind.probabilities else post
 
 
 # Named outputs (V2, TF Serving).
