@@ -288,8 +288,9 @@ class ModelCard(_Strict):
         if len(self.labels) != expected_labels:
             raise ValueError(f"{self.task.value} model with {n_out} outputs needs "
                              f"{expected_labels} labels, card has {len(self.labels)}")
-        if len(set(self.labels)) != len(self.labels):  # answers key probabilities and columns by label
-            raise ValueError(f"labels must be unique, got {self.labels}")
+        if self.task is Task.multilabel and len(set(self.labels)) != n_out:
+            # Its answers key each label's probability by the label: a JSON object, one key each.
+            raise ValueError(f"a multilabel model's labels must be unique, got {self.labels}")
         if (self.task is Task.regression) != (self.output_kind is OutputKind.values):
             raise ValueError(f"output_kind {self.output_kind.value!r} does not fit a {self.task.value} model: "
                              "regression outputs are 'values', classifiers' 'logits' or 'probabilities'")

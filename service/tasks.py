@@ -104,7 +104,7 @@ class Scored(NamedTuple):
 
 def _score(card: ModelCard, post: Post, outputs: np.ndarray) -> Scored:
     """Probabilities for a batch; float32 becomes float64 exactly, as JSON needs."""
-    x = np.asarray(outputs).astype(np.float64, copy=False)
+    x = np.ascontiguousarray(outputs, dtype=np.float64)  # row-major: sums run in one order
     finite = bool(np.isfinite(x).all())
     return Scored(x, finite, None if post.probabilities is None else post.probabilities(x, finite))
 
@@ -315,7 +315,7 @@ def _columns_multilabel(card: ModelCard, s: Scored, top_k: int) -> dict:
 
 
 def _columns_regression(card: ModelCard, s: Scored, top_k: int) -> dict:
-    return {"value": np.ascontiguousarray(s.x[:, 0]) if s.x.shape[1] == 1 else s.x}
+    return {"value": np.ascontiguousarray(s.x[:, 0] if s.x.shape[1] == 1 else s.x)}
 
 
 class Post(NamedTuple):

@@ -260,6 +260,8 @@ def load_table(path: Path, target: str | None = None, targets: list[str] | None 
         raise DataError("give either --target COLUMN or --targets A,B,C")
     frame = read_table(path, na_values)
     goal = [target] if target is not None else list(targets)
+    if len(set(goal)) != len(goal):
+        raise DataError(f"--targets names a column twice: {goal}")
     _require_columns(frame, goal, "target")
     _require_columns(frame, list(drop), "--drop")
     _require_columns(frame, list(keep), "--keep")

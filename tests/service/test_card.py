@@ -29,7 +29,6 @@ def test_round_trip(tmp_path):
     ({"thresholds": [0.5, 0.5]}, "needs 1 threshold"),
     ({"thresholds": [1.0]}, "strictly between 0 and 1"),
     ({"labels": ["only-one"]}, "needs 2 labels"),
-    ({"labels": ["yes", "yes"]}, "labels must be unique"),
     ({"output": {"name": "logits", "shape": [-1, 2]}}, "one output unit"),
     ({"input": {"name": "x", "shape": [2]}}, "input shape must be"),
     ({"feature_names": ["a"]}, "1 feature names for 2 input features"),
@@ -46,6 +45,12 @@ def test_round_trip(tmp_path):
 def test_invalid_cards_are_refused_with_a_reason(changes, message):
     with pytest.raises(ValidationError, match=message):
         ModelCard.model_validate(_data(BINARY, **changes))
+
+
+def test_multilabel_labels_are_unique_other_tasks_may_repeat_one():
+    with pytest.raises(ValidationError, match=r"a multilabel model's labels must be unique, got \['a', 'b', 'a'\]"):
+        ModelCard.model_validate(_data(MULTILABEL, labels=["a", "b", "a"]))
+    assert ModelCard.model_validate(_data(BINARY, labels=["x", "x"])).labels == ["x", "x"]  # as before
 
 
 def test_multilabel_needs_one_threshold_per_label():

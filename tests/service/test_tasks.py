@@ -225,7 +225,7 @@ def check(card, x: np.ndarray, top_k: int) -> None:
         assert tasks.postprocess(card, x[i:i + 1], top_k).rows() == [texts[i]]
     n = len(x)  # requests' slices of a batch (the batcher's `take`), several of one answer
     for a, b in [(0, n // 2), (n // 2, n), (0, n), (n // 3, n // 3 + 1), (n - 1, n), (n, n), (1, 1)]:
-        assert take(answer, a, b) == texts[a:b], (a, b)
+        assert take(answer, a, b) == tasks.postprocess(card, x[a:b], top_k).rows(), (a, b)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         cols = tasks.postprocess(card, x, top_k, columns=True)
@@ -269,6 +269,15 @@ def test_float32_outputs_give_the_float64_answers():
     for key, c in CARDS.items():
         x = outputs(rng, 40, key[1], np.float32)
         assert tasks.postprocess(c, x).text == tasks.postprocess(c, x.astype(np.float64)).text
+
+
+def test_outputs_in_any_memory_order_give_the_same_answers():
+    rng = np.random.default_rng(4)
+    for key, c in CARDS.items():
+        x = outputs(rng, 40, key[1], np.float64)
+        for top_k in (0, 3):
+            assert tasks.postprocess(c, np.asfortranarray(x), top_k).text == tasks.postprocess(c, x, top_k).text
+            assert columns_text(c, np.asfortranarray(x), top_k) == columns_text(c, x, top_k)
 
 
 def test_integer_outputs_are_taken_as_floats():

@@ -86,6 +86,8 @@ def test_missing_features_are_filled_with_the_training_median(tmp_path):
     (lambda p: table(p, y=np.tile([0, 1, 2], 20)), {"target": "y", "task": Task.binary},
      "has 3 classes"),
     (lambda p: table(p, p_=np.tile([0, 2], 30)), {"targets": ["p_"]}, "must hold 0/1"),
+    (lambda p: table(p, p_=np.tile([0, 1], 30)), {"targets": ["p_", "p_"]},
+     "--targets names a column twice: ['p_', 'p_']"),
     (lambda p: table(p, y=np.tile([0, 1], 30)), {"target": "y", "drop": ["a", "b"]},
      "no feature columns are left"),
     (lambda p: table(p, y=np.tile([0, 1], 30)), {"target": "y", "positive": "7"},
