@@ -88,8 +88,8 @@ PREDICT_OPTIONS = {"predict-top0": {"top_k": 0}, "predict-cols": {"format": "col
                    "predict-cols0": {"top_k": 0, "format": "columns"}}
 PATHS = {"predict": "/predict", "v2": f"/v2/models/{MODEL}/infer", "v2bin": f"/v2/models/{MODEL}/infer",
          **dict.fromkeys(PREDICT_OPTIONS, "/predict")}
-ENDPOINT_NOTE = {"v2bin": " (binary)", "predict-top0": " (top_k 0)", "predict-cols": " (columns)",
-                 "predict-cols0": " (top_k 0, columns)"}
+ENDPOINT_NOTE = {"v2bin": " (binary)",  # the options, as `baseline.LABELS` names them after "/predict"
+                 **{proto: f" ({baseline.LABELS[proto].removeprefix('/predict ')})" for proto in PREDICT_OPTIONS}}
 
 
 def free_port() -> int:
