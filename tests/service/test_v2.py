@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from service import tasks
+from service.codecs import v2
 from service.config import Settings
 from service.main import create_app
 from service.types.v2 import (InferenceResponse, MetadataModelResponse, MetadataServerResponse,
@@ -192,6 +193,22 @@ async def test_non_finite_outputs_are_strings_and_unlabelled(client):
     assert logits.data == [2.0, 0.0, "NaN", 0.0, "Infinity", 0.0]
     assert probs.data[2:] == ["NaN", "NaN", "NaN", "NaN"] and labels.data == ["a", "", ""]
     assert np.isnan(as_numpy(logits)[1, 0]) and as_numpy(logits)[2, 0] == np.inf
+
+
+@pytest.mark.parametrize(("text", "holds"), [
+    (b"{}", False), (b'{"outputs":[1.5,2e-5]}', False), (b'{"u":"uuu","nul":"ull"}', False),
+    (b"[null]", True), (b'{"data":[1.0,null]}', True), (b'{"uu":"nuull","x":null}', True),
+    (b'{"x":"nul"}', False), (b'{"x":"null"}', True), (b"[1,nul", False)])
+def test_holds_null_finds_the_word_wherever_it_is(text, holds):
+    assert v2._holds_null(text) is holds is (b"null" in text)
+
+
+@pytest.mark.parametrize("request_id", ["null", "u", "a nullu"])
+async def test_an_id_holding_null_or_u_leaves_finite_outputs_numbers(client, request_id):
+    got = await infer(client, "tiny-multiclass", {"id": request_id, "inputs": [tensor([[1, 2, 0, 3]])]})
+    assert got.id == request_id and all(type(v) is float for v in got.outputs[0].data + got.outputs[1].data)
+    odd = await infer(client, "nonfinite-multiclass", {"id": request_id, "inputs": [tensor([[-1, 0]])]})
+    assert odd.outputs[0].data[0] == "NaN" and odd.outputs[1].data == ["NaN", "NaN"]
 
 
 @pytest.mark.parametrize("case", BAD_REQUESTS, ids=[c["id"] for c in BAD_REQUESTS])
