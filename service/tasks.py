@@ -157,7 +157,7 @@ def _null(found: list, undefined: np.ndarray) -> list:
 
 # The /predict answer per task, from the scored batch: each row's JSON text, written from the
 # arrays in one pass (numbers by orjson, which writes a float64 array exactly as it writes each
-# value; labels as JSON texts made once per card), so that no dict is built per row or entry.
+# value; labels as pieces of JSON text made once per card), so that no dict is built per row or entry.
 
 NULL = b"null"
 
@@ -170,18 +170,23 @@ def _numbers(values: np.ndarray) -> list[bytes]:
 
 
 class _Labels(NamedTuple):
-    """A card's labels by output index, and their JSON texts by output index and by label."""
+    """A card's labels by output index; the JSON text that starts an entry naming each label (its
+    `{"label":...,"probability":`), by label (None for null) and, as arrays, by output index, for
+    an answer's first entry, the first entry of its top_k and the entries after that."""
 
     names: np.ndarray  # object array of str
-    texts: np.ndarray  # object array of bytes
-    text_of: dict  # label (or None, for null) -> JSON text
+    entry_of: dict  # label (or None) -> b'{"label":"a","probability":'
+    first: np.ndarray  # object arrays of bytes: the entry's text
+    top: np.ndarray  # ... after ',"top_k":['
+    later: np.ndarray  # ... after '}', an earlier entry's end
 
 
 @lru_cache(maxsize=64)
 def _labels(labels: tuple[str, ...]) -> _Labels:
-    texts = [orjson.dumps(label) for label in labels]
-    return _Labels(np.array(labels, dtype=object), np.array(texts, dtype=object),
-                   {**dict(zip(labels, texts)), None: NULL})
+    entries = [b'{"label":' + orjson.dumps(label) + b',"probability":' for label in labels]
+    pieces = [np.array([lead + entry for entry in entries], dtype=object) for lead in (b"", b',"top_k":[', b"},")]
+    entry_of = {**dict(zip(labels, entries)), None: b'{"label":null,"probability":'}
+    return _Labels(np.array(labels, dtype=object), entry_of, *pieces)
 
 
 class RowTexts:
@@ -211,22 +216,25 @@ class RowTexts:
         return self._rows
 
 
-def _fill(templates: list[bytes], columns: list[list[bytes]]) -> RowTexts:
-    """Each row's template filled, its j-th `%s` with the next value of columns[j] (JSON texts),
-    in one format for the batch."""
-    width = len(columns)
-    args = [None] * (width * len(columns[0])) if columns else []
-    for j, column in enumerate(columns):
-        args[j::width] = column
-    return RowTexts(b"\0".join(templates) % tuple(args), len(templates))
+def _join(n: int, parts: list, whole: dict[int, bytes] | None = None) -> RowTexts:
+    """n rows' texts, each its `parts` one after the other: a part is a list of texts, one per row,
+    or one text for every row. `whole`: rows whose text is given instead, by row index."""
+    width = len(parts) + 1  # and the NUL after each row
+    out = [b"\0"] * (width * n)
+    for j, part in enumerate(parts):
+        out[j::width] = part if type(part) is list else [part] * n
+    for i, text in (whole or {}).items():
+        out[i * width:(i + 1) * width - 1] = [text] + [b""] * (width - 2)
+    if n:
+        out[-1] = b""  # no NUL after the last row
+    return RowTexts(b"".join(out), n)
 
 
 def _answer_binary(card: ModelCard, s: Scored, top_k: int) -> RowTexts:
     """Positive-class probability and label per row (both null when it is NaN)."""
-    text_of = _labels(tuple(card.labels)).text_of
+    entry_of = _labels(tuple(card.labels)).entry_of
     found = _found(card, s)
-    return _fill([b'{"label":%s,"probability":%s}'] * len(found),
-                 [[text_of[label] for label in found], _numbers(s.probs[:, 0])])
+    return _join(len(found), [[entry_of[label] for label in found], _numbers(s.probs[:, 0]), b"}"])
 
 
 def _ranked(x: np.ndarray, top_k: int) -> tuple[np.ndarray, int]:
@@ -243,44 +251,50 @@ def _answer_multiclass(card: ModelCard, s: Scored, top_k: int) -> RowTexts:
     """The winning class, its probability and the top_k classes per row, best first."""
     order, k = _ranked(s.x, top_k)
     n, ranked = order.shape
-    labels = _labels(tuple(card.labels)).texts[order.T].tolist()  # per rank, the rows' label texts
+    labels = _labels(tuple(card.labels))
     numbers = _numbers(s.probs[np.arange(n)[:, None], order])
-    entries = [column for j in range(ranked) for column in (labels[j], numbers[j::ranked])]
-    columns = entries[:2] + entries if k else entries  # with top_k, the winner's pair is entry 0's
-    template = _multiclass_template(k)
+    best, first = order[:, 0], numbers[0::ranked]
+    parts = [labels.first[best].tolist(), first]
+    if k:  # the winner is the top_k's first entry too
+        parts += [labels.top[best].tolist(), first]
+        for j in range(1, k):
+            parts += [labels.later[order[:, j]].tolist(), numbers[j::ranked]]
+    parts.append(b"}]}" if k else b',"top_k":[]}')
     if s.finite:
-        return _fill([template] * n, columns)
-    known = [label is not None for label in _found(card, s)]
-    return _fill([template if ok else b'{"label":null,"probability":null,"top_k":[]}' for ok in known],
-                 [list(compress(column, known)) for column in columns])
-
-
-@lru_cache(maxsize=16)
-def _multiclass_template(k: int) -> bytes:
-    entries = b",".join([b'{"label":%s,"probability":%s}'] * k)
-    return b'{"label":%s,"probability":%s,"top_k":[' + entries + b"]}"
+        return _join(n, parts)
+    unknown = [i for i, label in enumerate(_found(card, s)) if label is None]
+    return _join(n, parts, dict.fromkeys(unknown, b'{"label":null,"probability":null,"top_k":[]}'))
 
 
 def _answer_multilabel(card: ModelCard, s: Scored, top_k: int) -> RowTexts:
     """Labels at or over their thresholds and every label's probability, per row."""
     n, width = s.probs.shape
     numbers = _numbers(s.probs)
-    return _fill([_multilabel_template(tuple(card.labels))] * n,
-                 [[orjson.dumps(found) for found in _found(card, s)], *(numbers[j::width] for j in range(width))])
+    keys = _multilabel_keys(tuple(card.labels))
+    parts = [b'{"labels":', [orjson.dumps(found) for found in _found(card, s)]]
+    for j, key in enumerate(keys):
+        parts += [key, numbers[j::width]]
+    parts.append(b"}}")
+    return _join(n, parts)
 
 
 @lru_cache(maxsize=64)
-def _multilabel_template(labels: tuple[str, ...]) -> bytes:
-    keys = [orjson.dumps(label).replace(b"%", b"%%") for label in labels]  # keys are template text
-    return b'{"labels":%s,"probabilities":{' + b",".join(key + b":%s" for key in keys) + b"}}"
+def _multilabel_keys(labels: tuple[str, ...]) -> tuple[bytes, ...]:
+    """The text before each label's probability in a multilabel answer."""
+    keys = [orjson.dumps(label) + b":" for label in labels]
+    return (b',"probabilities":{' + keys[0], *(b"," + key for key in keys[1:]))
 
 
 def _answer_regression(card: ModelCard, s: Scored, top_k: int) -> RowTexts:
     """One value per row (a list per row when the model has several targets); non-finite: null."""
     n, width = s.x.shape
     numbers = _numbers(s.x)
-    template = b'{"value":%s}' if width == 1 else b'{"value":[' + b",".join([b"%s"] * width) + b"]}"
-    return _fill([template] * n, [numbers[j::width] for j in range(width)])
+    if width == 1:
+        return _join(n, [b'{"value":', numbers, b"}"])
+    parts = [b'{"value":[']
+    for j in range(width):
+        parts += [numbers[j::width], b"," if j < width - 1 else b"]}"]
+    return _join(n, parts)
 
 
 # The same answers as columns (see the module): lists, and float64 arrays that orjson writes
