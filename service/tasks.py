@@ -271,11 +271,24 @@ def _answer_multilabel(card: ModelCard, s: Scored, top_k: int) -> RowTexts:
     n, width = s.probs.shape
     numbers = _numbers(s.probs)
     keys = _multilabel_keys(tuple(card.labels))
-    parts = [b'{"labels":', [orjson.dumps(found) for found in _found(card, s)]]
+    parts = [b'{"labels":', _texts(_found(card, s))]
     for j, key in enumerate(keys):
         parts += [key, numbers[j::width]]
     parts.append(b"}}")
     return _join(n, parts)
+
+
+def _texts(found: list) -> list[bytes]:
+    """The JSON text of each row's labels (a list, or None), each distinct one written once: rows
+    repeat a few label sets, and a dict lookup costs less than an orjson output kept per row."""
+    made, texts = {}, []
+    for labels in found:
+        key = labels if labels is None else tuple(labels)
+        text = made.get(key)
+        if text is None:
+            text = made[key] = orjson.dumps(labels)
+        texts.append(text)
+    return texts
 
 
 @lru_cache(maxsize=64)
