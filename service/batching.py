@@ -15,7 +15,7 @@ requests straight away, still yielding on every `PROBE`th one, and the first bat
 more than one request turns yielding back on.
 
 What a request gets back is `post` applied to its rows of the model's output: the answer its
-protocol makes of them (`tasks.postprocess` for /predict, `tasks.outputs` for V2 and TF
+protocol makes of them (`tasks.postprocess` for /predict, `named.outputs` for V2 and TF
 Serving), a `functools.partial`. A `post` works row by row, so requests with equal posts share
 one call over the batch's output and each takes its slice of the result.
 

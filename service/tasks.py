@@ -1,4 +1,4 @@
-"""Task postprocessing: network outputs -> one prediction per row (its JSON text), and the named outputs.
+"""Task postprocessing: network outputs -> one prediction per row (its JSON text), or the predictions' columns.
 
 One numpy path per concern, whatever the batch size: `softmax` and `sigmoid` make probabilities,
 one `decide` function per task says which label wins (or which labels pass) and when that is null,
@@ -35,18 +35,13 @@ logit makes that probability null, and the label null too (binary), or the row's
 (multilabel). A multiclass row with any non-finite logit has no softmax: `label` and
 `probability` are null and `top_k` is empty. A non-finite regression value is null.
 
-The named outputs are what the Open Inference (V2) and TF Serving protocols offer: the raw
-network output under the card's name (e.g. "logits" or "values"), and for classifiers
-"probabilities" (FP32, the probabilities the answers use) and "labels"
-(one string per row: the predicted label for binary and multiclass, the labels at or over their
-thresholds joined by "," for multilabel, "" where the outputs are not finite). Regression
-models offer only the raw output.
+The same probabilities and decisions (`decided`) make the named outputs of the V2 and TF Serving
+protocols (`service.named`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import lru_cache
 from itertools import compress
 from typing import NamedTuple
@@ -55,12 +50,8 @@ import numpy as np
 import orjson
 
 from service.card import ModelCard, OutputKind, Task
-from service.errors import BadRequest
 
 DEFAULT_TOP_K = 3
-PROBABILITIES = "probabilities"
-LABELS = "labels"
-LABEL_SEPARATOR = ","
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -122,6 +113,12 @@ def postprocess(card: ModelCard, outputs: np.ndarray, top_k: int = DEFAULT_TOP_K
     return (post.columns if columns else post.answer)(card, _score(card, post, outputs), top_k)
 
 
+def decided(card: ModelCard, outputs: np.ndarray) -> tuple[np.ndarray, list]:
+    """A classifier's output batch -> its probabilities (float64) and what `decide` says per row."""
+    s = _score(card, post_for(card.task, card.output_kind), outputs)
+    return s.probs, _found(card, s)
+
+
 # Which label wins, or which labels pass, per row; None where that is undefined (see above).
 
 def _decide_binary(card: ModelCard, x: np.ndarray, probs: np.ndarray, finite: bool) -> list:
@@ -158,9 +155,6 @@ def _null(found: list, undefined: np.ndarray) -> list:
 # The /predict answer per task, from the scored batch: each row's JSON text, written from the
 # arrays in one pass (numbers by orjson, which writes a float64 array exactly as it writes each
 # value; labels as pieces of JSON text made once per card), so that no dict is built per row or entry.
-
-NULL = b"null"
-
 
 def _numbers(values: np.ndarray) -> list[bytes]:
     """The JSON text of each value of a float64 array, row-major; non-finite values are null."""
@@ -371,56 +365,3 @@ def post_for(task: Task, kind: OutputKind) -> Post:
     """The task's entry, taking outputs that already are probabilities as they are."""
     post = POST[task]
     return Post(_as_given, *post[1:]) if kind is OutputKind.probabilities else post
-
-
-# Named outputs (V2, TF Serving).
-
-@dataclass(frozen=True)
-class OutputInfo:
-    """One output a model offers: name, element type ("float32" or "string") and row width."""
-
-    name: str
-    dtype: str
-    width: int
-
-
-def offered(card: ModelCard) -> list[OutputInfo]:
-    """Every output a model offers, raw first; a derived name never shadows the raw output."""
-    return list(_offered(card.task, card.output.name, card.n_outputs))
-
-
-@lru_cache(maxsize=64)
-def _offered(task: Task, raw_name: str, width: int) -> tuple[OutputInfo, ...]:
-    raw = OutputInfo(raw_name, "float32", width)
-    if task is Task.regression:
-        return (raw,)
-    derived = (OutputInfo(PROBABILITIES, "float32", width), OutputInfo(LABELS, "string", 1))
-    return (raw, *(o for o in derived if o.name != raw_name))
-
-
-def outputs(card: ModelCard, raw: np.ndarray, names: list[str] | None = None) -> dict[str, np.ndarray]:
-    """The named outputs asked for (all when `names` is None), in that order; unknown names are 400."""
-    known = [o.name for o in _offered(card.task, card.output.name, card.n_outputs)]
-    if names is None:
-        names = known
-    else:
-        unknown = [n for n in names if n not in known]
-        if unknown:
-            raise BadRequest(f"unknown output(s) {unknown}; the model offers {known}")
-    out, derived, raw_name = {}, None, card.output.name
-    for name in names:
-        if name == raw_name:
-            out[name] = raw
-            continue
-        if derived is None:
-            s = _score(card, post_for(card.task, card.output_kind), raw)
-            derived = s.probs.astype(np.float32), _label_column(_found(card, s))
-        out[name] = derived[0] if name == PROBABILITIES else derived[1]
-    return out
-
-
-def _label_column(found: list) -> np.ndarray:
-    """[rows, 1] strings from the decisions: lists are joined by ",", None becomes ""."""
-    if (found and type(found[0]) is list) or None in found:
-        found = ["" if f is None else LABEL_SEPARATOR.join(f) if type(f) is list else f for f in found]
-    return np.array(found, dtype=object).reshape(-1, 1)

@@ -29,7 +29,7 @@ import numpy as np
 import orjson
 from starlette.responses import Response
 
-from service import tasks
+from service import named
 from service.card import ModelCard, Task
 from service.codecs import columns, json
 from service.dataplane import Codec
@@ -118,15 +118,15 @@ def _named(req: PredictRequest, card: ModelCard, max_rows: int) -> np.ndarray:
     return columns.named(card, tensors, max_rows, "instances")
 
 
-def served_output(card: ModelCard) -> tasks.OutputInfo:
+def served_output(card: ModelCard) -> named.OutputInfo:
     """The signature's one output: probabilities for classifiers, the raw output for regression."""
-    offered = tasks.offered(card)
-    return offered[0] if card.task is Task.regression else next(o for o in offered if o.name == tasks.PROBABILITIES)
+    offered = named.offered(card)
+    return offered[0] if card.task is Task.regression else next(o for o in offered if o.name == named.PROBABILITIES)
 
 
 def post(req: PredictRequest, model: LoadedModel) -> partial:
-    """The served output, as `tasks.outputs` makes it of the model's output rows."""
-    return partial(tasks.outputs, model.card, names=[served_output(model.card).name])
+    """The served output, as `named.outputs` makes it of the model's output rows."""
+    return partial(named.outputs, model.card, names=[served_output(model.card).name])
 
 
 def encode(req: PredictRequest, model: LoadedModel, served: dict[str, np.ndarray], x: np.ndarray) -> Response:

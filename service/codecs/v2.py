@@ -24,7 +24,7 @@ follow the JSON in request order).
 Filled features and unseen categories are named in the response's `parameters.warnings`, one
 "row <i>: <warning>" line each, "\n"-joined (the spec's parameters are strings, not lists).
 
-Outputs: as `service.tasks.outputs`. Each is sent as JSON `data` (a non-finite FP32 value as
+Outputs: as `service.named.outputs`. Each is sent as JSON `data` (a non-finite FP32 value as
 the string "NaN", "Infinity" or "-Infinity": JSON has no such numbers and the spec's tensor_data
 no null) unless binary was asked
 for, per output (`parameters.binary_data`) or for all (request `parameters.binary_data_output`);
@@ -46,7 +46,7 @@ import numpy as np
 import orjson
 from starlette.responses import Response
 
-from service import tasks
+from service import named
 from service.card import CATEGORIES, FEATURES
 from service.codecs import columns, json, v2_bytes
 from service.dataplane import Codec
@@ -318,7 +318,7 @@ def _flag(what: str, flag: object) -> bool:
 
 def post(parsed: Parsed, model: LoadedModel) -> partial:
     """The outputs asked for, made of the model's output rows."""
-    return partial(tasks.outputs, model.card, names=output_names(parsed))
+    return partial(named.outputs, model.card, names=output_names(parsed))
 
 
 def encode(parsed: Parsed, model: LoadedModel, arrays: dict[str, np.ndarray], x: np.ndarray) -> Response:
@@ -379,7 +379,7 @@ def _numbers(flat: np.ndarray) -> np.ndarray | list:
 
 
 def model_metadata(model: LoadedModel, versions: list[int]) -> dict:
-    """$metadata_model_response: the session's inputs and every output `tasks.offered`.
+    """$metadata_model_response: the session's inputs and every output `named.offered`.
 
     A one-input model's input is FP32 whatever the graph's type: every request is decoded to
     float32 features, which `LoadedModel.feed` casts exactly to a float64 or integer graph input.
@@ -388,7 +388,7 @@ def model_metadata(model: LoadedModel, versions: list[int]) -> dict:
             "inputs": [{"name": i.name, "datatype": (Datatype.BYTES if i.dtype == "string" else Datatype.FP32).value,
                         "shape": i.shape or c.shape} for i, c in zip(model.inputs, model.card.graph_inputs)],
             "outputs": [{"name": o.name, "datatype": _WIRE[o.dtype].value, "shape": [-1, o.width]}
-                        for o in tasks.offered(model.card)]}
+                        for o in named.offered(model.card)]}
 
 
 def server_metadata(version: str) -> dict:

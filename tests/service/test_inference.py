@@ -1,4 +1,4 @@
-"""The named outputs (`tasks.outputs`): raw, probabilities and labels, per task, without HTTP."""
+"""The named outputs (`named.outputs`): raw, probabilities and labels, per task, without HTTP."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from service import runtime, tasks
+from service import named, runtime, tasks
 from service.card import read_card
 from service.errors import BadRequest
 from tests.service import helpers
@@ -25,17 +25,17 @@ def card(spec):
     (helpers.HALF_PLUS_TWO, ["values"]),
 ])
 def test_offered_outputs(spec, names):
-    assert [o.name for o in tasks.offered(card(spec))] == names
+    assert [o.name for o in named.offered(card(spec))] == names
 
 
 def test_derived_name_never_shadows_the_raw_output():
     spec = helpers.Spec("p", "binary", [[1.0]], [0.0], ["n", "y"], thresholds=[0.5], output_name="probabilities")
-    assert [o.name for o in tasks.offered(card(spec))] == ["probabilities", "labels"]
+    assert [o.name for o in named.offered(card(spec))] == ["probabilities", "labels"]
 
 
 def test_multiclass_outputs():
     raw = np.array([[0.0, 2.0, 1.0], [1000.0, 0.0, -1000.0], [np.nan, 0.0, 0.0]], np.float32)
-    out = tasks.outputs(card(helpers.MULTICLASS_V1), raw)
+    out = named.outputs(card(helpers.MULTICLASS_V1), raw)
     assert list(out) == ["logits", "probabilities", "labels"]
     assert out["logits"] is raw
     assert out["probabilities"].dtype == np.float32 and out["probabilities"].shape == (3, 3)
@@ -44,7 +44,7 @@ def test_multiclass_outputs():
 
 
 def test_binary_labels_follow_the_threshold():
-    out = tasks.outputs(card(helpers.BINARY), np.array([[0.0], [-0.1]], np.float32), ["labels", "probabilities"])
+    out = named.outputs(card(helpers.BINARY), np.array([[0.0], [-0.1]], np.float32), ["labels", "probabilities"])
     assert list(out) == ["labels", "probabilities"]
     assert out["labels"][:, 0].tolist() == ["yes", "no"]
     assert out["probabilities"][:, 0].tolist() == pytest.approx([0.5, 1 / (1 + math.exp(0.1))])
@@ -52,13 +52,13 @@ def test_binary_labels_follow_the_threshold():
 
 def test_multilabel_labels_are_joined_with_commas():
     raw = np.array([[1.0, 1.0, 0.0], [-9.0, -9.0, -9.0], [9.0, 9.0, 9.0]], np.float32)
-    out = tasks.outputs(card(helpers.MULTILABEL), raw, ["labels"])
+    out = named.outputs(card(helpers.MULTILABEL), raw, ["labels"])
     assert out["labels"][:, 0].tolist() == ["even,prime", "", "even,prime,closed_loop"]
 
 
 def test_unknown_output_is_400():
     with pytest.raises(BadRequest, match=r"unknown output\(s\) \['probabilities'\]; the model offers \['logits'\]"):
-        tasks.outputs(card(helpers.REGRESSION), np.zeros((1, 1), np.float32), ["probabilities"])
+        named.outputs(card(helpers.REGRESSION), np.zeros((1, 1), np.float32), ["probabilities"])
 
 
 def test_run_answers_as_the_session_does(tmp_path):
@@ -82,7 +82,7 @@ def test_few_rows_outputs_equal_their_rows_in_a_large_batch(spec, n_rows):
             few.flat[rng.integers(few.size)] = rng.choice(specials)
             few.flat[rng.integers(few.size)] = few.flat[0]
         many = np.vstack([rng.normal(size=(100, c.n_outputs)).astype(np.float32), few])
-        alone, among = tasks.outputs(c, few), tasks.outputs(c, many)
+        alone, among = named.outputs(c, few), named.outputs(c, many)
         assert list(alone) == list(among)
         np.testing.assert_array_equal(alone["probabilities"], among["probabilities"][100:])
         assert alone["probabilities"].dtype == np.float32

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service import tasks
+from service import named, tasks
 from service.batching import take
 from service.card import Task
 from tests.service import helpers
@@ -300,7 +300,7 @@ def test_named_outputs_decide_as_the_answers_do(key):
     rng = np.random.default_rng(key[1])
     for rows in ROW_COUNTS:
         x = outputs(rng, rows, key[1], np.float32)
-        out = tasks.outputs(c, x)
+        out = named.outputs(c, x)
         preds = answers(c, x, key[1])
         want = [p["label"] if "label" in p else p["labels"] for p in preds]
         assert out["labels"][:, 0].tolist() == ["" if w is None else ",".join(w) if isinstance(w, list) else w
