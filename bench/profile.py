@@ -41,9 +41,9 @@ from bench.__main__ import (MODEL, PATHS, ROOT, Server, bodies, cores, ensure_wr
 STEPS = [
     ("parse the JSON body (simdjson)", ["_document (service/codecs/json.py"]),
     ("rows -> float32 matrix", ["table (service/codecs/json.py", "rows (service/codecs/json.py", "float32_matrix",
-                                "_Reader", "_binary_values", "_json_values"]),
+                                "_Reader", "values (service/codecs/v2_bytes.py", "_json_values"]),
     ("model run (onnxruntime)", ["onnxruntime"]),
-    ("answer (probabilities, decisions, rows' JSON)", ["service/tasks.py"]),
+    ("answer (probabilities, decisions, rows' JSON)", ["service/tasks.py", "service/named.py"]),
     ("encode the response", ["encode (service/codecs", "json_response", "json_bytes"]),
     ("V2 envelope (pydantic)", ["service/codecs/v2.py", "service/types/v2.py", "pydantic"]),
     ("metrics and access log", ["service/metrics.py", "prometheus_client", "service/logs.py", "logging/"]),

@@ -3,8 +3,8 @@
 The raw network output under the card's name (e.g. "logits" or "values"), and for classifiers
 "probabilities" (FP32, the probabilities the /predict answers use) and "labels" (one string per
 row: the predicted label for binary and multiclass, the labels at or over their thresholds joined
-by "," for multilabel, "" where the outputs are not finite). Regression models offer only the raw
-output. The probabilities and decisions are `service.tasks`' own (`tasks.decided`).
+by "," for multilabel, "" where that decision is null: see `service.tasks`). Regression models
+offer only the raw output. The probabilities and decisions are `service.tasks`' own (`tasks.decided`).
 """
 
 from __future__ import annotations

@@ -139,22 +139,8 @@ def _table(parsed: Parsed, model: LoadedModel, max_rows: int) -> np.ndarray:
     numeric = [c.name for c in card.columns if c.kind == "numeric"]
     tensors = {inp.name: _floats(inp, chunk, len(numeric), numeric, max_rows, missing=True) if inp.name == FEATURES
                else _strings(inp, chunk, kinds.count("categorical"), max_rows)
-               for inp, chunk in zip(req.inputs, _chunks(req.inputs, parsed.tail))}
+               for inp, chunk in zip(req.inputs, v2_bytes.chunks(req.inputs, parsed.tail))}
     return columns.table(card, tensors.get(FEATURES), tensors.get(CATEGORIES))
-
-
-def _chunks(inputs: list[RequestInput], tail: bytes) -> list[bytes]:
-    """Each input's part of the binary tail, in request order by `binary_data_size`; the last
-    input that declares one (or the last input, when none does) takes what remains, so its own
-    size check reports any difference."""
-    sizes = [(i.parameters or {}).get("binary_data_size") for i in inputs]
-    last = max((k for k, size in enumerate(sizes) if size is not None), default=len(sizes) - 1)
-    chunks, start = [], 0
-    for k, size in enumerate(sizes):
-        stop = len(tail) if k == last else start + size if type(size) is int and size >= 0 else start
-        chunks.append(tail[start:stop])
-        start = stop
-    return chunks
 
 
 def _floats(inp: RequestInput, chunk: bytes, n: int, names: list[str] | None, max_rows: int,
@@ -164,18 +150,14 @@ def _floats(inp: RequestInput, chunk: bytes, n: int, names: list[str] | None, ma
     if inp.datatype not in FLOATS and inp.datatype not in INTEGERS:
         raise BadRequest(f"model input {inp.name!r} is FP32; {inp.datatype.value} data cannot be cast to it "
                          "(send FP32, FP64, FP16 or an integer type)")
-    size = _binary_size(inp, chunk)
-    values = _json_values(inp, rows, n, missing) if size is None else _binary_values(inp, size, chunk, rows * n)
+    size = v2_bytes.declared_size(inp, chunk)
+    if size is None:
+        values = _json_values(inp, rows, n, missing)
+    else:
+        values = v2_bytes.values(inp, size, chunk, rows * n, np.dtype((FLOATS | INTEGERS)[inp.datatype]))
     if inp.datatype in INTEGERS and values.dtype.itemsize >= 4:
         _check_exact(values, inp.datatype, n)
     return json.float32_matrix(values.reshape(rows, n), names, missing)
-
-
-def _binary_size(inp: RequestInput, chunk: bytes) -> object:
-    size = (inp.parameters or {}).get("binary_data_size")
-    if size is None and chunk:
-        raise BadRequest(f"{len(chunk)} bytes of binary data follow the JSON, but no input declares binary_data_size")
-    return size
 
 
 def _strings(inp: RequestInput, chunk: bytes, n: int, max_rows: int) -> np.ndarray:
@@ -184,9 +166,9 @@ def _strings(inp: RequestInput, chunk: bytes, n: int, max_rows: int) -> np.ndarr
     if inp.datatype is not Datatype.BYTES:
         raise BadRequest(f"model input {inp.name!r} is BYTES (one string per categorical feature); "
                          f"got {inp.datatype.value}")
-    size = _binary_size(inp, chunk)
+    size = v2_bytes.declared_size(inp, chunk)
     if size is not None:
-        texts = _binary_strings(inp, size, chunk, rows * n)
+        texts = v2_bytes.strings(inp, size, chunk, rows * n)
     else:
         texts = _flat(inp, inp.data, rows, n, "strings")
         k = next((k for k, t in enumerate(texts) if type(t) is not str and t is not None), None)
@@ -195,21 +177,6 @@ def _strings(inp: RequestInput, chunk: bytes, n: int, max_rows: int) -> np.ndarr
                              f"{json.json_text(texts[k])[:40]}")
         texts = ["" if t is None else t for t in texts]
     return np.array(texts, dtype=object).reshape(rows, n)
-
-
-def _binary_strings(inp: RequestInput, size: object, chunk: bytes, count: int) -> list[str]:
-    if inp.data is not None:
-        raise BadRequest(f"input {inp.name!r} has both 'data' and binary_data_size; send one")
-    if type(size) is not int or size != len(chunk):
-        raise BadRequest(f"input {inp.name!r} declares {size} bytes of binary data, the body carries {len(chunk)}")
-    try:
-        texts = v2_bytes.decode(chunk)
-    except ValueError as exc:
-        raise BadRequest(f"input {inp.name!r}: binary BYTES data must be 4-byte little-endian lengths each "
-                         f"followed by that many UTF-8 bytes ({exc})") from None
-    if len(texts) != count:
-        raise BadRequest(f"input {inp.name!r}: shape {inp.shape} holds {count} elements, binary data has {len(texts)}")
-    return texts
 
 
 def _rows(inp: RequestInput, n: int, max_rows: int) -> int:
@@ -263,18 +230,6 @@ def _json_values(inp: RequestInput, rows: int, n: int, missing: bool = False) ->
         k = next(k for k, v in enumerate(data) if not info.min <= v <= info.max)
         raise BadRequest(f"input {inp.name!r}: row {k // n}, feature {k % n} is {data[k]}, outside "
                          f"{inp.datatype.value}'s range [{info.min}, {info.max}]") from None
-
-
-def _binary_values(inp: RequestInput, size: object, tail: bytes, count: int) -> np.ndarray:
-    if inp.data is not None:
-        raise BadRequest(f"input {inp.name!r} has both 'data' and binary_data_size; send one")
-    dtype = np.dtype((FLOATS | INTEGERS)[inp.datatype]).newbyteorder("<")
-    if type(size) is not int or size != count * dtype.itemsize:
-        raise BadRequest(f"input {inp.name!r}: shape {inp.shape} of {inp.datatype.value} needs "
-                         f"binary_data_size {count * dtype.itemsize}, got {size}")
-    if size != len(tail):
-        raise BadRequest(f"input {inp.name!r} declares {size} bytes of binary data, the body carries {len(tail)}")
-    return np.frombuffer(tail, dtype=dtype)
 
 
 def _check_exact(values: np.ndarray, datatype: Datatype, n: int) -> None:

@@ -187,7 +187,7 @@ def columns_text(card, x: np.ndarray, top_k: int) -> bytes:
 
 
 def spec(task: str, n: int) -> helpers.Spec:
-    # Every other label holds what JSON escapes and what %-formatting would read: texts, not templates.
+    # Every other label holds what JSON escapes, and % signs: each label's text is written as it is.
     labels = [f"c{i}" if i % 2 == 0 else f'c{i} %s%% "q\\" é' for i in range(2 if task == "binary" else n)]
     thresholds = {"binary": [0.5], "multilabel": [0.2 + 0.6 * i / n for i in range(n)]}.get(task)
     return helpers.Spec(f"diff-{task}-{n}", task, [[1.0] * n], [0.0] * n, labels, thresholds=thresholds)
