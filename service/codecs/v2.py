@@ -65,6 +65,7 @@ INTEGERS = {Datatype.INT8: np.int8, Datatype.INT16: np.int16, Datatype.INT32: np
 EXACT = 2**24  # every integer up to this magnitude is exact in float32
 _FLOAT_NAMES = frozenset(d.value for d in FLOATS)
 _NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+U_STEPS = 8  # `u`s `_holds_null` looks at one by one before it searches the rest for the word
 _INTS = frozenset((int,))
 _MISSING = json.NUMBERS | {type(None)}  # a table model's FP32 `features`: null is a missing value
 _WIRE = {"float32": Datatype.FP32, "string": Datatype.BYTES}
@@ -316,13 +317,16 @@ def encode(parsed: Parsed, model: LoadedModel, arrays: dict[str, np.ndarray], x:
 
 def _holds_null(text: bytes) -> bool:
     """Whether a JSON text holds `null`, found by its `u`: no number holds one, so in a text of
-    numbers the byte search (memchr) passes over them, where a search for the word looks at each."""
+    numbers the byte search (memchr) passes over them, where a search for the word looks at each.
+    Labels may hold many (`true`): after `U_STEPS` of them the word search takes the rest."""
     at = text.find(b"u", 1)
-    while at != -1:
+    for _ in range(U_STEPS):
+        if at == -1:
+            return False
         if text[at - 1:at + 3] == b"null":
             return True
         at = text.find(b"u", at + 1)
-    return False
+    return at != -1 and text.find(b"null", at - 1) != -1
 
 
 def _numbers(flat: np.ndarray) -> np.ndarray | list:

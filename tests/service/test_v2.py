@@ -198,7 +198,12 @@ async def test_non_finite_outputs_are_strings_and_unlabelled(client):
 @pytest.mark.parametrize(("text", "holds"), [
     (b"{}", False), (b'{"outputs":[1.5,2e-5]}', False), (b'{"u":"uuu","nul":"ull"}', False),
     (b"[null]", True), (b'{"data":[1.0,null]}', True), (b'{"uu":"nuull","x":null}', True),
-    (b'{"x":"nul"}', False), (b'{"x":"null"}', True), (b"[1,nul", False)])
+    (b'{"x":"nul"}', False), (b'{"x":"null"}', True), (b"[1,nul", False),
+    # More `u`s than the byte search looks at one by one (labels like "true"): the word search takes the rest.
+    (b'{"outputs":[1.5],"data":[' + b'"true",' * 30 + b'"false"]}', False),
+    (b'{"outputs":[1.5],"data":[' + b'"true",' * 30 + b'null]}', True),
+    (b"u" * v2.U_STEPS + b"null", True), (b"u" * (v2.U_STEPS - 1) + b"null", True),
+    (b"u" * (v2.U_STEPS + 1) + b"nul", False), (b"nul" + b"u" * v2.U_STEPS + b"l", False)])
 def test_holds_null_finds_the_word_wherever_it_is(text, holds):
     assert v2._holds_null(text) is holds is (b"null" in text)
 
