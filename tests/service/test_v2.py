@@ -195,6 +195,15 @@ async def test_non_finite_outputs_are_strings_and_unlabelled(client):
     assert np.isnan(as_numpy(logits)[1, 0]) and as_numpy(logits)[2, 0] == np.inf
 
 
+async def test_finite_values_beside_non_finite_ones_keep_their_float32_text(client):
+    # sqrt(2) as FP32 is written 1.4142135 whether or not another value of its output is NaN.
+    path = "/v2/models/nonfinite-multiclass/infer"
+    alone = await client.post(path, content=orjson.dumps({"inputs": [tensor([[2, 0]])]}))
+    beside = await client.post(path, content=orjson.dumps({"inputs": [tensor([[2, 0], [-1, 0]])]}))
+    assert b'"data":[1.4142135,0.0]' in alone.content
+    assert b'"data":[1.4142135,0.0,"NaN",0.0]' in beside.content
+
+
 @pytest.mark.parametrize(("text", "holds"), [
     (b"{}", False), (b'{"outputs":[1.5,2e-5]}', False), (b'{"u":"uuu","nul":"ull"}', False),
     (b"[null]", True), (b'{"data":[1.0,null]}', True), (b'{"uu":"nuull","x":null}', True),
