@@ -26,11 +26,11 @@ Filled features and unseen categories are named in the response's `parameters.wa
 
 Outputs: as `service.named.outputs`. Each is sent as JSON `data` (a non-finite FP32 value as
 the string "NaN", "Infinity" or "-Infinity": JSON has no such numbers and the spec's tensor_data
-no null) unless binary was asked
-for, per output (`parameters.binary_data`) or for all (request `parameters.binary_data_output`);
-binary outputs follow the JSON header in request order, FP32 little-endian or, for BYTES, each
-element as a 4-byte little-endian length and its UTF-8 bytes; such a response is
-application/octet-stream with `Inference-Header-Content-Length` giving the JSON header's size.
+no null) unless binary was asked for, per output (`parameters.binary_data`) or for all (request
+`parameters.binary_data_output`); binary outputs follow the JSON header in request order
+(`service.codecs.v2_bytes`), FP32 little-endian or, for BYTES, each element as a 4-byte
+little-endian length and its UTF-8 bytes; such a response is application/octet-stream with
+`Inference-Header-Content-Length` giving the JSON header's size.
 Other request parameters are accepted and ignored; shared memory and Triton's `classification`
 output parameter are refused.
 """
