@@ -156,8 +156,9 @@ def _null(found: list, undefined: np.ndarray) -> list:
 # arrays in one pass (numbers by orjson, which writes a float64 array exactly as it writes each
 # value; labels as pieces of JSON text made once per card), so that no dict is built per row or entry.
 
-def _numbers(values: np.ndarray) -> list[bytes]:
-    """The JSON text of each value of a float64 array, row-major; non-finite values are null."""
+def json_numbers(values: np.ndarray) -> list[bytes]:
+    """The JSON text of each value of a float array as orjson writes it (the shortest text of its
+    float64 or float32 value), row-major; non-finite values are null. V2 uses it too."""
     if not values.size:
         return []
     return orjson.dumps(values.ravel(), option=orjson.OPT_SERIALIZE_NUMPY)[1:-1].split(b",")
@@ -228,7 +229,7 @@ def _answer_binary(card: ModelCard, s: Scored, top_k: int) -> RowTexts:
     """Positive-class probability and label per row (both null when it is NaN)."""
     entry_of = _labels(tuple(card.labels)).entry_of
     found = _found(card, s)
-    return _join(len(found), [[entry_of[label] for label in found], _numbers(s.probs[:, 0]), b"}"])
+    return _join(len(found), [[entry_of[label] for label in found], json_numbers(s.probs[:, 0]), b"}"])
 
 
 def _ranked(x: np.ndarray, top_k: int) -> tuple[np.ndarray, int]:
@@ -246,7 +247,7 @@ def _answer_multiclass(card: ModelCard, s: Scored, top_k: int) -> RowTexts:
     order, k = _ranked(s.x, top_k)
     n, ranked = order.shape
     labels = _labels(tuple(card.labels))
-    numbers = _numbers(s.probs[np.arange(n)[:, None], order])
+    numbers = json_numbers(s.probs[np.arange(n)[:, None], order])
     best, first = order[:, 0], numbers[0::ranked]
     parts = [labels.first[best].tolist(), first]
     if k:  # the winner is the top_k's first entry too
@@ -263,7 +264,7 @@ def _answer_multiclass(card: ModelCard, s: Scored, top_k: int) -> RowTexts:
 def _answer_multilabel(card: ModelCard, s: Scored, top_k: int) -> RowTexts:
     """Labels at or over their thresholds and every label's probability, per row."""
     n, width = s.probs.shape
-    numbers = _numbers(s.probs)
+    numbers = json_numbers(s.probs)
     keys = _multilabel_keys(tuple(card.labels))
     parts = [b'{"labels":', _texts(_found(card, s))]
     for j, key in enumerate(keys):
@@ -295,7 +296,7 @@ def _multilabel_keys(labels: tuple[str, ...]) -> tuple[bytes, ...]:
 def _answer_regression(card: ModelCard, s: Scored, top_k: int) -> RowTexts:
     """One value per row (a list per row when the model has several targets); non-finite: null."""
     n, width = s.x.shape
-    numbers = _numbers(s.x)
+    numbers = json_numbers(s.x)
     if width == 1:
         return _join(n, [b'{"value":', numbers, b"}"])
     parts = [b'{"value":[']

@@ -46,7 +46,7 @@ import numpy as np
 import orjson
 from starlette.responses import Response
 
-from service import named
+from service import named, tasks
 from service.card import CATEGORIES, FEATURES
 from service.codecs import columns, json, v2_bytes
 from service.dataplane import Codec
@@ -336,7 +336,7 @@ def _numbers(flat: np.ndarray) -> np.ndarray | list:
     if np.isfinite(flat).all():
         return flat
     # The finite values as orjson writes the array when all are finite (FP32's shortest text).
-    texts = orjson.dumps(flat, option=orjson.OPT_SERIALIZE_NUMPY)[1:-1].split(b",")
+    texts = tasks.json_numbers(flat)
     return [orjson.Fragment(t) if math.isfinite(v) else _NON_FINITE[str(v)] for t, v in zip(texts, flat.tolist())]
 
 

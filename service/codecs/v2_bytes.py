@@ -28,17 +28,18 @@ def chunks(inputs: list[RequestInput], tail: bytes) -> list[bytes]:
 
 
 def declared_size(inp: RequestInput, chunk: bytes) -> object:
-    """The input's `binary_data_size` (None: its data is JSON); bytes left over without one are a 400."""
+    """The input's `binary_data_size` (None: its data is JSON); bytes left over without one, or
+    JSON `data` beside one, are a 400."""
     size = (inp.parameters or {}).get("binary_data_size")
     if size is None and chunk:
         raise BadRequest(f"{len(chunk)} bytes of binary data follow the JSON, but no input declares binary_data_size")
+    if size is not None and inp.data is not None:
+        raise BadRequest(f"input {inp.name!r} has both 'data' and binary_data_size; send one")
     return size
 
 
 def values(inp: RequestInput, size: object, chunk: bytes, count: int, dtype: np.dtype) -> np.ndarray:
     """The input's `count` numbers of `dtype`, little-endian, as the chunk holds them."""
-    if inp.data is not None:
-        raise BadRequest(f"input {inp.name!r} has both 'data' and binary_data_size; send one")
     dtype = dtype.newbyteorder("<")
     if type(size) is not int or size != count * dtype.itemsize:
         raise BadRequest(f"input {inp.name!r}: shape {inp.shape} of {inp.datatype.value} needs "
@@ -50,8 +51,6 @@ def values(inp: RequestInput, size: object, chunk: bytes, count: int, dtype: np.
 
 def strings(inp: RequestInput, size: object, chunk: bytes, count: int) -> list[str]:
     """The input's `count` BYTES elements as text."""
-    if inp.data is not None:
-        raise BadRequest(f"input {inp.name!r} has both 'data' and binary_data_size; send one")
     if type(size) is not int or size != len(chunk):
         raise BadRequest(f"input {inp.name!r} declares {size} bytes of binary data, the body carries {len(chunk)}")
     try:
