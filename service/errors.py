@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 log = logging.getLogger(__name__)
+MESSAGE_LIMIT = 2000  # characters of an error message; beyond it a message is mostly what it quotes of the request
 
 
 class ServiceError(Exception):
@@ -66,7 +67,10 @@ def json_response(content: object, status: int = 200, headers: dict | None = Non
 
 
 def error_response(message: str, status: int, headers: dict | None = None, **extra: object) -> Response:
-    """The error body every failure is answered with; `extra` fields follow the message."""
+    """The error body every failure is answered with; `extra` fields follow the message, which is
+    cut after `MESSAGE_LIMIT` characters (what a message quotes of a request may be most of it)."""
+    if len(message) > MESSAGE_LIMIT:
+        message = f"{message[:MESSAGE_LIMIT]}... ({len(message) - MESSAGE_LIMIT} more characters)"
     return json_response({"error": message, **extra}, status, headers)
 
 

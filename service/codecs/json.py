@@ -39,6 +39,10 @@ FLOAT32_LIMIT_SQUARED = FLOAT32_LIMIT * FLOAT32_LIMIT
 # read of it costs less than the walk that finds its tables; its rows take the list path, whose
 # checks and messages are the same. Larger bodies are walked (see bench/README.md, issue 13).
 SMALL = 512
+# An object of more keys is read whole (as_dict), not key by key: simdjson looks a key up by
+# scanning the object from its first key, so reading n keys one by one takes n * n / 2 steps.
+# No protocol's object holding a table has this many.
+MANY_KEYS = 32
 M = TypeVar("M", bound=BaseModel)
 Tensor = Callable[[str, simdjson.Object, int], bool]  # key, its object, how many objects enclose that one
 
@@ -142,6 +146,8 @@ class _Reader:
     def object(self, obj: simdjson.Object, depth: int = 0) -> dict:
         # as_dict() reads the object whole; its `[` go uncounted, so the body then takes no tables.
         keys = list(obj.keys())
+        if len(keys) > MANY_KEYS:
+            return obj.as_dict()  # simdjson finds a key by scanning from the first: one pass instead
         if len(keys) > 1 and len(set(keys)) != len(keys):
             return obj.as_dict()  # a repeated key: the last one wins
         out = {}

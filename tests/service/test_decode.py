@@ -82,6 +82,18 @@ def test_keys_simdjson_cannot_look_up_are_read_whole(monkeypatch):
         {"\x00": [1], "instances": [[1, 2]]}
 
 
+def test_objects_of_many_keys_are_read_whole(monkeypatch):
+    # Key by key, simdjson would scan from the first key for each: n * n / 2 steps, seconds for a
+    # megabyte of keys on the event loop. Read whole, the object's tables are plain lists.
+    monkeypatch.setattr(codec, "SMALL", 0)
+    tensor = lambda key, parent, depth: key == "instances"  # noqa: E731
+    few = {f"k{i}": i for i in range(codec.MANY_KEYS - 1)} | {"instances": [[1, 2]]}
+    many = {f"k{i}": i for i in range(codec.MANY_KEYS)} | {"instances": [[1, 2]]}
+    assert type(codec.parse(json.dumps(few).encode(), "{got}", tensor)["instances"]) is np.ndarray
+    got = codec.parse(json.dumps(many).encode(), "{got}", tensor)
+    assert got == many and type(got["instances"]) is list
+
+
 def test_a_parser_still_referenced_is_replaced_not_reused(monkeypatch):
     monkeypatch.setattr(codec, "SMALL", 0)
     doc = codec._parsers.parser.parse(b'[1]') if hasattr(codec._parsers, "parser") else None

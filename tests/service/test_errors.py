@@ -9,7 +9,7 @@ import httpx
 import orjson
 import pytest
 
-from service import repository, runtime
+from service import errors, repository, runtime
 from service.config import Settings
 from service.main import create_app
 from tests.service import helpers
@@ -36,6 +36,16 @@ async def test_bad_requests(client, case):
         kwargs = {"content": orjson.dumps(case["json"]), "headers": {"content-type": "application/json"}}
     response = await client.request(case.get("method", "POST"), case["path"], **kwargs)
     assert_error(response, case["status"], case["error"])
+
+
+async def test_messages_quoting_a_huge_request_are_cut(client):
+    name = "m" * 50_000  # the test settings take bodies of up to 64 KiB
+    message = assert_error(await client.post("/predict", json={"model": name, "instances": [[0, 0, 0]]}), 404)
+    assert message.startswith("unknown model 'mmm") and message.endswith(" more characters)")
+    assert len(message) < errors.MESSAGE_LIMIT + 40
+    keys = {f"k{i}": 1 for i in range(4_000)}  # one pass over the keys, a short message
+    message = assert_error(await client.post("/predict", json={**keys, "instances": [[0, 0, 0]]}), 400)
+    assert len(message) < errors.MESSAGE_LIMIT + 40 and "k0" in message
 
 
 async def test_more_rows_than_the_maximum(client, settings):
