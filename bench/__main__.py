@@ -217,8 +217,8 @@ def cores(workers: int) -> tuple[str, str | None]:
     return f"0-{n - 1}", None  # as many workers as cores: nothing left to keep wrk apart
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+def parse_args(argv: list[str] | None, prog: str = "python -m bench") -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     p.add_argument("--duration", type=int, default=5, help="seconds per cell (default 5)")
     p.add_argument("--rounds", type=int, default=1, help="rounds per cell, median reported (default 1)")
     p.add_argument("--workers", type=int, default=1, help="uvicorn workers for every server (default 1)")
@@ -290,8 +290,8 @@ def cells(args: argparse.Namespace, names: list[str]) -> list[tuple[str, str, in
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "python -m bench") -> int:
+    args = parse_args(argv, prog)
     # SIGTERM unwinds like Ctrl-C, so servers stop and a baseline worktree is removed either way.
     signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
     ensure_wrk()

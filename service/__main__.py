@@ -1,4 +1,5 @@
-"""`python -m service`: serve the model repository with uvicorn, configured by TINYSERVE_* variables.
+"""`python -m service`: serve the model repository with uvicorn, configured by TINYSERVE_* variables
+and `tinyserve serve`'s flags (`python -m service --help`).
 
 `tinyserve serve` runs this same `main`, so every way to start the server gets the same JSON log
 lines, the same HTTP protocol and the same settings.
@@ -67,4 +68,9 @@ def _exit_with(status: int):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from service import cli
+
+    try:
+        sys.exit(cli.serve(sys.argv[1:], prog="python -m service"))
+    except KeyboardInterrupt:  # before the server's own handler is in place
+        sys.exit(130)

@@ -37,10 +37,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="tinyserve", description="Serve, train and benchmark small ONNX models.")
     p.add_argument("--version", action="version", version=f"tinyserve {package_version()}")
     commands = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    serve = commands.add_parser("serve", help="serve a model repository over HTTP (python -m service)",
-                                description="Serve a model repository over HTTP: the server of "
-                                "`python -m service`. Flags override their TINYSERVE_* variables; "
-                                "every other setting is a variable (see service/config.py).")
+    # Each command owns its options, --help included: `main` hands it everything after its name.
+    commands.add_parser("serve", help="serve a model repository over HTTP (python -m service)", add_help=False)
+    for name, text in FORWARDED.items():
+        commands.add_parser(name, help=text, add_help=False)
+    return p
+
+
+def serve_parser(prog: str) -> argparse.ArgumentParser:
+    """The options of `tinyserve serve`, which are those of `python -m service`."""
+    serve = _Parser(prog=prog, description="Serve a model repository over HTTP: `tinyserve serve` and "
+                    "`python -m service` are one command. Flags override their TINYSERVE_* variables; "
+                    "every other setting is a variable (see service/config.py).")
     serve.add_argument("--models", metavar="DIR",
                        help="model repository, <DIR>/<name>/<version>/ (TINYSERVE_MODEL_ROOT; "
                        "default: the bundled default models)")
@@ -49,32 +57,32 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, help="worker processes (TINYSERVE_WORKERS; default 1)")
     serve.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"],
                        help="log level (TINYSERVE_LOG_LEVEL; default info)")
-    for name, text in FORWARDED.items():
-        commands.add_parser(name, help=text, add_help=False)
-    return p
+    return serve
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
-        # The forwarded commands own their options, --help included: hand them everything after the name.
+        if argv and argv[0] == "serve":
+            return serve(argv[1:])
         if argv and argv[0] in FORWARDED:
             return _forward(argv[0], argv[1:])
-        args = build_parser().parse_args(argv)
-        return serve(args)
+        build_parser().parse_args(argv)  # --help, --version, or a one-line error
+        return 2
     except KeyboardInterrupt:
         print("tinyserve: interrupted", file=sys.stderr)
         return 130
 
 
-def serve(args: argparse.Namespace) -> int:
+def serve(argv: list[str], prog: str = "tinyserve serve") -> int:
+    args = serve_parser(prog).parse_args(argv)
     for flag, name in SERVE_FLAGS.items():
         value = getattr(args, flag)
         if value is not None:
             os.environ[f"TINYSERVE_{name}"] = str(value)
     from service.__main__ import main as serve_main  # after the variables are set: settings are read once
 
-    return serve_main(prog="tinyserve serve")
+    return serve_main(prog=prog)
 
 
 def _forward(command: str, argv: list[str]) -> int:
@@ -100,7 +108,7 @@ def _bench(argv: list[str]) -> int:
     sys.path.insert(0, str(CHECKOUT))
     import bench.__main__ as bench_cli
 
-    return bench_cli.main(argv)
+    return bench_cli.main(argv, prog="tinyserve bench")
 
 
 def _fail(command: str, message: str) -> int:

@@ -146,6 +146,9 @@ def test_train_and_import_forward_to_the_training_commands_under_their_own_names
 def test_errors_and_help_name_the_command_as_typed():
     bad = run_cli("train", "--csv", "missing.csv", "--target", "y")
     assert bad.returncode != 0 and bad.stderr.startswith("tinyserve train: error: "), bad.stderr
+    bad = run_cli("serve", "--bogus")
+    assert bad.returncode == 2 and bad.stderr == "tinyserve serve: error: unrecognized arguments: --bogus\n"
+    assert run_cli("serve", "--help").stdout.startswith("usage: tinyserve serve")
     assert run_cli("train", "--help").stdout.startswith("usage: tinyserve train")
     assert run_cli("import", "--help").stdout.startswith("usage: tinyserve import")
 
@@ -158,7 +161,7 @@ def test_help_and_version():
     train = run_cli("train", "--help")
     assert train.returncode == 0 and "--dataset" in train.stdout
     bench = run_cli("bench", "--help")
-    assert bench.returncode == 0 and "usage: python -m bench" in bench.stdout
+    assert bench.returncode == 0 and "usage: tinyserve bench" in bench.stdout
     version = run_cli("--version")
     assert version.returncode == 0 and version.stdout.startswith("tinyserve ")
 
@@ -167,3 +170,26 @@ def test_no_command_is_one_line():
     done = run_cli()
     assert done.returncode == 2 and done.stderr.splitlines() == [
         "tinyserve: error: the following arguments are required: COMMAND"]
+
+
+def run_python_m_service(*args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TINYSERVE_")}
+    return subprocess.run([sys.executable, "-m", "service", *args], cwd=helpers.REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_python_m_service_takes_the_serve_flags_and_starts_no_server_for_help_or_a_bad_flag():
+    # Before, it ignored its arguments: `--help` and `--port abc` both served on port 8000.
+    helped = run_python_m_service("--help")
+    assert helped.returncode == 0 and helped.stdout.startswith("usage: python -m service")
+    assert all(f in helped.stdout for f in ("--models", "--port", "--host", "--workers")) and not helped.stderr
+    bad = run_python_m_service("--port", "abc")
+    assert bad.returncode == 2 and bad.stderr == "python -m service: error: argument --port: invalid int value: 'abc'\n"
+    bad = run_python_m_service("--port", "70000")  # the flag is the variable: its check words the error
+    assert bad.returncode == 2 and len(bad.stderr.splitlines()) == 1 and "TINYSERVE_PORT=" in bad.stderr
+
+
+def test_python_m_service_flags_are_the_settings(uvicorn_calls, model_root):
+    assert cli.serve(["--models", str(model_root), "--port", "9124"], prog="python -m service") == 0
+    [(app, options)] = uvicorn_calls
+    assert (get_settings().model_root, options["port"]) == (model_root, 9124)
