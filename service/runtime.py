@@ -132,8 +132,8 @@ class LoadedModel:
             object.__setattr__(self, "batcher", Batcher(self.run, size, delay))
 
     def feed(self, x: np.ndarray) -> np.ndarray:
-        """Decoded float32 features as the graph's input type, exactly; 400 when they cannot be.
-        A table model's batch already holds its inputs' own types."""
+        """Decoded features (float32; float64 as sent for an integer input) as the graph's input
+        type, exactly; 400 when they cannot be. A table model's batch already holds its inputs' own types."""
         dtype = self.input.dtype
         if dtype == "float32" or self.fields is not None:
             return x

@@ -239,11 +239,12 @@ def rows(instances: object, card: ModelCard, max_rows: int, field: str = "instan
         raise BadRequest(f"'{field}' must be a non-empty list of rows, got {show(instances)}")
     if len(instances) > max_rows:
         raise BadRequest(f"at most {max_rows} rows per request, got {len(instances)}")
+    whole = card.input.dtype.startswith("int")
     if table:
         if instances.shape[1] != card.n_features:
             raise BadRequest(f"expected {card.n_features} features per row, row 0 has {instances.shape[1]}")
-        return float32_matrix(instances, card.feature_names)
-    return float32_matrix([_row(row, i, card) for i, row in enumerate(instances)], card.feature_names)
+        return float32_matrix(instances, card.feature_names, whole=whole)
+    return float32_matrix([_row(row, i, card) for i, row in enumerate(instances)], card.feature_names, whole=whole)
 
 
 def _row(row: object, i: int, card: ModelCard) -> list:
@@ -261,11 +262,14 @@ def _row(row: object, i: int, card: ModelCard) -> list:
     return row
 
 
-def float32_matrix(values: list | np.ndarray, names: list[str] | None, missing: bool = False) -> np.ndarray:
+def float32_matrix(values: list | np.ndarray, names: list[str] | None, missing: bool = False,
+                   whole: bool = False) -> np.ndarray:
     """A [rows, n_features] matrix of numbers -> float32, refusing what float32 cannot hold finitely.
 
     Every protocol's decoder ends here, so the model never sees NaN, an infinity or an overflow;
     `missing`: NaN stands for a missing value (a table model's `features`, whose graph fills it).
+    `whole`: the model takes integers, which `LoadedModel.feed` checks: the values stay float64
+    (float32 would round 2.00000001 and 16777217 to integers it then takes).
     """
     # Each value's square is at most the sum of the squares (`vdot`, one call where `abs` and `max`
     # are two reductions): a finite sum below the limit's square clears them all; NaN, an infinity
@@ -279,12 +283,12 @@ def float32_matrix(values: list | np.ndarray, names: list[str] | None, missing: 
         if missing:
             bad &= ~np.isnan(wide)
         if not bad.any():
-            return wide.astype(np.float32)
+            return wide if whole else wide.astype(np.float32)
         i, j = np.argwhere(bad)[0].tolist()
         value = values[i][j]
         raise BadRequest(f"row {i}, {_feature(j, names)} is {show(getattr(value, 'item', lambda: value)())}, "
                          "which is not a finite float32 (|x| <= 3.4e38)")
-    return wide.astype(np.float32)
+    return wide if whole else wide.astype(np.float32)
 
 
 def _by_name(row: dict, i: int, names: list[str] | None, n: int) -> list:

@@ -127,7 +127,8 @@ def matrix(parsed: Parsed, model: LoadedModel, max_rows: int) -> np.ndarray:
     if len(req.inputs) != 1 or req.inputs[0].name != model.input.name:
         raise BadRequest(f"model {model.name!r} takes one input {model.input.name!r}, "
                          f"got {[i.name for i in req.inputs]}")
-    return _floats(req.inputs[0], parsed.tail, card.n_features, card.feature_names, max_rows)
+    return _floats(req.inputs[0], parsed.tail, card.n_features, card.feature_names, max_rows,
+                   whole=card.input.dtype.startswith("int"))
 
 
 def _table(parsed: Parsed, model: LoadedModel, max_rows: int) -> np.ndarray:
@@ -145,8 +146,9 @@ def _table(parsed: Parsed, model: LoadedModel, max_rows: int) -> np.ndarray:
 
 
 def _floats(inp: RequestInput, chunk: bytes, n: int, names: list[str] | None, max_rows: int,
-            missing: bool = False) -> np.ndarray:
-    """One numeric input as a checked [rows, n] float32 matrix; `missing`: null (JSON) and NaN mean missing."""
+            missing: bool = False, whole: bool = False) -> np.ndarray:
+    """One numeric input as a checked [rows, n] float32 matrix; `missing`: null (JSON) and NaN mean
+    missing; `whole`: the model takes integers (`json.float32_matrix`)."""
     rows = _rows(inp, n, max_rows)
     if inp.datatype not in FLOATS and inp.datatype not in INTEGERS:
         raise BadRequest(f"model input {inp.name!r} is FP32; {inp.datatype.value} data cannot be cast to it "
@@ -158,7 +160,7 @@ def _floats(inp: RequestInput, chunk: bytes, n: int, names: list[str] | None, ma
         values = v2_bytes.values(inp, size, chunk, rows * n, np.dtype((FLOATS | INTEGERS)[inp.datatype]))
     if inp.datatype in INTEGERS and values.dtype.itemsize >= 4:
         _check_exact(values, inp.datatype, n)
-    return json.float32_matrix(values.reshape(rows, n), names, missing)
+    return json.float32_matrix(values.reshape(rows, n), names, missing, whole)
 
 
 def _strings(inp: RequestInput, chunk: bytes, n: int, max_rows: int) -> np.ndarray:

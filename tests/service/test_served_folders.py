@@ -105,6 +105,19 @@ async def test_float64_and_integer_inputs_take_exact_features(tmp_path):
         huge = await client.post("/models/whole/predict", json={"instances": [[1, 2**25]]})
         half = await client.post("/models/wide/predict", json={"instances": [[1, 2.5]]})
         meta = (await client.get("/v2/models/whole")).json()
+        # Values float32 would round to an integer: checked as sent, on every protocol.
+        near = [await client.post("/models/whole/predict", json={"instances": [[1, v]]})
+                for v in (2.00000001, 16777217, 16777216.4, -16777217)]
+        near.append(await client.post("/v1/models/whole:predict", json={"instances": [[1, 16777217]]}))
+        for datatype in ("FP32", "FP64"):
+            body = {"inputs": [{"name": "x", "shape": [1, 2], "datatype": datatype, "data": [1, 2.00000001]}]}
+            near.append(await client.post("/v2/models/whole/infer", json=body))
+        edge = await client.post("/models/whole/predict", json={"instances": [[1, 16777216], [-16777216, 0]]})
+    assert [r.status_code for r in near] == [400] * 7, [r.text for r in near]
+    assert all("send whole numbers within +-2^24" in r.json()["error"] for r in near)
+    assert "row 0, feature 1 is 2.00000001;" in near[0].json()["error"]
+    assert "row 0, feature 1 is 16777217.0;" in near[1].json()["error"]
+    assert edge.status_code == 200, edge.text  # +-2^24 themselves are whole and exact
     assert fraction.status_code == 400 and "row 0, feature 1 is 2.5" in fraction.json()["error"]
     assert huge.status_code == 400 and "whole numbers within +-2^24" in huge.json()["error"]
     assert half.json()["predictions"][0]["value"] == 10.5
