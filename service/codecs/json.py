@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import threading
+import zlib
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -48,7 +49,8 @@ Tensor = Callable[[str, simdjson.Object, int], bool]  # key, its object, how man
 
 
 async def read_body(receive, scope: dict, limit: int) -> bytes:
-    """The request body, refused with 413 beyond `limit` bytes, declared or actually streamed."""
+    """The request body, refused with 413 beyond `limit` bytes, declared or actually streamed, or
+    decompressed (a gzip or deflate `Content-Encoding`, on every protocol)."""
     declared = header(scope, b"content-length") or ""
     if declared.isascii() and declared.isdigit() and int(declared) > limit:  # isdigit alone takes "²"
         raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
@@ -62,7 +64,24 @@ async def read_body(receive, scope: dict, limit: int) -> bytes:
         if size > limit:
             raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
         chunks.append(chunk)
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    encoding = header(scope, b"content-encoding")
+    return body if encoding is None else _decompress(body, encoding.strip().lower(), limit)
+
+
+def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
+    if encoding in ("identity", ""):
+        return body
+    if encoding not in ("gzip", "deflate"):
+        raise BadRequest(f"Content-Encoding {encoding!r} is not supported; use gzip, deflate or none")
+    inflater = zlib.decompressobj(31 if encoding == "gzip" else 15)
+    try:
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise BadRequest(f"body is not valid {encoding} data: {exc}") from None
+    if len(out) > limit:
+        raise PayloadTooLarge(f"decompressed request body exceeds the limit of {limit} bytes")
+    return out
 
 
 def header(scope: dict, name: bytes) -> str | None:

@@ -14,7 +14,7 @@ Input rules (the model has one FP32 input of shape [-1, n_features]; a table mod
 - BOOL and BYTES are refused: true/false and strings are not feature values;
 - with the binary tensor data extension (`parameters.binary_data_size` and the
   `Inference-Header-Content-Length` header) the bytes are the declared type, little-endian,
-  under the same rules. A gzip or deflate `Content-Encoding` is decompressed within the body limit.
+  under the same rules. (A gzip or deflate `Content-Encoding`: `codecs.json.read_body`.)
 
 A table model (a card with `columns`) takes its graph's inputs by name, each once: `features`
 [rows, numeric columns] as above, JSON null (NaN in binary data; JSON has no NaN) meaning
@@ -38,7 +38,6 @@ output parameter are refused.
 from __future__ import annotations
 
 import math
-import zlib
 from functools import partial
 from itertools import chain
 
@@ -50,7 +49,7 @@ from service import named, tasks
 from service.card import CATEGORIES, FEATURES
 from service.codecs import columns, json, v2_bytes
 from service.dataplane import Codec
-from service.errors import BadRequest, PayloadTooLarge, json_bytes
+from service.errors import BadRequest, json_bytes
 from service.runtime import LoadedModel
 from service.types.v2 import Datatype, InferenceRequest, RequestInput
 
@@ -88,8 +87,6 @@ def _float_data(key: str, parent: object, depth: int) -> bool:
 
 def parse(body: bytes, scope: dict, limit: int) -> Parsed:
     """The request object and the binary tail after its JSON header (empty without the extension)."""
-    encoding = json.header(scope, b"content-encoding") or "identity"
-    body = _decompress(body, encoding.strip().lower(), limit)
     declared = json.header(scope, HEADER_LENGTH.encode())
     if declared is not None:
         count = declared.strip()
@@ -101,21 +98,6 @@ def parse(body: bytes, scope: dict, limit: int) -> Parsed:
         tail = b""
     data = json.parse(body, "the body must be a JSON inference request object", _float_data)
     return Parsed(json.validated(InferenceRequest, data, "invalid inference request: "), tail)
-
-
-def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
-    if encoding in ("identity", ""):
-        return body
-    if encoding not in ("gzip", "deflate"):
-        raise BadRequest(f"Content-Encoding {encoding!r} is not supported; use gzip, deflate or none")
-    inflater = zlib.decompressobj(31 if encoding == "gzip" else 15)
-    try:
-        out = inflater.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise BadRequest(f"body is not valid {encoding} data: {exc}") from None
-    if len(out) > limit:
-        raise PayloadTooLarge(f"decompressed request body exceeds the limit of {limit} bytes")
-    return out
 
 
 def matrix(parsed: Parsed, model: LoadedModel, max_rows: int) -> np.ndarray:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
+import zlib
 
 import httpx
 import orjson
@@ -46,6 +48,33 @@ async def test_messages_quoting_a_huge_request_are_cut(client):
     keys = {f"k{i}": 1 for i in range(4_000)}  # one pass over the keys, a short message
     message = assert_error(await client.post("/predict", json={**keys, "instances": [[0, 0, 0]]}), 400)
     assert len(message) < errors.MESSAGE_LIMIT + 40 and "k0" in message
+
+
+# Every protocol reads its body through the one `read_body`: a compressed body is one on each.
+COMPRESSED = [("/predict", {"model": "tiny-regression", "instances": [[1, 2]]}, "predictions", [{"value": 9.0}]),
+              ("/v1/models/tiny-regression:predict", {"instances": [[1, 2]]}, "predictions", [[9.0]]),
+              ("/v2/models/tiny-regression/infer",
+               {"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}]}, "outputs", None)]
+
+
+@pytest.mark.parametrize("path, body, key, expected", COMPRESSED, ids=["predict", "tfserving", "v2"])
+@pytest.mark.parametrize("encoding, compress", [("gzip", gzip.compress), ("deflate", zlib.compress),
+                                                ("identity", bytes)])
+async def test_compressed_requests(client, path, body, key, expected, encoding, compress):
+    response = await client.post(path, content=compress(orjson.dumps(body)), headers={"Content-Encoding": encoding})
+    assert response.status_code == 200, response.text
+    got = response.json()[key]
+    assert got == expected if expected is not None else got[0]["data"] == [9.0]
+
+
+@pytest.mark.parametrize("path", [path for path, *_ in COMPRESSED], ids=["predict", "tfserving", "v2"])
+@pytest.mark.parametrize("encoding, body, status, error", [
+    ("br", b"{}", 400, "Content-Encoding 'br' is not supported; use gzip, deflate or none"),
+    ("gzip", b"not gzip", 400, "body is not valid gzip data"),
+    ("gzip", gzip.compress(b" " * (64 * 1024 + 1)), 413, "decompressed request body exceeds the limit"),
+], ids=["unsupported", "not-gzip", "bomb"])
+async def test_bad_compressed_requests(client, path, encoding, body, status, error):
+    assert_error(await client.post(path, content=body, headers={"Content-Encoding": encoding}), status, error)
 
 
 async def test_more_rows_than_the_maximum(client, settings):

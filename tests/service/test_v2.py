@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 import struct
 
@@ -320,23 +319,6 @@ async def test_data_and_binary_together_is_400(client):
     body, headers = binary_request({"inputs": [inp]}, b"\0" * 12)
     response = await client.post("/v2/models/tiny-binary/infer", content=body, headers=headers)
     assert_error(response, 400, "has both 'data' and binary_data_size")
-
-
-@pytest.mark.parametrize("encoding, compress", [("gzip", gzip.compress), ("deflate", __import__("zlib").compress)])
-async def test_compressed_requests(client, encoding, compress):
-    body = compress(orjson.dumps({"inputs": [tensor([[1, 2]])]}))
-    response = await client.post("/v2/models/tiny-regression/infer", content=body, headers={"Content-Encoding": encoding})
-    assert response.json()["outputs"][0]["data"] == [9.0]
-
-
-@pytest.mark.parametrize("encoding, body, status, error", [
-    ("br", b"{}", 400, "Content-Encoding 'br' is not supported"),
-    ("gzip", b"not gzip", 400, "body is not valid gzip data"),
-    ("gzip", gzip.compress(b" " * (64 * 1024 + 1)), 413, "decompressed request body exceeds the limit"),
-])
-async def test_bad_compressed_requests(client, encoding, body, status, error):
-    response = await client.post("/v2/models/tiny-binary/infer", content=body, headers={"Content-Encoding": encoding})
-    assert_error(response, status, error)
 
 
 async def test_docs_list_the_v2_routes(client):
