@@ -96,7 +96,13 @@ def parse(body: bytes, scope: dict, limit: int) -> Parsed:
         body, tail = body[:int(count)], body[int(count):]
     else:
         tail = b""
-    data = json.parse(body, "the body must be a JSON inference request object", _float_data)
+    try:
+        data = json.parse(body, "the body must be a JSON inference request object", _float_data)
+    except BadRequest as exc:
+        if declared is None and b"binary_data_size" in body:  # binary data, likely, read as JSON
+            raise BadRequest(f"{exc.message} (binary tensor data after the JSON needs the "
+                             "Inference-Header-Content-Length header: the JSON's length in bytes)") from None
+        raise
     return Parsed(json.validated(InferenceRequest, data, "invalid inference request: "), tail)
 
 

@@ -43,7 +43,7 @@ def values(inp: RequestInput, size: object, chunk: bytes, count: int, dtype: np.
     dtype = dtype.newbyteorder("<")
     if type(size) is not int or size != count * dtype.itemsize:
         raise BadRequest(f"input {inp.name!r}: shape {inp.shape} of {inp.datatype.value} needs "
-                         f"binary_data_size {count * dtype.itemsize}, got {size}")
+                         f"binary_data_size {count * dtype.itemsize}, got {size!r}")
     if size != len(chunk):
         raise BadRequest(f"input {inp.name!r} declares {size} bytes of binary data, the body carries {len(chunk)}")
     return np.frombuffer(chunk, dtype=dtype)
@@ -52,7 +52,7 @@ def values(inp: RequestInput, size: object, chunk: bytes, count: int, dtype: np.
 def strings(inp: RequestInput, size: object, chunk: bytes, count: int) -> list[str]:
     """The input's `count` BYTES elements as text."""
     if type(size) is not int or size != len(chunk):
-        raise BadRequest(f"input {inp.name!r} declares {size} bytes of binary data, the body carries {len(chunk)}")
+        raise BadRequest(f"input {inp.name!r} declares {size!r} bytes of binary data, the body carries {len(chunk)}")
     try:
         texts = decode(chunk)
     except ValueError as exc:

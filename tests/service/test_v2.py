@@ -72,6 +72,9 @@ async def test_not_ready_before_loading_and_without_models(app, tmp_path):
         assert (await client.get("/v2/health/live")).json() == {"live": True}
     async with helpers.serve(create_app(Settings(model_root=tmp_path))) as client:
         assert_error(await client.get("/v2/health/ready"), 503, "no model is serving")
+        # /predict without a model name: not "name a model ...; available: []" (400)
+        assert_error(await client.post("/predict", json={"instances": [[1, 2]]}), 503,
+                     f"no model is serving from {tmp_path}")
 
 
 @pytest.mark.parametrize("path, version", [("/v2/models/tiny-multiclass", 2),
@@ -298,6 +301,7 @@ async def test_binary_inputs_of_other_types(client, datatype, dtype):
     (None, {"binary_data_size": 12}, b"", "declares 12 bytes of binary data, the body carries 0"),
     (None, {"binary_data_size": 8}, b"\0" * 8, "needs binary_data_size 12, got 8"),
     (None, {"binary_data_size": True}, b"\0" * 12, "needs binary_data_size 12, got True"),
+    (None, {"binary_data_size": "12"}, b"\0" * 12, "needs binary_data_size 12, got '12'"),
     (None, {}, b"\0" * 12, "12 bytes of binary data follow the JSON, but no input declares binary_data_size"),
     (None, {"binary_data_size": 12}, b"\0" * 13, "declares 12 bytes of binary data, the body carries 13"),
     (None, {"binary_data_size": 12}, np.array([0, np.inf, 0], "<f4").tobytes(), "row 0, feature 1 (b) is inf"),
@@ -312,6 +316,16 @@ async def test_bad_binary_requests(client, header_length, header, tail, error):
     response = await client.post("/v2/models/tiny-binary/infer", content=head + tail,
                                  headers={"Inference-Header-Content-Length": length})
     assert_error(response, 400, error)
+
+
+async def test_binary_data_without_the_header_length_says_it_is_missing(client):
+    body, _ = binary_request({"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32",
+                                          "parameters": {"binary_data_size": 12}}]}, b"\xff" * 12)
+    message = assert_error(await client.post("/v2/models/tiny-binary/infer", content=body), 400, "malformed JSON: ")
+    assert message.endswith("(binary tensor data after the JSON needs the Inference-Header-Content-Length "
+                            "header: the JSON's length in bytes)")
+    plain = await client.post("/v2/models/tiny-binary/infer", content=b'{"inputs": [}')  # no binary: no hint
+    assert "Inference-Header" not in assert_error(plain, 400, "malformed JSON: ")
 
 
 async def test_data_and_binary_together_is_400(client):
