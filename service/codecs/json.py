@@ -244,7 +244,9 @@ def validated(model: type[M], data: dict, prefix: str = "", whole: str = "") -> 
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise BadRequest(prefix + "; ".join(f"{'.'.join(map(str, e['loc'])) or whole}: {e['msg']}"
+        # A validator's own ValueError is our message: without pydantic's "Value error, " before it.
+        raise BadRequest(prefix + "; ".join(f"{'.'.join(map(str, e['loc'])) or whole}: "
+                                            f"{e['msg'].removeprefix('Value error, ')}"
                                             for e in exc.errors(include_url=False))) from None
 
 

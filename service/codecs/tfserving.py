@@ -85,8 +85,8 @@ def _plain(rows: object, card: ModelCard) -> object:
     if card.n_features == 1:  # one number per instance, as in TF Serving's {"instances": [1.0, 2.0, 5.0]}
         rows = [[r] if type(r) in (int, float) else r for r in rows]
     for i, row in enumerate(rows):
-        if type(row) is dict:  # feature-name objects are the native API's, not TF Serving's
-            raise BadRequest(f"row {i} must be a list of {card.n_features} numbers, got an object")
+        if type(row) is not list:  # feature-name objects are the native API's, not TF Serving's
+            raise BadRequest(f"row {i} must be a list of {card.n_features} numbers, got {json.json_type(row)}")
     return rows
 
 
