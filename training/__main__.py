@@ -23,11 +23,12 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out
 
+# Nothing here needs the train extra: where it is missing, main says so in one line.
 from service.card import MODEL_FILE, NAME_RE, Task  # noqa: E402
+from service.cli import TRAIN_EXTRA  # noqa: E402
 from service.config import CHECKOUT  # noqa: E402
-from training.datasets import BUILTIN  # noqa: E402
 from training.config import RECIPES, Config  # noqa: E402
-from training.importer import names  # noqa: E402
+from training.importer import PROG as IMPORT_PROG, main as import_main, names  # noqa: E402
 from training.quiet import quiet_stderr  # noqa: E402
 
 PROG = "python -m training"
@@ -78,6 +79,8 @@ def _non_negative_float(text: str) -> float:
 
 
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    from training.datasets import BUILTIN  # scikit-learn: the train extra
+
     p = _Parser(prog=prog, description=__doc__,
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     which = p.add_mutually_exclusive_group(required=True)
@@ -188,7 +191,7 @@ def load_jobs(args: argparse.Namespace) -> list[tuple]:
                           warn=partial(_warn, args.prog))
         cfg = config_for("", args)
         return [(data, cfg, command_for(table_source(args), data.name, cfg), data.name)]
-    from training.datasets import load_builtin
+    from training.datasets import BUILTIN, load_builtin
     jobs = []
     for dataset in sorted(BUILTIN) if args.all else [args.dataset]:
         cfg = config_for(dataset, args)
@@ -225,9 +228,18 @@ def filled(card) -> list[str]:
 def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     """Run the command as `prog` (how errors and --help name it); returns the exit status."""
     argv = sys.argv[1:] if argv is None else argv
+    command = train
     if argv[:1] == ["import"]:
-        from training.importer import main as import_main
-        return import_main(argv[1:])
+        command, argv, prog = import_main, argv[1:], IMPORT_PROG
+    try:
+        return command(argv, prog)
+    except ModuleNotFoundError as e:  # a serving install: scikit-learn, TensorFlow and the rest are missing
+        print(f"{prog}: error: {e}; the train extra installs it: {TRAIN_EXTRA}", file=sys.stderr)
+        return 2
+
+
+def train(argv: list[str], prog: str = PROG) -> int:
+    """The training command (everything but `import`); returns the exit status."""
     try:
         args = build_parser(prog).parse_args(argv)
         if args.all and args.name:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import tempfile
-from importlib.metadata import version as dist_version
 from pathlib import Path
 
 import keras
@@ -21,7 +20,6 @@ OPSET = 18  # 17 and 18 convert; 19-21 fail with tf2onnx 1.17
 PARITY_TARGET = 1e-5  # the aim, on raw outputs
 PARITY_LIMIT = 1e-4  # beyond this the export fails
 PARITY_BATCHES = (1, 64)
-LIBRARIES = ("tensorflow-cpu", "keras", "tf2onnx", "onnx", "onnxruntime", "numpy", "scikit-learn")
 
 
 class ExportError(RuntimeError):
@@ -111,7 +109,3 @@ def golden_examples(model: keras.Model, x: np.ndarray, n: int = 5, columns: list
     raw = with_probes(columns, take(raw, slice(0, max(n - n_probes(columns), 1))))
     out = model.predict(encode(columns, raw), verbose=0)
     return [Golden(input=r, output=o.tolist()) for r, o in zip(raw_rows(columns, raw), out)]
-
-
-def library_versions(names: tuple[str, ...] = LIBRARIES) -> dict[str, str]:
-    return {name: dist_version(name) for name in names}

@@ -30,7 +30,8 @@ from pydantic import ValidationError
 
 from service.card import (CARD_FILE, MODEL_FILE, NAME_RE, Golden, ModelCard, OutputKind, Source, Task,
                           TensorSpec, sha256_file, write_card)
-from training.publish import next_version, now, publish
+from training.output_kind import keras_kind, onnx_kind
+from training.publish import library_versions, next_version, now, publish
 from training.quiet import quiet_stderr
 
 PROG = "python -m training import"
@@ -122,7 +123,7 @@ def import_model(args: argparse.Namespace, command: str) -> tuple[ModelCard, Pat
     version = args.version or next_version(args.out, name)
     if (args.out / name / str(version)).exists():
         raise ImportFailed(f"{args.out / name / str(version)} exists already; choose another --version")
-    labels = _read_lines(args.labels_file) if args.labels_file else args.labels
+    labels = _labels(args, task)
     samples, header = _samples(args.samples) if args.samples else (None, None)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / name / str(version)
@@ -154,6 +155,14 @@ def _read_lines(path: Path) -> list[str]:
     except (OSError, UnicodeDecodeError) as e:
         raise ImportFailed(f"cannot read labels file {path}: {_line(e)}")
     return [line for line in lines if line]
+
+
+def _labels(args: argparse.Namespace, task: Task) -> list[str] | None:
+    """The labels given, if any; a classifier's must be unique, or two classes would answer the same name."""
+    labels = _read_lines(args.labels_file) if args.labels_file else args.labels
+    if labels and task is not Task.regression and len(set(labels)) != len(labels):
+        raise ImportFailed(f"a {task.value} model's labels must be unique, got {labels}")
+    return labels
 
 
 def _samples(path: Path) -> tuple[np.ndarray, list[str] | None]:
@@ -204,27 +213,13 @@ def _convert_keras(path: Path, output: str | None, task: Task, kind: str | None,
         shapes = [tuple(i.shape) for i in model.inputs]
         raise ImportFailed(f"the Keras model takes inputs of shapes {shapes}; a served model has one "
                            "input [batch, n_features]")
-    found, how = _keras_kind(model)
+    found, how = keras_kind(model)
     name = _kind(task, kind, found).value
     try:
         export_onnx(model, task, target, name)
     except Exception as e:  # the converter's errors are its own types
         raise ImportFailed(f"cannot export {path.name} to ONNX: {_line(e)}")
     return Converted(name, chosen, found, how, model)
-
-
-def _keras_kind(model) -> tuple[OutputKind | None, str]:
-    """Probabilities when the output layer ends in softmax or sigmoid, logits when it is linear."""
-    import keras
-
-    layer = next(layer for layer in model.layers if layer.output is model.outputs[0])
-    activation = getattr(layer, "activation", None)
-    act = "softmax" if isinstance(layer, keras.layers.Softmax) else \
-        keras.activations.serialize(activation) if activation is not None else None
-    act = act if isinstance(act, str) else None
-    found = {"softmax": OutputKind.probabilities, "sigmoid": OutputKind.probabilities,
-             "linear": OutputKind.logits}.get(act)
-    return found, f"the last Keras layer {layer.name!r} has activation {act!r}"
 
 
 def _from_onnx(path: Path, output: str | None, task: Task, kind: str | None, target: Path) -> Converted:
@@ -235,35 +230,10 @@ def _from_onnx(path: Path, output: str | None, task: Task, kind: str | None, tar
     except Exception as e:  # protobuf's DecodeError and friends
         raise ImportFailed(f"{path.name} is not an ONNX model: {_line(e)}")
     chosen = _choose(output, [o.name for o in graph.output], "the graph")
-    found, how = _onnx_kind(graph, chosen)
+    found, how = onnx_kind(graph, chosen)
     _kind(task, kind, found)
     shutil.copyfile(path, target)
     return Converted(chosen, chosen, found, how, None)
-
-
-# Nodes that pass values through unchanged, and those whose output is a linear score (logits).
-PASS_THROUGH = {"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cast"}
-LINEAR = {"Gemm", "MatMul", "Add"}
-ML_CLASSIFIERS = {"LinearClassifier", "SVMClassifier", "TreeEnsembleClassifier"}
-
-
-def _onnx_kind(graph, output: str) -> tuple[OutputKind | None, str]:
-    """What the node making `output` says it holds: Softmax or Sigmoid (or an ONNX-ML classifier's
-    scores after its softmax or logistic, or rows scaled to sum to 1) are probabilities."""
-    producers = {out: node for node in graph.node for out in node.output}
-    name, node = output, producers.get(output)
-    while node is not None and node.op_type in PASS_THROUGH:
-        name, node = node.input[0], producers.get(node.input[0])
-    if node is None:
-        return None, f"output {output!r} is not made by a node"
-    attrs = {a.name: a.s.decode() for a in node.attribute if a.s}
-    probabilities = node.op_type in ("Softmax", "Sigmoid") or (
-        node.op_type == "Normalizer" and attrs.get("norm") == "L1") or (
-        node.op_type in ML_CLASSIFIERS and name == node.output[-1]
-        and attrs.get("post_transform") in ("SOFTMAX", "LOGISTIC", "SOFTMAX_ZERO"))
-    found = OutputKind.probabilities if probabilities else OutputKind.logits if node.op_type in LINEAR else None
-    detail = f" (post_transform {attrs['post_transform']})" if "post_transform" in attrs else ""
-    return found, f"output {output!r} comes from a {node.op_type} node{detail}"
 
 
 def _choose(output: str | None, names: list[str], what: str) -> str:
@@ -307,7 +277,6 @@ def _card(args, name: str, version: int, task: Task, labels: list[str] | None, f
     import onnxruntime as ort
 
     from service import runtime
-    from training.export import check_parity, library_versions
 
     session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
     try:
@@ -324,8 +293,11 @@ def _card(args, name: str, version: int, task: Task, labels: list[str] | None, f
     if task is Task.binary and width != 1:
         raise ImportFailed(f"a binary model serves one output column (the positive class); {converted.output!r} "
                            f"has {width}: import it with --task multiclass and {width} labels")
-    keras_model = converted.keras
-    parity = check_parity(keras_model, model_path, rows) if keras_model is not None else None
+    _finite(out[:GOLDEN_ROWS], args.samples)
+    keras_model, parity = converted.keras, None
+    if keras_model is not None:  # TensorFlow, for a Keras file only (it is loaded already)
+        from training.export import check_parity
+        parity = check_parity(keras_model, model_path, rows)
     fields = dict(
         name=name, version=version, task=task, description=args.description,
         input=TensorSpec(name=graph_in.name, shape=[-1, n], dtype=graph_in.dtype),
@@ -353,6 +325,20 @@ def _rows(samples: np.ndarray | None, n: int, dtype: str, path: Path | None) -> 
     if dtype.startswith("int") and not (rows == np.round(rows)).all():
         raise ImportFailed(f"the model's input is {dtype}: sample rows must be whole numbers")
     return rows
+
+
+def _finite(out: np.ndarray, path: Path | None) -> None:
+    """Golden examples are numbers: an output that is NaN or infinite on a sample row cannot be one."""
+    bad = [i for i, row in enumerate(out) if not np.isfinite(row).all()]
+    if not bad:
+        return
+    if path is None:
+        raise ImportFailed(f"the model's output is not finite (NaN or inf) on {len(bad)} of the {len(out)} random "
+                           "sample rows (standard normal, seed 0): pass rows of its own data with --samples FILE "
+                           "(CSV or .npy)")
+    raise ImportFailed(f"the model's output is not finite (NaN or inf) on row(s) {bad} of {path.name} (counted "
+                       f"from 0, without a CSV's header): the first {GOLDEN_ROWS} sample rows become golden "
+                       "examples; pass rows it answers with --samples")
 
 
 def _default_labels(task: Task, width: int) -> list[str]:

@@ -8,9 +8,9 @@ from pathlib import Path
 from service.card import (CARD_FILE, MODEL_FILE, NAME_RE, ModelCard, Splits, Task, ThresholdCheck,
                           TrainingInfo, sha256_file, write_card)
 from training.datasets import Dataset, Split, split
-from training.export import INPUT_NAME, check_parity, export_onnx, golden_examples, library_versions
+from training.export import INPUT_NAME, check_parity, export_onnx, golden_examples
 from training.preprocess import prepend_encoding
-from training.publish import next_version, now, publish
+from training.publish import library_versions, next_version, now, publish
 from training.columns import native
 from training.config import Config
 from training.report import write_report

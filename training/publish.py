@@ -1,4 +1,5 @@
-"""Publishing a version folder into a model repository, shared by training and the import command.
+"""Publishing a version folder into a model repository, and the facts every card records when it
+is written (the time, the library versions), shared by training and the import command.
 
 No TensorFlow here: the import of an ONNX file never loads it.
 """
@@ -9,10 +10,13 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from datetime import datetime, timezone
+from importlib.metadata import version as dist_version
 from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
+# What a trained model's card lists; the import command lists what its path used.
+LIBRARIES = ("tensorflow-cpu", "keras", "tf2onnx", "onnx", "onnxruntime", "numpy", "scikit-learn")
 
 
 def next_version(root: Path, name: str) -> int:
@@ -26,6 +30,11 @@ def next_version(root: Path, name: str) -> int:
 def now() -> str:
     """The time a card is written, UTC, to the second."""
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def library_versions(names: tuple[str, ...] = LIBRARIES) -> dict[str, str]:
+    """The installed version of each distribution, by name."""
+    return {name: dist_version(name) for name in names}
 
 
 def publish(root: Path, name: str, version: int, fill: Callable[[Path], T]) -> tuple[T, Path]:

@@ -15,6 +15,42 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)
 
 
+# A serving install: None in sys.modules fails `import X` as a missing package does.
+TRAIN_EXTRA_MODULES = ["sklearn", "tensorflow", "keras", "tf2onnx", "onnx", "threadpoolctl", "pandas", "matplotlib"]
+TRAIN_EXTRA = 'pip install "tinyserve[train]"'
+
+
+def run_without_train_extra(*args: str) -> subprocess.CompletedProcess:
+    """`python -m training ARGS` where the train extra's packages cannot be imported."""
+    code = (f"import runpy, sys; sys.modules.update(dict.fromkeys({TRAIN_EXTRA_MODULES!r})); "
+            "runpy.run_module('training', run_name='__main__', alter_sys=True)")
+    return subprocess.run([sys.executable, "-c", code, *args], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("args,prog", [
+    (["--help"], "python -m training"),
+    (["--dataset", "digits", "--out", "{tmp}/models"], "python -m training"),
+    (["import", "{tmp}/graph.onnx", "--task", "regression", "--out", "{tmp}/models"], "python -m training import"),
+])
+def test_without_the_train_extra_one_line_says_how_to_install_it(tmp_path, args, prog):
+    from tests.training.test_import import onnx_graph
+
+    onnx_graph(tmp_path / "graph.onnx", None)
+    done = run_without_train_extra(*(a.format(tmp=tmp_path) for a in args))
+    assert done.returncode == 2 and done.stdout == "", done.stderr
+    assert done.stderr.splitlines() == [done.stderr.strip()], done.stderr  # one line, no traceback
+    assert done.stderr.startswith(f"{prog}: error: ") and done.stderr.strip().endswith(
+        f"the train extra installs it: {TRAIN_EXTRA}"), done.stderr
+    assert not (tmp_path / "models").exists()
+
+
+def test_import_help_needs_no_train_extra():
+    done = run_without_train_extra("import", "--help")
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert done.stdout.startswith("usage: python -m training import ")
+
+
 @pytest.mark.parametrize("args,message", [
     (["--dataset", "nope"], "invalid choice: 'nope'"),
     (["--dataset", "digits", "--hidden", "25,x"], "like 25,15; got '25,x'"),

@@ -3,6 +3,8 @@ become served versions whose answers are right on every protocol, whatever their
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import zipfile
 
 import numpy as np
@@ -264,3 +266,66 @@ async def test_csv_samples_name_the_features_and_versions_follow_on(tmp_path, ca
         row = dict(zip(header.split(","), ROWS[0].tolist()))
         got = (await client.post("/models/reg/predict", json={"instances": [row]})).json()
     np.testing.assert_allclose(got["predictions"][0]["value"], model.predict(ROWS[:1], verbose=0)[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("entry", ["service.cli", "training.__main__"])
+def test_an_onnx_import_never_loads_tensorflow(tmp_path, entry):
+    onnx_graph(tmp_path / "graph.onnx", None)
+    code = (f"import sys; from {entry} import main; status = main(sys.argv[1:]); "
+            "print(sorted({'tensorflow', 'keras', 'tf2onnx', 'sklearn'} & set(sys.modules))); sys.exit(status)")
+    done = subprocess.run([sys.executable, "-c", code, "import", str(tmp_path / "graph.onnx"), "--task", "multiclass",
+                           "--labels", "a,b,c", "--output-kind", "logits", "--out", str(tmp_path / "models")],
+                          cwd=helpers.REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stderr == "", done.stderr  # no absl / oneDNN start-up lines
+    imported, loaded = done.stdout.splitlines()
+    assert imported.startswith("imported graph.onnx as graph version 1") and loaded == "[]"
+
+
+@pytest.mark.parametrize("task,suffix,labels", [("binary", ".keras", "stay,stay"), ("multiclass", ".onnx", "a,b,a"),
+                                                ("multilabel", ".onnx", "a,b,a")])
+def test_a_classifier_with_a_label_twice_is_refused(tmp_path, capsys, task, suffix, labels):
+    if suffix == ".keras":
+        keras_model("sigmoid").save(tmp_path / f"model{suffix}")
+    else:
+        onnx_graph(tmp_path / f"model{suffix}", "Sigmoid")
+    code, err = run_import(capsys, tmp_path / f"model{suffix}", "--task", task, "--labels", labels,
+                           "--out", tmp_path / "models")
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"error: a {task} model's labels must be unique, got {labels.split(',')}" in err
+    assert not (tmp_path / "models").exists()
+
+
+def test_regression_target_names_may_repeat_as_before(tmp_path, capsys):
+    onnx_graph(tmp_path / "graph.onnx", None)
+    code, err = run_import(capsys, tmp_path / "graph.onnx", "--task", "regression", "--labels", "y,y,y",
+                           "--out", tmp_path)
+    assert code == 0, err
+
+
+def log_graph(path) -> None:
+    """log(x @ (|W| + 0.5)): finite for rows of positive numbers, NaN where a row's sum is negative."""
+    weights = numpy_helper.from_array(np.abs(W) + 0.5, "W")
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["xw"]), helper.make_node("Log", ["xw"], ["out"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", 3])],
+                              initializer=[weights])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    path.write_bytes(model.SerializeToString())
+
+
+def test_outputs_that_are_not_finite_on_the_sample_rows_are_refused_plainly(tmp_path, capsys):
+    log_graph(tmp_path / "log.onnx")
+    base = [tmp_path / "log.onnx", "--task", "regression", "--out", tmp_path / "models"]
+    code, err = run_import(capsys, *base)  # 5 random rows from a standard normal: 3 have negative sums
+    assert code == 2 and err.count("\n") == 1, err
+    assert "the model's output is not finite (NaN or inf) on 3 of the 5 random sample rows" in err, err
+    assert "pass rows of its own data with --samples FILE" in err and "card.json" not in err, err
+    assert not (tmp_path / "models").exists()
+    rows = np.abs(ROWS) + 0.1
+    rows[2] = -1.0
+    np.save(tmp_path / "rows.npy", rows)
+    code, err = run_import(capsys, *base, "--samples", tmp_path / "rows.npy")
+    assert code == 2 and "not finite (NaN or inf) on row(s) [2] of rows.npy (counted from 0" in err and "--samples" in err, err
+    np.save(tmp_path / "rows.npy", np.abs(ROWS) + 0.1)  # rows it answers: the import goes through
+    code, err = run_import(capsys, *base, "--samples", tmp_path / "rows.npy")
+    assert code == 0, err
