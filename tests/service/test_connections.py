@@ -10,7 +10,6 @@ import os
 import socket
 import statistics
 import time
-from pathlib import Path
 
 import httpx
 import pytest
