@@ -91,7 +91,7 @@ class Settings(BaseSettings):
     )
     request_timeout_seconds: float = Field(
         30.0, ge=0, description="A request unanswered after this many seconds is cancelled and answered "
-        "504; 0 disables the deadline.",
+        "504, or 408 when its body has not all arrived; 0 disables the deadline.",
     )
     poll_seconds: float = Field(
         2.0, ge=0, description="How often the model root is checked for added, changed or removed "

@@ -9,7 +9,7 @@ otherwise (absent, too long, anything else) the server makes one (32 hex digits)
 is returned in the `X-Request-ID` response header and logged. Bodies are never logged.
 
 Timeout: a request still unanswered after `request_timeout_seconds` is cancelled and answered
-`504 {"error": ...}`. Inference runs on the event loop, so the deadline is enforced at the next
+`504 {"error": ...}`, or `408` when its body was still arriving. Inference runs on the event loop, so the deadline is enforced at the next
 await (reading the body, sending the answer); these networks run in microseconds, so in practice
 it bounds slow clients and anything waiting. `Deadlines` sweeps the requests in flight a few
 times per deadline instead of arming a timer per request.
@@ -30,6 +30,7 @@ from service.logs import AccessLog
 from service.metrics import NONE, Metrics
 
 MODEL, ROWS, INFERENCE = "tinyserve.model", "tinyserve.rows", "tinyserve.inference"
+BODY_LATE = "tinyserve.body_late"  # the deadline came while the body was still arriving (`read_body`)
 REQUEST_ID = b"x-request-id"
 _ID_RE = re.compile(rb"^[A-Za-z0-9._:-]{1,64}$")
 UNMATCHED = "unmatched"
@@ -127,8 +128,11 @@ class Deadlines:
             self._sweeping = None
 
 
-def timeout_response(seconds: float) -> Response:
-    """The 504 answer of a request cancelled by its deadline."""
+def timeout_response(seconds: float, scope: Scope) -> Response:
+    """The answer of a request cancelled by its deadline: 408 when its body had not all arrived
+    (the client was slow), 504 otherwise."""
+    if scope.get(BODY_LATE):
+        return error_response(f"the request body did not arrive within {seconds:g} s", 408)
     return error_response(f"request took longer than {seconds:g} s and was cancelled", 504)
 
 

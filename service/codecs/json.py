@@ -15,6 +15,7 @@ Rows are counted from 0 in every message. Content-Type is not required: some cli
 
 from __future__ import annotations
 
+import asyncio
 import math
 import threading
 import zlib
@@ -29,6 +30,7 @@ from starlette.requests import ClientDisconnect
 
 from service.card import ModelCard
 from service.errors import BadRequest, PayloadTooLarge
+from service.observe import BODY_LATE
 
 # bool is deliberately absent: JSON true/false is not a feature value.
 NUMBERS = frozenset((int, float))
@@ -56,7 +58,11 @@ async def read_body(receive, scope: dict, limit: int) -> bytes:
         raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
     chunks, size, more = [], 0, True
     while more:
-        message = await receive()
+        try:
+            message = await receive()
+        except asyncio.CancelledError:  # the deadline, most likely: the answer says the body was late
+            scope[BODY_LATE] = True
+            raise
         if message["type"] != "http.request":  # the client left; nothing will answer it
             raise ClientDisconnect()
         chunk, more = message.get("body", b""), message.get("more_body", False)

@@ -86,7 +86,7 @@ class Gateway:
                 raise
             if exchange.status is not None:  # too late for a status line; end the connection
                 raise TimeoutError from None
-            await exchange.answer(timeout_response(observer.timeout))
+            await exchange.answer(timeout_response(observer.timeout, scope))
         finally:
             if deadline is not None:
                 deadlines.end(deadline)

@@ -25,17 +25,30 @@ async def slow_body(seconds: float):
     yield BODY[10:]
 
 
-async def test_a_request_over_the_deadline_is_504(model_root):
+async def test_a_body_slower_than_the_deadline_is_408(model_root):
     app = create_app(Settings(model_root=model_root, request_timeout_seconds=0.2))
     async with helpers.serve(app) as client:
         response = await client.post("/predict", content=slow_body(1.0))
-        assert response.status_code == 504
-        assert response.json() == {"error": "request took longer than 0.2 s and was cancelled"}
+        assert response.status_code == 408
+        assert response.json() == {"error": "the request body did not arrive within 0.2 s"}
         assert "x-request-id" in response.headers
         assert (await client.post("/predict", content=slow_body(0.01))).status_code == 200
         text = (await client.get("/metrics")).text
-        assert helpers.metric(text, "tinyserve_requests_total", endpoint="/predict", status="504") == 1
+        assert helpers.metric(text, "tinyserve_requests_total", endpoint="/predict", status="408") == 1
         assert helpers.metric(text, "tinyserve_requests_in_flight") == 1
+
+
+async def test_a_request_over_the_deadline_is_504(model_root):
+    # The body is in; what takes too long is the answer: a batch that waits longer than the deadline.
+    app = create_app(Settings(model_root=model_root, request_timeout_seconds=0.2,
+                              batch_max_size=64, batch_max_delay_ms=1000))
+    async with helpers.serve(app) as client:
+        response = await client.post("/predict", content=BODY)
+        assert response.status_code == 504
+        assert response.json() == {"error": "request took longer than 0.2 s and was cancelled"}
+        assert "x-request-id" in response.headers
+        text = (await client.get("/metrics")).text
+        assert helpers.metric(text, "tinyserve_requests_total", endpoint="/predict", status="504") == 1
 
 
 async def test_no_deadline_when_zero(model_root):
