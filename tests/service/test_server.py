@@ -19,6 +19,10 @@ def test_probes(http):
     assert http.get("/health/live").json() == {"status": "live"}
     ready = http.get("/health/ready")
     assert ready.status_code == 200 and ready.json()["serving"]["tiny-multiclass"] == 2
+    for path in ("/health/live", "/health/ready"):  # over real HTTP: uvicorn sends no body for HEAD
+        head = http.head(path)
+        assert head.status_code == 200 and head.content == b"", path
+        assert int(head.headers["content-length"]) == len(http.get(path).content)
 
 
 def test_predict_without_content_type(http):
