@@ -120,6 +120,8 @@ def import_model(args: argparse.Namespace, command: str) -> tuple[ModelCard, Pat
         raise ImportFailed(f"model name {name!r} must match {NAME_RE.pattern}; choose one with --name")
     if args.version is not None and args.version < 1:
         raise ImportFailed(f"--version must be 1 or more, got {args.version}")
+    if args.out.exists() and not args.out.is_dir():
+        raise ImportFailed(f"--out {args.out} is a file; it names the model repository, a directory")
     version = args.version or next_version(args.out, name)
     if (args.out / name / str(version)).exists():
         raise ImportFailed(f"{args.out / name / str(version)} exists already; choose another --version")
@@ -141,6 +143,8 @@ def import_model(args: argparse.Namespace, command: str) -> tuple[ModelCard, Pat
 
 
 def _format(path: Path) -> str:
+    if path.is_dir():
+        raise ImportFailed(f"{path} is a directory; name the model file ({', '.join(FORMATS)})")
     if not path.is_file():
         raise ImportFailed(f"no such file: {path}")
     fmt = FORMATS.get(path.suffix.lower())

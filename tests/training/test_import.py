@@ -215,6 +215,7 @@ def _bad_inputs(tmp_path):
     graph = ["--task", "multiclass", "--labels"]
     return [
         ([tmp_path / "missing.onnx", "--task", "binary"], "no such file: "),
+        ([tmp_path, "--task", "binary"], "is a directory; name the model file (.keras, .h5, .onnx)"),
         ([tmp_path / "notes.onnx", "--task", "binary"], "notes.onnx is not an ONNX model: "),
         ([tmp_path / "notes.keras", "--task", "binary"], "notes.keras is not a Keras file: a .keras file is a zip"),
         ([tmp_path / "notes.txt", "--task", "binary"], "not a model file this command reads"),
@@ -236,6 +237,14 @@ def test_bad_input_ends_in_one_line_and_writes_nothing(tmp_path, capsys):
         assert code != 0 and err.count("\n") == 1, (args, err)
         assert err.startswith("python -m training import: error: ") and message in err, (args, err)
         assert not (tmp_path / "models").exists(), args
+
+
+def test_an_out_that_is_a_file_is_one_line(tmp_path, capsys):
+    onnx_graph(tmp_path / "graph.onnx", "Softmax")
+    (tmp_path / "models").write_text("")
+    code, err = run_import(capsys, tmp_path / "graph.onnx", "--task", "multiclass", "--out", tmp_path / "models")
+    assert code == 2 and err == (f"python -m training import: error: --out {tmp_path / 'models'} is a file; "
+                                 "it names the model repository, a directory\n"), err
 
 
 def test_the_command_line_reports_without_a_traceback(tmp_path):
