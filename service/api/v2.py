@@ -72,13 +72,13 @@ async def version_metadata(name: str, version: str, request: Request) -> Respons
 @router.get("/models/{name}/ready", **_docs(ModelReadyResponse))
 async def model_ready(name: str, request: Request) -> Response:
     """Model ready: 200 when a version serves, 404 unknown model, 503 none ready."""
-    return json_response({"name": dataplane.repository(request).get(name).name, "ready": True})
+    return json_response({"name": dataplane.lookup(request, name).name, "ready": True})
 
 
 @router.get("/models/{name}/versions/{version}/ready", **_docs(ModelReadyResponse))
 async def version_ready(name: str, version: str, request: Request) -> Response:
     """Model ready for one version: 200, 404 unknown model or version, 503 failed to load."""
-    return json_response({"name": dataplane.repository(request).get(name, version).name, "ready": True})
+    return json_response({"name": dataplane.lookup(request, name, version).name, "ready": True})
 
 
 @router.post("/models/{name}/infer", **_docs(InferenceResponse, InferenceRequest))
@@ -94,6 +94,5 @@ async def infer_version(name: str, version: str, request: Request) -> Response:
 
 
 def _metadata(request: Request, name: str, version: str | None) -> Response:
-    repo = dataplane.repository(request)
-    model = repo.get(name, version)
-    return json_response(v2_codec.model_metadata(model, repo.ready_versions(name)))
+    model = dataplane.lookup(request, name, version)  # noted for the metrics, as inference notes it
+    return json_response(v2_codec.model_metadata(model, dataplane.repository(request).ready_versions(name)))

@@ -37,6 +37,18 @@ async def test_requests_are_counted_by_model_version_endpoint_and_status(client)
                   status="ready") == 1
 
 
+async def test_v2_metadata_and_ready_are_counted_for_their_model(client):
+    for path in ("/v2/models/tiny-multiclass", "/v2/models/tiny-multiclass/ready",
+                 "/v2/models/tiny-multiclass/versions/1", "/v2/models/tiny-multiclass/versions/1/ready"):
+        assert (await client.get(path)).status_code == 200, path
+    text = (await client.get("/metrics")).text
+    for endpoint, version in [("/v2/models/{name}", "2"), ("/v2/models/{name}/ready", "2"),
+                              ("/v2/models/{name}/versions/{version}", "1"),
+                              ("/v2/models/{name}/versions/{version}/ready", "1")]:
+        assert metric(text, "tinyserve_requests_total", model="tiny-multiclass", version=version,
+                      endpoint=endpoint, status="200") == 1, endpoint
+
+
 async def test_unknown_models_and_paths_add_no_label_values(client):
     for name in ("nope", "../etc", "x" * 200):
         await client.post("/predict", json={"model": name, "instances": [[0]]})
