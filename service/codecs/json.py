@@ -53,7 +53,13 @@ Tensor = Callable[[str, simdjson.Object, int], bool]  # key, its object, how man
 async def read_body(receive, scope: dict, limit: int) -> bytes:
     """The request body, refused with 413 beyond `limit` bytes, declared or actually streamed, or
     decompressed (a gzip or deflate `Content-Encoding`, on every protocol)."""
-    declared = header(scope, b"content-length") or ""
+    declared = encoding = None  # the first of each, found in one pass over the headers
+    for key, value in scope["headers"]:
+        if key == b"content-length":
+            declared = value if declared is None else declared
+        elif key == b"content-encoding":
+            encoding = value if encoding is None else encoding
+    declared = "" if declared is None else declared.decode("latin-1")
     if declared.isascii() and declared.isdigit() and int(declared) > limit:  # isdigit alone takes "²"
         raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
     chunks, size, more = [], 0, True
@@ -71,8 +77,7 @@ async def read_body(receive, scope: dict, limit: int) -> bytes:
             raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
         chunks.append(chunk)
     body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-    encoding = header(scope, b"content-encoding")
-    return body if encoding is None else _decompress(body, encoding.strip().lower(), limit)
+    return body if encoding is None else _decompress(body, encoding.decode("latin-1").strip().lower(), limit)
 
 
 def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
