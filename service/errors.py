@@ -43,6 +43,10 @@ class PayloadTooLarge(ServiceError):
     status = 413
 
 
+class UnsupportedMediaType(ServiceError):
+    status = 415
+
+
 class NotReady(ServiceError):
     status = 503
 

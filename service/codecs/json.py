@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
-import zlib
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -29,6 +28,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect
 
 from service.card import ModelCard
+from service.codecs import compression
 from service.errors import BadRequest, PayloadTooLarge
 from service.observe import BODY_LATE
 
@@ -52,13 +52,13 @@ Tensor = Callable[[str, simdjson.Object, int], bool]  # key, its object, how man
 
 async def read_body(receive, scope: dict, limit: int) -> bytes:
     """The request body, refused with 413 beyond `limit` bytes, declared or actually streamed, or
-    decompressed (a gzip or deflate `Content-Encoding`, on every protocol)."""
+    decompressed (`Content-Encoding`: `service.codecs.compression`)."""
     declared = encoding = None  # the first of each, found in one pass over the headers
     for key, value in scope["headers"]:
         if key == b"content-length":
             declared = value if declared is None else declared
-        elif key == b"content-encoding":
-            encoding = value if encoding is None else encoding
+        elif key == b"content-encoding":  # several fields are one list
+            encoding = value if encoding is None else encoding + b"," + value
     declared = "" if declared is None else declared.decode("latin-1")
     if declared.isascii() and declared.isdigit() and int(declared) > limit:  # isdigit alone takes "²"
         raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
@@ -77,22 +77,7 @@ async def read_body(receive, scope: dict, limit: int) -> bytes:
             raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
         chunks.append(chunk)
     body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-    return body if encoding is None else _decompress(body, encoding.decode("latin-1").strip().lower(), limit)
-
-
-def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
-    if encoding in ("identity", ""):
-        return body
-    if encoding not in ("gzip", "deflate"):
-        raise BadRequest(f"Content-Encoding {encoding!r} is not supported; use gzip, deflate or none")
-    inflater = zlib.decompressobj(31 if encoding == "gzip" else 15)
-    try:
-        out = inflater.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise BadRequest(f"body is not valid {encoding} data: {exc}") from None
-    if len(out) > limit:
-        raise PayloadTooLarge(f"decompressed request body exceeds the limit of {limit} bytes")
-    return out
+    return body if encoding is None else compression.decode(body, encoding.decode("latin-1"), limit)
 
 
 def header(scope: dict, name: bytes) -> str | None:

@@ -57,22 +57,38 @@ COMPRESSED = [("/predict", {"model": "tiny-regression", "instances": [[1, 2]]}, 
                {"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}]}, "outputs", None)]
 
 
+def _two_members(data: bytes) -> bytes:
+    return gzip.compress(data[:7]) + gzip.compress(data[7:])  # RFC 1952: one body, two gzip members
+
+
 @pytest.mark.parametrize("path, body, key, expected", COMPRESSED, ids=["predict", "tfserving", "v2"])
-@pytest.mark.parametrize("encoding, compress", [("gzip", gzip.compress), ("deflate", zlib.compress),
-                                                ("identity", bytes)])
-async def test_compressed_requests(client, path, body, key, expected, encoding, compress):
-    response = await client.post(path, content=compress(orjson.dumps(body)), headers={"Content-Encoding": encoding})
+@pytest.mark.parametrize("headers, compress", [
+    ([("Content-Encoding", "gzip")], gzip.compress), ([("Content-Encoding", "deflate")], zlib.compress),
+    ([("Content-Encoding", "identity")], bytes), ([("Content-Encoding", " X-GZIP ")], gzip.compress),
+    ([("Content-Encoding", "gzip")], _two_members),
+    ([("Content-Encoding", "deflate, gzip")], lambda data: gzip.compress(zlib.compress(data))),
+    ([("Content-Encoding", "identity"), ("Content-Encoding", "gzip")], gzip.compress),  # two fields: one list
+], ids=["gzip", "deflate", "identity", "x-gzip", "gzip-members", "deflate-then-gzip", "two-fields"])
+async def test_compressed_requests(client, path, body, key, expected, headers, compress):
+    response = await client.post(path, content=compress(orjson.dumps(body)), headers=headers)
     assert response.status_code == 200, response.text
     got = response.json()[key]
     assert got == expected if expected is not None else got[0]["data"] == [9.0]
 
 
+GZIPPED = gzip.compress(orjson.dumps(COMPRESSED[0][1]))
+
+
 @pytest.mark.parametrize("path", [path for path, *_ in COMPRESSED], ids=["predict", "tfserving", "v2"])
 @pytest.mark.parametrize("encoding, body, status, error", [
-    ("br", b"{}", 400, "Content-Encoding 'br' is not supported; use gzip, deflate or none"),
+    ("br", b"{}", 415, "Content-Encoding 'br' is not supported; use gzip, deflate or none"),
+    ("gzip, utf-8", b"{}", 415, "Content-Encoding 'utf-8' is not supported"),
     ("gzip", b"not gzip", 400, "body is not valid gzip data"),
+    ("gzip", GZIPPED[:-8], 400, "body is not valid gzip data: it ends before its compressed stream does"),
+    ("gzip", GZIPPED + b"garbage!", 400, "body is not valid gzip data"),
+    ("deflate", zlib.compress(b"{}") + b"x", 400, "body is not valid deflate data: 1 bytes follow"),
     ("gzip", gzip.compress(b" " * (64 * 1024 + 1)), 413, "decompressed request body exceeds the limit"),
-], ids=["unsupported", "not-gzip", "bomb"])
+], ids=["unsupported", "unsupported-in-list", "not-gzip", "cut-short", "trailing-bytes", "after-deflate", "bomb"])
 async def test_bad_compressed_requests(client, path, encoding, body, status, error):
     assert_error(await client.post(path, content=body, headers={"Content-Encoding": encoding}), status, error)
 
