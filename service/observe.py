@@ -9,9 +9,10 @@ otherwise (absent, too long, anything else) the server makes one (32 hex digits)
 is returned in the `X-Request-ID` response header and logged. Bodies are never logged.
 
 Timeout: a request still unanswered after `request_timeout_seconds` is cancelled and answered
-`504 {"error": ...}`, or `408` when its body was still arriving. Inference runs on the event loop, so the deadline is enforced at the next
-await (reading the body, sending the answer); these networks run in microseconds, so in practice
-it bounds slow clients and anything waiting. `Deadlines` sweeps the requests in flight a few
+`504 {"error": ...}`, or `408` (and the connection closed) when its body was still arriving.
+Inference runs on the event loop, so the deadline is enforced at the next await (reading the
+body, sending the answer); these networks run in microseconds, so in practice it bounds slow
+clients and anything waiting. `Deadlines` sweeps the requests in flight a few
 times per deadline instead of arming a timer per request.
 """
 
@@ -89,7 +90,7 @@ class Deadline:
 
 
 class Deadlines:
-    """Cancel requests still running `seconds` after they started (then answered 504).
+    """Cancel requests still running `seconds` after they started (then answered 504, or 408).
 
     One sweep over the requests in flight every `seconds / 10` (at most 50 ms) while any are,
     rather than a timer per request: a request costs a set insert and removal, and expires at
@@ -131,8 +132,8 @@ class Deadlines:
 def timeout_response(seconds: float, scope: Scope) -> Response:
     """The answer of a request cancelled by its deadline: 408 when its body had not all arrived
     (the client was slow), 504 otherwise."""
-    if scope.get(BODY_LATE):
-        return error_response(f"the request body did not arrive within {seconds:g} s", 408)
+    if scope.get(BODY_LATE):  # the rest of the body may never come: the connection ends with the answer
+        return error_response(f"the request body did not arrive within {seconds:g} s", 408, {"connection": "close"})
     return error_response(f"request took longer than {seconds:g} s and was cancelled", 504)
 
 

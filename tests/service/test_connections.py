@@ -49,7 +49,8 @@ def answer(sock: socket.socket) -> tuple[int, dict]:
 @pytest.fixture(scope="module")
 def guarded(model_root, tmp_path_factory):
     env = {"TINYSERVE_MODEL_ROOT": str(model_root), "TINYSERVE_LOG_LEVEL": "warning",
-           "TINYSERVE_HEAD_TIMEOUT_SECONDS": "1", "TINYSERVE_MAX_CONNECTIONS": "20"}
+           "TINYSERVE_HEAD_TIMEOUT_SECONDS": "1", "TINYSERVE_MAX_CONNECTIONS": "20",
+           "TINYSERVE_REQUEST_TIMEOUT_SECONDS": "1"}
     with helpers.running_server(env, tmp_path_factory.mktemp("guarded") / "server.log") as url:
         yield url
 
@@ -70,6 +71,23 @@ def test_a_slow_head_on_a_kept_alive_connection_is_timed_too(guarded):
         assert sock.recv(65536).startswith(b"HTTP/1.1 200 OK")
         sock.sendall(b"GET /health/live HTTP/1.1\r\n")  # the next head starts, and stalls
         assert answer(sock) == (408, {"error": "request head not received within 1 s"})
+
+
+def test_a_body_trickling_past_the_deadline_is_408_and_the_connection_closed(guarded):
+    # A chunked body that never ends, a byte every 0.25 s: without the close, the connection would
+    # stay the client's for as long as it trickles, with no deadline left to end it.
+    with connect(guarded) as sock:
+        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"mod\r\n")
+        started = time.monotonic()
+        while not answered(sock) and time.monotonic() - started < 6:
+            try:
+                sock.sendall(b"1\r\n \r\n")
+            except OSError:  # answered and closed meanwhile
+                break
+            time.sleep(0.25)
+        status, body = answer(sock)  # reads until the server closes
+    assert (status, body) == (408, {"error": "the request body did not arrive within 1 s"})
+    assert time.monotonic() - started < 6
 
 
 @pytest.mark.parametrize("extra", [b"X-Big: " + b"a" * 40_000 + b"\r\n\r\n",
