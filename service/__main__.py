@@ -12,18 +12,22 @@ import shutil
 import signal
 import sys
 import tempfile
+from typing import TYPE_CHECKING
 
-import uvicorn
+if TYPE_CHECKING:
+    from service.config import Settings
 
-from service import logs
-from service.config import Settings, SettingsError, get_settings
-from service.main import create_app
+# The server's modules (uvicorn, FastAPI, onnxruntime) are imported where they are used, so that
+# `--help`, a bad flag or an early Ctrl-C need none of them (`python -m service` runs this file
+# before anything else).
 
 HTTP_PROTOCOLS = {"corked": "service.http.corked:Protocol", "httptools": "httptools"}
 
 
 def main(prog: str = "python -m service") -> int:
     """Read the settings, build the app and serve it until interrupted; a bad setting is one line."""
+    from service.config import SettingsError, get_settings
+
     try:
         settings = get_settings()
     except SettingsError as exc:
@@ -35,6 +39,11 @@ def main(prog: str = "python -m service") -> int:
 
 def serve(settings: Settings) -> None:
     """Run uvicorn with the service's log format and HTTP protocol, in one process or several."""
+    import uvicorn
+
+    from service import logs
+    from service.main import create_app
+
     workers = settings.workers
     options = dict(host=settings.host, port=settings.port, log_level=settings.log_level,
                    log_config=logs.config(settings.log_level), access_log=False,  # ours is the access log
@@ -68,9 +77,10 @@ def _exit_with(status: int):
 
 
 if __name__ == "__main__":
-    from service import cli
-
     try:
+        from service import cli
+
         sys.exit(cli.serve(sys.argv[1:], prog="python -m service"))
     except KeyboardInterrupt:  # before the server's own handler is in place
+        print("python -m service: interrupted", file=sys.stderr)
         sys.exit(130)

@@ -193,3 +193,23 @@ def test_python_m_service_flags_are_the_settings(uvicorn_calls, model_root):
     assert cli.serve(["--models", str(model_root), "--port", "9124"], prog="python -m service") == 0
     [(app, options)] = uvicorn_calls
     assert (get_settings().model_root, options["port"]) == (model_root, 9124)
+
+
+# Ctrl-C while the server's modules load: an import hook raises it where uvicorn is first imported.
+INTERRUPT_AT_UVICORN = """
+import runpy, sys
+class Interrupt:
+    def find_spec(self, name, path=None, target=None):
+        if name == "uvicorn":
+            raise KeyboardInterrupt
+sys.meta_path.insert(0, Interrupt())
+sys.argv = ["service"]
+runpy.run_module("service", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_ctrl_c_while_python_m_service_loads_is_one_line():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TINYSERVE_")}
+    done = subprocess.run([sys.executable, "-c", INTERRUPT_AT_UVICORN], cwd=helpers.REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stderr) == (130, "python -m service: interrupted\n"), done.stderr
