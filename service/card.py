@@ -54,6 +54,11 @@ class TensorSpec(_Strict):
     shape: list[int]
     dtype: str = "float32"
 
+    @property
+    def integer(self) -> bool:
+        """Whether it holds integers (int32, int64): such an input takes only whole numbers."""
+        return self.dtype.startswith("int")
+
 
 class TrainingInfo(_Strict):
     """How the network was trained, enough to train it again."""

@@ -97,7 +97,7 @@ def _forward(command: str, argv: list[str]) -> int:
 
         return training_cli.main(argv, prog="tinyserve train")
     except ModuleNotFoundError as e:  # a serving install: scikit-learn, TensorFlow and the rest are missing
-        return _fail(command, f"{e}; the train extra installs it: {TRAIN_EXTRA}")
+        return missing_extra(f"tinyserve {command}", e)
 
 
 def _bench(argv: list[str]) -> int:
@@ -109,6 +109,12 @@ def _bench(argv: list[str]) -> int:
     import bench.__main__ as bench_cli
 
     return bench_cli.main(argv, prog="tinyserve bench")
+
+
+def missing_extra(prog: str, exc: ModuleNotFoundError) -> int:
+    """The one line of a command that needs the train extra, run where it is missing; status 2."""
+    print(f"{prog}: error: {exc}; the train extra installs it: {TRAIN_EXTRA}", file=sys.stderr)
+    return 2
 
 
 def _fail(command: str, message: str) -> int:

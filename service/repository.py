@@ -285,8 +285,8 @@ class Repository:
             return self.default_model
         if len(self.entries) == 1:
             return next(iter(self.entries))
-        if not self.entries:
-            raise NotReady(f"no model is serving from {self.root}")
+        if not self.entries:  # nothing to choose from: why, as readiness says it
+            raise NotReady(self.not_ready_reason() or "no model is serving")
         raise BadRequest(f"name a model with 'model'; available: {sorted(self.entries)}")
 
     def not_ready_reason(self) -> str | None:

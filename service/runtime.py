@@ -137,7 +137,7 @@ class LoadedModel:
         dtype = self.input.dtype
         if dtype == "float32" or self.fields is not None:
             return x
-        if dtype.startswith("int"):
+        if self.input.integer:
             bad = np.argwhere((x != np.round(x)) | (np.abs(x) > EXACT))
             if bad.size:
                 i, j = bad[0].tolist()

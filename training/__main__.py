@@ -25,7 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up
 
 # Nothing here needs the train extra: where it is missing, main says so in one line.
 from service.card import MODEL_FILE, NAME_RE, Task  # noqa: E402
-from service.cli import TRAIN_EXTRA  # noqa: E402
+from service.cli import missing_extra  # noqa: E402
 from service.config import CHECKOUT  # noqa: E402
 from training.config import RECIPES, Config  # noqa: E402
 from training.importer import PROG as IMPORT_PROG, main as import_main, names  # noqa: E402
@@ -234,8 +234,7 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     try:
         return command(argv, prog)
     except ModuleNotFoundError as e:  # a serving install: scikit-learn, TensorFlow and the rest are missing
-        print(f"{prog}: error: {e}; the train extra installs it: {TRAIN_EXTRA}", file=sys.stderr)
-        return 2
+        return missing_extra(prog, e)
 
 
 def train(argv: list[str], prog: str = PROG) -> int:

@@ -256,7 +256,7 @@ def rows(instances: object, card: ModelCard, max_rows: int, field: str = "instan
         raise BadRequest(f"'{field}' must be a non-empty list of rows, got {show(instances)}")
     if len(instances) > max_rows:
         raise BadRequest(f"at most {max_rows} rows per request, got {len(instances)}")
-    whole = card.input.dtype.startswith("int")
+    whole = card.input.integer
     if table:
         if instances.shape[1] != card.n_features:
             raise BadRequest(f"expected {card.n_features} features per row, row 0 has {instances.shape[1]}")

@@ -116,7 +116,7 @@ def matrix(parsed: Parsed, model: LoadedModel, max_rows: int) -> np.ndarray:
         raise BadRequest(f"model {model.name!r} takes one input {model.input.name!r}, "
                          f"got {[i.name for i in req.inputs]}")
     return _floats(req.inputs[0], parsed.tail, card.n_features, card.feature_names, max_rows,
-                   whole=card.input.dtype.startswith("int"))
+                   whole=card.input.integer)
 
 
 def _table(parsed: Parsed, model: LoadedModel, max_rows: int) -> np.ndarray:
