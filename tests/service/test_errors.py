@@ -45,7 +45,7 @@ async def test_messages_quoting_a_huge_request_are_cut(client):
     message = assert_error(await client.post("/predict", json={"model": name, "instances": [[0, 0, 0]]}), 404)
     assert message.startswith("unknown model 'mmm") and message.endswith(" more characters)")
     assert len(message) < errors.MESSAGE_LIMIT + 40
-    keys = {f"k{i}": 1 for i in range(4_000)}  # one pass over the keys, a short message
+    keys = {f"k{i}": 1 for i in range(4_000)}  # a 400 listing every unknown key, cut
     message = assert_error(await client.post("/predict", json={**keys, "instances": [[0, 0, 0]]}), 400)
     assert len(message) < errors.MESSAGE_LIMIT + 40 and "k0" in message
 
