@@ -231,11 +231,13 @@ def test_real_server_answers_small_and_large(server_url, rows):
 @pytest.mark.parametrize("value, protocol", [(None, "service.http.corked:Protocol"), ("corked", "service.http.corked:Protocol"),
                                              ("httptools", "httptools")])
 def test_the_setting_picks_the_protocol_uvicorn_runs(monkeypatch, value, protocol):
+    import uvicorn
+
     import service.__main__ as entry
     from service.config import get_settings
 
     ran = {}
-    monkeypatch.setattr(entry.uvicorn, "run", lambda app, **options: ran.update(options))
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: ran.update(options))
     if value is not None:
         monkeypatch.setenv("TINYSERVE_HTTP", value)
     get_settings.cache_clear()
