@@ -67,8 +67,8 @@ def main(argv: list[str] | None = None) -> int:
             return serve(argv[1:])
         if argv and argv[0] in FORWARDED:
             return _forward(argv[0], argv[1:])
-        build_parser().parse_args(argv)  # --help, --version, or a one-line error
-        return 2
+        build_parser().parse_args(argv)  # --help, --version, or a one-line error: each exits
+        return 2  # not reached: a command named first was handled above
     except KeyboardInterrupt:
         print("tinyserve: interrupted", file=sys.stderr)
         return 130

@@ -14,7 +14,7 @@ Input rules (the model has one FP32 input of shape [-1, n_features]; a table mod
 - BOOL and BYTES are refused: true/false and strings are not feature values;
 - with the binary tensor data extension (`parameters.binary_data_size` and the
   `Inference-Header-Content-Length` header) the bytes are the declared type, little-endian,
-  under the same rules. (A gzip or deflate `Content-Encoding`: `codecs.json.read_body`.)
+  under the same rules. (A compressed body: `codecs.compression`, through `codecs.json.read_body`.)
 
 A table model (a card with `columns`) takes its graph's inputs by name, each once: `features`
 [rows, numeric columns] as above, JSON null (NaN in binary data; JSON has no NaN) meaning
