@@ -60,16 +60,28 @@ class Limits:
 
 
 class Guard:
-    """One connection's watch: where heads begin and end, and their size (see the module)."""
+    """One connection's watch: where heads begin and end, and their size (see the module).
 
-    __slots__ = ("limits", "transport", "loop", "parser", "head_bytes", "ended", "closed")
+    A chunk may hold the rest of one request's body, whole requests and the start of the next
+    head (pipelining). So a head's size is counted from where it begins in the chunk: the bytes
+    before it are body (the parser hands them to `on_body`) and the heads before it, each ending
+    at its blank line. A chunked body's framing is not among what `on_body` hands over: with one,
+    the next head counts from a little early, so it can only seem larger than it is.
+    """
+
+    __slots__ = ("limits", "transport", "loop", "parser", "head_bytes", "ended", "closed",
+                 "data", "start", "at", "tail")
 
     def __init__(self, limits: Limits, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop):
         self.limits, self.transport, self.loop = limits, transport, loop
         self.parser: httptools.HttpRequestParser | None = httptools.HttpRequestParser(self)
-        self.head_bytes = 0  # bytes of the head so far: the chunks that ended inside it
+        self.head_bytes = 0  # bytes of the head so far in the chunks before this one
         self.ended = False  # whether a head ended within the chunk being read
         self.closed = False
+        self.data = b""  # the chunk being read
+        self.start = 0  # where in it the head being read began (0: in an earlier chunk)
+        self.at = 0  # where in it the parser is: the end of the last head, plus body bytes since
+        self.tail = b""  # the last bytes of a chunk that ended inside a head (its blank line may straddle)
         limits.open += 1
         if limits.open > limits.max_connections:
             self.refuse(503, "Service Unavailable",
@@ -85,6 +97,7 @@ class Guard:
         parser = self.parser
         if parser is None:  # uvicorn's parser refuses what this one did: its answer, not ours
             return True
+        self.data, self.start, self.at = data, 0, 0
         try:
             parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -92,14 +105,11 @@ class Guard:
         except httptools.HttpParserError:
             self.parser = None
             self.limits.waiting.pop(self, None)
-        if self in self.limits.waiting:  # the head goes on past this chunk: all of it is head
-            self.head_bytes += len(data)
+        self.data = b""
+        if self in self.limits.waiting and not self.closed:  # the head goes on past this chunk
+            self.head_bytes += len(data) - self.start
+            self.tail = data[-3:]
             self._check(self.head_bytes)
-        elif self.ended and self.head_bytes + len(data) > self.limits.max_head_bytes:
-            # A large chunk that ends a head: only the part up to the blank line is head. (Sizes are
-            # counted from the chunks, not per field, to keep the parser's callbacks to two a request.)
-            end = data.find(b"\r\n\r\n")
-            self._check(self.head_bytes + (end + 4 if end >= 0 else len(data)))
         return not self.closed
 
     def refuse(self, status: int, reason: str, message: str) -> None:
@@ -119,15 +129,25 @@ class Guard:
         self.closed = True
         self.parser = None
 
-    # httptools callbacks: a head begins, a head ends.
+    # httptools callbacks: a head begins, a head ends, body bytes go by.
     def on_message_begin(self) -> None:
-        self.head_bytes = 0
-        if self not in self.limits.waiting:
+        self.head_bytes, self.start = 0, self.at
+        if self not in self.limits.waiting and not self.closed:
             self.limits.wait(self, self.loop)
 
     def on_headers_complete(self) -> None:
         self.limits.waiting.pop(self, None)
         self.ended = True
+        data, start = self.data, self.start
+        if self.head_bytes and start == 0 and (seam := (self.tail + data[:3]).find(b"\r\n\r\n")) >= 0:
+            end = seam - len(self.tail) + 4  # the blank line began in the chunk before
+        else:
+            end = data.find(b"\r\n\r\n", start) + 4
+        self.at = end
+        self._check(self.head_bytes + end - start)
+
+    def on_body(self, body: bytes) -> None:
+        self.at += len(body)
 
     def _check(self, size: int) -> None:
         if size > self.limits.max_head_bytes:

@@ -360,3 +360,57 @@ def test_after_an_upgrade_the_guard_marks_no_further_chunk_as_a_head():
         return seen
 
     assert asyncio.run(main()) == [True, True, True, True, False]
+
+
+def _guarded(chunks: list[bytes], max_head: int = 1000) -> tuple[list[bool], list[tuple]]:
+    """What a guard with a `max_head`-byte limit admits of `chunks`, and what it wrote."""
+    async def main():
+        fake = FakeTransport()
+        guard = Guard(Limits(10, max_head, 5.0), fake, asyncio.get_running_loop())
+        admitted = [guard.admit(chunk) for chunk in chunks]
+        guard.lost()
+        return admitted, fake.calls
+
+    return asyncio.run(main())
+
+
+def _post(body: bytes, path: bytes = b"/predict") -> bytes:
+    return b"POST %s HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n\r\n%s" % (path, len(body), body)
+
+
+GET = b"GET /health/live HTTP/1.1\r\nhost: x\r\n\r\n"
+
+
+@pytest.mark.parametrize("cut", [100, 3000, 5050, 5055, 5062])
+def test_a_head_after_the_rest_of_a_body_counts_from_where_it_begins(cut):
+    # A chunk that starts inside a 5,000-byte body and holds the next request: the body's bytes
+    # are no part of the next head (they once counted, and a valid request got 431).
+    stream = _post(b"x" * 5000) + _post(b"{}") + GET
+    admitted, calls = _guarded([stream[:cut], stream[cut:]])
+    assert admitted == [True, True] and calls == []
+
+
+def test_many_pipelined_heads_in_one_chunk_count_one_by_one():
+    # 200 small requests and the start of the next in one chunk: each head is small.
+    stream = (GET + _post(b"{}")) * 100 + GET
+    admitted, calls = _guarded([stream[:-10], stream[-10:]])
+    assert admitted == [True, True] and calls == []
+
+
+@pytest.mark.parametrize("cut", [-1, -2, -3, -4])
+def test_a_blank_line_split_between_chunks_ends_the_head_there(cut):
+    # The head ends at the blank line that straddles the chunks, not at one later in the body.
+    stream = b"POST / HTTP/1.1\r\nhost: x\r\nx-pad: " + b"p" * 500 + b"\r\n\r\n"
+    body = b"b" * 700 + b"\r\n\r\n"
+    stream = stream[:-4] + b"\r\ncontent-length: %d\r\n\r\n" % len(body)
+    admitted, calls = _guarded([stream[:cut], stream[cut:] + body + GET])
+    assert admitted == [True, True] and calls == []
+
+
+@pytest.mark.parametrize("cut", [None, 5100, 5200])
+def test_a_large_head_after_a_body_is_still_refused(cut):
+    big = b"GET / HTTP/1.1\r\nhost: x\r\nx-big: " + b"a" * 1200 + b"\r\n\r\n"
+    stream = _post(b"x" * 5000) + big + GET
+    admitted, calls = _guarded([stream] if cut is None else [stream[:cut], stream[cut:]])
+    assert admitted[-1] is False
+    assert calls[0][1].startswith(b"HTTP/1.1 431 ") and calls[-1] == ("close",)
