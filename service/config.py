@@ -29,6 +29,7 @@ def package_version() -> str:
         return "0.0.0"
 # What a bearer token may hold (RFC 6750's b64token is a subset): visible ASCII, no spaces.
 TOKEN_RE = re.compile(r"[!-~]+")
+Finite = Annotated[float, Field(allow_inf_nan=False)]  # "inf" would wait (or poll) forever
 
 
 class Settings(BaseSettings):
@@ -57,7 +58,7 @@ class Settings(BaseSettings):
         '(next to its versions, e.g. {"batch_max_size": 0} or {"batch_max_size": 256, "batch_max_delay_ms": 2}) '
         "overrides it.",
     )
-    batch_max_delay_ms: float = Field(
+    batch_max_delay_ms: Finite = Field(
         0.0, ge=0, description="Adaptive batching: longest a request waits for others to join its batch. "
         "0 runs the batch on the next event-loop turn, or a few turns later while each turn brings more "
         "requests: no timer, and a lone request is not held back (measured best for small networks, see "
@@ -85,15 +86,15 @@ class Settings(BaseSettings):
         32 * 1024, ge=1024, description="Largest request head (request line and headers) in bytes; "
         "larger is answered 431 and the connection closed.",
     )
-    head_timeout_seconds: float = Field(
+    head_timeout_seconds: Finite = Field(
         10.0, gt=0, description="A request head (the first one from when the connection opens) must "
         "arrive within this many seconds, or it is answered 408 and the connection closed.",
     )
-    request_timeout_seconds: float = Field(
+    request_timeout_seconds: Finite = Field(
         30.0, ge=0, description="A request unanswered after this many seconds is cancelled and answered "
         "504, or 408 when its body has not all arrived; 0 disables the deadline.",
     )
-    poll_seconds: float = Field(
+    poll_seconds: Finite = Field(
         2.0, ge=0, description="How often the model root is checked for added, changed or removed "
         "versions, which load beside the running ones and swap in; 0 disables polling.",
     )
@@ -105,7 +106,7 @@ class Settings(BaseSettings):
         None, description="Serve POST /admin/reload. Unset means on exactly when api_tokens is set, so "
         "admin never runs unauthenticated unless asked for explicitly.",
     )
-    graceful_shutdown_seconds: float = Field(
+    graceful_shutdown_seconds: Finite = Field(
         30.0, ge=0, description="On SIGTERM, stop accepting connections and give in-flight requests up "
         "to this many seconds to finish before closing them.",
     )
@@ -143,6 +144,15 @@ class Settings(BaseSettings):
     def admin(self) -> bool:
         """Whether the admin routes are served (see `admin_enabled`)."""
         return bool(self.api_tokens) if self.admin_enabled is None else self.admin_enabled
+
+    @field_validator("model_root", "default_model", "host", mode="before")
+    @classmethod
+    def _not_empty(cls, value: object) -> object:
+        # An empty variable (a template's blank value) would mean the working directory, a model
+        # named "", or every interface: refused rather than guessed at.
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("is empty; unset it for the default")
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -17,8 +17,8 @@ are listed by `/models` and `/health/ready`. A missing or empty model root there
 live but never-ready server.
 
 Updates without downtime (`Repository.refresh`, called by the poller and POST /admin/reload):
-a version folder is (re)loaded only when it is new or its `card.json`/`model.onnx` changed
-(inode, size or mtime), in a worker thread, beside the running versions. A folder whose files
+a version folder is (re)loaded only when it is new or its `card.json`/`model.onnx` (or its model's
+`serving.json`) changed (inode, size or mtime), in a worker thread, beside the running versions. A folder whose files
 changed while it was being loaded (a copy in progress) is loaded again at the next pass, so a
 version caught half-copied is not left failed once the copy completes. The result is swapped
 in on the event loop by assigning a freshly built `entries` and `_serving` with no await in
@@ -26,7 +26,8 @@ between, so a request sees the old repository or the new one, never a mix. A cha
 fails validation is rejected and the running one keeps serving (its summary gains a `reason`); a
 new version that fails is listed as failed and the previous default keeps serving. A removed
 folder is dropped from the map: requests that already looked its model up hold a reference and
-finish on it, and onnxruntime frees the session when the last one lets go.
+finish on it, and onnxruntime frees the session when the last one lets go. A root that vanishes
+as a whole (an unmounted volume) removes nothing: what serves keeps serving until it is back.
 """
 
 from __future__ import annotations
@@ -94,11 +95,12 @@ Stamp = tuple[tuple[int, int, int] | None, ...]
 
 
 def stamp(path: Path) -> Stamp:
-    """What identifies a version folder's files for change detection: (inode, size, mtime) of each."""
+    """What identifies a version folder's files for change detection: (inode, size, mtime) of each,
+    and of its model's `serving.json` (its batching options, read by every version's load)."""
     out = []
-    for file in (CARD_FILE, MODEL_FILE):
+    for file in (path / CARD_FILE, path / MODEL_FILE, path.parent / runtime.SERVING_FILE):
         try:
-            st = (path / file).stat()
+            st = file.stat()
             out.append((st.st_ino, st.st_size, st.st_mtime_ns))
         except OSError:
             out.append(None)
@@ -119,7 +121,6 @@ def load_version(name: str, version: int, path: Path, threads: int,
         _replay_golden(model)
     except Exception as exc:  # any failure, from a bad card to an onnxruntime error, only fails this version
         reason = _reason(exc).replace(f"{path}{os.sep}", "")  # keep server paths out of the API
-        log.error("not serving %s/%s: %s", name, version, reason)
         return Entry(name, version, path, FAILED, reason, card)
     log.info("loaded %s/%s (%s)", name, version, card.task.value)
     return Entry(name, version, path, READY, None, card, model)
@@ -206,6 +207,11 @@ class Repository:
             return self.last_change
 
     def _prepare(self) -> tuple[list[tuple[Entry, Stamp]], list[tuple[str, int]]]:
+        if self._stamps and not self.root.is_dir():
+            # The whole root gone at once is a volume unmounted or being swapped, not every model
+            # withdrawn: what serves keeps serving until the root is back.
+            log.error("model root %s is missing; serving the models loaded before", self.root)
+            return [], []
         found = {(name, version): path for name, version, path in scan(self.root)}
         loaded = []
         for (name, version), path in found.items():
@@ -234,6 +240,9 @@ class Repository:
                 if old is not None and old.model is not None:  # keep serving what was validated before
                     entry = dataclasses.replace(old, reason=f"update rejected, serving the previous files: "
                                                             f"{entry.reason}")
+                    log.error("%s/%s: %s", entry.name, entry.version, entry.reason)
+                else:
+                    log.error("not serving %s/%s: %s", entry.name, entry.version, entry.reason)
             elif old is not None:
                 change["replaced"].append(f"{entry.name}/{entry.version}")
             else:

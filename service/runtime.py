@@ -16,6 +16,7 @@ and `LoadedModel.run` hands each field to its graph input.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -182,7 +183,7 @@ def _check_spec(role: str, graph: TensorSpec, card: TensorSpec) -> None:
 
 
 def serving_options(path: Path) -> dict:
-    """A model's `serving.json` ({} when absent): batch_max_size (int >= 0), batch_max_delay_ms (>= 0)."""
+    """A model's `serving.json` ({} when absent): batch_max_size (int >= 0), batch_max_delay_ms (finite, >= 0)."""
     if not path.is_file():
         return {}
     try:
@@ -192,7 +193,7 @@ def serving_options(path: Path) -> dict:
     if type(options) is not dict or options.keys() - SERVING_KEYS:
         raise ValueError(f"{SERVING_FILE} must be an object with only {sorted(SERVING_KEYS)}, got {options!r}")
     size, delay = options.get("batch_max_size", 0), options.get("batch_max_delay_ms", 0)
-    if type(size) is not int or size < 0 or type(delay) not in (int, float) or delay < 0:
+    if type(size) is not int or size < 0 or type(delay) not in (int, float) or not 0 <= delay < math.inf:
         raise ValueError(f"{SERVING_FILE}: batch_max_size must be an integer >= 0 and batch_max_delay_ms "
-                         f"a number >= 0, got {options!r}")
+                         f"a finite number >= 0, got {options!r}")
     return options

@@ -130,7 +130,8 @@ def test_serving_json(tmp_path):
     assert runtime.serving_options(tmp_path / "serving.json") == {}
     (tmp_path / "serving.json").write_text(json.dumps({"batch_max_size": 32, "batch_max_delay_ms": 1.5}))
     assert runtime.serving_options(tmp_path / "serving.json") == {"batch_max_size": 32, "batch_max_delay_ms": 1.5}
-    for bad in ('{"batch_max_size": -1}', '{"batch_max_size": true}', '{"other": 1}', "[1]", "{"):
+    for bad in ('{"batch_max_size": -1}', '{"batch_max_size": true}', '{"other": 1}', "[1]", "{",
+                '{"batch_max_delay_ms": Infinity}', '{"batch_max_delay_ms": NaN}', '{"batch_max_delay_ms": -0.5}'):
         (tmp_path / "serving.json").write_text(bad)
         with pytest.raises(ValueError, match="serving.json"):
             runtime.serving_options(tmp_path / "serving.json")

@@ -29,7 +29,14 @@ def test_environment_with_prefix(monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize("key, value", [("THREADS", "0"), ("PORT", "70000"), ("LOG_LEVEL", "loud"),
-                                        ("MAX_ROWS", "0"), ("HTTP", "h2")])
+                                        ("MAX_ROWS", "0"), ("HTTP", "h2"),
+                                        # "inf" would hold every request (or never poll, or never stop)
+                                        ("BATCH_MAX_DELAY_MS", "inf"), ("BATCH_MAX_DELAY_MS", "1e400"),
+                                        ("REQUEST_TIMEOUT_SECONDS", "nan"), ("POLL_SECONDS", "inf"),
+                                        ("GRACEFUL_SHUTDOWN_SECONDS", "inf"), ("HEAD_TIMEOUT_SECONDS", "inf"),
+                                        # empty (a template's blank): the working directory, a model
+                                        # named "", every interface
+                                        ("MODEL_ROOT", ""), ("DEFAULT_MODEL", " "), ("HOST", "")])
 def test_invalid_values_are_refused(monkeypatch, key, value):
     monkeypatch.setenv(f"TINYSERVE_{key}", value)
     with pytest.raises(ValidationError):

@@ -216,3 +216,40 @@ def test_memory_returns_after_200_versions_come_and_go_under_load(tmp_path):
         before, after = asyncio.run(main())
     print(f"RSS {before:.1f} MB before, {after:.1f} MB after 200 versions")
     assert after <= before * 1.10
+
+
+async def test_a_changed_serving_json_reloads_the_model_and_a_bad_one_is_rejected(root):
+    repo = Repository(root, batching=(64, 0.0)).load()
+    assert repo.get("tiny-multiclass").batcher.max_size == 64
+    options = root / "tiny-multiclass" / "serving.json"
+    options.write_text('{"batch_max_size": 8}')
+    change = await repo.refresh()
+    assert change == empty_change(replaced=["tiny-multiclass/1", "tiny-multiclass/2"])
+    running = repo.get("tiny-multiclass")
+    assert running.batcher.max_size == 8
+    options.write_text('{"batch_max_delay_ms": Infinity}')
+    change = await repo.refresh()
+    assert "finite number" in change["failed"][0]["reason"]
+    assert repo.get("tiny-multiclass") is running  # the bad options are rejected, the model serves
+    options.unlink()
+    assert (await repo.refresh())["replaced"] == ["tiny-multiclass/1", "tiny-multiclass/2"]
+    assert repo.get("tiny-multiclass").batcher.max_size == 64
+
+
+async def test_a_vanished_model_root_removes_nothing_until_it_is_back(root, caplog):
+    repo = Repository(root).load()
+    away = root.rename(root.with_name(root.name + "-away"))
+    assert await repo.refresh() == empty_change()
+    assert repo.get("tiny-multiclass").version == 2 and repo.not_ready_reason() is None
+    assert "model root" in caplog.text and "is missing" in caplog.text
+    away.rename(root)
+    shutil.rmtree(root / "tiny-regression")
+    assert await repo.refresh() == empty_change(removed=["tiny-regression/1"])
+
+
+async def test_a_rejected_update_is_logged_as_such(root, caplog):
+    repo = Repository(root).load()
+    (root / "tiny-multiclass" / "2" / "model.onnx").write_bytes(b"not onnx")
+    await repo.refresh()
+    assert "tiny-multiclass/2: update rejected, serving the previous files" in caplog.text
+    assert "not serving tiny-multiclass/2" not in caplog.text
