@@ -30,10 +30,10 @@ def main(prog: str = "python -m service") -> int:
 
     try:
         settings = get_settings()
+        serve(settings)
     except SettingsError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
-    serve(settings)
     return 0
 
 
@@ -44,7 +44,13 @@ def serve(settings: Settings) -> None:
     from service import logs
     from service.main import create_app
 
+    from service.config import SettingsError
+
     workers = settings.workers
+    shared = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if shared and not os.path.isdir(shared):  # prometheus-client would fail on it in every worker
+        raise SettingsError(f"PROMETHEUS_MULTIPROC_DIR={shared!r}: not a directory; create it, or unset "
+                            f"it (several workers then share a temporary one)")
     options = dict(host=settings.host, port=settings.port, log_level=settings.log_level,
                    log_config=logs.config(settings.log_level), access_log=False,  # ours is the access log
                    timeout_graceful_shutdown=settings.graceful_shutdown_seconds,
@@ -61,8 +67,13 @@ def serve(settings: Settings) -> None:
     # Workers are fresh processes: they see this variable before importing prometheus_client,
     # so each writes its metrics to files there and /metrics sums them all.
     own_dir = None
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        own_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="tinyserve-metrics-")
+    if not shared:
+        try:
+            own_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="tinyserve-metrics-")
+        except OSError as exc:  # a read-only filesystem without a writable /tmp
+            raise SettingsError(f"TINYSERVE_WORKERS={workers}: the workers share their metrics through files, "
+                                f"and no temporary directory is writable ({exc}); mount one at /tmp, or "
+                                f"set PROMETHEUS_MULTIPROC_DIR to a writable directory") from None
     try:
         uvicorn.run("service.main:create_app", factory=True, workers=workers, **options)
     finally:

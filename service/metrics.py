@@ -21,6 +21,7 @@ at most `FLUSH_SECONDS` stale for the other workers.
 from __future__ import annotations
 
 import asyncio
+import glob
 import os
 
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
@@ -91,18 +92,23 @@ class Metrics:
             children = self._children.get(key) or self._labelled(key)
             children[1].observe(seconds)
             if rows is not None:
+                if children[2] is None:
+                    children = self._labelled(key, inference=True)
                 children[2].observe(inference)
                 children[3].observe(rows)
         for key, count in counts.items():
             self._children[key][0].inc(count)
         self.in_flight.set(self.in_flight_now)
 
-    def _labelled(self, key: tuple) -> tuple:
+    def _labelled(self, key: tuple, inference: bool = False) -> tuple:
+        # The inference and rows series only once such a request is seen: a health probe's labels
+        # would otherwise publish empty histograms (model "none", endpoint "/health/ready").
         model, version, endpoint, status = key
         labels = (model, version, endpoint, str(status))
-        children = self._children[key] = (self.requests.labels(*labels), self.latency.labels(*labels),
-                                          self.inference.labels(model, version),
-                                          self.rows.labels(model, version, endpoint))
+        children = self._children[key] = (
+            self.requests.labels(*labels), self.latency.labels(*labels),
+            self.inference.labels(model, version) if inference else None,
+            self.rows.labels(model, version, endpoint) if inference else None)
         return children
 
     def record_models(self, entries: dict, failed: list[dict]) -> None:
@@ -110,7 +116,8 @@ class Metrics:
 
         A removed version keeps its status series (at 0), but its request, latency, inference and
         row series go: each holds a histogram, and a server that publishes a version a day would
-        otherwise keep every one of them for good.
+        otherwise keep every one of them for good. (In multiprocess mode they stay in the shared
+        files: prometheus-client removes a series from this process's registry only.)
         """
         for item in failed:
             self.load_failures.labels(item["model"]).inc()
@@ -126,8 +133,9 @@ class Metrics:
             return
         self.flush()  # what is noted of those versions is recorded before their series go
         gone = [key for key in self._children if key[:2] in versions]
-        by_metric = {self.requests: {(*k[:3], str(k[3])) for k in gone}, self.inference: {k[:2] for k in gone},
-                     self.rows: {k[:3] for k in gone}}
+        inferred = [key for key in gone if self._children[key][2] is not None]
+        by_metric = {self.requests: {(*k[:3], str(k[3])) for k in gone}, self.inference: {k[:2] for k in inferred},
+                     self.rows: {k[:3] for k in inferred}}
         by_metric[self.latency] = by_metric[self.requests]
         for metric, label_sets in by_metric.items():
             for labels in label_sets:
@@ -138,8 +146,10 @@ class Metrics:
     def render(self) -> tuple[bytes, str]:
         """The exposition text (every worker's, in multiprocess mode) and its content type."""
         self.flush()
-        if multiprocess_dir() is None:
+        directory = multiprocess_dir()
+        if directory is None:
             return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        _forget_dead_workers(directory)
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
         return generate_latest(registry), CONTENT_TYPE_LATEST
@@ -149,3 +159,22 @@ def worker_exit() -> None:
     """Drop this worker's live gauges from the multiprocess files (a no-op in one process)."""
     if multiprocess_dir() is not None:
         multiprocess.mark_process_dead(os.getpid())
+
+
+def _forget_dead_workers(directory: str) -> None:
+    """Drop the live gauges of workers that died without `worker_exit` (killed, crashed): uvicorn
+    starts a new worker in their place, and their last values would otherwise count for good."""
+    for path in glob.glob(os.path.join(directory, "gauge_live*_*.db")):
+        pid = path.rsplit("_", 1)[1].removesuffix(".db")
+        if pid.isdigit() and not _alive(int(pid)):
+            multiprocess.mark_process_dead(int(pid), directory)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True

@@ -108,6 +108,29 @@ def test_a_bad_setting_is_one_line(args, variable):
     assert len(done.stderr.splitlines()) == 1 and "TINYSERVE_PORT=" in done.stderr, done.stderr
 
 
+def test_a_missing_metrics_directory_is_one_line(model_root, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TINYSERVE_")}
+    env.update(PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "nowhere"), TINYSERVE_MODEL_ROOT=str(model_root))
+    done = subprocess.run([sys.executable, "-m", "service", "--workers", "2"], cwd=helpers.REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and len(done.stderr.splitlines()) == 1, done.stderr
+    assert f"PROMETHEUS_MULTIPROC_DIR='{tmp_path / 'nowhere'}': not a directory" in done.stderr
+
+
+def test_workers_without_a_writable_temporary_directory_is_one_line(uvicorn_calls, model_root, monkeypatch,
+                                                                     capsys):
+    # A read-only root filesystem with no /tmp mounted: the workers' metrics files have nowhere to go.
+    def no_tmp(prefix):
+        raise FileNotFoundError("No usable temporary directory found")
+
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    monkeypatch.setattr(python_m_service.tempfile, "mkdtemp", no_tmp)
+    assert cli.main(["serve", "--models", str(model_root), "--workers", "2"]) == 2
+    assert uvicorn_calls == []
+    error = capsys.readouterr().err
+    assert error.startswith("tinyserve serve: error: TINYSERVE_WORKERS=2: ") and "mount one at /tmp" in error
+
+
 # Where the train extra is missing: None in sys.modules fails `import X` as a missing package does.
 NO_TRAIN_EXTRA = ("import sys; sys.modules.update(dict.fromkeys(['sklearn', 'tensorflow', 'keras', "
                   "'tf2onnx', 'onnx', 'pandas', 'matplotlib'])); ")

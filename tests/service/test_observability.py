@@ -49,6 +49,19 @@ async def test_v2_metadata_and_ready_are_counted_for_their_model(client):
                       endpoint=endpoint, status="200") == 1, endpoint
 
 
+async def test_only_inference_requests_have_inference_and_rows_series(client):
+    assert (await client.get("/health/ready")).status_code == 200
+    assert (await client.post("/models/tiny-regression/predict", json={"instances": [[1]]})).status_code == 400
+    text = (await client.get("/metrics")).text
+    assert metric(text, "tinyserve_requests_total", endpoint="/health/ready", status="200") == 1
+    assert "tinyserve_inference_duration_seconds_count{" not in text  # no empty histograms
+    assert "tinyserve_request_rows_count{" not in text
+    assert (await client.post("/models/tiny-regression/predict", json=BODY)).status_code == 200
+    text = (await client.get("/metrics")).text
+    assert metric(text, "tinyserve_inference_duration_seconds_count", model="tiny-regression", version="1") == 1
+    assert text.count("tinyserve_request_rows_count{") == 1
+
+
 async def test_unknown_models_and_paths_add_no_label_values(client):
     for name in ("nope", "../etc", "x" * 200):
         await client.post("/predict", json={"model": name, "instances": [[0]]})

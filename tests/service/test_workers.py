@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 
 import httpx
 
+from service.metrics import Metrics
 from tests.service import helpers
 
 # Each worker folds its counts into the shared files at least once a second (service.metrics).
@@ -57,3 +61,25 @@ def test_two_workers_without_a_multiproc_dir_get_a_temporary_one(model_root, tmp
         text = scrape(url, lambda t: helpers.metric(t, "tinyserve_requests_total", endpoint="/health/live",
                                                      status="200") == 40)
     assert helpers.metric(text, "tinyserve_requests_total", endpoint="/health/live", status="200") == 40
+
+
+def test_a_killed_workers_model_status_leaves_the_metrics(tmp_path, monkeypatch):
+    # A worker killed outright never drops its live gauges; uvicorn starts another in its place,
+    # and the dead one's "ready" for a model it served once would count for good.
+    code = ("import sys, time; from service.metrics import Metrics; m = Metrics(); "
+            "m.version_status.labels('gone', '1', 'ready').set(1); print('set', flush=True); time.sleep(60)")
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    worker = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=helpers.REPO_ROOT,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert worker.stdout.readline() == "set\n"
+        monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+        alive = Metrics().render()[0].decode()
+        assert helpers.metric(alive, "tinyserve_model_version_status", model="gone", version="1", status="ready") == 1
+        worker.kill()
+        worker.wait(timeout=10)
+        dead = Metrics().render()[0].decode()
+    finally:
+        worker.kill()
+        worker.wait(timeout=10)
+    assert helpers.metric(dead, "tinyserve_model_version_status", model="gone", version="1", status="ready") is None
