@@ -141,6 +141,21 @@ def test_container_ports_and_probes_match(container):
         assert container[probe]["httpGet"]["port"] in (port, container["ports"][0].get("name"))
 
 
+def test_read_only_containers_mount_a_writable_tmp():
+    # Several workers share their metrics through files in a temporary directory: without a
+    # writable /tmp on a read-only root, raising TINYSERVE_WORKERS stops start-up.
+    pods = [d["spec"]["template"]["spec"] for d in _by_kind("Deployment")]
+    pods += [i["spec"]["predictor"] for i in _by_kind("InferenceService") if "containers" in i["spec"]["predictor"]]
+    pods += [r["spec"] for r in _by_kind("ServingRuntime")]
+    assert len(pods) == 3
+    for pod in pods:
+        for container in pod["containers"]:
+            assert container["securityContext"]["readOnlyRootFilesystem"] is True
+            (mount,) = [m for m in container.get("volumeMounts", []) if m["mountPath"] == "/tmp"]
+            (volume,) = [v for v in pod.get("volumes", []) if v["name"] == mount["name"]]
+            assert "emptyDir" in volume
+
+
 def test_probe_paths_answer_200_in_the_app(monkeypatch):
     for key in [k for k in os.environ if k.startswith("TINYSERVE_")]:
         monkeypatch.delenv(key)  # a developer's settings must not change what the app serves
