@@ -217,13 +217,40 @@ def cores(workers: int) -> tuple[str, str | None]:
     return f"0-{n - 1}", None  # as many workers as cores: nothing left to keep wrk apart
 
 
+def counts(text: str) -> list[int]:
+    """An option's comma-separated whole numbers of 1 or more (argparse `type`)."""
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        values = [0]
+    if min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers of 1 or more, got {text!r}")
+    return values
+
+
+def count(text: str) -> int:
+    """An option's one whole number of 1 or more (argparse `type`)."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer of 1 or more, got {text!r}")
+    return int(text)
+
+
+def setting(text: str) -> str:
+    """A `--env` item, TINYSERVE_X=VALUE (argparse `type`)."""
+    key, sep, _ = text.partition("=")
+    if not sep or not key.startswith("TINYSERVE_"):
+        raise argparse.ArgumentTypeError(f"expected TINYSERVE_X=VALUE, got {text!r}")
+    return text
+
+
 def parse_args(argv: list[str] | None, prog: str = "python -m bench") -> argparse.Namespace:
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
-    p.add_argument("--duration", type=int, default=5, help="seconds per cell (default 5)")
-    p.add_argument("--rounds", type=int, default=1, help="rounds per cell, median reported (default 1)")
-    p.add_argument("--workers", type=int, default=1, help="uvicorn workers for every server (default 1)")
-    p.add_argument("--rows", default="1,256", help="rows per request, comma-separated (default 1,256)")
-    p.add_argument("--concurrency", default="1,16,64", help="connections, comma-separated (default 1,16,64)")
+    p.add_argument("--duration", type=count, default=5, help="seconds per cell (default 5)")
+    p.add_argument("--rounds", type=count, default=1, help="rounds per cell, median reported (default 1)")
+    p.add_argument("--workers", type=count, default=1, help="uvicorn workers for every server (default 1)")
+    p.add_argument("--rows", type=counts, default="1,256", help="rows per request, comma-separated (default 1,256)")
+    p.add_argument("--concurrency", type=counts, default="1,16,64",
+                   help="connections, comma-separated (default 1,16,64)")
     p.add_argument("--batch", metavar="SIZE,DELAY_MS",
                    help="also run the service with these batching settings on /predict, as tinyserve+batch "
                    "(the default is 64,0; e.g. 0,0 turns batching off, 64,2 waits up to 2 ms)")
@@ -233,14 +260,14 @@ def parse_args(argv: list[str] | None, prog: str = "python -m bench") -> argpars
     p.add_argument("--baseline", metavar="GITREF",
                    help="also run the service of this commit (a temporary git worktree, its own models/) "
                    "with the same settings, as baseline, and print tinyserve ÷ baseline per cell")
-    p.add_argument("--env", action="append", default=[], metavar="TINYSERVE_X=VALUE",
+    p.add_argument("--env", action="append", type=setting, default=[], metavar="TINYSERVE_X=VALUE",
                    help="extra setting for the service (repeatable), e.g. TINYSERVE_ACCESS_LOG=false")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: one cell (1 row, concurrency 16), no warm-up, --duration 1")
     p.add_argument("--json", type=Path, help="also write every result to this file")
     args = p.parse_args(argv)
     if args.quick:
-        args.rows, args.concurrency, args.duration, args.rounds = "1", "16", 1, 1
+        args.rows, args.concurrency, args.duration, args.rounds = [1], [16], 1, 1
     args.variants = {}  # name -> the service's extra settings
     if args.batch:
         size, comma, delay = args.batch.partition(",")
@@ -255,8 +282,6 @@ def parse_args(argv: list[str] | None, prog: str = "python -m bench") -> argpars
         args.variants[name] = {key: value for key, _, value in items}
     if args.baseline and any(item.startswith("TINYSERVE_MODEL_ROOT=") for item in args.env):
         p.error("--baseline serves each checkout's own models/; it cannot take --env TINYSERVE_MODEL_ROOT")
-    args.rows = [int(v) for v in args.rows.split(",")]
-    args.concurrency = [int(v) for v in args.concurrency.split(",")]
     return args
 
 

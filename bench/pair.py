@@ -30,7 +30,8 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from bench import baseline
-from bench.__main__ import PATHS, ROOT, Server, bodies, cores, ensure_wrk, parse_args, servers, start, stop, wrk
+from bench.__main__ import (PATHS, ROOT, Server, bodies, cores, count, counts, ensure_wrk, parse_args, servers,
+                            setting, start, stop, wrk)
 from bench.profile import cpu_seconds
 
 SERVER_CORE, WRK_CORE = cores(1)  # one core for both servers, the last one for wrk (when there are two)
@@ -85,26 +86,23 @@ def main(argv: list[str] | None = None) -> int:
     against.add_argument("--baseline", metavar="GITREF", help="the commit to compare with")
     against.add_argument("--floor", choices=FLOORS, help="a floor server to compare with instead (it is "
                          "posted the /predict body of the same rows, as in python -m bench)")
-    p.add_argument("--rows", default="1,256", help="rows per request, comma-separated (default 1,256)")
+    p.add_argument("--rows", type=counts, default="1,256", help="rows per request, comma-separated (default 1,256)")
     p.add_argument("--protocols", default="predict,v2",
                    help="of predict, v2, v2bin, predict-top0, predict-cols, predict-cols0 (default predict,v2)")
-    p.add_argument("--concurrency", type=int, default=16, help="connections per server (default 16)")
-    p.add_argument("--seconds", type=int, default=5, help="seconds per run (default 5)")
-    p.add_argument("--repeats", type=int, default=5, help="runs per cell after the warm-up (default 5)")
-    p.add_argument("--env", action="append", default=[], metavar="TINYSERVE_X=VALUE",
+    p.add_argument("--concurrency", type=count, default=16, help="connections per server (default 16)")
+    p.add_argument("--seconds", type=count, default=5, help="seconds per run (default 5)")
+    p.add_argument("--repeats", type=count, default=5, help="runs per cell after the warm-up (default 5)")
+    p.add_argument("--env", action="append", type=setting, default=[], metavar="TINYSERVE_X=VALUE",
                    help="extra setting for both servers (repeatable)")
     args = p.parse_args(argv)
     protocols = args.protocols.split(",")
     if not set(protocols) <= set(PATHS):
         p.error(f"--protocols: expected some of {sorted(PATHS)}, got {args.protocols}")
-    try:
-        rows = [int(v) for v in args.rows.split(",")]
-    except ValueError:
-        p.error(f"--rows: expected comma-separated integers, got {args.rows}")
+    rows = args.rows
     for item in args.env:
-        key, sep, _ = item.partition("=")
-        if not sep or not key.startswith("TINYSERVE_") or key == "TINYSERVE_MODEL_ROOT":
-            p.error(f"--env {item!r}: expected TINYSERVE_X=VALUE (each server serves its own models/)")
+        if item.startswith("TINYSERVE_MODEL_ROOT="):
+            p.error(f"--env {item!r}: expected TINYSERVE_X=VALUE other than the model root "
+                    "(each server serves its own models/)")
     if WRK_CORE is None:
         p.error("needs two cores: the servers share one, wrk takes another")
     ensure_wrk()

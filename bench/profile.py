@@ -34,7 +34,7 @@ from pathlib import Path
 
 import simdjson
 
-from bench.__main__ import (MODEL, PATHS, ROOT, Server, bodies, cores, ensure_wrk, head_length, start,
+from bench.__main__ import (MODEL, PATHS, ROOT, Server, bodies, cores, count, ensure_wrk, head_length, start,
                             stop, wrk)
 
 # (step, markers): a sample belongs to the step of the deepest frame holding one of its markers.
@@ -122,11 +122,13 @@ def _best(f) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__.split("\n\n")[0])
-    p.add_argument("--seconds", type=int, default=8, help="seconds of load per measurement (default 8)")
+    p.add_argument("--seconds", type=count, default=8, help="seconds of load per measurement (default 8)")
     p.add_argument("--protocols", default="predict,v2,v2bin",
                    help="comma-separated, of predict, v2, v2bin, predict-top0, predict-cols, predict-cols0 "
                    "(default the first three)")
     args = p.parse_args(argv)
+    if not set(args.protocols.split(",")) <= set(PATHS):
+        p.error(f"--protocols: expected some of {sorted(PATHS)}, got {args.protocols}")
     ensure_wrk()
     if shutil.which("py-spy") is None:
         raise SystemExit("bench.profile: py-spy is required (pip install py-spy)")

@@ -40,6 +40,11 @@ def test_quick_benchmark_runs(tmp_path):
     ("--variant", "x:TINYSERVE_HTTP=httptools,B", "expected NAME:TINYSERVE_X=VALUE"),
     ("--variant", "x:", "expected NAME:TINYSERVE_X=VALUE"),
     ("--batch", "64", "expected SIZE,DELAY_MS"),
+    ("--rows", "abc", "--rows: expected comma-separated integers of 1 or more"),
+    ("--concurrency", "1,x", "--concurrency: expected comma-separated integers"),
+    ("--concurrency", "16,0", "--concurrency: expected comma-separated integers of 1 or more"),
+    ("--duration", "0", "--duration: expected an integer of 1 or more"),
+    ("--env", "FOO", "--env: expected TINYSERVE_X=VALUE"),
 ])
 def test_a_malformed_option_is_refused(option, value, expected):
     done = subprocess.run([sys.executable, "-m", "bench", option, value], cwd=ROOT,
@@ -96,6 +101,7 @@ def test_a_pair_run_against_a_floor_posts_the_floor_its_body():
     (["--floor", "fastapi"], "--floor: not allowed with argument --baseline"),
     (["--protocols", "grpc"], "--protocols: expected some of"),
     (["--rows", "one"], "--rows: expected comma-separated integers"),
+    (["--seconds", "-1"], "--seconds: expected an integer of 1 or more"),
     (["--env", "TINYSERVE_MODEL_ROOT=/tmp"], "expected TINYSERVE_X=VALUE"),
     (["--env", "BATCH"], "expected TINYSERVE_X=VALUE"),
 ])
