@@ -24,7 +24,7 @@ from service import observe
 from service.batching import Post
 from service.codecs.json import read_body
 from service.errors import NotReady
-from service.repository import Repository
+from service.repository import Entry, Repository
 from service.runtime import LoadedModel
 
 
@@ -59,6 +59,19 @@ def lookup(request: Request, name: str | None, version: int | str | None = None)
     """The model a request means (404/503), noted on the request for its metrics and access log."""
     repo = repository(request)
     found = repo.get(repo.resolve(name), version)
+    observe.note_model(request.scope, found)
+    return found
+
+
+def entry(request: Request, name: str, version: int | str | None = None) -> Entry:
+    """A version's entry, ready or not (404), for the status and metadata routes; without a version
+    the model's default, else its newest. Noted on the request, as `lookup` notes a model."""
+    repo = repository(request)
+    if version is not None:
+        found = repo.entry(name, version)
+    else:
+        versions = repo.versions(name)
+        found = repo.default_entry(name) or versions[max(versions)]
     observe.note_model(request.scope, found)
     return found
 

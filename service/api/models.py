@@ -91,6 +91,7 @@ async def list_models(request: Request) -> Response:
 async def describe_model(name: str, request: Request) -> Response:
     """Describe a model: its versions and the card and signature of its default version."""
     repo = dataplane.repository(request)
+    dataplane.entry(request, name)  # noted for the metrics
     summary = model_summary(repo, name)
     default = repo.default_entry(name)
     detail = version_detail(default) if default else {"origin": None, "card": None, "signature": None}
@@ -100,18 +101,18 @@ async def describe_model(name: str, request: Request) -> Response:
 @router.get("/models/{name}/versions/{version}", responses=_FOUND)
 async def describe_version(name: str, version: str, request: Request) -> Response:
     """Describe one version: card (without golden examples), signature and status."""
-    return json_response(version_detail(dataplane.repository(request).entry(name, version)))
+    return json_response(version_detail(dataplane.entry(request, name, version)))
 
 
 @router.get("/models/{name}/versions/{version}/report", response_class=Response,
             responses={200: {"content": {"text/markdown": {}}}, **_FOUND})
 async def version_report(name: str, version: str, request: Request) -> Response:
     """The version's training report (report.md as text/markdown); 404 when it has none."""
-    return report_file(dataplane.repository(request).entry(name, version), REPORT_MD)
+    return report_file(dataplane.entry(request, name, version), REPORT_MD)
 
 
 @router.get("/models/{name}/versions/{version}/report/{file}", response_class=Response,
             responses={200: {"content": {"image/png": {}, "text/markdown": {}}}, **_FOUND})
 async def version_report_file(name: str, version: str, file: str, request: Request) -> Response:
     """One file (PNG or Markdown) of the version's report folder."""
-    return report_file(dataplane.repository(request).entry(name, version), file)
+    return report_file(dataplane.entry(request, name, version), file)

@@ -52,22 +52,23 @@ async def other_version_method(name: str, version: str, method: str, request: Re
 @router.get("/{name}", **_docs(GetModelStatusResponse))
 async def model_status(name: str, request: Request) -> Response:
     """Status of every version of a model."""
+    dataplane.entry(request, name)  # noted for the metrics
     return json_response(tfserving_codec.model_status(list(dataplane.repository(request).versions(name).values())))
 
 
 @router.get("/{name}/versions/{version}", **_docs(GetModelStatusResponse))
 async def version_status(name: str, version: str, request: Request) -> Response:
     """Status of one version."""
-    return json_response(tfserving_codec.model_status([dataplane.repository(request).entry(name, version)]))
+    return json_response(tfserving_codec.model_status([dataplane.entry(request, name, version)]))
 
 
 @router.get("/{name}/metadata", **_docs(GetModelMetadataResponse))
 async def model_metadata(name: str, request: Request) -> Response:
     """Signature of the newest ready version."""
-    return json_response(tfserving_codec.model_metadata(dataplane.repository(request).get(name)))
+    return json_response(tfserving_codec.model_metadata(dataplane.lookup(request, name)))
 
 
 @router.get("/{name}/versions/{version}/metadata", **_docs(GetModelMetadataResponse))
 async def version_metadata(name: str, version: str, request: Request) -> Response:
     """Signature of one version."""
-    return json_response(tfserving_codec.model_metadata(dataplane.repository(request).get(name, version)))
+    return json_response(tfserving_codec.model_metadata(dataplane.lookup(request, name, version)))

@@ -49,6 +49,21 @@ async def test_v2_metadata_and_ready_are_counted_for_their_model(client):
                       endpoint=endpoint, status="200") == 1, endpoint
 
 
+async def test_tf_serving_and_native_status_and_metadata_are_counted_for_their_model(client):
+    routes = [("/v1/models/tiny-multiclass", "/v1/models/{name}", "2"),
+              ("/v1/models/tiny-multiclass/versions/1", "/v1/models/{name}/versions/{version}", "1"),
+              ("/v1/models/tiny-multiclass/metadata", "/v1/models/{name}/metadata", "2"),
+              ("/v1/models/tiny-multiclass/versions/1/metadata", "/v1/models/{name}/versions/{version}/metadata", "1"),
+              ("/models/tiny-multiclass", "/models/{name}", "2"),
+              ("/models/tiny-multiclass/versions/1", "/models/{name}/versions/{version}", "1")]
+    for path, _, _ in routes:
+        assert (await client.get(path)).status_code == 200, path
+    text = (await client.get("/metrics")).text
+    for _, endpoint, version in routes:
+        assert metric(text, "tinyserve_requests_total", model="tiny-multiclass", version=version,
+                      endpoint=endpoint, status="200") == 1, endpoint
+
+
 async def test_only_inference_requests_have_inference_and_rows_series(client):
     assert (await client.get("/health/ready")).status_code == 200
     assert (await client.post("/models/tiny-regression/predict", json={"instances": [[1]]})).status_code == 400
