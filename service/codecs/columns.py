@@ -17,6 +17,7 @@ training; it reads the decoded batch, so every protocol reports the same things.
 
 from __future__ import annotations
 
+import base64
 from functools import lru_cache
 
 import numpy as np
@@ -122,15 +123,26 @@ def _text(value: object, i: int, j: int, column: Column) -> str:
                      f"categorical feature, send its category as a string")
 
 
+def _text_or_b64(value: object, i: int, j: int, column: Column) -> str:
+    """TF Serving's form of a string as well: {"b64": "<base64>"}, which its clients send for bytes."""
+    if type(value) is dict and list(value) == ["b64"] and type(value["b64"]) is str:
+        try:
+            return base64.b64decode(value["b64"], validate=True).decode()
+        except ValueError:  # binascii.Error and UnicodeDecodeError are both ValueErrors
+            raise BadRequest(f"row {i}, feature {j} ({column.name}): {json.show(value)} is not base64 of "
+                             "UTF-8 text") from None
+    return _text(value, i, j, column)
+
+
 def named(card: ModelCard, tensors: dict, max_rows: int, where: str) -> np.ndarray:
     """Named graph inputs as JSON rows (TF Serving): `features` rows of numbers or null, `categories`
-    rows of strings or null, one list per row -> `table`."""
+    rows of strings (or {"b64": ...}) or null, one list per row -> `table`."""
     names = [s.name for s in card.graph_inputs]
     if sorted(tensors) != sorted(names):
         raise BadRequest(f"{where} names inputs {sorted(tensors)}; the model's inputs are {names}")
     numeric, categorical = _split(card)
     decoded = {}
-    for name, positions, value in ((FEATURES, numeric, _number), (CATEGORIES, categorical, _text)):
+    for name, positions, value in ((FEATURES, numeric, _number), (CATEGORIES, categorical, _text_or_b64)):
         if positions:
             decoded[name] = _tensor_rows(tensors[name], name, [card.columns[j] for j in positions], max_rows, value)
     features = decoded.get(FEATURES)

@@ -4,6 +4,7 @@ served by /predict, V2 (JSON and binary) and TF Serving through the one data pla
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import struct
 
@@ -272,6 +273,11 @@ async def test_tfserving_row_and_columnar_forms(client):
     inputs = {"categories": [[r[1]] for r in ROWS], "features": [[r[0], r[2]] for r in ROWS]}
     r = await client.post("/v1/models/tiny-table:predict", json={"inputs": inputs})
     assert [p[0] for p in r.json()["outputs"]] == pytest.approx([tables.expected(row) for row in ROWS])
+    # TF Serving's clients send bytes as {"b64": ...}: the same strings, the same answers
+    b64 = {"categories": [[None if r[1] is None else {"b64": base64.b64encode(r[1].encode()).decode()}] for r in ROWS],
+           "features": inputs["features"]}
+    r = await client.post("/v1/models/tiny-table:predict", json={"inputs": b64})
+    assert [p[0] for p in r.json()["outputs"]] == pytest.approx([tables.expected(row) for row in ROWS])
 
 
 @pytest.mark.parametrize("body, message", [
@@ -280,6 +286,10 @@ async def test_tfserving_row_and_columnar_forms(client):
     ({"inputs": {"features": [[1, 2]], "categories": [["1st"], ["2nd"]]}}, "must have as many rows, got 1 and 2"),
     ({"inputs": {"features": [[1, 2]], "categories": [[1]]}}, "row 0, feature 0 (class) is not a string: 1"),
     ({"inputs": [[1, 2]]}, "'inputs' must be an object naming the model's inputs"),
+    ({"inputs": {"features": [[1, 2]], "categories": [[{"b64": "%%%"}]]}},
+     'row 0, feature 0 (class): {"b64":"%%%"} is not base64 of UTF-8 text'),
+    ({"inputs": {"features": [[1, 2]], "categories": [[{"b64": "/w=="}]]}}, "is not base64 of UTF-8 text"),
+    ({"inputs": {"features": [[1, 2]], "categories": [[{"b64": 1}]]}}, "row 0, feature 0 (class) is not a string"),
 ])
 async def test_tfserving_errors_are_400(client, body, message):
     r = await client.post("/v1/models/tiny-table:predict", json=body)
