@@ -70,6 +70,9 @@ def create_app(settings: Settings | None = None) -> Gateway:
         version=package_version(),
         description="Small Keras networks exported to ONNX, served over JSON with onnxruntime.",
         lifespan=lifespan,
+        # A trailing slash is another path, answered 404 JSON like any unknown one: a redirect
+        # answers an API client's POST with an empty body it does not follow.
+        redirect_slashes=False,
     )
     app.state.settings = settings
     app.state.repository = None

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, HTTPException, Request
 from starlette.responses import Response
 
 from service import dataplane
@@ -39,19 +39,33 @@ async def predict_version(name: str, version: str, request: Request) -> Response
 
 @router.post("/{name}:{method}", include_in_schema=False)
 async def other_method(name: str, method: str, request: Request) -> Response:
-    """TF Serving's :classify and :regress take tf.Example protos, which these models do not."""
-    raise NotFound(f"method ':{method}' is not supported; use ':predict'")
+    """TF Serving's :classify and :regress (JSON `examples`, feature maps for a tf.Example-reading
+    signature) are not served: these models have one signature, serving_default, for :predict."""
+    raise NotFound(_unsupported(method))
 
 
 @router.post("/{name}/versions/{version}:{method}", include_in_schema=False)
 async def other_version_method(name: str, version: str, method: str, request: Request) -> Response:
     """As `other_method`, for one version."""
-    raise NotFound(f"method ':{method}' is not supported; use ':predict'")
+    raise NotFound(_unsupported(method))
+
+
+def _unsupported(method: str) -> str:
+    return (f"method ':{method[:100]}' is not supported: the only signature is {tfserving_codec.SIGNATURE!r}, "
+            "for ':predict' (TF Serving's :classify and :regress are not served)")
+
+
+def _get_of_a_method(*parts: str) -> None:
+    """A GET of `{name}:predict` would otherwise look a model named "digits:predict" up (404)."""
+    for part in parts:
+        if ":" in part:
+            raise HTTPException(405, f"':{part.partition(':')[2][:100]}' takes POST, not GET", {"Allow": "POST"})
 
 
 @router.get("/{name}", **_docs(GetModelStatusResponse))
 async def model_status(name: str, request: Request) -> Response:
     """Status of every version of a model."""
+    _get_of_a_method(name)
     dataplane.entry(request, name)  # noted for the metrics
     return json_response(tfserving_codec.model_status(list(dataplane.repository(request).versions(name).values())))
 
@@ -59,6 +73,7 @@ async def model_status(name: str, request: Request) -> Response:
 @router.get("/{name}/versions/{version}", **_docs(GetModelStatusResponse))
 async def version_status(name: str, version: str, request: Request) -> Response:
     """Status of one version."""
+    _get_of_a_method(name, version)
     return json_response(tfserving_codec.model_status([dataplane.entry(request, name, version)]))
 
 

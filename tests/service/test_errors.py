@@ -174,6 +174,21 @@ async def test_405_keeps_the_allow_header(client):
     assert response.headers["allow"] == "POST"
 
 
+@pytest.mark.parametrize("method, path", [("POST", "/v2/models/tiny-regression/infer/"),
+                                          ("POST", "/v1/models/tiny-regression:predict/"),
+                                          ("GET", "/health/ready/")])
+async def test_a_trailing_slash_is_a_404_not_an_empty_redirect(client, method, path):
+    # A 307 to the path without it answered an API client's POST with no body and no JSON.
+    assert_error(await client.request(method, path, json={}), 404)
+
+
+async def test_a_get_of_a_tf_serving_method_is_405_with_its_allow_header(client):
+    for path in ("/v1/models/tiny-regression:predict", "/v1/models/tiny-regression/versions/1:predict"):
+        response = await client.get(path)
+        assert_error(response, 405, "':predict' takes POST, not GET")
+        assert response.headers["allow"] == "POST"
+
+
 async def test_a_client_gone_mid_body_is_not_a_server_error(app, caplog):
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
              "scheme": "http", "path": "/predict", "raw_path": b"/predict", "query_string": b"", "root_path": "",
