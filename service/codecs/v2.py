@@ -232,10 +232,11 @@ def _check_exact(values: np.ndarray, datatype: Datatype, n: int) -> None:
 
 
 def output_names(parsed: Parsed) -> list[str] | None:
-    """The outputs asked for, in order; None (all outputs) when the request names none."""
+    """The outputs asked for, in order; None (all outputs) when the request names none (no
+    `outputs`, or an empty list: the spec's "if not specified")."""
     req = parsed.req
     parsed.binary = _binary_outputs(req)  # a bad binary_data flag is refused before the model runs
-    if req.outputs is None:
+    if not req.outputs:
         return None
     names = [o.name for o in req.outputs]
     if len(set(names)) != len(names):

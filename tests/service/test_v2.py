@@ -161,6 +161,13 @@ async def test_outputs_come_in_the_requested_order(client):
     assert [(o.name, o.shape, o.data) for o in got.outputs] == [("labels", [1, 1], ["yes"]), ("logits", [1, 1], [0.0])]
 
 
+async def test_an_empty_outputs_list_asks_for_every_output(client):
+    # The spec: "if not specified all outputs produced by the model will be returned".
+    every = await infer(client, "tiny-binary", {"inputs": [tensor([[0, 0, 0]])]})
+    empty = await infer(client, "tiny-binary", {"inputs": [tensor([[0, 0, 0]])], "outputs": []})
+    assert empty.outputs == every.outputs and len(every.outputs) == 3
+
+
 async def test_versions(client):
     body = {"inputs": [tensor([[0, 0, 0, 0]])], "outputs": [{"name": "labels"}]}
     assert (await infer(client, "tiny-multiclass", body)).outputs[0].data == ["emu"]
