@@ -57,8 +57,8 @@ def outputs(card: ModelCard, raw: np.ndarray, names: list[str] | None = None) ->
             raise BadRequest(f"unknown output(s) {unknown}; the model offers {known}")
     out, derived, raw_name = {}, None, card.output.name
     for name in names:
-        if name == raw_name:
-            out[name] = raw
+        if name == raw_name:  # FP32 on the wire, as `_offered` says, whatever the graph's float type
+            out[name] = raw if raw.dtype == np.float32 else raw.astype(np.float32)
             continue
         if derived is None:
             probs, found = tasks.decided(card, raw)

@@ -124,6 +124,28 @@ async def test_float64_and_integer_inputs_take_exact_features(tmp_path):
     assert meta["inputs"][0]["datatype"] == "FP32"  # what every request is decoded to
 
 
+async def test_a_float64_output_is_served_as_the_fp32_it_is_declared(tmp_path):
+    # y = x @ [[0.1], [0.2]] in float64: 0.30000000000000004 for [1, 1], 0.3 as float32.
+    nodes = [helper.make_node("Cast", ["x"], ["xd"], to=TensorProto.DOUBLE), helper.make_node("MatMul", ["xd", "W"], ["y"])]
+    graph = helper.make_graph(nodes, "double", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.DOUBLE, ["batch", 1])],
+                              initializer=[numpy_helper.from_array(np.array([[0.1], [0.2]]), "W")])
+    spec = Spec("double", "regression", [[0.1], [0.2]], [0.0], ["y"], output_name="y", golden_inputs=[[1, 1]])
+    folder = write_model(tmp_path, spec)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8),
+              folder / "model.onnx")
+    helpers.edit_card(folder, output=TensorSpec(name="y", shape=[-1, 1], dtype="float64"))
+    helpers.reseal(folder)
+    body = {"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [1, 1]}]}
+    async with helpers.serve(create_app(Settings(model_root=tmp_path, poll_seconds=0))) as client:
+        meta = (await client.get("/v2/models/double")).json()
+        v2 = (await client.post("/v2/models/double/infer", json=body)).json()
+        tfs = (await client.post("/v1/models/double:predict", json={"instances": [[1, 1]]})).json()
+    assert meta["outputs"] == [{"name": "y", "datatype": "FP32", "shape": [-1, 1]}]
+    assert v2["outputs"][0]["datatype"] == "FP32" and v2["outputs"][0]["data"] == [0.3]
+    assert tfs["predictions"] == [[0.3]]
+
+
 def test_copies_serve_under_load_with_no_failed_request(tmp_path, tmp_path_factory):
     """`cp -r digits/1 digits/2`, then `rm -r digits/1`, then `cp -r digits digits-canary`, with clients
     hammering the model the whole time: every request answers 200, and each change is served."""
