@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 from typing import TYPE_CHECKING
@@ -46,6 +47,10 @@ def serve(settings: Settings) -> None:
 
     from service.config import SettingsError
 
+    try:  # before the models load: a host that does not resolve is a setting's error, named as one
+        socket.getaddrinfo(settings.host, settings.port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        raise SettingsError(f"TINYSERVE_HOST={settings.host!r}: {exc}") from None
     workers = settings.workers
     shared = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if shared and not os.path.isdir(shared):  # prometheus-client would fail on it in every worker

@@ -108,6 +108,13 @@ def test_a_bad_setting_is_one_line(args, variable):
     assert len(done.stderr.splitlines()) == 1 and "TINYSERVE_PORT=" in done.stderr, done.stderr
 
 
+def test_a_host_that_does_not_resolve_is_one_line_before_any_model_loads(uvicorn_calls, model_root, capsys):
+    assert cli.main(["serve", "--models", str(model_root), "--host", "no-such-host.invalid"]) == 2
+    assert uvicorn_calls == []
+    error = capsys.readouterr().err
+    assert error.startswith("tinyserve serve: error: TINYSERVE_HOST='no-such-host.invalid': ") and error.count("\n") == 1
+
+
 def test_a_missing_metrics_directory_is_one_line(model_root, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("TINYSERVE_")}
     env.update(PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "nowhere"), TINYSERVE_MODEL_ROOT=str(model_root))
