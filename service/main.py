@@ -26,7 +26,9 @@ def _auth_line(settings: Settings) -> str:
     tokens = len(settings.api_tokens)
     auth = f"auth on: {tokens} bearer token{'s' if tokens != 1 else ''}" if tokens else \
         "auth off: no TINYSERVE_API_TOKENS, every route is open"
-    return f"{auth}; admin routes {'on' if settings.admin else 'off'}"
+    admin = "on, open to anyone: POST /admin/reload needs no token" if settings.admin and not tokens else \
+        "on" if settings.admin else "off"
+    return f"{auth}; admin routes {admin}"
 
 
 async def _stop(app: FastAPI, poller: asyncio.Task | None) -> None:
@@ -54,7 +56,9 @@ def create_app(settings: Settings | None = None) -> Gateway:
         repo = Repository(settings.model_root, settings.threads, settings.default_model,
                           (settings.batch_max_size, settings.batch_max_delay_ms)).load()
         app.state.repository = repo
-        log.info(_auth_line(settings))
+        # Admin without tokens lets anyone reload the models: said as a warning, not in passing.
+        open_admin = settings.admin and not settings.api_tokens
+        log.log(logging.WARNING if open_admin else logging.INFO, _auth_line(settings))
         # What is alive now (modules, app, models) lives as long as the process: moved out of the
         # collector's reach, a full collection no longer rescans it.
         gc.freeze()

@@ -109,18 +109,22 @@ def test_python_m_service_ends_with_one_line_on_a_bad_token_setting(tmp_path):
         "(comma-separated or a JSON list of strings); got an entry of JSON type number"]
 
 
-@pytest.mark.parametrize("tokens, line", [
-    ((), "auth off: no TINYSERVE_API_TOKENS, every route is open; admin routes off"),
-    (("a",), "auth on: 1 bearer token; admin routes on"),
-    (("a", "b"), "auth on: 2 bearer tokens; admin routes on"),
+@pytest.mark.parametrize("tokens, admin, line, level", [
+    ((), None, "auth off: no TINYSERVE_API_TOKENS, every route is open; admin routes off", "INFO"),
+    (("a",), None, "auth on: 1 bearer token; admin routes on", "INFO"),
+    (("a", "b"), None, "auth on: 2 bearer tokens; admin routes on", "INFO"),
+    ((), True, "auth off: no TINYSERVE_API_TOKENS, every route is open; admin routes on, open to anyone: "
+     "POST /admin/reload needs no token", "WARNING"),
 ])
-async def test_start_up_log_says_whether_auth_is_on_and_never_the_tokens(tmp_path, caplog, tokens, line):
+async def test_start_up_log_says_whether_auth_is_on_and_never_the_tokens(tmp_path, caplog, tokens, admin, line,
+                                                                          level):
     write_model(tmp_path, REGRESSION)
     caplog.set_level(logging.INFO, logger="service.main")
-    async with helpers.serve(create_app(Settings(model_root=tmp_path, api_tokens=tokens, poll_seconds=0))):
+    settings = Settings(model_root=tmp_path, api_tokens=tokens, admin_enabled=admin, poll_seconds=0)
+    async with helpers.serve(create_app(settings)):
         pass
-    said = [r.getMessage() for r in caplog.records if r.name == "service.main"]
-    assert said == [line]
+    said = [(r.getMessage(), r.levelname) for r in caplog.records if r.name == "service.main"]
+    assert said == [(line, level)]
 
 
 # A complete, valid model outside the model root: every traversal attempt must miss it.
