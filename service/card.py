@@ -26,6 +26,12 @@ SCHEMA_VERSION = 1
 # Names end up in URLs and on disk: keep them to a safe alphabet.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 NAME_RE = re.compile(NAME_PATTERN)
+# The version folders the server serves: 1 to VERSION_MAX without a leading zero (the pattern is
+# exactly those spellings); writers refuse other versions, whose folders would never serve.
+VERSION_MAX, VERSION_PATTERN = 999_999_999, r"^[1-9][0-9]{0,8}$"
+VERSION_RE = re.compile(VERSION_PATTERN)
+# How a multilabel answer joins the labels of a row into one string (the V2 `labels` output).
+LABEL_SEPARATOR = ","
 
 
 class Task(str, Enum):
@@ -209,7 +215,7 @@ class ModelCard(_Strict):
     `inputs`, and `feature_names` out when it gives `columns`: they are filled in from them.
     """
 
-    schema_version: int = SCHEMA_VERSION
+    schema_version: Annotated[int, Field(ge=1, le=SCHEMA_VERSION)] = SCHEMA_VERSION  # a card format this code knows
     # What the model was trained or imported as; the folders it sits in decide how it serves.
     name: Annotated[str, Field(pattern=NAME_PATTERN)] | None = None
     version: Annotated[int, Field(ge=1)] | None = None
@@ -289,13 +295,7 @@ class ModelCard(_Strict):
             raise ValueError(f"{len(self.feature_names)} feature names for {n_in} input features")
         if self.feature_names is not None and len(set(self.feature_names)) != n_in:
             raise ValueError("feature names must be unique")
-        expected_labels = 2 if self.task is Task.binary else n_out
-        if len(self.labels) != expected_labels:
-            raise ValueError(f"{self.task.value} model with {n_out} outputs needs "
-                             f"{expected_labels} labels, card has {len(self.labels)}")
-        if self.task is Task.multilabel and len(set(self.labels)) != n_out:
-            # Its answers key each label's probability by the label: a JSON object, one key each.
-            raise ValueError(f"a multilabel model's labels must be unique, got {self.labels}")
+        self._check_labels()
         if (self.task is Task.regression) != (self.output_kind is OutputKind.values):
             raise ValueError(f"output_kind {self.output_kind.value!r} does not fit a {self.task.value} model: "
                              "regression outputs are 'values', classifiers' 'logits' or 'probabilities'")
@@ -303,12 +303,7 @@ class ModelCard(_Strict):
             raise ValueError(f"binary model must have one output unit, card says {n_out}")
         if self.task is Task.multiclass and n_out < 2:
             raise ValueError("multiclass model needs at least two outputs")
-        expected_thresholds = {Task.binary: 1, Task.multilabel: n_out}.get(self.task)
-        if expected_thresholds is not None:
-            if self.thresholds is None or len(self.thresholds) != expected_thresholds:
-                raise ValueError(f"{self.task.value} card needs {expected_thresholds} threshold(s)")
-            if not all(0.0 < t < 1.0 for t in self.thresholds):
-                raise ValueError(f"thresholds must lie strictly between 0 and 1: {self.thresholds}")
+        self._check_thresholds()
         if self.threshold_checks is not None and \
                 [c.served for c in self.threshold_checks] != self.thresholds:
             raise ValueError("threshold_checks must give the served thresholds, in order: "
@@ -321,6 +316,29 @@ class ModelCard(_Strict):
                 raise ValueError(f"golden example {i}: each value must be a number (numeric column), a string "
                                  f"(categorical column) or null (a column, missing), got {g.input}")
         return self
+
+    def _check_labels(self) -> None:
+        """One label per output (binary: [negative, positive]), each once, as answers are keyed by
+        label; a multilabel answer joins labels with LABEL_SEPARATOR, which none may then hold."""
+        expected = 2 if self.task is Task.binary else self.n_outputs
+        if len(self.labels) != expected:
+            raise ValueError(f"{self.task.value} model with {self.n_outputs} outputs needs "
+                             f"{expected} labels, card has {len(self.labels)}")
+        if len(set(self.labels)) != len(self.labels):
+            raise ValueError(f"a {self.task.value} model's labels must be unique, got [{listed(self.labels, repr)}]")
+        if self.task is Task.multilabel and any(LABEL_SEPARATOR in label for label in self.labels):
+            raise ValueError(f"a multilabel model's labels cannot contain {LABEL_SEPARATOR!r}, which joins "
+                             f"a row's labels in one answer, got [{listed(self.labels, repr)}]")
+
+    def _check_thresholds(self) -> None:
+        """Binary: one threshold; multilabel: one per label; other tasks none."""
+        expected = {Task.binary: 1, Task.multilabel: self.n_outputs}.get(self.task)
+        if expected is None and self.thresholds is not None:
+            raise ValueError(f"thresholds apply to binary and multilabel models, not {self.task.value}")
+        if expected is not None and (self.thresholds is None or len(self.thresholds) != expected):
+            raise ValueError(f"{self.task.value} card needs {expected} threshold(s)")
+        if not all(0.0 < t < 1.0 for t in self.thresholds or []):
+            raise ValueError(f"thresholds must lie strictly between 0 and 1: {self.thresholds}")
 
     def _check_columns(self) -> None:
         """A table model's graph inputs are `features` float32 [-1, numeric columns] and then
@@ -356,6 +374,12 @@ def _fits(value: object, kind: str) -> bool:
     if kind == "number":
         return type(value) is float
     return value is None or type(value) is (float if kind == "numeric" else str)
+
+
+def listed(items: list, show=str, limit: int = 10) -> str:
+    """Items for a one-line message, separated by commas: the first `limit`, then how many more."""
+    more = f", ... ({len(items) - limit} more)" if len(items) > limit else ""
+    return ", ".join(map(show, items[:limit])) + more
 
 
 def sha256_file(path: Path) -> str:

@@ -36,7 +36,6 @@ import asyncio
 import dataclasses
 import logging
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,14 +43,13 @@ import numpy as np
 from pydantic import ValidationError
 
 from service import runtime
-from service.card import CARD_FILE, MODEL_FILE, NAME_RE, ModelCard, read_card, sha256_file
+from service.card import CARD_FILE, MODEL_FILE, NAME_RE, VERSION_RE, ModelCard, read_card, sha256_file
 from service.codecs import columns
 from service.errors import BadRequest, NotFound, NotReady
 from service.runtime import LoadedModel
 
 log = logging.getLogger(__name__)
 
-VERSION_RE = re.compile(r"^[1-9][0-9]{0,8}$")
 GOLDEN_ATOL = 1e-4
 GOLDEN_RTOL = 1e-4
 READY, FAILED = "ready", "failed"

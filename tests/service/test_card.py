@@ -1,16 +1,19 @@
 """The model card schema: what it accepts, what it refuses, and its round trip."""
 
+import re
+
 import pytest
 from pydantic import ValidationError
 
-from service.card import ModelCard, read_card, write_card
-from service.card import OutputKind
+from service.card import ModelCard, OutputKind, read_card, write_card
 from tests.service.helpers import REPO_ROOT, Spec, make_card
 
 SHA = "0" * 64
 BINARY = Spec("bin", "binary", [[1.0], [2.0]], [0.0], ["no", "yes"], thresholds=[0.5])
 MULTILABEL = Spec("ml", "multilabel", [[1.0, 0.0, 1.0]], [0.0, 0.0, 0.0], ["a", "b", "c"],
                   thresholds=[0.5, 0.4, 0.6])
+MULTICLASS = Spec("mc", "multiclass", [[1.0, 0.0, 1.0]], [0.0, 0.0, 0.0], ["a", "b", "c"])
+REGRESSION = Spec("reg", "regression", [[1.0, 2.0]], [0.0, 0.0], ["y1", "y2"])
 
 
 def _data(spec: Spec, **changes) -> dict:
@@ -47,10 +50,48 @@ def test_invalid_cards_are_refused_with_a_reason(changes, message):
         ModelCard.model_validate(_data(BINARY, **changes))
 
 
-def test_multilabel_labels_are_unique_other_tasks_may_repeat_one():
-    with pytest.raises(ValidationError, match=r"a multilabel model's labels must be unique, got \['a', 'b', 'a'\]"):
-        ModelCard.model_validate(_data(MULTILABEL, labels=["a", "b", "a"]))
-    assert ModelCard.model_validate(_data(BINARY, labels=["x", "x"])).labels == ["x", "x"]  # as before
+@pytest.mark.parametrize("spec,labels", [(MULTICLASS, ["a", "a", "c"]), (BINARY, ["same", "same"]),
+                                         (MULTILABEL, ["a", "b", "a"]), (REGRESSION, ["y", "y"])])
+def test_labels_are_unique_for_every_task(spec, labels):
+    # Answers name a class by its label and key probabilities and values by it: a repeat is ambiguous.
+    with pytest.raises(ValidationError, match=re.escape(f"a {spec.task} model's labels must be unique, got {labels}")):
+        ModelCard.model_validate(_data(spec, labels=labels))
+
+
+def test_a_long_label_list_is_cut_in_the_message():
+    labels = [f"class-{i}" for i in range(400)]
+    data = _data(MULTICLASS, labels=labels + ["class-0"], output={"name": "logits", "shape": [-1, 401]}, golden=[])
+    with pytest.raises(ValidationError) as info:
+        ModelCard.model_validate(data)
+    message = info.value.errors()[0]["msg"]
+    assert message.endswith("got ['class-0', 'class-1', 'class-2', 'class-3', 'class-4', 'class-5', 'class-6', "
+                            "'class-7', 'class-8', 'class-9', ... (391 more)]") and len(message) < 300, message
+
+
+def test_multilabel_labels_cannot_hold_the_separator_of_the_v2_labels_output():
+    with pytest.raises(ValidationError, match="a multilabel model's labels cannot contain ','"):
+        ModelCard.model_validate(_data(MULTILABEL, labels=["a", "b,c", "d"]))
+    assert ModelCard.model_validate(_data(MULTICLASS, labels=["a", "b,c", "d"])).labels[1] == "b,c"  # one label a row
+
+
+@pytest.mark.parametrize("spec", [MULTICLASS, REGRESSION])
+def test_thresholds_are_only_for_binary_and_multilabel(spec):
+    with pytest.raises(ValidationError, match=f"thresholds apply to binary and multilabel models, not {spec.task}"):
+        ModelCard.model_validate(_data(spec, thresholds=[0.5] * spec.n_outputs))
+
+
+@pytest.mark.parametrize("version", [99, 2, 0])
+def test_a_schema_version_this_code_does_not_know_is_refused(version):
+    with pytest.raises(ValidationError, match="schema_version"):
+        ModelCard.model_validate(_data(BINARY, schema_version=version))
+    assert ModelCard.model_validate(_data(BINARY, schema_version=1)).schema_version == 1
+
+
+def test_the_version_pattern_is_exactly_1_to_the_largest_version():
+    from service.card import VERSION_MAX, VERSION_RE  # shared by the server's scan and the writers
+
+    assert VERSION_RE.fullmatch(str(VERSION_MAX)) and VERSION_RE.fullmatch("1")
+    assert not any(VERSION_RE.fullmatch(v) for v in (str(VERSION_MAX + 1), "0", "01", "-1", "+1", " 1"))
 
 
 def test_multilabel_needs_one_threshold_per_label():
