@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from service.card import Task
+from service.card import Task, listed
 from training.columns import MISSING
 from training.datasets import DataError, Dataset
 
@@ -111,26 +111,29 @@ def _guess_task(column: pd.Series) -> Task:
     return Task.regression
 
 
-def _classes(column: pd.Series, task: Task, positive: str | None):
-    """Class ids and names; for binary, the positive class is `positive` or the last sorted name."""
+def _classes(column: pd.Series, task: Task, positive: str | None, guessed: bool = False):
+    """Class ids and names; for binary, the positive class is `positive` or the last sorted name.
+    `guessed`: the task was guessed from the target, which a failure then says."""
     names = sorted({_label_text(v) for v in column}, key=_sort_key)
     if len(names) < 2:
         raise DataError(f"target column {column.name!r} has a single class ({names[0]!r}); "
                         "a classifier needs at least two")
     if task is Task.binary and len(names) != 2:
         raise DataError(f"binary target {column.name!r} has {len(names)} classes "
-                        f"({', '.join(names[:10])}); use --task multiclass")
+                        f"({listed(names)}); use --task multiclass")
     if positive is not None:
         if task is not Task.binary or positive not in names:
             raise DataError(f"--positive {positive!r} must be one of the two classes of a binary "
-                            f"target; classes are {names}")
+                            f"target; classes are [{listed(names, repr)}]")
         names = [n for n in names if n != positive] + [positive]
     text = column.map(_label_text)
     counts = text.value_counts()
     rare = [f"{k!r} ({v})" for k, v in counts.items() if v < MIN_PER_CLASS]
     if rare:
-        raise DataError(f"class(es) {', '.join(rare)} of {column.name!r} have fewer than "
-                        f"{MIN_PER_CLASS} rows; the stratified split needs at least {MIN_PER_CLASS}")
+        hint = (f"; the task was guessed {task.value} from the target's whole numbers: if it is a quantity, "
+                "say --task regression") if guessed and pd.api.types.is_numeric_dtype(column) else ""
+        raise DataError(f"class(es) {listed(rare)} of {column.name!r} have fewer than "
+                        f"{MIN_PER_CLASS} rows; the stratified split needs at least {MIN_PER_CLASS}{hint}")
     ids = text.map({n: i for i, n in enumerate(names)}).to_numpy(dtype=np.int64)
     return ids, names
 
@@ -264,6 +267,9 @@ def load_table(path: Path, target: str | None = None, targets: list[str] | None 
         raise DataError(f"--targets names a column twice: {goal}")
     _require_columns(frame, goal, "target")
     _require_columns(frame, list(drop), "--drop")
+    if set(drop) & set(goal):
+        raise DataError(f"--drop names the target column(s) {', '.join(map(repr, sorted(set(drop) & set(goal))))}; "
+                        "it leaves out feature columns only")
     _require_columns(frame, list(keep), "--keep")
     drop = [*drop, *_index_columns(frame.drop(columns=[*goal, *drop]), keep, warn)]
     strata = None
@@ -276,7 +282,7 @@ def load_table(path: Path, target: str | None = None, targets: list[str] | None 
     else:
         column = frame[target]
         _no_missing(column)
-        task = task or _guess_task(column)
+        guessed, task = task is None, task or _guess_task(column)
         if task is Task.multilabel:
             raise DataError("a multilabel model takes its 0/1 label columns from --targets A,B,C")
         if task is Task.regression:
@@ -284,7 +290,7 @@ def load_table(path: Path, target: str | None = None, targets: list[str] | None 
                 raise DataError(f"regression target {target!r} is not numeric")
             y, labels = column.to_numpy(np.float32).reshape(-1, 1), [target]
         else:
-            y, labels = _classes(column, task, positive)
+            y, labels = _classes(column, task, positive, guessed)
             strata = y
     x, text, features, categorical = _features(_as_written(path, frame.drop(columns=[*goal, *drop]), na_values))
     stem = Path(path).stem

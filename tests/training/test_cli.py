@@ -124,6 +124,11 @@ def test_quiet_by_default_silent_with_quiet_and_talkative_with_verbose(tmp_path)
     (b"a,b,y\n" + b"1,2,0\n3,4,1\n" * 15, [], "either --target COLUMN or --targets"),
     (b"a,b,y\n" + b"1,2,0\n3,4,1\n" * 15, ["--target", "y", "--keep", "c"],
      "--keep column(s) 'c' not in the file"),
+    (b"a,b,y\n" + b"1,2,0\n3,4,1\n" * 15, ["--target", "y", "--drop", "a,y"],
+     "--drop names the target column(s) 'y'; it leaves out feature columns only"),
+    (b"a,b,y\n" + b"".join(b"%d,%d,%d\n" % (i % 7, i % 5, i % 9) for i in range(30)), ["--target", "y"],
+     "have fewer than 5 rows; the stratified split needs at least 5; the task was guessed multiclass from the "
+     "target's whole numbers: if it is a quantity, say --task regression"),
 ])
 def test_bad_files_give_one_line_and_nonzero_exit(tmp_path, content, args, message):
     path = tmp_path / "data.csv"
@@ -183,3 +188,12 @@ def test_trains_from_csv_with_tuned_threshold_and_report(tmp_path):
     assert (report / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
     text = (report / "report.md").read_text()
     assert "| accuracy |" in text and "network at 0.5" in text and "baseline" in text
+
+
+def test_a_long_list_of_classes_is_cut_in_the_message(tmp_path):
+    path = tmp_path / "data.csv"
+    path.write_bytes(b"a,b,y\n" + b"".join(b"%d,%d,class%d\n" % (i % 7, i % 5, i) for i in range(3000)))
+    result = run_cli("--csv", str(path), "--target", "y", "--task", "multiclass", "--out", str(tmp_path / "models"))
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("python -m training")]
+    assert result.returncode == 1 and len(line) < 400, line
+    assert "'class9' (1), ... (2990 more) of 'y' have fewer than 5 rows" in line and "guessed" not in line, line
