@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import shlex
 import sys
@@ -26,14 +27,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up
 # Nothing here needs the train extra: where it is missing, main says so in one line.
 from service.card import MODEL_FILE, NAME_RE, Task  # noqa: E402
 from service.cli import missing_extra  # noqa: E402
-from service.config import CHECKOUT  # noqa: E402
 from training.config import RECIPES, Config  # noqa: E402
 from training.importer import PROG as IMPORT_PROG, main as import_main, names  # noqa: E402
+from training.publish import DEFAULT_ROOT, DEFAULT_ROOT_HELP  # noqa: E402
 from training.quiet import quiet_stderr  # noqa: E402
 
 PROG = "python -m training"
-# An installed package is no place to write: outside a checkout, models go to ./models.
-DEFAULT_ROOT = CHECKOUT / "models" if CHECKOUT else Path("models")
+SEED_MAX = 2**32 - 1  # NumPy's legacy seed, which Keras sets, takes no more
 
 
 class CliError(Exception):
@@ -56,12 +56,20 @@ def parse_hidden(text: str) -> tuple[int, ...]:
     return units
 
 
+def _number(kind, text: str):
+    """`text` as a finite number of `kind`: inf or nan would train a model of NaNs."""
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
 def _positive(kind):
     def convert(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
+        value = _number(kind, text)
         if not value > 0:
             raise argparse.ArgumentTypeError(f"must be greater than 0, got {text!r}")
         return value
@@ -69,12 +77,16 @@ def _positive(kind):
 
 
 def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
+    value = _number(float, text)
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {text!r}")
+    return value
+
+
+def _seed(text: str) -> int:
+    value = _number(int, text)
+    if not 0 <= value <= SEED_MAX:
+        raise argparse.ArgumentTypeError(f"must be from 0 to {SEED_MAX}, got {text!r}")
     return value
 
 
@@ -104,8 +116,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     table.add_argument("--positive", help="the positive class of a binary target "
                        "(default: the last of the two, sorted)")
     p.add_argument("--out", type=Path, default=DEFAULT_ROOT,
-                   help="model repository to write into (default: the repo's models/ in a checkout, "
-                   "else ./models)")
+                   help=f"model repository to write into (default: {DEFAULT_ROOT_HELP})")
     p.add_argument("--name", help="model name (default: the data set's name)")
     talk = p.add_mutually_exclusive_group()
     talk.add_argument("--quiet", action="store_true", help="print only the summary (and errors)")
@@ -118,7 +129,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     p.add_argument("--patience", type=_positive(int), help="early-stopping patience in epochs")
     p.add_argument("--learning-rate", type=_positive(float), help="Adam learning rate")
     p.add_argument("--batch-size", type=_positive(int), help="mini-batch size")
-    p.add_argument("--seed", type=int, help="seed for the split and the weights")
+    p.add_argument("--seed", type=_seed, help="seed for the split and the weights")
     p.add_argument("--output-activation", choices=["linear", "relu"],
                    help="regression output: linear, or relu for non-negative targets")
     p.add_argument("--tune-thresholds", choices=["f1", "accuracy", "balanced_accuracy", "none"],

@@ -84,6 +84,11 @@ def check_parity(model: keras.Model, path: Path, x: np.ndarray,
                               for i in range(0, len(x), batch)])
         if got.shape != expected.shape:
             raise ExportError(f"onnxruntime output shape {got.shape} != Keras {expected.shape}")
+        # NaN or inf proves nothing (and max() would drop a NaN): any such output fails parity.
+        bad = ~(np.isfinite(got) & np.isfinite(expected)).all(axis=-1)
+        if bad.any():
+            raise ExportError(f"ONNX parity failed: the outputs are not finite (NaN or inf) on {int(bad.sum())} "
+                              f"of {len(x)} rows")
         worst = max(worst, float(np.max(np.abs(got - expected))))
         largest = max(largest, float(np.max(np.abs(expected))))
     # float32 carries about 7 digits: an output near 150 (regression in target units) cannot

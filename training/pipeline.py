@@ -5,12 +5,14 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
 from service.card import (CARD_FILE, MODEL_FILE, NAME_RE, ModelCard, Splits, Task, ThresholdCheck,
                           TrainingInfo, sha256_file, write_card)
 from training.datasets import Dataset, Split, split
 from training.export import INPUT_NAME, check_parity, export_onnx, golden_examples
 from training.preprocess import prepend_encoding
-from training.publish import library_versions, next_version, now, publish
+from training.publish import library_versions, next_version, now, publish, serving_problem
 from training.columns import native
 from training.config import Config
 from training.report import write_report
@@ -28,6 +30,7 @@ def train_one(data: Dataset, cfg: Config, root: Path, command: str,
     s = split(data, cfg.seed)
     fitted = fit(data, s, cfg, verbose)
     raw_test = fitted.model.predict(s.x_test, verbose=0)
+    _finite(raw_test, cfg)
     half = _thresholds(data.task, len(data.labels))
     checks = _checked_thresholds(data, s, fitted.model, cfg) if half is not None else None
     thresholds = [c.served for c in checks] if checks else half
@@ -63,10 +66,26 @@ def train_one(data: Dataset, cfg: Config, root: Path, command: str,
             created_at=now(),
         )
         write_card(card, staging / CARD_FILE)
+        _serves(name, version, staging)
         write_report(staging, card, fitted.history, s.y_test, predicted)
         return card
 
     return publish(root, name, version, fill)
+
+
+def _finite(raw: np.ndarray, cfg: Config) -> None:
+    """A network whose training diverged answers NaN or inf: it is not published."""
+    bad = int((~np.isfinite(raw)).any(axis=1).sum())
+    if bad:
+        raise ValueError(f"training diverged: the model's outputs are not finite (NaN or inf) on {bad} of "
+                         f"the {len(raw)} test rows, so nothing was published; try a smaller --learning-rate "
+                         f"(this run used {cfg.learning_rate:g})")
+
+
+def _serves(name: str, version: int, folder: Path) -> None:
+    reason = serving_problem(name, version, folder)
+    if reason is not None:
+        raise ValueError(f"the trained model would not serve: {reason}")
 
 
 def _checked_thresholds(data: Dataset, s: Split, model, cfg: Config) -> list[ThresholdCheck] | None:

@@ -1,5 +1,6 @@
-"""Publishing a version folder into a model repository, and the facts every card records when it
-is written (the time, the library versions), shared by training and the import command.
+"""Publishing a version folder into a model repository (where it is, which version comes next,
+whether the service would serve it), and the facts every card records when it is written (the
+time, the library versions), shared by training and the import command.
 
 No TensorFlow here: the import of an ONNX file never loads it.
 """
@@ -14,17 +15,41 @@ from importlib.metadata import version as dist_version
 from pathlib import Path
 from typing import TypeVar
 
+from service.card import VERSION_MAX, VERSION_RE
+from service.config import CHECKOUT
+
 T = TypeVar("T")
+# An installed package is no place to write: outside a checkout, models go to ./models.
+DEFAULT_ROOT = CHECKOUT / "models" if CHECKOUT else Path("models")
+DEFAULT_ROOT_HELP = "the repo's models/ in a checkout, else ./models"
 # What a trained model's card lists; the import command lists what its path used.
 LIBRARIES = ("tensorflow-cpu", "keras", "tf2onnx", "onnx", "onnxruntime", "numpy", "scikit-learn")
 
 
 def next_version(root: Path, name: str) -> int:
-    """One more than the highest integer version folder of `name` (1 when there is none)."""
+    """One more than the highest version folder of `name` the server serves (1 when there is none);
+    folders it does not serve (`0123`, a tenth digit) do not count."""
     folder = root / name
-    versions = [int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit()] \
+    versions = [int(p.name) for p in folder.iterdir() if p.is_dir() and VERSION_RE.fullmatch(p.name)] \
         if folder.is_dir() else []
-    return max(versions, default=0) + 1
+    version = max(versions, default=0) + 1
+    if version > VERSION_MAX:
+        raise ValueError(f"{folder} has version {VERSION_MAX}, the highest the server serves: no version "
+                         "can follow it; publish under another name")
+    return version
+
+
+def serving_problem(name: str, version: int, folder: Path) -> str | None:
+    """Why the service would not serve the version in `folder` (its own loader: card, hash,
+    signature, golden replay), or None; checked before a version is published."""
+    from service.repository import FAILED, load_version, log  # onnxruntime: loaded only when checking
+
+    was, log.disabled = log.disabled, True  # its reason becomes the one line the command prints
+    try:
+        entry = load_version(name, version, folder, threads=1)
+    finally:
+        log.disabled = was
+    return entry.reason if entry.status == FAILED else None
 
 
 def now() -> str:

@@ -51,6 +51,9 @@ def test_import_help_needs_no_train_extra():
     assert done.stdout.startswith("usage: python -m training import ")
 
 
+UNWRITABLE = "/proc/no-such-place"
+
+
 @pytest.mark.parametrize("args,message", [
     (["--dataset", "nope"], "invalid choice: 'nope'"),
     (["--dataset", "digits", "--hidden", "25,x"], "like 25,15; got '25,x'"),
@@ -63,6 +66,15 @@ def test_import_help_needs_no_train_extra():
     (["--dataset", "digits", "--name", "../escape"], "model name '../escape' must match"),
     ([], "one of the arguments --dataset --all --csv is required"),
     (["--dataset", "digits", "--quiet", "--verbose"], "not allowed with argument --quiet"),
+    # An --out nothing can be written to: were the value taken, the run would stop there, not train.
+    (["--dataset", "digits", "--learning-rate", "inf", "--out", UNWRITABLE],
+     "argument --learning-rate: expected a finite number, got 'inf'"),
+    (["--dataset", "digits", "--learning-rate", "nan", "--out", UNWRITABLE],
+     "argument --learning-rate: expected a finite number, got 'nan'"),
+    (["--dataset", "digits", "--l2", "inf", "--out", UNWRITABLE], "argument --l2: expected a finite number, got 'inf'"),
+    (["--dataset", "digits", "--seed", "-5", "--out", UNWRITABLE],
+     "argument --seed: must be from 0 to 4294967295, got '-5'"),
+    (["--dataset", "digits", "--seed", "4294967296", "--out", UNWRITABLE], "argument --seed: must be from 0 to 4294967295"),
 ])
 def test_bad_arguments_give_one_line_and_nonzero_exit(args, message):
     result = run_cli(*args)
@@ -197,3 +209,25 @@ def test_a_long_list_of_classes_is_cut_in_the_message(tmp_path):
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("python -m training")]
     assert result.returncode == 1 and len(line) < 400, line
     assert "'class9' (1), ... (2990 more) of 'y' have fewer than 5 rows" in line and "guessed" not in line, line
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args", [["--dataset", "digits-binary", "--learning-rate", "1e30", "--l2", "0", "--epochs", "20"],
+                                  ["--dataset", "digits", "--learning-rate", "1e30", "--epochs", "3"]])
+def test_a_diverged_network_is_not_published(tmp_path, capsys, args):
+    assert main([*args, "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "training diverged: the model's outputs are not finite (NaN or inf)" in err, err
+    assert "try a smaller --learning-rate (this run used 1e+30)" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_training_publishes_only_what_the_service_would_serve(tmp_path, capsys, monkeypatch):
+    import training.pipeline
+
+    monkeypatch.setattr(training.pipeline, "serving_problem", lambda name, version, folder: "golden example 0 differs")
+    assert main(["--dataset", "digits-binary", "--epochs", "1", "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err == "python -m training: error: the trained model would not serve: golden example 0 differs\n", err
+    assert not (tmp_path / "digits-binary").exists() and not any(tmp_path.iterdir())

@@ -89,3 +89,15 @@ def test_regression_output_in_target_units(tmp_path):
     assert parity.max_abs_diff <= parity.tolerance * 10
     out = ort.InferenceSession(str(path)).run(None, {"features": s.x_test})[0]
     assert 25 < out.mean() < 350  # disease progression units, not standardized
+
+
+def test_parity_fails_on_outputs_that_are_not_finite(tmp_path, digits_fit):
+    """NaN against NaN proves nothing: max() once dropped it and reported a difference of 0."""
+    data, s, fitted = digits_fit
+    model = build_model(data.task, s.x_train, 10)
+    model.set_weights([np.full_like(w, np.nan) for w in model.get_weights()])
+    export_onnx(model, data.task, tmp_path / "model.onnx")
+    with pytest.raises(ExportError, match=rf"parity failed: the outputs are not finite \(NaN or inf\) on "
+                                          rf"{len(s.x_test)} of {len(s.x_test)} rows"):
+        check_parity(model, tmp_path / "model.onnx", s.x_test)
+
