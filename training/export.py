@@ -44,7 +44,9 @@ def export_onnx(model: keras.Model, task: Task, path: Path,
         graph = onnx.load(str(raw))
     if len(graph.graph.input) != 1:
         names = [i.name for i in graph.graph.input]
-        raise ExportError(f"exported graph must have exactly one input, it has {names}")
+        raise ExportError(f"exported graph must have exactly one input, it has {names}: an adapted "
+                          "keras.layers.Normalization exports its statistics as extra graph inputs; bake them "
+                          "into the model (e.g. a Rescaling layer) or normalise outside it")
     if len(graph.graph.output) != 1:
         raise ExportError(f"expected one graph output, got {len(graph.graph.output)}")
     _rename(graph.graph.node, graph.graph.input[0], INPUT_NAME)

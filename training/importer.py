@@ -28,14 +28,14 @@ from typing import NamedTuple
 import numpy as np
 from pydantic import ValidationError
 
-from service.card import (CARD_FILE, MODEL_FILE, NAME_RE, Golden, ModelCard, OutputKind, Source, Task,
-                          TensorSpec, sha256_file, write_card)
+from service.card import (CARD_FILE, MODEL_FILE, NAME_RE, VERSION_MAX, VERSION_RE, Golden, ModelCard, OutputKind,
+                          Source, Task, TensorSpec, sha256_file, write_card)
 from training.output_kind import keras_kind, onnx_kind
-from training.publish import library_versions, next_version, now, publish
+from training.publish import (DEFAULT_ROOT, DEFAULT_ROOT_HELP, library_versions, next_version, now, publish,
+                              serving_problem)
 from training.quiet import quiet_stderr
 
 PROG = "python -m training import"
-DEFAULT_ROOT = Path(__file__).resolve().parents[1] / "models"
 FORMATS = {".keras": "keras", ".h5": "keras", ".onnx": "onnx"}
 GOLDEN_ROWS = 5
 DEFAULT_THRESHOLD = 0.5
@@ -58,7 +58,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     p.add_argument("--task", required=True, choices=[t.value for t in Task], help="what the model does")
     p.add_argument("--name", help="model name (default: the file's name without its extension)")
     p.add_argument("--version", type=int, help="version number (default: one more than the newest)")
-    p.add_argument("--out", type=Path, default=DEFAULT_ROOT, help="model repository (default: the repo's models/)")
+    p.add_argument("--out", type=Path, default=DEFAULT_ROOT, help=f"model repository (default: {DEFAULT_ROOT_HELP})")
     labels = p.add_mutually_exclusive_group()
     labels.add_argument("--labels", type=names, help="class or label names in output order, e.g. cat,dog "
                        "(binary: negative,positive; regression: target names)")
@@ -104,9 +104,10 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     except (ValueError, OSError, RuntimeError) as e:  # an I/O error, a failed export or parity
         print(f"{prog}: error: {_line(e)}", file=sys.stderr)
         return 1
-    kind = card.output_kind.value
+    n_in, n_out = card.n_features, card.n_outputs
     print(f"imported {args.model.name} as {card.name} version {card.version} ({card.task.value}, "
-          f"{card.n_features} features, {card.n_outputs} outputs of {kind}) into {folder}")
+          f"{n_in} feature{'s' * (n_in != 1)}, {n_out} output{'s' * (n_out != 1)} of {card.output_kind.value}) "
+          f"into {folder}")
     return 0
 
 
@@ -118,14 +119,15 @@ def import_model(args: argparse.Namespace, command: str) -> tuple[ModelCard, Pat
     name = args.name or path.stem
     if not NAME_RE.fullmatch(name):
         raise ImportFailed(f"model name {name!r} must match {NAME_RE.pattern}; choose one with --name")
-    if args.version is not None and args.version < 1:
-        raise ImportFailed(f"--version must be 1 or more, got {args.version}")
+    if args.version is not None and not VERSION_RE.fullmatch(str(args.version)):
+        raise ImportFailed(f"--version must be 1 to {VERSION_MAX} (the version folders the server serves), "
+                           f"got {args.version}")
     if args.out.exists() and not args.out.is_dir():
         raise ImportFailed(f"--out {args.out} is a file; it names the model repository, a directory")
     version = args.version or next_version(args.out, name)
     if (args.out / name / str(version)).exists():
         raise ImportFailed(f"{args.out / name / str(version)} exists already; choose another --version")
-    labels = _labels(args, task)
+    labels = _read_lines(args.labels_file) if args.labels_file else args.labels  # the card checks them
     samples, header = _samples(args.samples) if args.samples else (None, None)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / name / str(version)
@@ -137,7 +139,9 @@ def import_model(args: argparse.Namespace, command: str) -> tuple[ModelCard, Pat
                             output_kind_from=_kind_from(args, task, converted), samples=_samples_from(args),
                             command=command), folder / MODEL_FILE)
         write_card(card, folder / CARD_FILE)
-        _serves(name, version, folder)
+        reason = serving_problem(name, version, folder)
+        if reason is not None:
+            raise ImportFailed(f"the imported model would not serve: {reason}")
         _, target = publish(args.out, name, version, lambda staging: _copy(folder, staging))
     return card, target
 
@@ -159,14 +163,6 @@ def _read_lines(path: Path) -> list[str]:
     except (OSError, UnicodeDecodeError) as e:
         raise ImportFailed(f"cannot read labels file {path}: {_line(e)}")
     return [line for line in lines if line]
-
-
-def _labels(args: argparse.Namespace, task: Task) -> list[str] | None:
-    """The labels given, if any; a classifier's must be unique, or two classes would answer the same name."""
-    labels = _read_lines(args.labels_file) if args.labels_file else args.labels
-    if labels and task is not Task.regression and len(set(labels)) != len(labels):
-        raise ImportFailed(f"a {task.value} model's labels must be unique, got {labels}")
-    return labels
 
 
 def _samples(path: Path) -> tuple[np.ndarray, list[str] | None]:
@@ -362,19 +358,6 @@ def _thresholds(given: list[str] | None, task: Task, width: int) -> list[float] 
         return [float(t) for t in given]
     except ValueError:
         raise ImportFailed(f"--thresholds must be numbers between 0 and 1, got {','.join(given)}")
-
-
-def _serves(name: str, version: int, folder: Path) -> None:
-    """Load the version as the service will (hash, signature, golden replay), before publishing it."""
-    from service.repository import FAILED, load_version, log
-
-    was, log.disabled = log.disabled, True  # its reason becomes the one line this command prints
-    try:
-        entry = load_version(name, version, folder, threads=1)
-    finally:
-        log.disabled = was
-    if entry.status == FAILED:
-        raise ImportFailed(f"the imported model would not serve: {entry.reason}")
 
 
 def _copy(folder: Path, staging: Path) -> None:

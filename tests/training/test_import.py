@@ -41,16 +41,20 @@ def keras_model(last: str):
     return keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="tanh"), head])
 
 
-def onnx_graph(path, last: str | None, inputs=None, out_type=TensorProto.FLOAT) -> None:
-    """x @ W + B, ending in `last` (e.g. "Softmax") when given; `inputs` replaces the one input."""
+def onnx_graph(path, last: str | None, inputs=None, out_type=TensorProto.FLOAT, tail=(), opset=17, w=W, b=B) -> None:
+    """x @ w + b, ending in `last` (e.g. "Softmax") when given, then the `tail` nodes (from "last" to
+    "out", with the constant "eps"); `inputs` replaces the one input."""
     nodes = [helper.make_node("MatMul", ["x", "W"], ["xw"]),
-             helper.make_node("Add", ["xw", "B"], ["scores" if last else "out"])]
+             helper.make_node("Add", ["xw", "B"], ["scores" if last or tail else "out"])]
     if last:
-        nodes.append(helper.make_node(last, ["scores"], ["out"]))
-    inputs = inputs or [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])]
-    graph = helper.make_graph(nodes, "g", inputs, [helper.make_tensor_value_info("out", out_type, ["batch", 3])],
-                              initializer=[numpy_helper.from_array(W, "W"), numpy_helper.from_array(B, "B")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+        nodes.append(helper.make_node(last, ["scores"], ["last" if tail else "out"]))
+    nodes += tail
+    inputs = inputs or [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", len(w)])]
+    output = helper.make_tensor_value_info("out", out_type, ["batch", len(b)])
+    weights = [numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B")]
+    weights += [numpy_helper.from_array(np.array(1e-3, np.float32), "eps")] if tail else []
+    graph = helper.make_graph(nodes, "g", inputs, [output], initializer=weights)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
     path.write_bytes(model.SerializeToString())
 
 
@@ -331,3 +335,58 @@ def test_outputs_that_are_not_finite_on_the_sample_rows_are_refused_plainly(tmp_
     np.save(tmp_path / "rows.npy", np.abs(ROWS) + 0.1)  # rows it answers: the import goes through
     code, err = run_import(capsys, *base, "--samples", tmp_path / "rows.npy")
     assert code == 0, err
+
+
+def test_a_version_the_server_would_not_serve_is_refused(tmp_path, capsys):
+    onnx_graph(tmp_path / "graph.onnx", "Softmax")
+    base = [tmp_path / "graph.onnx", "--task", "multiclass", "--out", tmp_path / "models"]
+    for version in ("9999999999", "1000000000", "0", "-3"):
+        code, err = run_import(capsys, *base, "--version", version)
+        assert code == 2 and err == ("python -m training import: error: --version must be 1 to 999999999 (the "
+                                     f"version folders the server serves), got {version}\n"), err
+    assert not (tmp_path / "models").exists()
+    assert run_import(capsys, *base, "--version", "999999999")[0] == 0
+    code, err = run_import(capsys, *base)  # nothing the server serves can follow it
+    assert code == 1 and "has version 999999999, the highest the server serves" in err, err
+
+
+def test_the_next_version_follows_the_served_folders_only(tmp_path, capsys):
+    onnx_graph(tmp_path / "graph.onnx", "Softmax")
+    for folder in ("2", "0123", "1234567890", "00"):
+        (tmp_path / "models/graph" / folder).mkdir(parents=True)
+    code, err = run_import(capsys, tmp_path / "graph.onnx", "--task", "multiclass", "--out", tmp_path / "models")
+    assert code == 0 and (tmp_path / "models/graph/3/card.json").is_file(), err
+
+
+def test_outside_a_checkout_import_writes_where_training_does():
+    # A wheel install has no checkout: the default must not be a folder inside site-packages.
+    code = ("import service.config as c; c.CHECKOUT = None; from training.importer import build_parser; "
+            "from training.__main__ import build_parser as train; "
+            "print(build_parser().parse_args(['m.onnx', '--task', 'binary']).out); "
+            "print(train().parse_args(['--all']).out); print(build_parser().format_help())")
+    done = subprocess.run([sys.executable, "-c", code], cwd=helpers.REPO_ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    imported, trained, usage = done.stdout.split("\n", 2)
+    assert imported == trained == "models", done.stdout
+    assert "in a checkout, else ./models" in " ".join(usage.split()), usage
+
+
+def test_the_summary_line_counts_in_the_singular_too(tmp_path, capsys):
+    onnx_graph(tmp_path / "one.onnx", "Sigmoid", w=W[:1, :1], b=B[:1])
+    assert main([str(tmp_path / "one.onnx"), "--task", "binary", "--out", str(tmp_path / "models")]) == 0
+    assert "(binary, 1 feature, 1 output of probabilities)" in capsys.readouterr().out
+
+
+def test_an_adapted_normalization_layer_is_explained(tmp_path, capsys):
+    import keras
+
+    norm = keras.layers.Normalization()
+    norm.adapt(ROWS)
+    keras.Sequential([keras.Input((4,)), norm, keras.layers.Dense(3)]).save(tmp_path / "norm.keras")
+    code, err = run_import(capsys, tmp_path / "norm.keras", "--task", "multiclass", "--output-kind", "logits",
+                           "--out", tmp_path / "models")
+    assert code == 2 and err.count("\n") == 1, err
+    assert "exported graph must have exactly one input, it has ['features', " in err
+    assert "an adapted keras.layers.Normalization exports its statistics as extra graph inputs; bake them into the " \
+        "model (e.g. a Rescaling layer) or normalise outside it" in err, err
