@@ -30,7 +30,7 @@ from pydantic import ValidationError
 
 from service.card import (CARD_FILE, MODEL_FILE, NAME_RE, VERSION_MAX, VERSION_RE, Golden, ModelCard, OutputKind,
                           Source, Task, TensorSpec, sha256_file, write_card)
-from training.output_kind import keras_kind, onnx_kind
+from training.output_kind import batch_mixing, keras_kind, not_probabilities, onnx_kind
 from training.publish import (DEFAULT_ROOT, DEFAULT_ROOT_HELP, library_versions, next_version, now, publish,
                               serving_problem)
 from training.quiet import quiet_stderr
@@ -197,6 +197,7 @@ def _from_keras(path: Path, output: str | None, task: Task, kind: str | None, ta
 
 def _convert_keras(path: Path, output: str | None, task: Task, kind: str | None, target: Path) -> Converted:
     import keras
+    import onnx
 
     from training.export import export_onnx
 
@@ -214,11 +215,12 @@ def _convert_keras(path: Path, output: str | None, task: Task, kind: str | None,
         raise ImportFailed(f"the Keras model takes inputs of shapes {shapes}; a served model has one "
                            "input [batch, n_features]")
     found, how = keras_kind(model)
-    name = _kind(task, kind, found).value
+    name = _kind(task, kind, found, how).value
     try:
         export_onnx(model, task, target, name)
     except Exception as e:  # the converter's errors are its own types
         raise ImportFailed(f"cannot export {path.name} to ONNX: {_line(e)}")
+    _one_row_at_a_time(onnx.load(str(target)))
     return Converted(name, chosen, found, how, model)
 
 
@@ -226,12 +228,14 @@ def _from_onnx(path: Path, output: str | None, task: Task, kind: str | None, tar
     import onnx
 
     try:
-        graph = onnx.load(str(path)).graph
+        model = onnx.load(str(path))
     except Exception as e:  # protobuf's DecodeError and friends
         raise ImportFailed(f"{path.name} is not an ONNX model: {_line(e)}")
+    _one_row_at_a_time(model)
+    graph = model.graph
     chosen = _choose(output, [o.name for o in graph.output], "the graph")
     found, how = onnx_kind(graph, chosen)
-    _kind(task, kind, found)
+    _kind(task, kind, found, how)
     shutil.copyfile(path, target)
     return Converted(chosen, chosen, found, how, None)
 
@@ -246,7 +250,7 @@ def _choose(output: str | None, names: list[str], what: str) -> str:
     return output
 
 
-def _kind(task: Task, option: str | None, found: OutputKind | None) -> OutputKind:
+def _kind(task: Task, option: str | None, found: OutputKind | None, how: str = "") -> OutputKind:
     """What the served output holds: values for regression, else the option, else what was found."""
     if task is Task.regression:
         if option is not None:
@@ -255,7 +259,7 @@ def _kind(task: Task, option: str | None, found: OutputKind | None) -> OutputKin
     if option is not None:
         return OutputKind(option)
     if found is None:
-        raise ImportFailed("cannot tell whether the output holds logits or probabilities; "
+        raise ImportFailed(f"cannot tell whether the output holds logits or probabilities ({how}); "
                            "say which with --output-kind")
     return found
 
@@ -294,6 +298,9 @@ def _card(args, name: str, version: int, task: Task, labels: list[str] | None, f
         raise ImportFailed(f"a binary model serves one output column (the positive class); {converted.output!r} "
                            f"has {width}: import it with --task multiclass and {width} labels")
     _finite(out[:GOLDEN_ROWS], args.samples)
+    output_kind = _kind(task, args.output_kind, converted.kind)
+    if output_kind is OutputKind.probabilities:
+        _probabilities(out, task, args, converted)
     keras_model, parity = converted.keras, None
     if keras_model is not None:  # TensorFlow, for a Keras file only (it is loaded already)
         from training.export import check_parity
@@ -302,7 +309,7 @@ def _card(args, name: str, version: int, task: Task, labels: list[str] | None, f
         name=name, version=version, task=task, description=args.description,
         input=TensorSpec(name=graph_in.name, shape=[-1, n], dtype=graph_in.dtype),
         output=TensorSpec(name=graph_out.name, shape=[-1, width], dtype=graph_out.dtype),
-        output_kind=_kind(task, args.output_kind, converted.kind), feature_names=features,
+        output_kind=output_kind, feature_names=features,
         labels=labels or _default_labels(task, width), thresholds=_thresholds(args.thresholds, task, width),
         source=source, parity=parity, sha256=sha256_file(model_path),
         library_versions=library_versions(KERAS_LIBRARIES if keras_model is not None else ONNX_LIBRARIES),
@@ -341,6 +348,17 @@ def _finite(out: np.ndarray, path: Path | None) -> None:
                        "examples; pass rows it answers with --samples")
 
 
+def _probabilities(out: np.ndarray, task: Task, args: argparse.Namespace, converted: Converted) -> None:
+    """An output said or found to hold probabilities must hold them on the sample rows: else the
+    service would answer logits as probabilities, or a sigmoid's scores as a softmax's."""
+    rows = f"of {args.samples.name}" if args.samples else "of the random sample rows"
+    problem = not_probabilities(out, task is Task.multiclass, rows)
+    if problem is not None:
+        said = "--output-kind probabilities" if args.output_kind else \
+            f"the output was taken to hold probabilities ({converted.kind_from})"
+        raise ImportFailed(f"{said}, but {problem}")
+
+
 def _default_labels(task: Task, width: int) -> list[str]:
     if task is Task.regression:
         return ["value"] if width == 1 else [f"value_{i}" for i in range(width)]
@@ -358,6 +376,13 @@ def _thresholds(given: list[str] | None, task: Task, width: int) -> list[float] 
         return [float(t) for t in given]
     except ValueError:
         raise ImportFailed(f"--thresholds must be numbers between 0 and 1, got {','.join(given)}")
+
+
+def _one_row_at_a_time(model) -> None:
+    """The server batches concurrent requests: a graph that mixes rows cannot serve."""
+    reason = batch_mixing(model)
+    if reason is not None:
+        raise ImportFailed(reason)
 
 
 def _copy(folder: Path, staging: Path) -> None:

@@ -1,19 +1,30 @@
 """What a model's output holds (logits or probabilities) as the model says it, for the import command.
 
 A Keras model says it with its last layer's activation, an ONNX graph with the node that makes the
-output; --output-kind overrides either. No TensorFlow at import: an ONNX import never loads it.
+output; --output-kind overrides either. Outputs taken to hold probabilities are checked on the
+sample rows, and a graph that would mix the rows of a batch is found. No TensorFlow at import: an
+ONNX import never loads it.
 """
 
 from __future__ import annotations
 
+import numpy as np
+
 from service.card import OutputKind
+
+# float32 probabilities may stray past 0 and 1, and their row sums past 1, by rounding only.
+PROBABILITY_SLACK, ROW_SUM_SLACK = 1e-6, 1e-3
 
 
 def keras_kind(model) -> tuple[OutputKind | None, str]:
-    """Probabilities when the output layer ends in softmax or sigmoid, logits when it is linear."""
+    """Probabilities when the output layer ends in softmax or sigmoid, logits when it is linear;
+    unknown when no layer's one output is the model's (a keras.ops call or arithmetic makes it, or
+    a layer called twice, whose `output` is its first call's)."""
     import keras
 
-    layer = next(layer for layer in model.layers if layer.output is model.outputs[0])
+    layer = next((layer for layer in model.layers if layer.output is model.outputs[0]), None)
+    if layer is None:
+        return None, "the model's output is not the output of one Keras layer"
     activation = getattr(layer, "activation", None)
     act = "softmax" if isinstance(layer, keras.layers.Softmax) else \
         keras.activations.serialize(activation) if activation is not None else None
@@ -23,26 +34,138 @@ def keras_kind(model) -> tuple[OutputKind | None, str]:
     return found, f"the last Keras layer {layer.name!r} has activation {act!r}"
 
 
-# Nodes that pass values through unchanged, and those whose output is a linear score (logits).
+# Nodes that pass values through unchanged; elementwise ones that combine values with constants
+# or with each other; and those whose output is a linear score (logits).
 PASS_THROUGH = {"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cast"}
-LINEAR = {"Gemm", "MatMul", "Add"}
+ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Clip", "Max", "Min"}
+LINEAR = {"Gemm", "MatMul"}
 ML_CLASSIFIERS = {"LinearClassifier", "SVMClassifier", "TreeEnsembleClassifier"}
+ROW_NORMALISERS = {"Softmax", "LogSoftmax"}
 
 
 def onnx_kind(graph, output: str) -> tuple[OutputKind | None, str]:
     """What the node making `output` says it holds: Softmax or Sigmoid (or an ONNX-ML classifier's
-    scores after its softmax or logistic, or rows scaled to sum to 1) are probabilities."""
+    scores after its softmax or logistic, or rows scaled to sum to 1) are probabilities; MatMul or
+    Gemm, with elementwise arithmetic after them (a bias Add), logits. Arithmetic after a softmax
+    or sigmoid (an epsilon added, a temperature) may or may not leave probabilities: unknown."""
     producers = {out: node for node in graph.node for out in node.output}
-    name, node = output, producers.get(output)
-    while node is not None and node.op_type in PASS_THROUGH:
-        name, node = node.input[0], producers.get(node.input[0])
+    name, node = _past(output, producers, PASS_THROUGH)
     if node is None:
         return None, f"output {output!r} is not made by a node"
-    attrs = {a.name: a.s.decode() for a in node.attribute if a.s}
-    probabilities = node.op_type in ("Softmax", "Sigmoid") or (
+    attrs = _strings(node)
+    detail = f" (post_transform {attrs['post_transform']})" if "post_transform" in attrs else ""
+    how = f"output {output!r} comes from {_a(node.op_type)} node{detail}"
+    if _probabilities(node, name):
+        return OutputKind.probabilities, how
+    if node.op_type in LINEAR:
+        return OutputKind.logits, how
+    if node.op_type not in ELEMENTWISE:
+        return None, how
+    sources = _sources(node, producers)
+    after = next((n for n, out in sources if _probabilities(n, out)), None)
+    if after is not None:
+        return None, f"{how} applied to {_a(after.op_type)} node's output, which may no longer hold probabilities"
+    if sources and all(n.op_type in LINEAR for n, _ in sources):
+        return OutputKind.logits, f"{how} applied to {_a(sources[0][0].op_type)} node's output"
+    return None, how
+
+
+def _past(name: str, producers: dict, ops: set[str]) -> tuple[str, object]:
+    """The value `name` is made from once nodes of `ops` are walked back through, and its node."""
+    node = producers.get(name)
+    while node is not None and node.op_type in ops:
+        name, node = node.input[0], producers.get(node.input[0])
+    return name, node
+
+
+def _sources(node, producers: dict) -> list[tuple[object, str]]:
+    """The nodes (with the value each makes) that an elementwise node's inputs come from, past
+    pass-through and other elementwise nodes; constants and initializers are not sources."""
+    found, todo, seen = [], list(node.input), set()
+    while todo:
+        name, source = _past(todo.pop(), producers, PASS_THROUGH)
+        if source is None or name in seen or source.op_type == "Constant":
+            continue
+        seen.add(name)
+        if source.op_type in ELEMENTWISE:
+            todo.extend(source.input)
+        else:
+            found.append((source, name))
+    return found
+
+
+def _probabilities(node, name: str) -> bool:
+    attrs = _strings(node)
+    return node.op_type in ("Softmax", "Sigmoid") or (
         node.op_type == "Normalizer" and attrs.get("norm") == "L1") or (
         node.op_type in ML_CLASSIFIERS and name == node.output[-1]
         and attrs.get("post_transform") in ("SOFTMAX", "LOGISTIC", "SOFTMAX_ZERO"))
-    found = OutputKind.probabilities if probabilities else OutputKind.logits if node.op_type in LINEAR else None
-    detail = f" (post_transform {attrs['post_transform']})" if "post_transform" in attrs else ""
-    return found, f"output {output!r} comes from a {node.op_type} node{detail}"
+
+
+def _a(op_type: str) -> str:
+    return f"an {op_type}" if op_type[:1] in "AEIOU" else f"a {op_type}"
+
+
+def _strings(node) -> dict[str, str]:
+    return {a.name: a.s.decode() for a in node.attribute if a.s}
+
+
+def not_probabilities(out: np.ndarray, multiclass: bool, rows: str) -> str | None:
+    """How the first of the output's rows (`rows` names them) that cannot be probabilities fails,
+    or None; rows that are not finite are another check's."""
+    out = out.astype(np.float64)
+    finite = np.isfinite(out).all(axis=1)
+    outside = finite & ((out < -PROBABILITY_SLACK) | (out > 1 + PROBABILITY_SLACK)).any(axis=1)
+    if outside.any():
+        i = int(np.argmax(outside))
+        value = next(v for v in out[i] if not -PROBABILITY_SLACK <= v <= 1 + PROBABILITY_SLACK)
+        return (f"row {i} {rows} holds {value:.3g} (probabilities lie in [0, 1]); if they are logits say "
+                "--output-kind logits")
+    sums = out.sum(axis=1)
+    off = finite & (np.abs(sums - 1) > ROW_SUM_SLACK)
+    if multiclass and off.any():
+        i = int(np.argmax(off))
+        return (f"rows do not sum to 1 (row {i} {rows} sums to {sums[i]:.4g}): a multiclass model's "
+                "probabilities come from a softmax; per-label sigmoids are --task multilabel")
+    return None
+
+
+def batch_mixing(model) -> str | None:
+    """Why a graph would answer a row differently in another batch, or None: a Softmax or
+    LogSoftmax over axis 0 normalises across rows, and the server batches concurrent requests."""
+    import onnx
+
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
+    ranks = _ranks(model)
+    for node in _nodes(model.graph):
+        if node.op_type not in ROW_NORMALISERS or node.domain not in ("", "ai.onnx"):
+            continue
+        axis = next((onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == "axis"),
+                    1 if opset < 13 else -1)  # the default changed at opset 13
+        if axis == 0 or axis == -ranks.get(node.input[0], 0):
+            named = f" {node.name!r}" if node.name else ""
+            return (f"the graph's {node.op_type} node{named} normalises over axis {axis}, the batch axis: "
+                    "one row's answer would depend on the other rows batched with it; normalise over the "
+                    "class axis (-1) instead")
+    return None
+
+
+def _nodes(graph):
+    """Every node, those of subgraphs (If, Loop, Scan bodies) included."""
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:
+            for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
+                yield from _nodes(sub)
+
+
+def _ranks(model) -> dict[str, int]:
+    """The rank of each value whose shape inference can tell."""
+    import onnx
+
+    try:
+        graph = onnx.shape_inference.infer_shapes(model).graph
+    except Exception:  # an op shape inference does not know: no ranks, axis 0 is still caught
+        return {}
+    values = [*graph.input, *graph.value_info, *graph.output]
+    return {v.name: len(v.type.tensor_type.shape.dim) for v in values if v.type.tensor_type.HasField("shape")}

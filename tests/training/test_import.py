@@ -337,6 +337,109 @@ def test_outputs_that_are_not_finite_on_the_sample_rows_are_refused_plainly(tmp_
     assert code == 0, err
 
 
+def functional_models():
+    """Keras models whose output no single layer call makes: a keras.ops call, arithmetic, a layer called twice."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    i = keras.Input((4,))
+    twice = keras.layers.Dense(4, activation="tanh")
+    return {"ops-softmax": (keras.Model(i, keras.ops.softmax(keras.layers.Dense(3)(i))), "probabilities"),
+            "times-one": (keras.Model(i, keras.layers.Dense(3)(i) * 1.0), "logits"),
+            "called-twice": (keras.Model(i, twice(twice(i))), "logits")}
+
+
+@pytest.mark.parametrize("which", ["ops-softmax", "times-one", "called-twice"])
+def test_a_keras_output_no_layer_makes_needs_the_output_kind(tmp_path, capsys, which):
+    model, kind = functional_models()[which]
+    model.save(tmp_path / f"{which}.keras")
+    base = [tmp_path / f"{which}.keras", "--task", "multiclass", "--out", tmp_path / "models"]
+    code, err = run_import(capsys, *base)
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert ("cannot tell whether the output holds logits or probabilities (the model's output is not the output of "
+            "one Keras layer); say which with --output-kind") in err, err
+    code, err = run_import(capsys, *base, "--output-kind", kind)
+    assert code == 0, err
+    card = read_card(tmp_path / f"models/{which}/1/card.json")
+    assert card.output_kind.value == kind and card.parity.passed
+
+
+def _tail(*nodes):
+    return [helper.make_node(op, inputs, [out]) for op, inputs, out in nodes]
+
+
+AFTER = "node's output, which may no longer hold probabilities"
+
+
+@pytest.mark.parametrize("last,tail,kind,why", [
+    ("Softmax", _tail(("Add", ["last", "eps"], "out")), None, f"from an Add node applied to a Softmax {AFTER}"),
+    ("Sigmoid", _tail(("Mul", ["last", "eps"], "t"), ("Identity", ["t"], "out")), None,
+     f"from a Mul node applied to a Sigmoid {AFTER}"),
+    ("Softmax", _tail(("Clip", ["last"], "out")), None, f"from a Clip node applied to a Softmax {AFTER}"),
+    (None, _tail(("Div", ["scores", "eps"], "out")), "logits", "from a Div node applied to a MatMul node's output"),
+    (None, _tail(("Relu", ["scores"], "out")), None, "from a Relu node"),
+])
+def test_arithmetic_after_a_softmax_or_sigmoid_leaves_the_kind_to_the_user(tmp_path, capsys, last, tail, kind, why):
+    onnx_graph(tmp_path / "graph.onnx", last, tail=tail)
+    base = [tmp_path / "graph.onnx", "--task", "multiclass", "--out", tmp_path / "models"]
+    code, err = run_import(capsys, *base)
+    if kind is None:
+        assert code == 2 and f"cannot tell whether the output holds logits or probabilities (output 'out' comes {why})" \
+            in err, err
+        return
+    assert code == 0, err
+    card = read_card(tmp_path / "models/graph/1/card.json")
+    assert card.output_kind.value == kind and why in card.source.output_kind_from, card.source
+
+
+@pytest.mark.parametrize("op,axis,opset,refused", [
+    ("Softmax", 0, 17, True), ("LogSoftmax", 0, 17, True), ("Softmax", -2, 17, True), ("Softmax", 0, 11, True),
+    ("Softmax", -2, 11, True), ("Softmax", None, 11, False), ("Softmax", 1, 17, False), ("Softmax", -1, 17, False),
+])
+def test_a_softmax_over_the_batch_axis_is_refused(tmp_path, capsys, op, axis, opset, refused):
+    # The server batches concurrent requests: one row's answer must not depend on the others'.
+    attrs = {} if axis is None else {"axis": axis}
+    tail = [helper.make_node(op, ["scores"], ["out"], **attrs)]
+    onnx_graph(tmp_path / "graph.onnx", None, tail=tail, opset=opset)
+    code, err = run_import(capsys, tmp_path / "graph.onnx", "--task", "multiclass", "--output-kind", "logits",
+                           "--out", tmp_path / "models")
+    if not refused:
+        assert code == 0, err
+        return
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"the graph's {op} node normalises over axis {axis}, the batch axis: one row's answer would depend on the " \
+        "other rows batched with it" in err, err
+    assert not (tmp_path / "models").exists()
+
+
+@pytest.mark.parametrize("last,task,option,message", [
+    (None, "multiclass", "probabilities",
+     "--output-kind probabilities, but row 0 of the random sample rows holds 1.4 (probabilities lie in [0, 1]); "
+     "if they are logits say --output-kind logits"),
+    (None, "multilabel", "probabilities", "row 0 of the random sample rows holds 1.4 (probabilities lie in [0, 1])"),
+    ("Sigmoid", "multiclass", None,
+     "the output was taken to hold probabilities (output 'out' comes from a Sigmoid node), but rows do not sum to 1 "
+     "(row 0 of the random sample rows sums to 1.537): a multiclass model's probabilities come from a softmax; "
+     "per-label sigmoids are --task multilabel"),
+])
+def test_an_output_that_does_not_hold_probabilities_is_not_served_as_them(tmp_path, capsys, last, task, option,
+                                                                           message):
+    onnx_graph(tmp_path / "graph.onnx", last)
+    code, err = run_import(capsys, tmp_path / "graph.onnx", "--task", task, *(["--output-kind", option] if option else []),
+                           "--out", tmp_path / "models")
+    assert code == 2 and err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "models").exists()
+
+
+def test_probabilities_are_checked_on_the_sample_rows_given(tmp_path, capsys):
+    onnx_graph(tmp_path / "graph.onnx", "Sigmoid")
+    np.save(tmp_path / "rows.npy", ROWS)
+    base = [tmp_path / "graph.onnx", "--samples", tmp_path / "rows.npy", "--out", tmp_path / "models"]
+    code, err = run_import(capsys, *base, "--task", "multiclass")
+    assert code == 2 and "rows do not sum to 1 (row 0 of rows.npy sums to" in err, err
+    assert run_import(capsys, *base, "--task", "multilabel")[0] == 0  # per-label sigmoids
+
+
 def test_a_version_the_server_would_not_serve_is_refused(tmp_path, capsys):
     onnx_graph(tmp_path / "graph.onnx", "Softmax")
     base = [tmp_path / "graph.onnx", "--task", "multiclass", "--out", tmp_path / "models"]
