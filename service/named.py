@@ -15,12 +15,11 @@ from functools import lru_cache
 import numpy as np
 
 from service import tasks
-from service.card import ModelCard, Task
+from service.card import LABEL_SEPARATOR, ModelCard, Task
 from service.errors import BadRequest
 
 PROBABILITIES = "probabilities"
 LABELS = "labels"
-LABEL_SEPARATOR = ","
 
 
 @dataclass(frozen=True)

@@ -10,13 +10,13 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.card import Task
+from service.card import VERSION_MAX, VERSION_PATTERN, Task
 from service.errors import ErrorResponse  # noqa: F401 - the one error body, named here for this protocol's routes
 
 
-# Versions are folder names of up to nine digits (`service.repository.VERSION_RE`); JSON integers
-# beyond 64 bits (unsigned) are refused by the parser (`service.codecs.json`).
-VERSION_MAX, VERSION_PATTERN, JSON_INT_MAX = 999_999_999, r"^[1-9][0-9]{0,8}$", 2**64 - 1
+# Versions are the folders the server serves (`service.card.VERSION_RE`); JSON integers beyond 64
+# bits (unsigned) are refused by the parser (`service.codecs.json`).
+JSON_INT_MAX = 2**64 - 1
 
 
 class _Strict(BaseModel):
