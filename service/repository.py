@@ -3,7 +3,8 @@
 A version is served only if all of these hold: the folder names are valid (name matches
 `card.NAME_RE`, version is a positive integer without leading zeros), `card.json` validates,
 `model.onnx` has the card's SHA-256, the graph serves (`runtime.signature`) and its input/output
-agree with the card, and the card's golden examples replay within `abs 1e-4 + rel 1e-4`. The
+agree with the card, and the card's golden examples replay within `abs 1e-4 + rel 1e-4` (the last
+one alone as well as with the others: a graph that mixes the rows of a batch cannot serve). The
 folders decide the name and version, as in TF Serving and Triton: `cp -r digits/1 digits/2`
 publishes version 2 and `cp -r digits digits-canary` a second model; the card's own name and
 version are provenance, shown in the metadata. Anything else marks that version `failed` with a `reason`;
@@ -160,6 +161,15 @@ def _replay_golden(model: LoadedModel) -> None:
         i, j = bad[0]
         raise ValueError(f"golden example {i} output {j}: model gives {got[i, j]:.7g}, card says "
                          f"{want[i, j]:.7g} (tolerance {GOLDEN_ATOL:g} + {GOLDEN_RTOL:g} * |expected|)")
+    # Concurrent requests run as one batch: a graph that mixes rows (a softmax over the batch axis)
+    # would answer each client according to the others' rows.
+    if len(golden) < 2:
+        return
+    alone = model.run(_decoded(model, [list(golden[-1].input)])).astype(np.float64)[0]
+    if not (np.abs(alone - got[-1]) <= GOLDEN_ATOL + GOLDEN_RTOL * np.abs(got[-1])).all():
+        raise ValueError(f"golden example {len(golden) - 1} gives other outputs alone than with the other "
+                         f"examples ({alone.tolist()} against {got[-1].tolist()}): a row's answer must not "
+                         "depend on the rows batched with it (a softmax over the batch axis?)")
 
 
 def _decoded(model: LoadedModel, rows: list[list]) -> np.ndarray:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import onnx
+import onnxruntime
 import pytest
 from onnx import TensorProto
 
@@ -76,6 +78,27 @@ def test_golden_mismatch_fails(tmp_path):
     edit_card(folder, golden=bad)
     state, reason = status(load(tmp_path), "tiny-binary")
     assert state == "failed" and reason.startswith("golden example 0 output 0: model gives")
+
+
+def test_a_graph_that_mixes_the_rows_of_a_batch_fails(tmp_path):
+    # A softmax over the batch axis: each row's output depends on the rows run with it, so a
+    # client's answer would depend on the other clients' rows in its batch. The card's golden
+    # outputs are what the graph gives for them together: only the row alone tells.
+    folder = write_model(tmp_path, MULTICLASS_V1)
+    model = onnx.load_from_string((folder / MODEL_FILE).read_bytes())
+    model.graph.node[-1].output[0] = "linear"
+    model.graph.node.append(onnx.helper.make_node("Softmax", ["linear"], ["logits"], axis=0))
+    (folder / MODEL_FILE).write_bytes(model.SerializeToString())
+    reseal(folder)
+    repo = load(tmp_path)  # fails (see below); its golden outputs then come from the graph itself
+    golden = [list(g.input) for g in repo.entry("tiny-multiclass", 1).card.golden]
+    session = onnxruntime.InferenceSession(str(folder / MODEL_FILE))
+    together = session.run(None, {"x": np.array(golden, np.float32)})[0]
+    edit_card(folder, golden=[g.model_copy(update={"output": o.tolist()})
+                              for g, o in zip(repo.entry("tiny-multiclass", 1).card.golden, together)])
+    state, reason = status(load(tmp_path), "tiny-multiclass")
+    assert state == "failed" and reason.startswith("golden example 2 gives other outputs alone than with the")
+    assert reason.endswith("a row's answer must not depend on the rows batched with it (a softmax over the batch axis?)")
 
 
 def test_golden_within_tolerance_passes(tmp_path):
