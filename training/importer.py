@@ -282,7 +282,9 @@ def _card(args, name: str, version: int, task: Task, labels: list[str] | None, f
 
     from service import runtime
 
-    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    # The service's options: onnxruntime's notes on the graph (unused initializers) are not this
+    # command's output.
+    session = ort.InferenceSession(str(model_path), runtime.session_options(1), providers=["CPUExecutionProvider"])
     try:
         graph_in, graph_out = runtime.signature(session, converted.output)
     except ValueError as e:

@@ -294,6 +294,14 @@ def test_an_onnx_import_never_loads_tensorflow(tmp_path, entry):
     assert imported.startswith("imported graph.onnx as graph version 1") and loaded == "[]"
 
 
+def test_onnxruntime_notes_on_the_graph_are_not_printed(tmp_path, capfd):
+    # The unused constant "eps": onnxruntime says at warning level that it removes it.
+    onnx_graph(tmp_path / "graph.onnx", "Softmax", tail=[helper.make_node("Identity", ["last"], ["out"])])
+    assert main([str(tmp_path / "graph.onnx"), "--task", "multiclass", "--out", str(tmp_path / "m")]) == 0
+    out, err = capfd.readouterr()
+    assert out.startswith("imported graph.onnx") and err == "", err
+
+
 @pytest.mark.parametrize("task,suffix,labels", [("binary", ".keras", "stay,stay"), ("multiclass", ".onnx", "a,b,a"),
                                                 ("multilabel", ".onnx", "a,b,a"), ("regression", ".onnx", "y,y,y")])
 def test_a_model_with_a_label_twice_is_refused(tmp_path, capsys, task, suffix, labels):
