@@ -86,8 +86,8 @@ def _rows(mask: pd.Series) -> str:
 def _require_columns(frame: pd.DataFrame, names: list[str], what: str) -> None:
     missing = [n for n in names if n not in frame.columns]
     if missing:
-        raise DataError(f"{what} column(s) {', '.join(map(repr, missing))} not in the file; "
-                        f"columns are: {', '.join(frame.columns)}")
+        raise DataError(f"{what} column(s) {listed(missing, repr)} not in the file; "
+                        f"columns are: {listed(list(frame.columns), limit=50)}")
 
 
 def _no_missing(column: pd.Series) -> None:

@@ -135,7 +135,11 @@ def test_quiet_by_default_silent_with_quiet_and_talkative_with_verbose(tmp_path)
     (b"a,b,y\n" + b"1,2,0\n3,4,1\n" * 15, ["--dataset", "digits"], "not allowed with argument"),
     (b"a,b,y\n" + b"1,2,0\n3,4,1\n" * 15, [], "either --target COLUMN or --targets"),
     (b"a,b,y\n" + b"1,2,0\n3,4,1\n" * 15, ["--target", "y", "--keep", "c"],
-     "--keep column(s) 'c' not in the file"),
+     "--keep column(s) 'c' not in the file; columns are: a, b, y"),
+    (b",".join(b"c%d" % i for i in range(60)) + b",y\n" + (b"1," * 60 + b"0\n") * 30, ["--target", "z"],
+     "columns are: c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16, c17, c18, c19, "
+     "c20, c21, c22, c23, c24, c25, c26, c27, c28, c29, c30, c31, c32, c33, c34, c35, c36, c37, c38, c39, c40, "
+     "c41, c42, c43, c44, c45, c46, c47, c48, c49, ... (11 more)"),
     (b"a,b,y\n" + b"1,2,0\n3,4,1\n" * 15, ["--target", "y", "--drop", "a,y"],
      "--drop names the target column(s) 'y'; it leaves out feature columns only"),
     (b"a,b,y\n" + b"".join(b"%d,%d,%d\n" % (i % 7, i % 5, i % 9) for i in range(30)), ["--target", "y"],
