@@ -43,9 +43,8 @@ def serve(settings: Settings) -> None:
     import uvicorn
 
     from service import logs
-    from service.main import create_app
-
     from service.config import SettingsError
+    from service.main import create_app
 
     try:  # before the models load: a host that does not resolve is a setting's error, named as one
         socket.getaddrinfo(settings.host, settings.port, type=socket.SOCK_STREAM)
@@ -53,9 +52,10 @@ def serve(settings: Settings) -> None:
         raise SettingsError(f"TINYSERVE_HOST={settings.host!r}: {exc}") from None
     workers = settings.workers
     shared = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if shared and not os.path.isdir(shared):  # prometheus-client would fail on it in every worker
-        raise SettingsError(f"PROMETHEUS_MULTIPROC_DIR={shared!r}: not a directory; create it, or unset "
-                            f"it (several workers then share a temporary one)")
+    if shared and not (os.path.isdir(shared) and os.access(shared, os.W_OK | os.X_OK)):
+        # prometheus-client would fail on it in every worker, with a traceback each
+        raise SettingsError(f"PROMETHEUS_MULTIPROC_DIR={shared!r}: not a writable directory; create it, or "
+                            f"unset it (several workers then share a temporary one)")
     options = dict(host=settings.host, port=settings.port, log_level=settings.log_level,
                    log_config=logs.config(settings.log_level), access_log=False,  # ours is the access log
                    timeout_graceful_shutdown=settings.graceful_shutdown_seconds,

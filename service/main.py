@@ -21,14 +21,15 @@ from service.repository import Repository
 log = logging.getLogger(__name__)
 
 
-def _auth_line(settings: Settings) -> str:
-    """What the start-up log says of auth: on or off, how many tokens (never the tokens), admin."""
+def _auth_line(settings: Settings) -> tuple[int, str]:
+    """What the start-up log says of auth, and at which level: on or off, how many tokens (never the
+    tokens), admin. Admin without tokens lets anyone reload the models: a warning, not in passing."""
     tokens = len(settings.api_tokens)
     auth = f"auth on: {tokens} bearer token{'s' if tokens != 1 else ''}" if tokens else \
         "auth off: no TINYSERVE_API_TOKENS, every route is open"
-    admin = "on, open to anyone: POST /admin/reload needs no token" if settings.admin and not tokens else \
-        "on" if settings.admin else "off"
-    return f"{auth}; admin routes {admin}"
+    if settings.admin and not tokens:
+        return logging.WARNING, f"{auth}; admin routes on, open to anyone: POST /admin/reload needs no token"
+    return logging.INFO, f"{auth}; admin routes {'on' if settings.admin else 'off'}"
 
 
 async def _stop(app: FastAPI, poller: asyncio.Task | None) -> None:
@@ -56,9 +57,8 @@ def create_app(settings: Settings | None = None) -> Gateway:
         repo = Repository(settings.model_root, settings.threads, settings.default_model,
                           (settings.batch_max_size, settings.batch_max_delay_ms)).load()
         app.state.repository = repo
-        # Admin without tokens lets anyone reload the models: said as a warning, not in passing.
-        open_admin = settings.admin and not settings.api_tokens
-        log.log(logging.WARNING if open_admin else logging.INFO, _auth_line(settings))
+        level, line = _auth_line(settings)
+        log.log(level, line)
         # What is alive now (modules, app, models) lives as long as the process: moved out of the
         # collector's reach, a full collection no longer rescans it.
         gc.freeze()

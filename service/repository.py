@@ -198,6 +198,7 @@ class Repository:
         self._serving: dict[str, LoadedModel] = {}
         self._stamps: dict[tuple[str, int], Stamp] = {}
         self._lock = asyncio.Lock()
+        self._root_missing = False  # logged once when it goes, once when it is back
         self.last_change: dict = {}
 
     def load(self) -> Repository:
@@ -218,8 +219,13 @@ class Repository:
         if self._stamps and not self.root.is_dir():
             # The whole root gone at once is a volume unmounted or being swapped, not every model
             # withdrawn: what serves keeps serving until the root is back.
-            log.error("model root %s is missing; serving the models loaded before", self.root)
+            if not self._root_missing:
+                log.error("model root %s is missing; serving the models loaded before", self.root)
+            self._root_missing = True
             return [], []
+        if self._root_missing:
+            log.warning("model root %s is back", self.root)
+            self._root_missing = False
         found = {(name, version): path for name, version, path in scan(self.root)}
         loaded = []
         for (name, version), path in found.items():

@@ -121,7 +121,7 @@ def test_a_missing_metrics_directory_is_one_line(model_root, tmp_path):
     done = subprocess.run([sys.executable, "-m", "service", "--workers", "2"], cwd=helpers.REPO_ROOT, env=env,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and len(done.stderr.splitlines()) == 1, done.stderr
-    assert f"PROMETHEUS_MULTIPROC_DIR='{tmp_path / 'nowhere'}': not a directory" in done.stderr
+    assert f"PROMETHEUS_MULTIPROC_DIR='{tmp_path / 'nowhere'}': not a writable directory" in done.stderr
 
 
 def test_workers_without_a_writable_temporary_directory_is_one_line(uvicorn_calls, model_root, monkeypatch,

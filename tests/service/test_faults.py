@@ -92,11 +92,15 @@ async def test_model_folder_removed_while_serving(tmp_path):
                           status=status) == 0
 
 
-async def test_whole_root_removed_makes_the_server_unready(tmp_path):
+async def test_a_vanished_root_keeps_serving_and_an_emptied_one_makes_the_server_unready(tmp_path):
     write_model(tmp_path / "root", REGRESSION)
     app = create_app(Settings(model_root=tmp_path / "root", admin_enabled=True, poll_seconds=0))
     async with helpers.serve(app) as client:
-        shutil.rmtree(tmp_path / "root")
+        shutil.rmtree(tmp_path / "root")  # gone as a whole: an unmounted volume, not a withdrawal
+        await client.post("/admin/reload")
+        assert (await client.get("/health/ready")).status_code == 200
+        assert (await client.post("/predict", json={"instances": [[1, 2]]})).status_code == 200
+        (tmp_path / "root").mkdir()  # there, and empty: every model was taken away
         await client.post("/admin/reload")
         ready = await client.get("/health/ready")
         assert ready.status_code == 503 and "no model is serving" in ready.json()["error"]
