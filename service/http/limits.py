@@ -2,8 +2,8 @@
 
 uvicorn's HTTP parser takes a request head however long it lasts and however large it grows, and
 takes any number of connections. `Guard` watches each connection's bytes before uvicorn reads
-them, with a parser of its own (httptools, as uvicorn's) that only marks where each request head
-begins and ends:
+them, with a parser of its own (httptools, as uvicorn's) that marks where each request head
+begins and ends and adds up what it holds:
 
 - a connection past `max_connections` (per worker) is answered 503 and closed at once;
 - a head larger than `max_head_bytes` is answered 431 and the connection closed;
@@ -21,6 +21,8 @@ import time
 
 import httptools
 import orjson
+
+REQUEST_LINE = len(b"OPTIONS  HTTP/1.1\r\n")  # a request line beside its target, at most
 
 
 def answer(status: int, reason: str, message: str) -> bytes:
@@ -62,26 +64,26 @@ class Limits:
 class Guard:
     """One connection's watch: where heads begin and end, and their size (see the module).
 
-    A chunk may hold the rest of one request's body, whole requests and the start of the next
-    head (pipelining). So a head's size is counted from where it begins in the chunk: the bytes
-    before it are body (the parser hands them to `on_body`) and the heads before it, each ending
-    at its blank line. A chunked body's framing is not among what `on_body` hands over: with one,
-    the next head counts from a little early, so it can only seem larger than it is.
+    A complete head's size is what the parser hands over of it (the request target, each header
+    line), so it does not depend on where chunks begin or on what came before the head in them.
+    A head still arriving when a chunk ends is counted in bytes, from where it began in that
+    chunk: after the body bytes the parser handed over (`on_body`) and the heads before it. That
+    count only cuts a head that does not end: the framing of a chunked body and blank lines
+    before a request line are not among what the parser hands over, so it errs large with them,
+    and once the head is complete its own size decides.
     """
 
-    __slots__ = ("limits", "transport", "loop", "parser", "head_bytes", "ended", "closed",
-                 "data", "start", "at", "tail")
+    __slots__ = ("limits", "transport", "loop", "parser", "head_bytes", "size", "ended", "closed", "start", "at")
 
     def __init__(self, limits: Limits, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop):
         self.limits, self.transport, self.loop = limits, transport, loop
         self.parser: httptools.HttpRequestParser | None = httptools.HttpRequestParser(self)
-        self.head_bytes = 0  # bytes of the head so far in the chunks before this one
+        self.head_bytes = 0  # bytes of the head being read, in the chunks before this one
+        self.size = 0  # what the parser has handed over of that head so far
         self.ended = False  # whether a head ended within the chunk being read
         self.closed = False
-        self.data = b""  # the chunk being read
-        self.start = 0  # where in it the head being read began (0: in an earlier chunk)
-        self.at = 0  # where in it the parser is: the end of the last head, plus body bytes since
-        self.tail = b""  # the last bytes of a chunk that ended inside a head (its blank line may straddle)
+        self.start = 0  # where in this chunk the head being read began (0: in an earlier chunk)
+        self.at = 0  # how far into this chunk the parser is known to be
         limits.open += 1
         if limits.open > limits.max_connections:
             self.refuse(503, "Service Unavailable",
@@ -97,7 +99,7 @@ class Guard:
         parser = self.parser
         if parser is None:  # uvicorn's parser refuses what this one did: its answer, not ours
             return True
-        self.data, self.start, self.at = data, 0, 0
+        self.start = self.at = 0
         try:
             parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -105,10 +107,8 @@ class Guard:
         except httptools.HttpParserError:
             self.parser = None
             self.limits.waiting.pop(self, None)
-        self.data = b""
         if self in self.limits.waiting and not self.closed:  # the head goes on past this chunk
             self.head_bytes += len(data) - self.start
-            self.tail = data[-3:]
             self._check(self.head_bytes)
         return not self.closed
 
@@ -129,27 +129,29 @@ class Guard:
         self.closed = True
         self.parser = None
 
-    # httptools callbacks: a head begins, a head ends, body bytes go by.
+    # httptools callbacks: a head begins, its target and header lines, it ends; body bytes go by.
     def on_message_begin(self) -> None:
-        self.head_bytes, self.start = 0, self.at
+        self.head_bytes, self.size, self.start = 0, 0, self.at
         if self not in self.limits.waiting and not self.closed:
             self.limits.wait(self, self.loop)
+
+    def on_url(self, url: bytes) -> None:
+        self.size += len(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.size += len(name) + len(value) + 4  # "name: value\r\n"
 
     def on_headers_complete(self) -> None:
         self.limits.waiting.pop(self, None)
         self.ended = True
-        data, start = self.data, self.start
-        if self.head_bytes and start == 0 and (seam := (self.tail + data[:3]).find(b"\r\n\r\n")) >= 0:
-            end = seam - len(self.tail) + 4  # the blank line began in the chunk before
-        else:
-            end = data.find(b"\r\n\r\n", start) + 4
-        self.at = end
-        self._check(self.head_bytes + end - start)
+        size = self.size + REQUEST_LINE + 2  # the request line's method and version, the blank line
+        self._check(size)
+        self.at = max(self.at, self.start + size - self.head_bytes)  # where the next head may begin
 
     def on_body(self, body: bytes) -> None:
         self.at += len(body)
 
     def _check(self, size: int) -> None:
-        if size > self.limits.max_head_bytes:
+        if size > self.limits.max_head_bytes and not self.closed:
             self.refuse(431, "Request Header Fields Too Large",
                         f"request head exceeds {self.limits.max_head_bytes} bytes")

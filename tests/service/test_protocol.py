@@ -397,14 +397,40 @@ def test_many_pipelined_heads_in_one_chunk_count_one_by_one():
     assert admitted == [True, True] and calls == []
 
 
-@pytest.mark.parametrize("cut", [-1, -2, -3, -4])
-def test_a_blank_line_split_between_chunks_ends_the_head_there(cut):
-    # The head ends at the blank line that straddles the chunks, not at one later in the body.
-    stream = b"POST / HTTP/1.1\r\nhost: x\r\nx-pad: " + b"p" * 500 + b"\r\n\r\n"
+@pytest.mark.parametrize("cuts", [[-1], [-2], [-3], [-4], [-3, -2], [-4, -3, -2, -1]])
+def test_a_blank_line_split_between_chunks_ends_the_head_there(cuts):
+    # The head ends at the blank line that straddles the chunks (one byte of it per chunk, even),
+    # not at one later in the body.
+    head = b"POST / HTTP/1.1\r\nhost: x\r\nx-pad: " + b"p" * 500
     body = b"b" * 700 + b"\r\n\r\n"
-    stream = stream[:-4] + b"\r\ncontent-length: %d\r\n\r\n" % len(body)
-    admitted, calls = _guarded([stream[:cut], stream[cut:] + body + GET])
-    assert admitted == [True, True] and calls == []
+    stream = head + b"\r\ncontent-length: %d\r\n\r\n" % len(body)
+    bounds = [0, *(len(stream) + c for c in cuts), len(stream)]
+    chunks = [stream[a:b] for a, b in zip(bounds, bounds[1:])]
+    chunks[-1] += body + GET
+    admitted, calls = _guarded(chunks)
+    assert admitted == [True] * len(chunks) and calls == []
+
+
+def _chunked(pieces: list[bytes]) -> bytes:
+    framed = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces)
+    return b"POST /predict HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n" + framed + b"0\r\n\r\n"
+
+
+BIG = b"GET / HTTP/1.1\r\nhost: x\r\nx-big: " + b"a" * 1200 + b"\r\n\r\n"
+
+
+@pytest.mark.parametrize("before", [b"\r\n\r\n", b"\r\n" * 300, _chunked([b"hello"]), _post(b"x" * 20)])
+def test_a_large_head_is_refused_whatever_comes_before_it_in_the_chunk(before):
+    # Blank lines before a request line (which the parser skips), or a chunked body's terminator,
+    # once looked like the head's end: a head of any size passed in one chunk.
+    admitted, calls = _guarded([before + BIG])
+    assert admitted == [False] and calls[0][1].startswith(b"HTTP/1.1 431 ")
+
+
+def test_a_chunked_body_of_many_small_chunks_before_a_request_is_no_head():
+    # 3,000 one-byte chunks: 18,000 bytes of framing the parser does not hand over as body.
+    admitted, calls = _guarded([_chunked([b"x"] * 3000) + GET])
+    assert admitted == [True] and calls == []
 
 
 @pytest.mark.parametrize("cut", [None, 5100, 5200])
