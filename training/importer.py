@@ -30,7 +30,7 @@ from pydantic import ValidationError
 
 from service.card import (CARD_FILE, MODEL_FILE, NAME_RE, VERSION_MAX, VERSION_RE, Golden, ModelCard, OutputKind,
                           Source, Task, TensorSpec, sha256_file, write_card)
-from training.output_kind import batch_mixing, keras_kind, not_probabilities, onnx_kind
+from training.output_kind import keras_kind, not_probabilities, onnx_kind
 from training.publish import (DEFAULT_ROOT, DEFAULT_ROOT_HELP, library_versions, next_version, now, publish,
                               serving_problem)
 from training.quiet import quiet_stderr
@@ -197,7 +197,6 @@ def _from_keras(path: Path, output: str | None, task: Task, kind: str | None, ta
 
 def _convert_keras(path: Path, output: str | None, task: Task, kind: str | None, target: Path) -> Converted:
     import keras
-    import onnx
 
     from training.export import export_onnx
 
@@ -220,7 +219,6 @@ def _convert_keras(path: Path, output: str | None, task: Task, kind: str | None,
         export_onnx(model, task, target, name)
     except Exception as e:  # the converter's errors are its own types
         raise ImportFailed(f"cannot export {path.name} to ONNX: {_line(e)}")
-    _one_row_at_a_time(onnx.load(str(target)))
     return Converted(name, chosen, found, how, model)
 
 
@@ -228,11 +226,9 @@ def _from_onnx(path: Path, output: str | None, task: Task, kind: str | None, tar
     import onnx
 
     try:
-        model = onnx.load(str(path))
+        graph = onnx.load(str(path)).graph
     except Exception as e:  # protobuf's DecodeError and friends
         raise ImportFailed(f"{path.name} is not an ONNX model: {_line(e)}")
-    _one_row_at_a_time(model)
-    graph = model.graph
     chosen = _choose(output, [o.name for o in graph.output], "the graph")
     found, how = onnx_kind(graph, chosen)
     _kind(task, kind, found, how)
@@ -368,23 +364,14 @@ def _default_labels(task: Task, width: int) -> list[str]:
 
 
 def _thresholds(given: list[str] | None, task: Task, width: int) -> list[float] | None:
-    if task not in (Task.binary, Task.multilabel):
-        if given:
-            raise ImportFailed(f"--thresholds apply to binary and multilabel models, not {task.value}")
-        return None
+    """The thresholds given (the card checks which tasks take them, how many and their range), or
+    the default ones of a binary or multilabel model."""
     if not given:
-        return [DEFAULT_THRESHOLD] * width
+        return [DEFAULT_THRESHOLD] * width if task in (Task.binary, Task.multilabel) else None
     try:
         return [float(t) for t in given]
     except ValueError:
         raise ImportFailed(f"--thresholds must be numbers between 0 and 1, got {','.join(given)}")
-
-
-def _one_row_at_a_time(model) -> None:
-    """The server batches concurrent requests: a graph that mixes rows cannot serve."""
-    reason = batch_mixing(model)
-    if reason is not None:
-        raise ImportFailed(reason)
 
 
 def _copy(folder: Path, staging: Path) -> None:

@@ -38,9 +38,8 @@ def keras_kind(model) -> tuple[OutputKind | None, str]:
 # or with each other; and those whose output is a linear score (logits).
 PASS_THROUGH = {"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cast"}
 ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Clip", "Max", "Min"}
-LINEAR = {"Gemm", "MatMul"}
+LINEAR = {"Gemm", "MatMul", "Einsum", "Conv"}
 ML_CLASSIFIERS = {"LinearClassifier", "SVMClassifier", "TreeEnsembleClassifier"}
-ROW_NORMALISERS = {"Softmax", "LogSoftmax"}
 
 
 def onnx_kind(graph, output: str) -> tuple[OutputKind | None, str]:
@@ -128,44 +127,3 @@ def not_probabilities(out: np.ndarray, multiclass: bool, rows: str) -> str | Non
         return (f"rows do not sum to 1 (row {i} {rows} sums to {sums[i]:.4g}): a multiclass model's "
                 "probabilities come from a softmax; per-label sigmoids are --task multilabel")
     return None
-
-
-def batch_mixing(model) -> str | None:
-    """Why a graph would answer a row differently in another batch, or None: a Softmax or
-    LogSoftmax over axis 0 normalises across rows, and the server batches concurrent requests."""
-    import onnx
-
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
-    ranks = _ranks(model)
-    for node in _nodes(model.graph):
-        if node.op_type not in ROW_NORMALISERS or node.domain not in ("", "ai.onnx"):
-            continue
-        axis = next((onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == "axis"),
-                    1 if opset < 13 else -1)  # the default changed at opset 13
-        if axis == 0 or axis == -ranks.get(node.input[0], 0):
-            named = f" {node.name!r}" if node.name else ""
-            return (f"the graph's {node.op_type} node{named} normalises over axis {axis}, the batch axis: "
-                    "one row's answer would depend on the other rows batched with it; normalise over the "
-                    "class axis (-1) instead")
-    return None
-
-
-def _nodes(graph):
-    """Every node, those of subgraphs (If, Loop, Scan bodies) included."""
-    for node in graph.node:
-        yield node
-        for attr in node.attribute:
-            for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
-                yield from _nodes(sub)
-
-
-def _ranks(model) -> dict[str, int]:
-    """The rank of each value whose shape inference can tell."""
-    import onnx
-
-    try:
-        graph = onnx.shape_inference.infer_shapes(model).graph
-    except Exception:  # an op shape inference does not know: no ranks, axis 0 is still caught
-        return {}
-    values = [*graph.input, *graph.value_info, *graph.output]
-    return {v.name: len(v.type.tensor_type.shape.dim) for v in values if v.type.tensor_type.HasField("shape")}

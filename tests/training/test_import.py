@@ -228,7 +228,7 @@ def _bad_inputs(tmp_path):
          "needs 3 labels, card has 1"),
         ([tmp_path / "graph.onnx", "--task", "ranking"], "argument --task: invalid choice: 'ranking'"),
         ([tmp_path / "graph.onnx", "--task", "binary"], "a binary model serves one output column"),
-        ([tmp_path / "graph.onnx", *graph, "a,b,c", "--thresholds", "0.5"], "--thresholds apply to binary"),
+        ([tmp_path / "graph.onnx", *graph, "a,b,c", "--thresholds", "0.5"], "thresholds apply to binary and multilabel models, not multiclass"),
         ([tmp_path / "graph.onnx", *graph, "a,b,c", "--output", "nope"], "the graph has no output 'nope'"),
         ([tmp_path / "graph.onnx", *graph, "a,b,c", "--samples", tmp_path / "narrow.csv"], "have 2 columns"),
         ([tmp_path / "graph.onnx", *graph, "a,b,c", "--name", "../up"], "model name '../up' must match"),
@@ -405,7 +405,8 @@ def test_arithmetic_after_a_softmax_or_sigmoid_leaves_the_kind_to_the_user(tmp_p
     ("Softmax", -2, 11, True), ("Softmax", None, 11, False), ("Softmax", 1, 17, False), ("Softmax", -1, 17, False),
 ])
 def test_a_softmax_over_the_batch_axis_is_refused(tmp_path, capsys, op, axis, opset, refused):
-    # The server batches concurrent requests: one row's answer must not depend on the others'.
+    # The server batches concurrent requests: one row's answer must not depend on the others'. The
+    # service's own load check says so (a golden row alone against the same row with the others).
     attrs = {} if axis is None else {"axis": axis}
     tail = [helper.make_node(op, ["scores"], ["out"], **attrs)]
     onnx_graph(tmp_path / "graph.onnx", None, tail=tail, opset=opset)
@@ -415,9 +416,19 @@ def test_a_softmax_over_the_batch_axis_is_refused(tmp_path, capsys, op, axis, op
         assert code == 0, err
         return
     assert code == 2 and err.count("\n") == 1, err
-    assert f"the graph's {op} node normalises over axis {axis}, the batch axis: one row's answer would depend on the " \
-        "other rows batched with it" in err, err
+    assert "the imported model would not serve: golden example 4 gives other outputs alone than with the other " \
+        "examples" in err and "a row's answer must not depend on the rows batched with it" in err, err
     assert not (tmp_path / "models").exists()
+
+
+def test_a_per_row_softmax_written_with_transposes_is_served(tmp_path, capsys):
+    # Transpose, Softmax over axis 0, Transpose back: each row normalised on its own.
+    tail = [helper.make_node("Transpose", ["scores"], ["t"], perm=[1, 0]),
+            helper.make_node("Softmax", ["t"], ["s"], axis=0), helper.make_node("Transpose", ["s"], ["out"], perm=[1, 0])]
+    onnx_graph(tmp_path / "graph.onnx", None, tail=tail)
+    code, err = run_import(capsys, tmp_path / "graph.onnx", "--task", "multiclass", "--output-kind", "probabilities",
+                           "--out", tmp_path / "models")
+    assert code == 0, err
 
 
 @pytest.mark.parametrize("last,task,option,message", [
@@ -501,3 +512,16 @@ def test_an_adapted_normalization_layer_is_explained(tmp_path, capsys):
     assert "exported graph must have exactly one input, it has ['features', " in err
     assert "an adapted keras.layers.Normalization exports its statistics as extra graph inputs; bake them into the " \
         "model (e.g. a Rescaling layer) or normalise outside it" in err, err
+
+
+def test_a_bias_added_to_an_einsum_is_logits():
+    from service.card import OutputKind
+    from training.output_kind import onnx_kind
+
+    nodes = [helper.make_node("Einsum", ["x", "W"], ["xw"], equation="bi,ij->bj"),
+             helper.make_node("Add", ["xw", "B"], ["out"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", 3])],
+                              initializer=[numpy_helper.from_array(W, "W"), numpy_helper.from_array(B, "B")])
+    kind, how = onnx_kind(graph, "out")
+    assert kind is OutputKind.logits and how == "output 'out' comes from an Add node applied to an Einsum node's output"
