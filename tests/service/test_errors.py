@@ -179,7 +179,7 @@ async def test_405_keeps_the_allow_header(client):
                                           ("GET", "/health/ready/")])
 async def test_a_trailing_slash_is_a_404_not_an_empty_redirect(client, method, path):
     # A 307 to the path without it answered an API client's POST with no body and no JSON.
-    assert_error(await client.request(method, path, json={}), 404)
+    assert_error(await client.request(method, path, json={}), 404, f"no route matches this {method} request's path")
 
 
 async def test_a_get_of_a_tf_serving_method_is_405_with_its_allow_header(client):
