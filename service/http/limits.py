@@ -8,8 +8,9 @@ begins and ends and adds up what it holds:
 - a connection past `max_connections` (per worker) is answered 503 and closed at once;
 - a head larger than `max_head_bytes` is answered 431 and the connection closed;
 - a head not complete `head_timeout` seconds after its first byte (or, for the first request,
-  after the connection opened) is answered 408 and the connection closed. Between requests on a
-  kept-alive connection, uvicorn's own keep-alive timeout applies.
+  after the connection opened) is answered 408 and the connection closed; blank lines before a
+  request line count as part of its head. Between requests on a kept-alive connection (no byte
+  sent), uvicorn's own keep-alive timeout applies.
 
 Every answer is `{"error": ...}` JSON. A request uvicorn refuses as malformed is left to uvicorn.
 """
@@ -73,7 +74,8 @@ class Guard:
     and once the head is complete its own size decides.
     """
 
-    __slots__ = ("limits", "transport", "loop", "parser", "head_bytes", "size", "ended", "closed", "start", "at")
+    __slots__ = ("limits", "transport", "loop", "parser", "head_bytes", "size", "ended", "body", "closed", "start",
+                 "at")
 
     def __init__(self, limits: Limits, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop):
         self.limits, self.transport, self.loop = limits, transport, loop
@@ -81,6 +83,7 @@ class Guard:
         self.head_bytes = 0  # bytes of the head being read, in the chunks before this one
         self.size = 0  # what the parser has handed over of that head so far
         self.ended = False  # whether a head ended within the chunk being read
+        self.body = False  # whether the parser is within a request's body (where the last chunk ended)
         self.closed = False
         self.start = 0  # where in this chunk the head being read began (0: in an earlier chunk)
         self.at = 0  # how far into this chunk the parser is known to be
@@ -100,6 +103,8 @@ class Guard:
         if parser is None:  # uvicorn's parser refuses what this one did: its answer, not ours
             return True
         self.start = self.at = 0
+        if not self.body and self not in self.limits.waiting:  # a head begins (blank lines included)
+            self.limits.wait(self, self.loop)
         try:
             parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -129,7 +134,8 @@ class Guard:
         self.closed = True
         self.parser = None
 
-    # httptools callbacks: a head begins, its target and header lines, it ends; body bytes go by.
+    # httptools callbacks: a head begins, its target and header lines, it ends; body bytes go by;
+    # the request ends.
     def on_message_begin(self) -> None:
         self.head_bytes, self.size, self.start = 0, 0, self.at
         if self not in self.limits.waiting and not self.closed:
@@ -143,13 +149,16 @@ class Guard:
 
     def on_headers_complete(self) -> None:
         self.limits.waiting.pop(self, None)
-        self.ended = True
+        self.ended = self.body = True
         size = self.size + REQUEST_LINE + 2  # the request line's method and version, the blank line
         self._check(size)
         self.at = max(self.at, self.start + size - self.head_bytes)  # where the next head may begin
 
     def on_body(self, body: bytes) -> None:
         self.at += len(body)
+
+    def on_message_complete(self) -> None:
+        self.body = False
 
     def _check(self, size: int) -> None:
         if size > self.limits.max_head_bytes and not self.closed:

@@ -73,6 +73,23 @@ def test_a_slow_head_on_a_kept_alive_connection_is_timed_too(guarded):
         assert answer(sock) == (408, {"error": "request head not received within 1 s"})
 
 
+def test_blank_lines_trickled_between_requests_are_a_head_and_timed(guarded):
+    # The parser skips blank lines before a request line, and any byte stops uvicorn's keep-alive
+    # timer: without the head timer they held a connection slot for as long as they came.
+    with connect(guarded) as sock:
+        sock.sendall(HEAD + b"\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200 OK")
+        started = time.monotonic()
+        while not answered(sock) and time.monotonic() - started < 6:
+            try:
+                sock.sendall(b"\r\n")
+            except OSError:  # answered and closed meanwhile
+                break
+            time.sleep(0.25)
+        assert answer(sock) == (408, {"error": "request head not received within 1 s"})
+    assert time.monotonic() - started < 6
+
+
 def test_a_body_trickling_past_the_deadline_is_408_and_the_connection_closed(guarded):
     # A chunked body that never ends, a byte every 0.25 s: without the close, the connection would
     # stay the client's for as long as it trickles, with no deadline left to end it.

@@ -183,6 +183,19 @@ def test_an_upgrade_header_inside_a_body_is_left_alone():
     assert calls == [("writelines", [HEAD.replace(b"length: 1", b"length: 2"), b"16"]), ("close",)]
 
 
+def test_an_upgrade_line_in_a_later_chunk_of_a_body_is_left_alone():
+    # A body's next chunk may hold such a line and a blank line (a BYTES tensor's text, say).
+    *_, calls = exchange(b"POST /a HTTP/1.1\r\nhost: x\r\ncontent-length: 20\r\n\r\nab",
+                         b"\r\nupgrade: h2c\r\n\r\n")
+    assert calls == [("writelines", [HEAD.replace(b"length: 1", b"length: 2"), b"20"]), ("close",)]
+
+
+def test_an_upgrade_is_ignored_in_the_head_after_a_body_ends():
+    *_, calls = exchange(b"POST /a HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\n\r\nab", b"c",
+                         b"POST /b HTTP/1.1\r\nhost: x\r\nupgrade: h2c\r\ncontent-length: 2\r\n\r\nde")
+    assert calls == [("writelines", [HEAD, b"3"]), ("writelines", [HEAD, b"2"]), ("close",)]
+
+
 def test_real_server_keep_alive_and_pipelining(server_url):
     # Through `python -m service` (which runs this protocol): two pipelined requests on one
     # connection get their two answers, in order, and the connection stays open for a third.
