@@ -27,13 +27,15 @@ from starlette.routing import Match
 from starlette.types import Message, Receive, Scope, Send
 
 from service.auth import refusal
-from service.errors import to_response
+from service.errors import error_response, to_response
 from service.observe import REQUEST_ID, UNMATCHED, Observer, request_id, timeout_response
 
 log = logging.getLogger(__name__)
 MATCHES_KEPT = 1024
 _UNKNOWN = object()
 CLIENT_GONE = 499  # recorded for a request whose client left before its body arrived (nginx's code)
+SHUT_DOWN = error_response("the server shut down before this request finished; send it again", 503,
+                           {"connection": "close"})
 
 
 class Gateway:
@@ -83,7 +85,13 @@ class Gateway:
             await self._serve(scope, receive, exchange)
         except asyncio.CancelledError:
             if deadline is None or not deadline.caught():
-                raise
+                # Nothing else cancels a request but uvicorn, when a graceful shutdown runs out of
+                # time: answered (or, when its answer has begun, ended) without a traceback.
+                asyncio.current_task().uncancel()
+                log.warning("request %s cancelled: the server shut down before it finished", rid)
+                if exchange.status is None:
+                    await exchange.answer(SHUT_DOWN)
+                return
             if exchange.status is not None:  # too late for a status line; end the connection
                 raise TimeoutError from None
             await exchange.answer(timeout_response(observer.timeout, scope))

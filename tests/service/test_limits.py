@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
+import socket
 import time
 
 import httpx
@@ -104,3 +106,28 @@ def test_sigterm_lets_in_flight_requests_finish(model_root, tmp_path):
     assert results["fast"] and set(results["fast"]) == {200}
     assert waited >= 0.5  # the server waited for the slow bodies instead of cutting them off
 
+
+
+def test_a_request_still_running_when_the_graceful_shutdown_ends_is_answered_503(model_root, tmp_path):
+    # uvicorn cancels what is still running once the grace period is over: the request's client
+    # gets JSON saying so, and the log a line, where it got a text 500 and the log a traceback.
+    env = {"TINYSERVE_MODEL_ROOT": str(model_root), "TINYSERVE_LOG_LEVEL": "info", "TINYSERVE_POLL_SECONDS": "0",
+           "TINYSERVE_GRACEFUL_SHUTDOWN_SECONDS": "0.5", "TINYSERVE_REQUEST_TIMEOUT_SECONDS": "30"}
+    procs = []
+    with helpers.running_server(env, tmp_path / "server.log", procs=procs) as url:
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=20) as sock:
+            sock.sendall(b"POST /predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                         b"content-length: %d\r\n\r\n%s" % (len(BODY), BODY[:10]))  # the rest never comes
+            time.sleep(0.3)
+            procs[0].send_signal(signal.SIGTERM)
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        assert procs[0].wait(timeout=30) == 0
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 503 ") and b"content-type: application/json" in head, answer
+    assert json.loads(body) == {"error": "the server shut down before this request finished; send it again"}
+    log = (tmp_path / "server.log").read_text()
+    assert "Traceback" not in log and "the server shut down before it finished" in log
+    assert '"status":503' in log  # the access line
