@@ -32,8 +32,10 @@ Sigmoid and softmax never exponentiate a large positive number, so logits like +
 0/1 probabilities rather than overflow. Non-finite outputs: JSON has no NaN, so whatever depends
 on one is null. A logit of +-inf still has a sigmoid (1 or 0) and is answered normally; a NaN
 logit makes that probability null, and the label null too (binary), or the row's `labels` null
-(multilabel). A multiclass row with any non-finite logit has no softmax: `label` and
-`probability` are null and `top_k` is empty. A non-finite regression value is null.
+(multilabel). A multiclass logit of -inf is a class of probability 0 (a masked class), ranked
+last; a row with a NaN or +inf logit, or only -inf ones, has no softmax (a model's own
+probabilities: any non-finite value): `label` and `probability` are null and `top_k` is empty. A
+non-finite regression value is null.
 
 The same probabilities and decisions (`decided`) make the named outputs of the V2 and TF Serving
 protocols (`service.named`).
@@ -130,9 +132,9 @@ def _decide_binary(card: ModelCard, x: np.ndarray, probs: np.ndarray, finite: bo
 
 
 def _decide_multiclass(card: ModelCard, x: np.ndarray, probs: np.ndarray, finite: bool) -> list:
-    """The `_winner`; None for a row with any non-finite logit (no softmax)."""
+    """The `_winner`; None for a row without probabilities (see the module)."""
     found = _labels(tuple(card.labels)).names[_winner(x)].tolist()
-    return found if finite else _null(found, ~np.isfinite(x).all(axis=1))
+    return found if finite else _null(found, ~np.isfinite(probs).all(axis=1))
 
 
 def _decide_multilabel(card: ModelCard, x: np.ndarray, probs: np.ndarray, finite: bool) -> list:

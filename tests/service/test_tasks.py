@@ -110,7 +110,9 @@ def test_regression_scalar_and_vector_values():
 @pytest.mark.parametrize("spec, expected", [
     (helpers.NONFINITE_BINARY, [{"label": None, "probability": None}, {"label": "yes", "probability": 1.0},
                                 {"label": "no", "probability": 0.0}]),
-    (helpers.NONFINITE_MULTICLASS, [{"label": None, "probability": None, "top_k": []}] * 3),
+    (helpers.NONFINITE_MULTICLASS, [{"label": None, "probability": None, "top_k": []}] * 2 + [
+        {"label": "b", "probability": 1.0, "top_k": [{"label": "b", "probability": 1.0},
+                                                     {"label": "a", "probability": 0.0}]}]),
     (helpers.NONFINITE_MULTILABEL, [{"labels": None, "probabilities": {"a": None, "b": 0.5}},
                                     {"labels": ["a", "b"], "probabilities": {"a": 1.0, "b": 0.5}},
                                     {"labels": ["b"], "probabilities": {"a": 0.0, "b": 0.5}}]),
@@ -125,9 +127,24 @@ def test_non_finite_outputs_become_null(spec, expected):
 
 def test_only_the_non_finite_rows_are_null():
     c = card(helpers.MULTICLASS_V1)
-    preds = answers(c, np.array([[0.0, 1.0, 2.0], [0.0, -np.inf, 2.0], [5.0, 0.0, 0.0]]))
+    preds = answers(c, np.array([[0.0, 1.0, 2.0], [0.0, np.inf, 2.0], [5.0, 0.0, 0.0]]))
     assert [p["label"] for p in preds] == ["emu", None, "cat"]
     assert preds[1] == {"label": None, "probability": None, "top_k": []}
+
+
+def test_a_minus_inf_logit_is_a_class_of_probability_zero():
+    # A masked class: the softmax is defined without it, on every protocol alike.
+    c = card(helpers.MULTICLASS_V1)
+    x = np.array([[0.0, -np.inf, math.log(3)], [-np.inf, -np.inf, -np.inf], [np.nan, 0.0, 0.0]])
+    preds = answers(c, x)
+    assert preds[0]["label"] == "emu" and preds[0]["probability"] == pytest.approx(0.75)
+    assert [(t["label"], pytest.approx(t["probability"])) for t in preds[0]["top_k"]] == \
+        [("emu", 0.75), ("cat", 0.25), ("dog", 0.0)]
+    assert preds[1:] == [{"label": None, "probability": None, "top_k": []}] * 2  # no softmax
+    probs, found = tasks.decided(c, x)  # what V2 and TF Serving answer
+    assert found == ["emu", None, None]
+    np.testing.assert_allclose(probs[0], [0.25, 0.0, 0.75])
+    assert np.isnan(probs[1:]).all()
 
 
 def test_vector_regression_nulls_only_the_bad_target():
@@ -150,11 +167,12 @@ def reference(card, outputs: np.ndarray, top_k: int) -> list[dict]:
     if card.task is Task.multiclass:
         preds = []
         for logits in x:
-            if not np.isfinite(logits).all():
+            with np.errstate(invalid="ignore"):
+                e = np.exp(logits - logits.max())  # -inf: 0; NaN, inf - inf: NaN
+            p = e / e.sum()
+            if np.isnan(p).any():
                 preds.append({"label": None, "probability": None, "top_k": []})
                 continue
-            e = np.exp(logits - logits.max())
-            p = e / e.sum()
             order = sorted(range(len(logits)), key=lambda i: -logits[i])  # sorted() is stable
             top = [{"label": card.labels[i], "probability": float(p[i])} for i in order[:top_k]]
             preds.append({"label": card.labels[order[0]], "probability": float(p[order[0]]), "top_k": top})
