@@ -66,6 +66,20 @@ class Spec:
             return getattr(np, self.post.lower())(y) if self.post else y
 
 
+def ref_sigmoid(x) -> np.ndarray:
+    """Plain logistic function in float64, written here so no expected answer comes from `service`."""
+    x = np.asarray(x, np.float64)
+    with np.errstate(over="ignore"):  # exp(1000) is inf: 1 / (1 + inf) is the right 0
+        return 1.0 / (1.0 + np.exp(-x))
+
+
+def ref_softmax(x) -> np.ndarray:
+    """Plain row-wise softmax in float64 (row max subtracted), independent of `service.tasks`."""
+    x = np.asarray(x, np.float64)
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
 def onnx_model(spec: Spec) -> bytes:
     """Serialized MatMul + Add graph with a free batch dimension."""
     w = numpy_helper.from_array(np.asarray(spec.weights, np.float32), "W")
