@@ -59,8 +59,9 @@ def create_app(settings: Settings | None = None) -> Gateway:
         app.state.repository = repo
         level, line = _auth_line(settings)
         log.log(level, line)
-        # What is alive now (modules, app, models) lives as long as the process: moved out of the
-        # collector's reach, a full collection no longer rescans it.
+        # What is alive now (modules, the app, the first models) is moved out of the collector's
+        # reach, so a full collection no longer rescans it. A model holds no reference cycle: one
+        # removed later is freed by its last reference, frozen or not.
         gc.freeze()
         watcher.publish(app, repo.last_change)
         poller = asyncio.create_task(watcher.poll(app, settings.poll_seconds)) if settings.poll_seconds else None

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -119,14 +120,18 @@ class LoadedModel:
     batcher: Batcher | None = field(init=False, default=None, compare=False, repr=False)
     # A table model's graph input names, the fields of its decoded batches; None: one input, a matrix.
     fields: tuple[str, ...] | None = field(init=False, default=None, compare=False, repr=False)
-    # Given to every run: without options, onnxruntime makes default ones per call.
-    options: ort.RunOptions = field(init=False, default_factory=ort.RunOptions, compare=False, repr=False)
+    # Run a [rows, n_features] batch, or a table model's batch of fields (from `feed`); returns the
+    # card's output, [rows, n_outputs]. A function of the session alone: the batcher holds it, and a
+    # batcher holding the model would make a cycle that only the collector frees (and the collector
+    # never sees what was loaded before `gc.freeze`, see service.main).
+    run: Callable[[np.ndarray], np.ndarray] = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.inputs:
             object.__setattr__(self, "inputs", (self.input,))
         if getattr(self.card, "columns", None) is not None:  # tests build models without a card
             object.__setattr__(self, "fields", tuple(i.name for i in self.inputs))
+        object.__setattr__(self, "run", _runner(self.session, self.input.name, self.output.name, self.fields))
         size = self.serving.get("batch_max_size", self.batching[0])
         if size > 1:  # 0 or 1: requests run one by one, straight away
             delay = self.serving.get("batch_max_delay_ms", self.batching[1]) / 1000
@@ -146,18 +151,24 @@ class LoadedModel:
                                  f"{dtype}: send whole numbers within +-2^24")
         return x.astype(dtype)
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        """Run a [rows, n_features] batch, or a table model's batch of fields (from `feed`); returns
-        the card's output, [rows, n_outputs]."""
-        if self.fields is None:
-            return self.session.run([self.output.name], {self.input.name: batch}, self.options)[0]
-        # A field of a structured array is a strided view; onnxruntime takes contiguous arrays.
-        feed = {n: np.ascontiguousarray(batch[n]) for n in self.fields}
-        return self.session.run([self.output.name], feed, self.options)[0]
-
     def signature(self) -> dict:
         """Inputs and output as the session reports them."""
         return {"inputs": [i.model_dump() for i in self.inputs], "outputs": [self.output.model_dump()]}
+
+
+def _runner(session: ort.InferenceSession, input_name: str, output_name: str,
+            fields: tuple[str, ...] | None) -> Callable[[np.ndarray], np.ndarray]:
+    """`LoadedModel.run` for this session and signature."""
+    names = [output_name]
+    options = ort.RunOptions()  # given to every run: without options, onnxruntime makes default ones per call
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        return session.run(names, {input_name: batch}, options)[0]
+
+    def run_fields(batch: np.ndarray) -> np.ndarray:
+        # A field of a structured array is a strided view; onnxruntime takes contiguous arrays.
+        return session.run(names, {n: np.ascontiguousarray(batch[n]) for n in fields}, options)[0]
+    return run if fields is None else run_fields
 
 
 def load(path: Path, card: ModelCard, threads: int, batching: tuple[int, float] = (0, 0.0),

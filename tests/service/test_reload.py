@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import shutil
 import time
+import weakref
 
 import httpx
 import numpy as np
@@ -51,6 +53,27 @@ async def test_refresh_adds_replaces_removes_and_skips_unchanged(root):
     shutil.rmtree(root / "tiny-regression")
     assert await repo.refresh() == empty_change(removed=["tiny-regression/1"])
     assert "tiny-regression" not in repo.entries
+
+
+async def test_a_removed_version_is_freed_by_its_last_reference(root):
+    # Batching on (the default): a model its batcher pointed back at was a cycle, which only the
+    # collector frees, and never for what start-up loaded (frozen out of the collector's reach).
+    app = create_app(Settings(model_root=root, poll_seconds=0, admin_enabled=True))
+    async with helpers.serve(app) as client:
+        repo = app.state.repository
+        assert repo.get("tiny-multiclass", 1).batcher is not None
+        at_start = weakref.ref(repo.get("tiny-multiclass", 1).session)
+        write_model(root, V3)
+        assert (await client.post("/admin/reload")).status_code == 200
+        assert (await client.post("/predict", json={"model": "tiny-multiclass", **ROW})).status_code == 200
+        later = weakref.ref(repo.get("tiny-multiclass", 3).session)
+        shutil.rmtree(root / "tiny-multiclass")
+        gc.disable()
+        try:
+            assert (await client.post("/admin/reload")).status_code == 200
+            assert at_start() is None and later() is None
+        finally:
+            gc.enable()
 
 
 async def test_a_bad_update_is_rejected_and_the_running_version_keeps_serving(root):
