@@ -77,17 +77,26 @@ class Entry:
 
 
 def scan(root: Path) -> list[tuple[str, int, Path]]:
-    """Every `(name, version, folder)` under root, sorted; a missing root holds nothing."""
-    if not root.is_dir():
-        return []
+    """Every `(name, version, folder)` under root, sorted; a missing root holds nothing, and so
+    does a folder that goes while it is read (the next pass sees the tree as it settled)."""
     found = []
-    for model_dir in sorted(root.iterdir()):
+    for model_dir in sorted(_listed(root)):
         if not model_dir.is_dir() or not NAME_RE.fullmatch(model_dir.name):
             continue
-        for version_dir in model_dir.iterdir():
+        for version_dir in _listed(model_dir):
             if version_dir.is_dir() and VERSION_RE.fullmatch(version_dir.name):
                 found.append((model_dir.name, int(version_dir.name), version_dir))
     return sorted(found)
+
+
+def _listed(folder: Path) -> list[Path]:
+    try:
+        return list(folder.iterdir())
+    except (FileNotFoundError, NotADirectoryError):  # gone, or replaced, since it was seen
+        return []
+    except OSError as exc:
+        log.warning("cannot read %s, so it serves nothing: %s", folder, exc)
+        return []
 
 
 Stamp = tuple[tuple[int, int, int] | None, ...]
@@ -216,7 +225,8 @@ class Repository:
             return self.last_change
 
     def _prepare(self) -> tuple[list[tuple[Entry, Stamp]], list[tuple[str, int]]]:
-        if self._stamps and not self.root.is_dir():
+        found = {(name, version): path for name, version, path in scan(self.root)}
+        if self._stamps and not self.root.is_dir():  # looked at after the scan: gone during it too
             # The whole root gone at once is a volume unmounted or being swapped, not every model
             # withdrawn: what serves keeps serving until the root is back.
             if not self._root_missing:
@@ -226,7 +236,6 @@ class Repository:
         if self._root_missing:
             log.warning("model root %s is back", self.root)
             self._root_missing = False
-        found = {(name, version): path for name, version, path in scan(self.root)}
         loaded = []
         for (name, version), path in found.items():
             now = stamp(path)

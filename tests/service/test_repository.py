@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -12,7 +13,8 @@ from onnx import TensorProto
 
 from service.card import CARD_FILE, MODEL_FILE
 from service.errors import BadRequest, NotFound, NotReady
-from service.repository import Repository
+from service import repository
+from service.repository import Repository, scan
 from tests.service import helpers
 from tests.service.helpers import BINARY, MULTICLASS_V1, MULTICLASS_V2, edit_card, reseal, write_model
 
@@ -156,6 +158,37 @@ def test_stray_files_and_folders_are_ignored(tmp_path):
     (tmp_path / "tiny-binary" / "notes.txt").write_text("hi")
     repo = load(tmp_path)
     assert list(repo.entries) == ["tiny-binary"] and list(repo.entries["tiny-binary"]) == [1]
+
+
+@pytest.mark.parametrize("error", [FileNotFoundError, NotADirectoryError, PermissionError])
+def test_a_model_folder_that_cannot_be_listed_holds_nothing(tmp_path, monkeypatch, caplog, error):
+    # Removed (or replaced) between the listing of the root and its own: the scan raised, and a
+    # reload answered 500. Unreadable: the same, with a warning.
+    write_model(tmp_path, BINARY)
+    write_model(tmp_path, MULTICLASS_V1)
+    listed = Path.iterdir
+
+    def iterdir(folder):
+        if folder.name == "tiny-binary":
+            raise error(2, "gone", str(folder))
+        return listed(folder)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+    assert [(name, version) for name, version, _ in scan(tmp_path)] == [("tiny-multiclass", 1)]
+    assert ("cannot read" in caplog.text) is (error is PermissionError)
+
+
+@pytest.mark.anyio
+async def test_a_root_gone_during_the_scan_removes_nothing(tmp_path, monkeypatch):
+    write_model(tmp_path / "models", BINARY)
+    repo = load(tmp_path / "models")
+
+    def gone(root):  # the volume is unmounted after the check that it is there, before the listing
+        root.rename(root.with_name("away"))
+        return []
+
+    monkeypatch.setattr(repository, "scan", gone)
+    assert (await repo.refresh())["removed"] == [] and repo.get("tiny-binary").version == 1
 
 
 @pytest.mark.parametrize("make_root", [lambda p: p / "missing", lambda p: p])
