@@ -34,6 +34,20 @@ def rows(start: int, count: int) -> np.ndarray:
     return np.arange(start, start + count, dtype=np.float32).reshape(count, 1)
 
 
+def record_runs(batcher: Batcher) -> list[int]:
+    """Wrap a live batcher's model call: the returned list gets the row count of every run it makes
+    (a run of more rows than any one request proves requests were run together)."""
+    runs: list[int] = []
+    run = batcher.run
+
+    def recording(x: np.ndarray) -> np.ndarray:
+        runs.append(len(x))
+        return run(x)
+
+    batcher.run = recording
+    return runs
+
+
 def test_concurrent_submits_get_their_own_rows():
     model = Recorder()
 
@@ -184,9 +198,13 @@ async def test_batched_app_answers_each_request_and_isolates_a_bad_one(model_roo
         async def ask(row):
             return await client.post("/predict", json={"model": spec.name, "instances": [row]})
 
+        batcher = app.state.repository.get(spec.name).batcher
+        assert batcher.max_size == 64
+        runs = record_runs(batcher)
         answers = await asyncio.gather(*(ask(row) for row in good), ask(["x"] * spec.n_features))
-        assert app.state.repository.get(spec.name).batcher.max_size == 64
     *oks, bad = answers
+    # Every request has one row: a run of several rows is requests run together; the bad row never ran.
+    assert max(runs) > 1 and sum(runs) == len(good), runs
     assert bad.status_code == 400 and "is not a number" in bad.json()["error"]
     expected = spec.logits(good).argmax(axis=1).tolist()
     labels = [r.json()["predictions"][0]["label"] for r in oks]
@@ -342,13 +360,18 @@ async def test_every_protocol_answers_the_same_batched_or_alone(model_root):
     async def answers(batch_max_size: int):
         app = create_app(Settings(model_root=model_root, batch_max_size=batch_max_size, batch_max_delay_ms=20))
         async with helpers.serve(app) as client:
-            got = await asyncio.gather(*(client.post(path, json=body) for path, body in asks))
             batcher = app.state.repository.get(spec.name).batcher
-            return [(r.status_code, r.json()) for r in got], batcher
+            runs = record_runs(batcher) if batcher else []
+            got = await asyncio.gather(*(client.post(path, json=body) for path, body in asks))
+            return [(r.status_code, r.json()) for r in got], batcher, runs
 
-    batched, batcher = await answers(64)
-    alone, none = await answers(0)
-    assert batcher is not None and batcher.lone == 0 and none is None
+    batched, batcher, runs = await answers(64)
+    alone, none, _ = await answers(0)
+    assert batcher is not None and none is None
+    # No request has more than 2 rows: a larger run is requests of the mixed protocols run together.
+    biggest = max(len(body["instances"]) if "instances" in body else body["inputs"][0]["shape"][0] for _, body in asks)
+    assert biggest == 2 and max(runs) > biggest and sum(runs) == sum(
+        len(body["instances"]) if "instances" in body else 1 for _, body in asks), runs
     assert batched == alone
     assert batched[-1][0] == 400 and "unknown output" in batched[-1][1]["error"]
     assert all(status == 200 for status, _ in batched[:-1])
