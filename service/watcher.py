@@ -26,10 +26,34 @@ def publish(app: FastAPI, change: dict) -> None:
 
 
 async def reload(app: FastAPI) -> dict:
-    """Load what changed under the model root and swap it in; the change summary."""
-    change = await app.state.repository.refresh()
-    publish(app, change)
+    """Load what changed under the model root and swap it in; the change summary.
+
+    A caller that stops waiting (a request past its deadline) does not stop the reload: what it
+    loads is still swapped in and published, and the next reload waits for it (the repository's
+    lock is held by the reload, not by its caller)."""
+    task = asyncio.ensure_future(_reload(app, app.state.repository))
+    _running.add(task)
+    task.add_done_callback(_running.discard)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        task.add_done_callback(_log_failure)  # nobody is left to hear how it ends
+        raise
+
+
+_running: set[asyncio.Task] = set()  # the loop holds tasks weakly: these are the reloads under way
+
+
+async def _reload(app: FastAPI, repo) -> dict:
+    change = await repo.refresh()
+    if app.state.repository is repo:  # not shut down meanwhile
+        publish(app, change)
     return change
+
+
+def _log_failure(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("model repository reload failed", exc_info=task.exception())
 
 
 async def poll(app: FastAPI, seconds: float) -> None:

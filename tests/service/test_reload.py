@@ -15,6 +15,7 @@ import pytest
 
 from service.config import Settings
 from service.main import create_app
+from service import repository
 from service.repository import Repository
 from tests.service import helpers
 from tests.service.helpers import MULTICLASS_V1, MULTICLASS_V2, REGRESSION, write_model
@@ -111,6 +112,38 @@ async def test_admin_reload_answers_the_summary(root):
         text = (await client.get("/metrics")).text
         assert helpers.metric(text, "tinyserve_model_version_status", model="tiny-multiclass", version="3",
                               status="ready") == 1
+
+
+async def test_a_reload_past_the_request_deadline_goes_on_and_the_next_one_waits_for_it(root, monkeypatch):
+    # It was cancelled with its request: what it loaded was thrown away, and a second reload
+    # loaded the same folders at the same time, thrown away in turn.
+    real, running, most = repository.load_version, [0], [0]
+
+    def slow_load(*args, **kwargs):  # a model that takes longer to load than a request may last
+        running[0] += 1
+        most[0] = max(most[0], running[0])
+        try:
+            time.sleep(0.6)
+            return real(*args, **kwargs)
+        finally:
+            running[0] -= 1
+
+    app = create_app(Settings(model_root=root, admin_enabled=True, poll_seconds=0, request_timeout_seconds=0.2))
+    async with helpers.serve(app) as client:
+        monkeypatch.setattr(repository, "load_version", slow_load)
+        write_model(root, V3)
+        assert (await client.post("/admin/reload")).status_code == 504
+        assert (await client.post("/admin/reload")).status_code == 504  # waits for the first
+        for _ in range(100):
+            if 3 in app.state.repository.entries["tiny-multiclass"]:
+                break
+            await asyncio.sleep(0.05)
+        assert app.state.repository.get("tiny-multiclass").version == 3 and most[0] == 1
+        await asyncio.sleep(0.7)  # the second reload, after it, finds nothing new
+        assert most[0] == 1
+        text = (await client.get("/metrics")).text
+        assert helpers.metric(text, "tinyserve_model_version_status", model="tiny-multiclass", version="3",
+                              status="ready") == 1  # published
 
 
 async def test_admin_is_off_by_default_without_tokens(root):
