@@ -96,19 +96,33 @@ def test_objects_of_many_keys_are_read_whole(monkeypatch):
 
 def test_a_parser_still_referenced_is_replaced_not_reused(monkeypatch):
     monkeypatch.setattr(codec, "SMALL", 0)
-    doc = codec._parsers.parser.parse(b'[1]') if hasattr(codec._parsers, "parser") else None
+    doc = codec._document(b"[1]")  # this thread's parser, made here if need be, now holds a live document
+    held = codec._parsers.parser
+    with pytest.raises(RuntimeError, match="re-use a parser"):  # so parsing with it again is refused
+        held.parse(b"[2]")
     assert codec.parse(b'{"instances": [[1, 2]]}', "{got}", lambda *a: True)["instances"].tolist() == [[1, 2]]
+    assert codec._parsers.parser is not held  # replaced by a fresh one ...
+    assert doc.as_list() == [1]  # ... and the document still alive reads as before
     del doc
 
 
 def test_each_thread_parses_with_its_own_parser(monkeypatch):
     monkeypatch.setattr(codec, "SMALL", 0)
-    seen = []
-    thread = threading.Thread(target=lambda: seen.append(codec.parse(b'{"a": [1]}', "{got}", lambda *a: True)))
+    codec.parse(b'{"a": [1]}', "{got}", lambda *a: True)  # this thread's parser exists, and is free
+    mine = codec._parsers.parser
+    seen = {}
+
+    def other():
+        seen["before"] = getattr(codec._parsers, "parser", None)  # a new thread starts without one
+        seen["got"] = codec.parse(b'{"a": [2]}', "{got}", lambda *a: True)
+        seen["parser"] = codec._parsers.parser
+
+    thread = threading.Thread(target=other)
     thread.start()
     thread.join()
-    assert seen[0]["a"].tolist() == [1.0]
-    assert codec._parsers.parser is not None
+    assert seen["got"]["a"].tolist() == [2.0]
+    assert seen["before"] is None and seen["parser"] is not None and seen["parser"] is not mine
+    assert codec._parsers.parser is mine  # the other thread left this thread's parser alone
 
 
 JSON_NUMBER = r"-?(0|[1-9][0-9]{0,24})(\.[0-9]{1,24})?([eE][+-]?[0-9]{1,3})?"
