@@ -64,6 +64,7 @@ class Metrics:
         self.in_flight_now = 0  # published to `in_flight` by `flush`
         self._flush_handle: asyncio.TimerHandle | None = None
         self._statuses: set[tuple[str, str]] = set()
+        self._removed: set[tuple[str, str]] = set()  # versions whose series went: requests then answered add none
         self._children: dict[tuple, tuple] = {}
         self._pending: list[tuple] = []  # one entry per answered request, until `flush` records it
 
@@ -86,7 +87,10 @@ class Metrics:
             self._flush_handle = None
         pending, self._pending = self._pending, []
         counts: dict[tuple, int] = {}
+        removed = self._removed
         for model, version, endpoint, status, seconds, rows, inference in pending:
+            if removed and (model, version) in removed:  # it was still running when its version went
+                continue
             key = (model, version, endpoint, status)
             counts[key] = counts.get(key, 0) + 1
             children = self._children.get(key) or self._labelled(key)
@@ -115,8 +119,9 @@ class Metrics:
         """Publish every version's status after a (re)load, and count the loads that failed.
 
         A removed version keeps its status series (at 0), but its request, latency, inference and
-        row series go: each holds a histogram, and a server that publishes a version a day would
-        otherwise keep every one of them for good. (In multiprocess mode they stay in the shared
+        row series go, and requests to it still running then add none back: each holds a
+        histogram, and a server that publishes a version a day would otherwise keep every one of
+        them for good. (In multiprocess mode they stay in the shared
         files: prometheus-client removes a series from this process's registry only.)
         """
         for item in failed:
@@ -126,6 +131,7 @@ class Metrics:
             for status in STATUSES:
                 self.version_status.labels(*key, status).set(1 if now.get(key) == status else 0)
         self._forget(self._statuses - now.keys())
+        self._removed = (self._removed | self._statuses) - now.keys()
         self._statuses |= now.keys()
 
     def _forget(self, versions: set[tuple[str, str]]) -> None:

@@ -216,18 +216,36 @@ def _status(url: str, version: int) -> str | None:
 
 
 async def test_a_removed_version_leaves_only_its_status_in_the_metrics(root):
-    app = create_app(Settings(model_root=root, admin_enabled=True, poll_seconds=0))
+    # Batches wait 300 ms: a request to version 3 is still running when the version goes.
+    app = create_app(Settings(model_root=root, admin_enabled=True, poll_seconds=0, batch_max_delay_ms=300))
     async with helpers.serve(app) as client:
         write_model(root, V3)
         await client.post("/admin/reload")
         assert (await client.post("/models/tiny-multiclass/versions/3/predict", json=ROW)).status_code == 200
         assert 'version="3"' in (await client.get("/metrics")).text.split("tinyserve_model_version_status")[0]
+        running = asyncio.create_task(client.post("/models/tiny-multiclass/versions/3/predict", json=ROW))
+        await asyncio.sleep(0.05)
         shutil.rmtree(root / "tiny-multiclass" / "3")
         await client.post("/admin/reload")
+        assert (await running).status_code == 200  # it finishes on the version it started with
         text = (await client.get("/metrics")).text
     series = [line for line in text.splitlines() if 'version="3"' in line and not line.startswith("#")]
     assert series and all(line.startswith("tinyserve_model_version_status{") and line.endswith(" 0.0")
                           for line in series), series
+
+
+async def test_a_version_removed_then_back_gets_its_series_again(root):
+    app = create_app(Settings(model_root=root, admin_enabled=True, poll_seconds=0))
+    async with helpers.serve(app) as client:
+        for _ in range(2):
+            write_model(root, V3)
+            await client.post("/admin/reload")
+            assert (await client.post("/models/tiny-multiclass/versions/3/predict", json=ROW)).status_code == 200
+            text = (await client.get("/metrics")).text
+            assert helpers.metric(text, "tinyserve_inference_duration_seconds_count", model="tiny-multiclass",
+                                  version="3") == 1
+            shutil.rmtree(root / "tiny-multiclass" / "3")
+            await client.post("/admin/reload")
 
 
 def _rss_mb(pid: int) -> float:
