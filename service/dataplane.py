@@ -1,6 +1,7 @@
 """The data plane: the one path every inference request takes, whatever its protocol.
 
-    body (413) -> model lookup (404/503) -> codec decode (400) -> the graph's input type
+    body (413) -> model lookup (404/503; after the decode when the body may name the model or its
+    version, as on the native API) -> codec decode (400) -> the graph's input type
     (`LoadedModel.feed`, 400) -> the model's batcher, or a straight run -> post: the task's
     answer made of the output rows -> codec encode (which also gets the decoded batch, from which
     a table model's answers take their warnings: `service.codecs.columns.warnings`)
@@ -24,7 +25,7 @@ from service import observe
 from service.batching import Post
 from service.codecs.json import read_body
 from service.errors import NotReady
-from service.repository import Entry, Repository
+from service.repository import LOADING, Entry, Repository
 from service.runtime import LoadedModel
 
 
@@ -45,14 +46,14 @@ def repository(request: Request) -> Repository:
     """The loaded model repository; 503 before the lifespan has put it in place."""
     repo = request.app.state.repository
     if repo is None:
-        raise NotReady("models are still loading")
+        raise NotReady(LOADING)
     return repo
 
 
 def not_ready_reason(request: Request) -> str | None:
     """Why the server should not take traffic yet (see `Repository.not_ready_reason`), or None."""
     repo = request.app.state.repository
-    return "models are still loading" if repo is None else repo.not_ready_reason()
+    return LOADING if repo is None else repo.not_ready_reason()
 
 
 def lookup(request: Request, name: str | None, version: int | str | None = None) -> LoadedModel:

@@ -50,6 +50,7 @@ from service.errors import BadRequest, NotFound, NotReady
 from service.runtime import LoadedModel
 
 log = logging.getLogger(__name__)
+LOADING = "models are still loading"  # why the server is not ready before the first load
 
 GOLDEN_ATOL = 1e-4
 GOLDEN_RTOL = 1e-4
@@ -324,7 +325,7 @@ class Repository:
     def not_ready_reason(self) -> str | None:
         """Why the server should not receive traffic yet, or None when it is ready."""
         if not self.loaded:
-            return "models are still loading"
+            return LOADING
         if not self._serving:
             return f"no model is serving from {self.root}"
         if self.default_model is not None and self.default_model not in self._serving:

@@ -47,7 +47,8 @@ def _rows(key: str, parent: object, depth: int) -> bool:
 
 
 def parse(body: bytes, scope: dict, limit: int) -> PredictRequest:
-    """The predict request; 400 for malformed JSON, unknown fields, both or neither format, other signatures."""
+    """The predict request; 400 for malformed JSON, both or neither format, other signatures (other
+    fields are ignored)."""
     data = json.parse(body, "the body must be a JSON object with 'instances' or 'inputs'", _rows)
     req = json.validated(PredictRequest, data, whole="body")
     if req.signature_name not in (None, SIGNATURE):
