@@ -142,13 +142,15 @@ async def test_before_loading_everything_is_503(app):
 
 
 async def test_unexpected_exception_is_a_logged_json_500(app, monkeypatch, caplog):
-    def explode(self, batch):
-        raise RuntimeError("onnxruntime fell over")
+    def explode(session, *signature):
+        def run(batch):
+            raise RuntimeError("onnxruntime fell over")
+        return run
 
     # Patched before the models load: a model's batcher takes its `run` when the model loads.
     monkeypatch.setattr(repository, "_replay_golden", lambda model: None)
     monkeypatch.setattr(repository, "_smoke_run", lambda model: None)
-    monkeypatch.setattr(runtime.LoadedModel, "run", explode)
+    monkeypatch.setattr(runtime, "_runner", explode)
     async with helpers.serve(app) as client:
         with caplog.at_level(logging.ERROR, logger="service.errors"):
             response = await client.post("/models/tiny-binary/predict", json={"instances": [[0, 0, 0]]})
