@@ -71,12 +71,6 @@ def _columns(task: Task, raw: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np
     return sigmoid(raw), (y.reshape(-1, 1) if task is Task.binary else y)
 
 
-def tune_thresholds(task: Task, raw_val: np.ndarray, y_val: np.ndarray, metric: str) -> list[float]:
-    """Per output, the probability threshold that maximizes `metric` on the validation split."""
-    probs, truth = _columns(task, raw_val, y_val)
-    return [best_threshold(metric, truth[:, j], probs[:, j]) for j in range(probs.shape[1])]
-
-
 def check_thresholds(task: Task, raw_val: np.ndarray, y_val: np.ndarray, metric: str,
                      labels: list[str], seed: int) -> list[ThresholdCheck]:
     """Per output, the tuned threshold, the one to serve under `rule`, and the reason."""
