@@ -238,6 +238,9 @@ def check(card, x: np.ndarray, top_k: int) -> None:
     texts = answer.rows()
     got = [orjson.loads(text) for text in texts]
     assert got == want and len(answer) == len(x)
+    if card.task is not Task.regression:  # V2 and TF Serving decide as /predict answers
+        found = tasks.decided(card, x)[1]
+        assert found == [row.get("label", row.get("labels")) for row in want]
     assert _types(got) == _types(want)
     for i in range(len(x)):  # one row alone answers what it answers inside the batch
         assert tasks.postprocess(card, x[i:i + 1], top_k).rows() == [texts[i]]
