@@ -1,6 +1,7 @@
 """One exception tree carrying its HTTP status, and the one place an error body is made.
 
-Every error response is `error_response(...)`: `{"error": "<message>"}`. FastAPI's
+Every error body is `error_body(...)`: `{"error": "<message>"}` (in a response made by
+`error_response`; the connection guard writes its few answers to the socket itself). FastAPI's
 request-validation errors become 400 (never 422), Starlette's routing errors keep their status
 (404 unknown route, 405 wrong method), and anything unexpected is logged and answered
 `500 {"error": "internal error"}`.
@@ -70,12 +71,17 @@ def json_response(content: object, status: int = 200, headers: dict | None = Non
     return json_bytes(orjson.dumps(content), status, headers)
 
 
-def error_response(message: str, status: int, headers: dict | None = None, **extra: object) -> Response:
+def error_body(message: str, **extra: object) -> bytes:
     """The error body every failure is answered with; `extra` fields follow the message, which is
     cut after `MESSAGE_LIMIT` characters (what a message quotes of a request may be most of it)."""
     if len(message) > MESSAGE_LIMIT:
         message = f"{message[:MESSAGE_LIMIT]}... ({len(message) - MESSAGE_LIMIT} more characters)"
-    return json_response({"error": message, **extra}, status, headers)
+    return orjson.dumps({"error": message, **extra})
+
+
+def error_response(message: str, status: int, headers: dict | None = None, **extra: object) -> Response:
+    """A failure's answer: `error_body` with `status`."""
+    return json_bytes(error_body(message, **extra), status, headers)
 
 
 def to_response(exc: Exception) -> Response:

@@ -50,7 +50,7 @@ from service.card import CATEGORIES, FEATURES
 from service.codecs import columns, json, v2_bytes
 from service.dataplane import Codec
 from service.errors import BadRequest, json_bytes
-from service.runtime import LoadedModel
+from service.runtime import EXACT, LoadedModel
 from service.types.v2 import Datatype, InferenceRequest, RequestInput
 
 PLATFORM = "onnx_onnxv1"
@@ -61,7 +61,6 @@ FLOATS = {Datatype.FP16: np.float16, Datatype.FP32: np.float32, Datatype.FP64: n
 INTEGERS = {Datatype.INT8: np.int8, Datatype.INT16: np.int16, Datatype.INT32: np.int32,
             Datatype.INT64: np.int64, Datatype.UINT8: np.uint8, Datatype.UINT16: np.uint16,
             Datatype.UINT32: np.uint32, Datatype.UINT64: np.uint64}
-EXACT = 2**24  # every integer up to this magnitude is exact in float32
 _FLOAT_NAMES = frozenset(d.value for d in FLOATS)
 _NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
 U_STEPS = 8  # `u`s `_holds_null` looks at one by one before it searches the rest for the word

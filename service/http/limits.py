@@ -21,14 +21,15 @@ import asyncio
 import time
 
 import httptools
-import orjson
+
+from service.errors import error_body
 
 REQUEST_LINE = len(b"OPTIONS  HTTP/1.1\r\n")  # a request line beside its target, at most
 
 
 def answer(status: int, reason: str, message: str) -> bytes:
     """A complete HTTP/1.1 error answer that closes the connection."""
-    body = orjson.dumps({"error": message})
+    body = error_body(message)
     return (b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
             b"connection: close\r\n\r\n%s" % (status, reason.encode(), len(body), body))
 
