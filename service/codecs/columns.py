@@ -68,7 +68,7 @@ def instances(rows_: object, card: ModelCard, max_rows: int, field: str = "insta
 
 def rows(instances_: object, card: ModelCard, max_rows: int, field: str = "instances") -> np.ndarray:
     """Rows of a table model (objects keyed by column name, or lists in column order) -> `table`."""
-    instances_ = _row_list(instances_, f"'{field}'", max_rows)
+    instances_ = row_list(instances_, f"'{field}'", max_rows)
     columns = card.columns
     kinds = [c.kind == "numeric" for c in columns]
     given = [_row(row, i, columns) for i, row in enumerate(instances_)]
@@ -152,7 +152,7 @@ def named(card: ModelCard, tensors: dict, max_rows: int, where: str) -> np.ndarr
     return table(card, features, None if categories is None else np.array(categories, dtype=object))
 
 
-def _row_list(rows_: object, what: str, max_rows: int) -> list:
+def row_list(rows_: object, what: str, max_rows: int) -> list:
     """The rows as a list (a table `json.parse` read becomes one); 400 unless 1 to `max_rows`."""
     if type(rows_) is np.ndarray:
         rows_ = rows_.tolist()
@@ -164,7 +164,7 @@ def _row_list(rows_: object, what: str, max_rows: int) -> list:
 
 
 def _tensor_rows(rows_: object, name: str, columns: list[Column], max_rows: int, value) -> list[list]:
-    rows_ = _row_list(rows_, f"input {name!r}", max_rows)
+    rows_ = row_list(rows_, f"input {name!r}", max_rows)
     n = len(columns)
     for i, row in enumerate(rows_):
         if type(row) is not list or len(row) != n:

@@ -100,11 +100,7 @@ def _named(req: PredictRequest, card: ModelCard, max_rows: int) -> np.ndarray:
         if tensors is None:
             raise BadRequest(f"'inputs' must be an object naming the model's inputs {names}")
         return columns.named(card, tensors, max_rows, "'inputs'")
-    rows = req.instances.tolist() if type(req.instances) is np.ndarray else req.instances
-    if type(rows) is not list or not rows:
-        raise BadRequest(f"'instances' must be a non-empty list of rows, got {json.show(rows)}")
-    if len(rows) > max_rows:
-        raise BadRequest(f"at most {max_rows} rows per request, got {len(rows)}")
+    rows = columns.row_list(req.instances, "'instances'", max_rows)
     tensors: dict[str, list] = {n: [] for n in names}
     for i, row in enumerate(rows):
         if type(row) is not dict:
