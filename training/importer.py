@@ -253,6 +253,9 @@ def _kind(task: Task, option: str | None, found: OutputKind | None, how: str = "
             raise ImportFailed("--output-kind is for classifiers; a regression output holds values")
         return OutputKind.values
     if option is not None:
+        if found is not None and OutputKind(option) is not found:  # the answers would be wrong, not merely odd
+            raise ImportFailed(f"--output-kind {option} contradicts the model: {how}, so it outputs "
+                               f"{found.value}; leave --output-kind out")
         return OutputKind(option)
     if found is None:
         raise ImportFailed(f"cannot tell whether the output holds logits or probabilities ({how}); "
@@ -350,7 +353,7 @@ def _probabilities(out: np.ndarray, task: Task, args: argparse.Namespace, conver
     """An output said or found to hold probabilities must hold them on the sample rows: else the
     service would answer logits as probabilities, or a sigmoid's scores as a softmax's."""
     rows = f"of {args.samples.name}" if args.samples else "of the random sample rows"
-    problem = not_probabilities(out, task is Task.multiclass, rows)
+    problem = not_probabilities(out, task, rows)
     if problem is not None:
         said = "--output-kind probabilities" if args.output_kind else \
             f"the output was taken to hold probabilities ({converted.kind_from})"

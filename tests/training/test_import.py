@@ -137,8 +137,24 @@ async def test_an_onnx_graph_serves_by_what_its_last_node_makes(tmp_path, capsys
     np.testing.assert_allclose(got["tfs"], softmax(logits), atol=1e-5)
 
 
-def test_the_option_overrides_what_the_graph_says(tmp_path, capsys):
-    onnx_graph(tmp_path / "graph.onnx", "Softmax")
+@pytest.mark.parametrize("last,task,option", [("Softmax", "multiclass", "logits"), ("Sigmoid", "binary", "logits"),
+                                             (None, "multiclass", "probabilities")])
+def test_an_option_that_contradicts_the_graph_is_refused(tmp_path, capsys, last, task, option):
+    # A sigmoid's probabilities served as logits get a second sigmoid: every answer wrong, none refused.
+    b = B[:1] if task == "binary" else B
+    onnx_graph(tmp_path / "graph.onnx", last, w=W[:, :len(b)], b=b)
+    code, err = run_import(capsys, tmp_path / "graph.onnx", "--task", task, "--output-kind", option,
+                           "--out", tmp_path / "models")
+    found = "logits" if last is None else "probabilities"
+    node = f"a {last} node" if last else "an Add node applied to a MatMul node's output"
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"--output-kind {option} contradicts the model: output 'out' comes from {node}, so it outputs {found}; " \
+        "leave --output-kind out" in err, err
+    assert not (tmp_path / "models").exists()
+
+
+def test_the_option_says_what_the_graph_does_not(tmp_path, capsys):
+    onnx_graph(tmp_path / "graph.onnx", "LogSoftmax")
     assert run_import(capsys, tmp_path / "graph.onnx", "--task", "multiclass", "--output-kind", "logits",
                       "--out", tmp_path)[0] == 0
     card = read_card(tmp_path / "graph/1/card.json")
@@ -408,7 +424,8 @@ def test_a_softmax_over_the_batch_axis_is_refused(tmp_path, capsys, op, axis, op
     # The server batches concurrent requests: one row's answer must not depend on the others'. The
     # service's own load check says so (a golden row alone against the same row with the others).
     attrs = {} if axis is None else {"axis": axis}
-    tail = [helper.make_node(op, ["scores"], ["out"], **attrs)]
+    # `eps` added after it: the output may or may not hold probabilities, so the option decides
+    tail = [helper.make_node(op, ["scores"], ["soft"], **attrs), helper.make_node("Add", ["soft", "eps"], ["out"])]
     onnx_graph(tmp_path / "graph.onnx", None, tail=tail, opset=opset)
     code, err = run_import(capsys, tmp_path / "graph.onnx", "--task", "multiclass", "--output-kind", "logits",
                            "--out", tmp_path / "models")
@@ -443,7 +460,8 @@ def test_a_per_row_softmax_written_with_transposes_is_served(tmp_path, capsys):
 ])
 def test_an_output_that_does_not_hold_probabilities_is_not_served_as_them(tmp_path, capsys, last, task, option,
                                                                            message):
-    onnx_graph(tmp_path / "graph.onnx", last)
+    # Without a last node, a Relu: the graph does not say what its output holds, so the option may.
+    onnx_graph(tmp_path / "graph.onnx", last, tail=[] if last else [helper.make_node("Relu", ["scores"], ["out"])])
     code, err = run_import(capsys, tmp_path / "graph.onnx", "--task", task, *(["--output-kind", option] if option else []),
                            "--out", tmp_path / "models")
     assert code == 2 and err.count("\n") == 1 and message in err, err
@@ -457,6 +475,15 @@ def test_probabilities_are_checked_on_the_sample_rows_given(tmp_path, capsys):
     code, err = run_import(capsys, *base, "--task", "multiclass")
     assert code == 2 and "rows do not sum to 1 (row 0 of rows.npy sums to" in err, err
     assert run_import(capsys, *base, "--task", "multilabel")[0] == 0  # per-label sigmoids
+
+
+def test_a_softmax_is_not_served_as_multilabel(tmp_path, capsys):
+    # Its outputs sum to 1: most rows would reach no label's threshold.
+    onnx_graph(tmp_path / "graph.onnx", "Softmax")
+    code, err = run_import(capsys, tmp_path / "graph.onnx", "--task", "multilabel", "--out", tmp_path / "models")
+    assert code == 2 and err.count("\n") == 1, err
+    assert "every row of the random sample rows sums to 1, as a softmax's do: a multilabel model's probabilities " \
+        "come from a sigmoid per label; one class per row is --task multiclass" in err, err
 
 
 def test_a_version_the_server_would_not_serve_is_refused(tmp_path, capsys):
