@@ -46,10 +46,7 @@ def serve(settings: Settings) -> None:
     from service.config import SettingsError
     from service.main import create_app
 
-    try:  # before the models load: a host that does not resolve is a setting's error, named as one
-        socket.getaddrinfo(settings.host, settings.port, type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError) as exc:
-        raise SettingsError(f"TINYSERVE_HOST={settings.host!r}: {exc}") from None
+    _check_address(settings.host, settings.port)
     workers = settings.workers
     shared = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if shared and not (os.path.isdir(shared) and os.access(shared, os.W_OK | os.X_OK)):
@@ -84,6 +81,23 @@ def serve(settings: Settings) -> None:
     finally:
         if own_dir is not None:
             shutil.rmtree(own_dir, ignore_errors=True)
+
+
+def _check_address(host: str, port: int) -> None:
+    """Before the models load: a host that does not resolve, or a port another server holds, is a
+    setting's error, named as one."""
+    from service.config import SettingsError
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (OSError, UnicodeError) as exc:
+        raise SettingsError(f"TINYSERVE_HOST={host!r}: {exc}") from None
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds it
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise SettingsError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
 def _exit_with(status: int):

@@ -215,8 +215,12 @@ class Repository:
         """Scan the root and load what is new or changed, synchronously (the lifespan, tests)."""
         self.last_change = self._apply(*self._prepare())
         self.loaded = True
-        if not self.entries:
+        if not self.root.is_dir():
+            log.warning("no models found: the model root %s is not a folder (it does not exist yet?)", self.root)
+        elif not self.entries:
             log.warning("no models found under %s", self.root)
+        elif self.not_ready_reason():  # a default model that does not serve: never ready, so say so now
+            log.warning("not ready: %s", self.not_ready_reason())
         return self
 
     async def refresh(self) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -113,6 +114,15 @@ def test_a_host_that_does_not_resolve_is_one_line_before_any_model_loads(uvicorn
     assert uvicorn_calls == []
     error = capsys.readouterr().err
     assert error.startswith("tinyserve serve: error: TINYSERVE_HOST='no-such-host.invalid': ") and error.count("\n") == 1
+
+
+def test_a_port_another_server_holds_is_one_line_before_any_model_loads(uvicorn_calls, model_root, capsys):
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        assert cli.main(["serve", "--models", str(model_root), "--host", "127.0.0.1", "--port", str(port)]) == 2
+    assert uvicorn_calls == []
+    error = capsys.readouterr().err
+    assert error == f"tinyserve serve: error: cannot listen on 127.0.0.1:{port}: Address already in use\n", error
 
 
 def test_a_missing_metrics_directory_is_one_line(model_root, tmp_path):

@@ -203,6 +203,11 @@ def test_not_ready_when_every_model_failed(tmp_path):
     assert "no model is serving" in load(tmp_path).not_ready_reason()
 
 
+def test_a_default_model_that_does_not_serve_is_said_at_load(model_root, caplog):
+    load(model_root, default_model="nope")
+    assert "not ready: default model 'nope' is not serving" in caplog.text
+
+
 def test_not_ready_when_the_default_model_does_not_serve(model_root):
     assert "default model 'nope' is not serving" in load(model_root, default_model="nope").not_ready_reason()
     assert load(model_root, default_model="tiny-binary").not_ready_reason() is None

@@ -73,4 +73,5 @@ def test_server_with_nothing_to_serve_is_live_but_not_ready(tmp_path):
     with helpers.running_server(env, tmp_path / "server.log", probe="/health/live") as url:
         ready = httpx.get(f"{url}/health/ready")
     assert ready.status_code == 503 and "no model is serving" in ready.json()["error"]
-    assert "no models found" in (tmp_path / "server.log").read_text()
+    log = (tmp_path / "server.log").read_text()
+    assert f"no models found: the model root {tmp_path / 'missing'} is not a folder" in log
