@@ -151,7 +151,7 @@ def _multilabel(frame: pd.DataFrame, targets: list[str]) -> np.ndarray:
         _no_missing(column)
         bad = ~column.isin([0, 1, True, False])
         if bad.any():
-            raise DataError(f"label column {name!r} must hold 0/1, found {column[bad].iloc[0]!r} "
+            raise DataError(f"label column {name!r} must hold 0/1, found {column[bad].iloc[0]} "
                             f"at line(s) {_rows(bad)}")
     y = frame[targets].astype(np.float32).to_numpy()
     for name, count in zip(targets, y.sum(axis=0)):

@@ -188,8 +188,8 @@ def _flat(inp: RequestInput, data: object, rows: int, n: int, what: str) -> list
         raise BadRequest(f"input {inp.name!r} needs 'data', a list of {rows * n} {what}; it is {kind}")
     if data and type(data[0]) is list:  # nested: must follow the shape exactly
         if len(data) != rows or any(type(r) is not list or len(r) != n for r in data):
-            raise BadRequest(f"input {inp.name!r}: nested 'data' must be {rows} lists of {n} {what} "
-                             f"to match shape {inp.shape}")
+            raise BadRequest(f"input {inp.name!r}: nested 'data' must be {rows} list{'s' * (rows != 1)} of {n} "
+                             f"{what} to match shape {inp.shape}")
         data = list(chain.from_iterable(data))
     if len(data) != rows * n:
         raise BadRequest(f"input {inp.name!r}: shape {inp.shape} holds {rows * n} elements, 'data' has {len(data)}")
