@@ -227,7 +227,7 @@ def _check_exact(values: np.ndarray, datatype: Datatype, n: int) -> None:
     if wide.size:
         k = int(wide[0])
         raise BadRequest(f"row {k // n}, feature {k % n} is {values[k]}: {datatype.value} values beyond "
-                         f"+-2^24 are not exact in the model's FP32 input")
+                         f"+-2^24 are not exact as float32, which every request's features are decoded to")
 
 
 def output_names(parsed: Parsed) -> list[str] | None:
