@@ -48,6 +48,18 @@ def _stderr(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
 
 
+def _unique_header(path: Path, frame: pd.DataFrame) -> None:
+    """Columns are named once: pandas renames a CSV's repeated name ("a", "a.1"), which would
+    then be a feature name the file does not hold."""
+    names = list(frame.columns)
+    if path.suffix.lower() not in (".parquet", ".pq"):
+        header = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False).iloc[0]
+        names = [str(c).strip() for c in header]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise DataError(f"{path} names column(s) {repeated} more than once; give each column its own name")
+
+
 def read_table(path: Path, na_values: list[str] = ()) -> pd.DataFrame:
     """Read the file, turning every way it can be unreadable into one DataError line."""
     path = Path(path)
@@ -68,6 +80,7 @@ def read_table(path: Path, na_values: list[str] = ()) -> pd.DataFrame:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DataError(f"{path} is not a readable CSV file: {first}")
     frame.columns = [str(c).strip() for c in frame.columns]
+    _unique_header(path, frame)
     if frame.shape[1] < 2:
         raise DataError(f"{path} has {frame.shape[1]} column; it needs a target and at least one "
                         "feature (is it comma-separated?)")

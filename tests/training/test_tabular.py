@@ -20,6 +20,14 @@ def table(tmp_path, n=60, **columns) -> str:
     return path
 
 
+def _renamed(path, header: str, new: str):
+    """The CSV at `path` with its header line `header` replaced by `new` (pandas writes no repeated name)."""
+    text = path.read_text()
+    assert text.startswith(header + "\n")
+    path.write_text(new + text[len(header):])
+    return path
+
+
 def test_cancer_example_is_binary_with_text_classes(tmp_path):
     data = load_table(write_cancer_csv(tmp_path / "cancer.csv"), target="diagnosis",
                       positive="malignant")
@@ -93,6 +101,10 @@ def test_missing_features_are_filled_with_the_training_median(tmp_path):
     (lambda p: table(p, y=np.tile([0, 1], 30)), {"target": "y", "positive": "7"},
      "--positive '7' must be one of"),
     (lambda p: table(p, y=np.tile([0, 1], 30)), {}, "either --target COLUMN or --targets"),
+    (lambda p: _renamed(table(p, y=np.tile([0, 1], 30)), "a,b,y", "a,a,y"), {"target": "y"},
+     "names column(s) ['a'] more than once; give each column its own name"),
+    (lambda p: _renamed(table(p, y=np.tile([0, 1], 30)), "a,b,y", "a, a ,y"), {"target": "y"},
+     "names column(s) ['a'] more than once"),
 ])
 def test_bad_tables_name_the_problem(tmp_path, make, kwargs, message):
     with pytest.raises(DataError) as info:
