@@ -285,8 +285,7 @@ def _warn(prog: str, message: str) -> None:
 def print_summary(rows) -> None:
     """A line per model: the headline metric as served, at 0.5 and for both baselines; then
     warnings about small splits and thresholds that were tuned but not served."""
-    from training.pipeline import headline
-    from training.report import split_warnings, threshold_notes
+    from training.report import headline, quality_warnings, threshold_notes
     header = ("model", "version", "task", "metric", "network", "at 0.5", "linear", "trees",
               "parity", "onnx size")
     lines = [header]
@@ -301,7 +300,7 @@ def print_summary(rows) -> None:
     for r in lines:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
     for card, path in rows:
-        for warning in split_warnings(card):
+        for warning in quality_warnings(card):
             print(f"warning: {card.name}: {warning}")
         for note in threshold_notes(card):
             print(f"{card.name}: threshold {note}")

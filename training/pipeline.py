@@ -120,10 +120,3 @@ def _thresholds(task: Task, n_labels: int) -> list[float] | None:
     return None
 
 
-def headline(card: ModelCard) -> tuple[str, list[float | None]]:
-    """The one metric a summary line shows for this task: the network at the thresholds served and
-    at 0.5 (None without thresholds), the linear baseline, the trees baseline (None on old cards)."""
-    key = {Task.multilabel: "macro_f1", Task.regression: "r2"}.get(card.task, "accuracy")
-    values = [card.metrics, card.metrics_at_half, card.baseline.metrics,
-              card.trees_baseline and card.trees_baseline.metrics]
-    return key, [getattr(m, key) if m else None for m in values]

@@ -106,9 +106,24 @@ MIN_TEST_ROWS = 30
 MIN_VALIDATION_ROWS = 50
 
 
-def split_warnings(card: ModelCard) -> list[str]:
-    """Warnings for splits too small to trust: the test metrics, or what the validation rows chose."""
+def headline(card: ModelCard) -> tuple[str, list[float | None]]:
+    """The one metric a summary line shows for this task: the network at the thresholds served and
+    at 0.5 (None without thresholds), the linear baseline, the trees baseline (None on old cards)."""
+    key = {Task.multilabel: "macro_f1", Task.regression: "r2"}.get(card.task, "accuracy")
+    values = [card.metrics, card.metrics_at_half, card.baseline.metrics,
+              card.trees_baseline and card.trees_baseline.metrics]
+    return key, [getattr(m, key) if m else None for m in values]
+
+
+def quality_warnings(card: ModelCard) -> list[str]:
+    """Warnings for a network that does worse on the test split than the linear baseline, and for
+    splits too small to trust: the test metrics, or what the validation rows chose."""
     found = []
+    key, (network, _, linear, _) = headline(card)
+    if network is not None and linear is not None and network < linear:
+        found.append(f"the network's test {key} {network:.4f} is below the linear baseline's {linear:.4f}: "
+                     "more epochs, other --hidden sizes or another --l2 may do better; this version is "
+                     "published all the same, and a server of its model root serves it as the newest")
     if card.splits.test < MIN_TEST_ROWS:
         found.append(f"the test split has only {card.splits.test} rows (under {MIN_TEST_ROWS}): "
                      f"one row moves accuracy by {1 / card.splits.test:.3f}, so the test metrics "
@@ -186,8 +201,9 @@ def summary(card: ModelCard, figures: list[str]) -> str:
              f"Task: {card.task.value}. Trained with `{card.training.command}` "
              f"({card.training.epochs_run} epochs run). Splits: {card.splits.train} train, "
              f"{card.splits.validation} validation, {card.splits.test} test rows.", ""]
-    lines += [f"**Warning:** {w}." for w in split_warnings(card)]
-    lines += [""] if split_warnings(card) else []
+    warnings = quality_warnings(card)
+    lines += [f"**Warning:** {w}." for w in warnings]
+    lines += [""] if warnings else []
     lines += _metric_tables(card)
     if card.thresholds:
         lines += _threshold_lines(card)

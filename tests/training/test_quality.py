@@ -8,7 +8,7 @@ from service.card import CARD_FILE, Splits, Task, read_card
 from tests.service.helpers import REPO_ROOT
 from training.baselines import linear_baseline, trees_baseline
 from training.datasets import Split
-from training.report import split_warnings, summary
+from training.report import quality_warnings, summary
 
 
 def _split(x: np.ndarray, y: np.ndarray) -> Split:
@@ -63,9 +63,18 @@ def test_the_trees_baseline_splits_category_columns_as_categories():
 def test_small_splits_are_warned_about(test, validation, expected):
     card = read_card(REPO_ROOT / "models/digits/1" / CARD_FILE)
     card = card.model_copy(update={"splits": Splits(train=100, validation=validation, test=test)})
-    found = split_warnings(card)
+    found = quality_warnings(card)
     assert len(found) == len(expected)
     assert all(e in f for e, f in zip(expected, found))
+
+
+def test_a_network_below_the_linear_baseline_is_warned_about():
+    card = read_card(REPO_ROOT / "models/digits/1" / CARD_FILE)
+    worse = card.model_copy(update={"metrics": card.metrics.model_copy(update={"accuracy": 0.6472})})
+    found = quality_warnings(worse)
+    assert len(found) == 1 and found[0].startswith(
+        f"the network's test accuracy 0.6472 is below the linear baseline's {card.baseline.metrics.accuracy:.4f}: ")
+    assert "**Warning:** the network's test accuracy 0.6472" in summary(worse, [])
 
 
 def test_the_summary_of_a_card_written_before_the_trees_baseline():
