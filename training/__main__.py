@@ -181,13 +181,11 @@ def table_source(args: argparse.Namespace) -> list[str]:
 
 
 def check_writable(root: Path) -> None:
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        probe = root / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise CliError(f"cannot write to output folder {root}: {e.strerror or e}")
+    from training.publish import unwritable
+
+    problem = unwritable(root)
+    if problem:
+        raise CliError(problem)
 
 
 def load_jobs(args: argparse.Namespace) -> list[tuple]:

@@ -32,7 +32,7 @@ from service.card import (CARD_FILE, MODEL_FILE, NAME_RE, VERSION_MAX, VERSION_R
                           Source, Task, TensorSpec, sha256_file, write_card)
 from training.output_kind import keras_kind, not_probabilities, onnx_kind
 from training.publish import (DEFAULT_ROOT, DEFAULT_ROOT_HELP, library_versions, next_version, now, publish,
-                              serving_problem)
+                              serving_problem, unwritable)
 from training.quiet import quiet_stderr
 
 PROG = "python -m training import"
@@ -124,6 +124,9 @@ def import_model(args: argparse.Namespace, command: str) -> tuple[ModelCard, Pat
                            f"got {args.version}")
     if args.out.exists() and not args.out.is_dir():
         raise ImportFailed(f"--out {args.out} is a file; it names the model repository, a directory")
+    problem = unwritable(args.out)
+    if problem:
+        raise ImportFailed(problem)
     version = args.version or next_version(args.out, name)
     if (args.out / name / str(version)).exists():
         raise ImportFailed(f"{args.out / name / str(version)} exists already; choose another --version")

@@ -7,6 +7,7 @@ No TensorFlow here: the import of an ONNX file never loads it.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -60,6 +61,28 @@ def now() -> str:
 def library_versions(names: tuple[str, ...] = LIBRARIES) -> dict[str, str]:
     """The installed version of each distribution, by name."""
     return {name: dist_version(name) for name in names}
+
+
+def unwritable(root: Path) -> str | None:
+    """Why models cannot be published under `root` (made if missing), or None; asked before the
+    work, so that a typo in the output folder does not cost a training run or a conversion. The
+    folders it makes to find out are removed again: a refused run leaves nothing behind."""
+    made, folder = [], root
+    while not folder.exists() and folder != folder.parent:
+        made.append(folder)  # deepest first, the order to remove them in
+        folder = folder.parent
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        return f"cannot write to output folder {root}: {e.strerror or e}"
+    finally:
+        for folder in made:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+    return None
 
 
 def publish(root: Path, name: str, version: int, fill: Callable[[Path], T]) -> tuple[T, Path]:

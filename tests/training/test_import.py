@@ -477,6 +477,16 @@ def test_probabilities_are_checked_on_the_sample_rows_given(tmp_path, capsys):
     assert run_import(capsys, *base, "--task", "multilabel")[0] == 0  # per-label sigmoids
 
 
+def test_an_output_folder_that_cannot_be_written_is_one_line_before_the_conversion(tmp_path, capsys):
+    onnx_graph(tmp_path / "graph.onnx", "Softmax")
+    (tmp_path / "file").write_text("")
+    code, err = run_import(capsys, tmp_path / "graph.onnx", "--task", "multiclass", "--out", tmp_path / "file" / "m")
+    assert code == 2 and err == ("python -m training import: error: cannot write to output folder "
+                                 f"{tmp_path / 'file' / 'm'}: Not a directory\n"), err
+    code, err = run_import(capsys, tmp_path / "graph.onnx", "--task", "multilabel", "--out", tmp_path / "new" / "m")
+    assert code == 2 and not (tmp_path / "new").exists()  # refused later: the check left no folder behind
+
+
 def test_a_softmax_is_not_served_as_multilabel(tmp_path, capsys):
     # Its outputs sum to 1: most rows would reach no label's threshold.
     onnx_graph(tmp_path / "graph.onnx", "Softmax")
