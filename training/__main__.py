@@ -259,7 +259,7 @@ def train(argv: list[str], prog: str = PROG) -> int:
         if args.csv and not args.name and not NAME_RE.fullmatch(args.csv.stem):
             raise CliError(f"the file name {args.csv.stem!r} is not a valid model name; "
                            "choose one with --name")
-        if args.name and not NAME_RE.fullmatch(args.name):
+        if args.name is not None and not NAME_RE.fullmatch(args.name):
             raise CliError(f"model name {args.name!r} must match {NAME_RE.pattern}")
         check_writable(args.out)
         jobs = load_jobs(args)

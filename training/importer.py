@@ -116,7 +116,7 @@ def import_model(args: argparse.Namespace, command: str) -> tuple[ModelCard, Pat
 
     path, task = args.model, Task(args.task)
     fmt = _format(path)
-    name = args.name or path.stem
+    name = path.stem if args.name is None else args.name
     if not NAME_RE.fullmatch(name):
         raise ImportFailed(f"model name {name!r} must match {NAME_RE.pattern}; choose one with --name")
     if args.version is not None and not VERSION_RE.fullmatch(str(args.version)):

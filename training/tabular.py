@@ -63,6 +63,8 @@ def _unique_header(path: Path, frame: pd.DataFrame) -> None:
 def read_table(path: Path, na_values: list[str] = ()) -> pd.DataFrame:
     """Read the file, turning every way it can be unreadable into one DataError line."""
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path} is a directory; name the CSV or Parquet file")
     if not path.is_file():
         raise DataError(f"no such file: {path}")
     if path.stat().st_size == 0:

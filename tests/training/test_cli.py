@@ -64,6 +64,7 @@ UNWRITABLE = "/proc/no-such-place"
     (["--dataset", "digits", "--out", "/proc/no-such-place"], "cannot write to output folder"),
     (["--all", "--name", "x"], "--name applies to one --dataset"),
     (["--dataset", "digits", "--name", "../escape"], "model name '../escape' must match"),
+    (["--dataset", "digits", "--name", ""], "model name '' must match"),
     ([], "one of the arguments --dataset --all --csv is required"),
     (["--dataset", "digits", "--quiet", "--verbose"], "not allowed with argument --quiet"),
     # An --out nothing can be written to: were the value taken, the run would stop there, not train.

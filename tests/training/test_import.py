@@ -248,6 +248,7 @@ def _bad_inputs(tmp_path):
         ([tmp_path / "graph.onnx", *graph, "a,b,c", "--output", "nope"], "the graph has no output 'nope'"),
         ([tmp_path / "graph.onnx", *graph, "a,b,c", "--samples", tmp_path / "narrow.csv"], "have 2 columns"),
         ([tmp_path / "graph.onnx", *graph, "a,b,c", "--name", "../up"], "model name '../up' must match"),
+        ([tmp_path / "graph.onnx", *graph, "a,b,c", "--name", ""], "model name '' must match"),
     ]
 
 

@@ -112,6 +112,11 @@ def test_bad_tables_name_the_problem(tmp_path, make, kwargs, message):
     assert message in str(info.value) and "\n" not in str(info.value)
 
 
+def test_a_directory_is_not_a_table(tmp_path):
+    with pytest.raises(DataError, match=f"^{tmp_path} is a directory; name the CSV or Parquet file$"):
+        load_table(tmp_path, target="y")
+
+
 @pytest.mark.parametrize("content,message", [
     (b"", "is empty"),
     (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\xff\xfe\x00\x00", "not a readable CSV"),
