@@ -18,15 +18,12 @@ class NotReadyResponse(ErrorResponse):
     failed: dict[str, str]
 
 
-# HEAD too: some load balancers and uptime checks probe with it (the answer is the GET's, without a body).
-@router.head("/health/live", include_in_schema=False)  # registered second: a 405's Allow stays the GET's
 @router.get("/health/live")
 async def live() -> Response:
     """Liveness: the process is up and answering."""
     return json_response({"status": "live"})
 
 
-@router.head("/health/ready", include_in_schema=False)
 @router.get("/health/ready", responses={503: {"model": NotReadyResponse}})
 async def ready(request: Request) -> Response:
     """Readiness: 200 once models serve, else 503; failed versions are listed either way."""

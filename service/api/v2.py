@@ -35,14 +35,12 @@ def _inline(schema: dict, defs: dict | None = None) -> object:
     return [_inline(v, defs) for v in schema] if isinstance(schema, list) else schema
 
 
-@router.head("/health/live", include_in_schema=False)  # as /health/live's HEAD (service/api/health.py)
 @router.get("/health/live", **_docs(ServerLiveResponse))
 async def live() -> Response:
     """Server live: the process is up and answering."""
     return json_response({"live": True})
 
 
-@router.head("/health/ready", include_in_schema=False)
 @router.get("/health/ready", **_docs(ServerReadyResponse))
 async def ready(request: Request) -> Response:
     """Server ready: 200 once models serve (the rules of /health/ready), else 503."""

@@ -28,7 +28,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from service.auth import refusal
 from service.errors import error_response, to_response
-from service.observe import REQUEST_ID, UNMATCHED, Observer, request_id, timeout_response
+from service.observe import MODEL, REQUEST_ID, UNMATCHED, Observer, request_id, timeout_response
 
 log = logging.getLogger(__name__)
 MATCHES_KEPT = 1024
@@ -144,9 +144,12 @@ class Gateway:
         return None
 
     async def _forward(self, scope: Scope, receive: Receive, exchange: _Exchange) -> None:
-        """Hand the request to FastAPI, whose exception handlers answer its failures."""
+        """Hand the request to FastAPI, whose exception handlers answer its failures. A HEAD is
+        served as its GET, whose body uvicorn leaves out (RFC 9110: a server answers HEAD wherever it
+        answers GET)."""
+        inner = {**scope, "method": "GET"} if scope["method"] == "HEAD" else scope
         try:
-            await self.api(scope, receive, exchange.send)
+            await self.api(inner, receive, exchange.send)
         except Exception as exc:
             # Starlette answers an unexpected error through `to_response` (which logs it) and
             # raises it again: answered, it ends here; half sent, the connection must end.
@@ -156,8 +159,10 @@ class Gateway:
                 log.error("error after the response started", exc_info=exc)
                 raise
         finally:
-            route = scope.get("route")
+            route = inner.get("route")
             exchange.endpoint = getattr(route, "path", UNMATCHED) if route is not None else UNMATCHED
+            if inner is not scope and MODEL in inner:  # the model a status or metadata route looked up
+                scope[MODEL] = inner[MODEL]
 
 
 class _Exchange:

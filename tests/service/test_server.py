@@ -21,17 +21,34 @@ def test_probes(http):
     assert http.get("/health/live").json() == {"status": "live"}
     ready = http.get("/health/ready")
     assert ready.status_code == 200 and ready.json()["serving"]["tiny-multiclass"] == 2
-    for path in ("/health/live", "/health/ready", "/v2/health/live", "/v2/health/ready"):
-        # Read off the socket: httpx reads no body after a HEAD, whatever the server sends.
-        host, port = http.base_url.host, http.base_url.port
-        with socket.create_connection((host, port), timeout=10) as sock:
-            sock.sendall(f"HEAD {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
-            data = b""
-            while chunk := sock.recv(65536):
-                data += chunk
-        head, _, body = data.partition(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 200 ") and body == b"", (path, data)
-        assert f"content-length: {len(http.get(path).content)}".encode() in head.lower(), (path, head)
+
+
+def _head(http, path: str) -> tuple[bytes, bytes]:
+    """A HEAD's status line and headers, and its body, read off the socket: httpx reads no body
+    after a HEAD, whatever the server sends."""
+    with socket.create_connection((http.base_url.host, http.base_url.port), timeout=10) as sock:
+        sock.sendall(f"HEAD {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return head, body
+
+
+@pytest.mark.parametrize("path", ["/health/live", "/health/ready", "/v2/health/live", "/v2/health/ready", "/v2",
+                                  "/v2/models/tiny-binary", "/v2/models/tiny-binary/ready", "/models",
+                                  "/models/tiny-binary/versions/1", "/v1/models/tiny-binary", "/openapi.json"])
+def test_a_head_is_its_get_without_the_body(http, path):
+    # Probes and uptime checks send HEAD: wherever a GET is answered, so is a HEAD.
+    head, body = _head(http, path)
+    assert head.startswith(b"HTTP/1.1 200 ") and body == b"", (path, head, body)
+    assert f"content-length: {len(http.get(path).content)}".encode() in head.lower(), (path, head)
+
+
+@pytest.mark.parametrize("path, status", [("/predict", 405), ("/nope", 404), ("/v2/models/nope", 404)])
+def test_a_head_of_what_has_no_get_is_its_gets_error_without_the_body(http, path, status):
+    head, body = _head(http, path)
+    assert head.startswith(b"HTTP/1.1 %d " % status) and body == b"", (path, head, body)
 
 
 def test_predict_without_content_type(http):
