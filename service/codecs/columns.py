@@ -35,7 +35,7 @@ def _dtype(n_numeric: int, n_categorical: int) -> np.dtype:
     return np.dtype(fields + ([(CATEGORIES, object, (n_categorical,))] if n_categorical else []))
 
 
-def _split(card: ModelCard) -> tuple[list[int], list[int]]:
+def split(card: ModelCard) -> tuple[list[int], list[int]]:
     """The card positions of the numeric and of the categorical columns."""
     kinds = [c.kind for c in card.columns]
     return [j for j, k in enumerate(kinds) if k == "numeric"], [j for j, k in enumerate(kinds) if k == "categorical"]
@@ -44,7 +44,7 @@ def _split(card: ModelCard) -> tuple[list[int], list[int]]:
 def table(card: ModelCard, features: np.ndarray | None, categories: np.ndarray | None) -> np.ndarray:
     """The graph inputs (each [rows, its columns], present when the model has such columns) as one
     structured array; 400 when their row counts differ."""
-    numeric, categorical = _split(card)
+    numeric, categorical = split(card)
     given = [a for a in (features, categories) if a is not None]
     n = len(given[0])
     if any(len(a) != n for a in given):
@@ -75,7 +75,7 @@ def rows(instances_: object, card: ModelCard, max_rows: int, field: str = "insta
     # One pass in row order, whatever the kinds: the first bad value is the one reported.
     values = [[(_number if on else _text)(v, i, j, c) for j, (v, c, on) in enumerate(zip(row, columns, kinds))]
               for i, row in enumerate(given)]
-    numeric, categorical = _split(card)
+    numeric, categorical = split(card)
     features = categories = None
     if numeric:
         # Checked at full width, so a message names the feature by its place in the row, as the client sent it.
@@ -140,7 +140,7 @@ def named(card: ModelCard, tensors: dict, max_rows: int, where: str) -> np.ndarr
     names = [s.name for s in card.graph_inputs]
     if sorted(tensors) != sorted(names):
         raise BadRequest(f"{where} names inputs {sorted(tensors)}; the model's inputs are {names}")
-    numeric, categorical = _split(card)
+    numeric, categorical = split(card)
     decoded = {}
     for name, positions, value in ((FEATURES, numeric, _number), (CATEGORIES, categorical, _text_or_b64)):
         if positions:
@@ -176,7 +176,7 @@ def _tensor_rows(rows_: object, name: str, columns: list[Column], max_rows: int,
 def warnings(card: ModelCard, x: np.ndarray) -> list[list[str]] | None:
     """Per row of a table model's decoded batch, what its answer should say (filled features,
     unseen categories), in column order; None when no row has anything to say."""
-    numeric, categorical = _split(card)
+    numeric, categorical = split(card)
     found: list[tuple[int, int, str]] = []
     if numeric:
         for i, k in np.argwhere(np.isnan(x[FEATURES])).tolist():

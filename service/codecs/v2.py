@@ -124,10 +124,10 @@ def _table(parsed: Parsed, model: LoadedModel, max_rows: int) -> np.ndarray:
     names, got = [s.name for s in card.graph_inputs], [i.name for i in req.inputs]
     if sorted(got) != sorted(names):
         raise BadRequest(f"model {model.name!r} takes inputs {names}, got {got}")
-    kinds = [c.kind for c in card.columns]
-    numeric = [c.name for c in card.columns if c.kind == "numeric"]
+    numeric_at, categorical_at = columns.split(card)
+    numeric = [card.columns[j].name for j in numeric_at]
     tensors = {inp.name: _floats(inp, chunk, len(numeric), numeric, max_rows, missing=True) if inp.name == FEATURES
-               else _strings(inp, chunk, kinds.count("categorical"), max_rows)
+               else _strings(inp, chunk, len(categorical_at), max_rows)
                for inp, chunk in zip(req.inputs, v2_bytes.chunks(req.inputs, parsed.tail))}
     return columns.table(card, tensors.get(FEATURES), tensors.get(CATEGORIES))
 
