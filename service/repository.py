@@ -91,13 +91,15 @@ def scan(root: Path) -> list[tuple[str, int, Path]]:
 
 
 def _listed(folder: Path) -> list[Path]:
+    """The folder's entries; none once it is gone. Any other failure to read it (permissions, an
+    I/O error, no file descriptor left) is a 503: not knowing what it holds removes nothing."""
     try:
         return list(folder.iterdir())
     except (FileNotFoundError, NotADirectoryError):  # gone, or replaced, since it was seen
         return []
     except OSError as exc:
-        log.warning("cannot read %s, so it serves nothing: %s", folder, exc)
-        return []
+        raise NotReady(f"cannot read {folder} ({exc.strerror or exc}); the models loaded before keep "
+                         "serving, and the next pass tries again") from None
 
 
 Stamp = tuple[tuple[int, int, int] | None, ...]

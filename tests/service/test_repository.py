@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import numpy as np
@@ -160,10 +161,10 @@ def test_stray_files_and_folders_are_ignored(tmp_path):
     assert list(repo.entries) == ["tiny-binary"] and list(repo.entries["tiny-binary"]) == [1]
 
 
-@pytest.mark.parametrize("error", [FileNotFoundError, NotADirectoryError, PermissionError])
-def test_a_model_folder_that_cannot_be_listed_holds_nothing(tmp_path, monkeypatch, caplog, error):
+@pytest.mark.parametrize("error", [FileNotFoundError, NotADirectoryError])
+def test_a_model_folder_gone_while_the_scan_lists_it_holds_nothing(tmp_path, monkeypatch, error):
     # Removed (or replaced) between the listing of the root and its own: the scan raised, and a
-    # reload answered 500. Unreadable: the same, with a warning.
+    # reload answered 500.
     write_model(tmp_path, BINARY)
     write_model(tmp_path, MULTICLASS_V1)
     listed = Path.iterdir
@@ -175,7 +176,26 @@ def test_a_model_folder_that_cannot_be_listed_holds_nothing(tmp_path, monkeypatc
 
     monkeypatch.setattr(Path, "iterdir", iterdir)
     assert [(name, version) for name, version, _ in scan(tmp_path)] == [("tiny-multiclass", 1)]
-    assert ("cannot read" in caplog.text) is (error is PermissionError)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("unreadable", ["root", "tiny-binary"])
+@pytest.mark.parametrize("errno", [13, 5, 24])  # permission denied, an I/O error, no file descriptor left
+async def test_a_folder_that_cannot_be_read_removes_nothing(tmp_path, monkeypatch, unreadable, errno):
+    write_model(tmp_path / "root", BINARY)
+    repo = load(tmp_path / "root")
+    listed = Path.iterdir
+
+    def iterdir(folder):
+        if folder.name == unreadable:
+            raise OSError(errno, os.strerror(errno), str(folder))
+        return listed(folder)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+    with pytest.raises(NotReady, match=f"cannot read .*{unreadable} \\({os.strerror(errno)}\\); the models loaded "
+                                       "before keep serving"):
+        await repo.refresh()
+    assert repo.get("tiny-binary").version == 1 and repo.not_ready_reason() is None
 
 
 @pytest.mark.anyio
