@@ -6,7 +6,7 @@
 
 Writes `<out>/<name>/<version>/model.onnx` and a card of facts: the signature read from the
 graph, its SHA-256, where it came from (`source`), what its output holds (`output_kind`: from the
-last Keras layer's activation or the graph's last node, unless --output-kind says), golden
+last Keras layer's activation or the graph's last node, or --output-kind; see `output_kind`), golden
 examples computed with onnxruntime and, for a Keras file, the parity proof against Keras on the
 sample rows. Nothing about training is invented: those card fields stay absent. The version is
 checked with the service's own loader before it is published; anything wrong ends with one
@@ -256,9 +256,12 @@ def _kind(task: Task, option: str | None, found: OutputKind | None, how: str = "
             raise ImportFailed("--output-kind is for classifiers; a regression output holds values")
         return OutputKind.values
     if option is not None:
-        if found is not None and OutputKind(option) is not found:  # the answers would be wrong, not merely odd
-            raise ImportFailed(f"--output-kind {option} contradicts the model: {how}, so it outputs "
-                               f"{found.value}; leave --output-kind out")
+        # A softmax or sigmoid found at the end is certain, and its probabilities taken as logits
+        # would get a second one: every answer wrong. A linear end is a guess the option may correct
+        # (the probabilities it then says are checked on the sample rows).
+        if found is OutputKind.probabilities and option == OutputKind.logits.value:
+            raise ImportFailed(f"--output-kind logits contradicts the model: {how}, so it outputs probabilities; "
+                               "leave --output-kind out")
         return OutputKind(option)
     if found is None:
         raise ImportFailed(f"cannot tell whether the output holds logits or probabilities ({how}); "
@@ -356,7 +359,7 @@ def _probabilities(out: np.ndarray, task: Task, args: argparse.Namespace, conver
     """An output said or found to hold probabilities must hold them on the sample rows: else the
     service would answer logits as probabilities, or a sigmoid's scores as a softmax's."""
     rows = f"of {args.samples.name}" if args.samples else "of the random sample rows"
-    problem = not_probabilities(out, task, rows)
+    problem = not_probabilities(out, task is Task.multiclass, rows)
     if problem is not None:
         said = "--output-kind probabilities" if args.output_kind else \
             f"the output was taken to hold probabilities ({converted.kind_from})"

@@ -1,7 +1,8 @@
 """What a model's output holds (logits or probabilities) as the model says it, for the import command.
 
 A Keras model says it with its last layer's activation, an ONNX graph with the node that makes the
-output; --output-kind overrides either. Outputs taken to hold probabilities are checked on the
+output; --output-kind says it where they do not, and may correct a linear end found to hold
+logits, never a softmax or sigmoid found at the end (its probabilities would get a second one). Outputs taken to hold probabilities are checked on the
 sample rows, and a graph that would mix the rows of a batch is found. No TensorFlow at import: an
 ONNX import never loads it.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from service.card import OutputKind, Task
+from service.card import OutputKind
 
 # float32 probabilities may stray past 0 and 1, and their row sums past 1, by rounding only.
 PROBABILITY_SLACK, ROW_SUM_SLACK = 1e-6, 1e-3
@@ -109,9 +110,9 @@ def _strings(node) -> dict[str, str]:
     return {a.name: a.s.decode() for a in node.attribute if a.s}
 
 
-def not_probabilities(out: np.ndarray, task: Task, rows: str) -> str | None:
-    """How the first of the output's rows (`rows` names them) that cannot be `task`'s probabilities
-    fails, or None; rows that are not finite are another check's."""
+def not_probabilities(out: np.ndarray, multiclass: bool, rows: str) -> str | None:
+    """How the first of the output's rows (`rows` names them) that cannot be probabilities fails,
+    or None; rows that are not finite are another check's."""
     out = out.astype(np.float64)
     finite = np.isfinite(out).all(axis=1)
     outside = finite & ((out < -PROBABILITY_SLACK) | (out > 1 + PROBABILITY_SLACK)).any(axis=1)
@@ -122,11 +123,8 @@ def not_probabilities(out: np.ndarray, task: Task, rows: str) -> str | None:
                 "--output-kind logits")
     sums = out.sum(axis=1)
     off = finite & (np.abs(sums - 1) > ROW_SUM_SLACK)
-    if task is Task.multiclass and off.any():
+    if multiclass and off.any():
         i = int(np.argmax(off))
         return (f"rows do not sum to 1 (row {i} {rows} sums to {sums[i]:.4g}): a multiclass model's "
                 "probabilities come from a softmax; per-label sigmoids are --task multilabel")
-    if task is Task.multilabel and out.shape[1] > 1 and finite.any() and not off[finite].any():
-        return (f"every row {rows} sums to 1, as a softmax's do: a multilabel model's probabilities "
-                "come from a sigmoid per label; one class per row is --task multiclass")
     return None

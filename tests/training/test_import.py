@@ -41,7 +41,8 @@ def keras_model(last: str):
     return keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="tanh"), head])
 
 
-def onnx_graph(path, last: str | None, inputs=None, out_type=TensorProto.FLOAT, tail=(), opset=17, w=W, b=B) -> None:
+def onnx_graph(path, last: str | None, inputs=None, out_type=TensorProto.FLOAT, tail=(), opset=17, w=W, b=B,
+               constants: dict[str, float] | None = None) -> None:
     """x @ w + b, ending in `last` (e.g. "Softmax") when given, then the `tail` nodes (from "last" to
     "out", with the constant "eps"); `inputs` replaces the one input."""
     nodes = [helper.make_node("MatMul", ["x", "W"], ["xw"]),
@@ -53,6 +54,7 @@ def onnx_graph(path, last: str | None, inputs=None, out_type=TensorProto.FLOAT, 
     output = helper.make_tensor_value_info("out", out_type, ["batch", len(b)])
     weights = [numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B")]
     weights += [numpy_helper.from_array(np.array(1e-3, np.float32), "eps")] if tail else []
+    weights += [numpy_helper.from_array(np.array(v, np.float32), k) for k, v in (constants or {}).items()]
     graph = helper.make_graph(nodes, "g", inputs, [output], initializer=weights)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
     path.write_bytes(model.SerializeToString())
@@ -137,20 +139,27 @@ async def test_an_onnx_graph_serves_by_what_its_last_node_makes(tmp_path, capsys
     np.testing.assert_allclose(got["tfs"], softmax(logits), atol=1e-5)
 
 
-@pytest.mark.parametrize("last,task,option", [("Softmax", "multiclass", "logits"), ("Sigmoid", "binary", "logits"),
-                                             (None, "multiclass", "probabilities")])
-def test_an_option_that_contradicts_the_graph_is_refused(tmp_path, capsys, last, task, option):
+@pytest.mark.parametrize("last,task", [("Softmax", "multiclass"), ("Sigmoid", "binary")])
+def test_logits_said_of_a_softmax_or_sigmoid_end_are_refused(tmp_path, capsys, last, task):
     # A sigmoid's probabilities served as logits get a second sigmoid: every answer wrong, none refused.
     b = B[:1] if task == "binary" else B
     onnx_graph(tmp_path / "graph.onnx", last, w=W[:, :len(b)], b=b)
-    code, err = run_import(capsys, tmp_path / "graph.onnx", "--task", task, "--output-kind", option,
+    code, err = run_import(capsys, tmp_path / "graph.onnx", "--task", task, "--output-kind", "logits",
                            "--out", tmp_path / "models")
-    found = "logits" if last is None else "probabilities"
-    node = f"a {last} node" if last else "an Add node applied to a MatMul node's output"
     assert code == 2 and err.count("\n") == 1, err
-    assert f"--output-kind {option} contradicts the model: output 'out' comes from {node}, so it outputs {found}; " \
-        "leave --output-kind out" in err, err
+    assert f"--output-kind logits contradicts the model: output 'out' comes from a {last} node, so it outputs " \
+        "probabilities; leave --output-kind out" in err, err
     assert not (tmp_path / "models").exists()
+
+
+def test_probabilities_said_of_a_linear_end_are_taken_once_the_rows_hold_them(tmp_path, capsys):
+    # A score clipped into [0, 1] is found to be logits (a Clip after a MatMul): the option corrects it.
+    tail = [helper.make_node("Clip", ["scores", "zero", "one"], ["out"])]
+    onnx_graph(tmp_path / "graph.onnx", None, w=W[:, :1], b=B[:1], tail=tail, constants={"zero": 0.0, "one": 1.0})
+    code, err = run_import(capsys, tmp_path / "graph.onnx", "--task", "binary", "--output-kind", "probabilities",
+                           "--out", tmp_path / "models")
+    assert code == 0, err
+    assert read_card(tmp_path / "models/graph/1/card.json").output_kind.value == "probabilities"
 
 
 def test_the_option_says_what_the_graph_does_not(tmp_path, capsys):
@@ -484,17 +493,9 @@ def test_an_output_folder_that_cannot_be_written_is_one_line_before_the_conversi
     code, err = run_import(capsys, tmp_path / "graph.onnx", "--task", "multiclass", "--out", tmp_path / "file" / "m")
     assert code == 2 and err == ("python -m training import: error: cannot write to output folder "
                                  f"{tmp_path / 'file' / 'm'}: Not a directory\n"), err
-    code, err = run_import(capsys, tmp_path / "graph.onnx", "--task", "multilabel", "--out", tmp_path / "new" / "m")
+    code, err = run_import(capsys, tmp_path / "graph.onnx", "--task", "multiclass", "--output-kind", "logits",
+                           "--out", tmp_path / "new" / "m")
     assert code == 2 and not (tmp_path / "new").exists()  # refused later: the check left no folder behind
-
-
-def test_a_softmax_is_not_served_as_multilabel(tmp_path, capsys):
-    # Its outputs sum to 1: most rows would reach no label's threshold.
-    onnx_graph(tmp_path / "graph.onnx", "Softmax")
-    code, err = run_import(capsys, tmp_path / "graph.onnx", "--task", "multilabel", "--out", tmp_path / "models")
-    assert code == 2 and err.count("\n") == 1, err
-    assert "every row of the random sample rows sums to 1, as a softmax's do: a multilabel model's probabilities " \
-        "come from a sigmoid per label; one class per row is --task multiclass" in err, err
 
 
 def test_a_version_the_server_would_not_serve_is_refused(tmp_path, capsys):
