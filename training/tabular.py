@@ -55,7 +55,7 @@ def _unique_header(path: Path, frame: pd.DataFrame) -> None:
     if path.suffix.lower() not in (".parquet", ".pq"):
         header = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False).iloc[0]
         names = [str(c).strip() for c in header]
-    repeated = sorted({n for n in names if names.count(n) > 1})
+    repeated = sorted({n for n in names if n and names.count(n) > 1})  # empty ones: pandas' "Unnamed: i"
     if repeated:
         raise DataError(f"{path} names column(s) {repeated} more than once; give each column its own name")
 

@@ -112,6 +112,14 @@ def test_bad_tables_name_the_problem(tmp_path, make, kwargs, message):
     assert message in str(info.value) and "\n" not in str(info.value)
 
 
+def test_empty_header_cells_are_not_a_repeated_name(tmp_path):
+    # A spreadsheet's export with trailing empty columns: pandas names them "Unnamed: i".
+    path = _renamed(table(tmp_path, y=np.tile([0, 1], 30)), "a,b,y", "a,b,y,,")
+    path.write_text(path.read_text().replace("\n", ",,\n").replace("a,b,y,,,,\n", "a,b,y,,\n", 1))
+    data = load_table(path, target="y")
+    assert data.feature_names == ["a", "b"]
+
+
 def test_a_directory_is_not_a_table(tmp_path):
     with pytest.raises(DataError, match=f"^{tmp_path} is a directory; name the CSV or Parquet file$"):
         load_table(tmp_path, target="y")
