@@ -89,15 +89,27 @@ def _check_address(host: str, port: int) -> None:
     from service.config import SettingsError
 
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except (OSError, UnicodeError) as exc:
         raise SettingsError(f"TINYSERVE_HOST={host!r}: {exc}") from None
-    with socket.socket(family, kind, proto) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds it
-        try:
-            probe.bind(address)
-        except OSError as exc:
-            raise SettingsError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    problem = _unlistenable(addresses)
+    if problem:
+        raise SettingsError(f"cannot listen on {host}:{port}: {problem}")
+
+
+def _unlistenable(addresses: list[tuple]) -> str | None:
+    """Why one of the addresses cannot be bound, as asyncio's server binds each of them (address
+    reuse on, an IPv6 socket for IPv6 only), or None."""
+    for family, kind, proto, _, address in dict.fromkeys(addresses):
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                return exc.strerror or str(exc)
+    return None
 
 
 def _exit_with(status: int):

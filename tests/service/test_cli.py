@@ -40,9 +40,10 @@ def _no_leak():
 
 @pytest.fixture
 def uvicorn_calls(monkeypatch):
-    """What would have been handed to uvicorn.run, instead of serving."""
+    """What would have been handed to uvicorn.run, instead of serving (on any port: none is bound)."""
     calls = []
     monkeypatch.setattr(uvicorn, "run", lambda app, **options: calls.append((app, options)))
+    monkeypatch.setattr(python_m_service, "_unlistenable", lambda addresses: None)
     return calls
 
 
@@ -116,13 +117,28 @@ def test_a_host_that_does_not_resolve_is_one_line_before_any_model_loads(uvicorn
     assert error.startswith("tinyserve serve: error: TINYSERVE_HOST='no-such-host.invalid': ") and error.count("\n") == 1
 
 
-def test_a_port_another_server_holds_is_one_line_before_any_model_loads(uvicorn_calls, model_root, capsys):
+def test_a_port_another_server_holds_is_one_line_before_any_model_loads(monkeypatch, model_root, capsys):
+    calls = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: calls.append(options))
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
         assert cli.main(["serve", "--models", str(model_root), "--host", "127.0.0.1", "--port", str(port)]) == 2
-    assert uvicorn_calls == []
+    assert calls == []
     error = capsys.readouterr().err
     assert error == f"tinyserve serve: error: cannot listen on 127.0.0.1:{port}: Address already in use\n", error
+
+
+@pytest.mark.skipif(not socket.has_ipv6, reason="no IPv6")
+def test_ipv6_is_probed_as_it_is_bound_for_ipv6_only():
+    # uvicorn's server binds "::" for IPv6 only: an IPv4 server on the same port is no conflict.
+    with socket.create_server(("0.0.0.0", 0)) as taken:
+        port = taken.getsockname()[1]
+        try:
+            addresses = socket.getaddrinfo("::", port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        except OSError:
+            pytest.skip("no IPv6 address")
+        assert python_m_service._unlistenable(addresses) is None
+        assert python_m_service._unlistenable(socket.getaddrinfo("0.0.0.0", port, type=socket.SOCK_STREAM)) is not None
 
 
 def test_a_missing_metrics_directory_is_one_line(model_root, tmp_path):

@@ -251,6 +251,7 @@ def test_the_setting_picks_the_protocol_uvicorn_runs(monkeypatch, value, protoco
 
     ran = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **options: ran.update(options))
+    monkeypatch.setattr(entry, "_unlistenable", lambda addresses: None)  # binds no port
     if value is not None:
         monkeypatch.setenv("TINYSERVE_HTTP", value)
     get_settings.cache_clear()
