@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 MATCHES_KEPT = 1024
 _UNKNOWN = object()
 CLIENT_GONE = 499  # recorded for a request whose client left before its body arrived (nginx's code)
+# How uvicorn's cancel of the requests still running at the end of a graceful shutdown reads
+# (uvicorn.server; no public name): should it read otherwise, such a request gets uvicorn's 500 again.
+SHUTDOWN_CANCEL = "graceful shutdown"
 SHUT_DOWN = error_response("the server shut down before this request finished; send it again", 503,
                            {"connection": "close"})
 
@@ -83,12 +86,14 @@ class Gateway:
         exchange = _Exchange(send, rid)
         try:
             await self._serve(scope, receive, exchange)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
             if deadline is None or not deadline.caught():
-                # Nothing else cancels a request but uvicorn, when a graceful shutdown runs out of
-                # time: answered (or, when its answer has begun, ended) without a traceback.
+                if SHUTDOWN_CANCEL not in str(exc):  # anyone else's cancel (an embedding caller's) is theirs
+                    raise
+                # uvicorn's, once a graceful shutdown has run out of time: answered (or, when its
+                # answer has begun, ended) without the traceback uvicorn logs for an exception.
                 asyncio.current_task().uncancel()
-                log.warning("request %s cancelled: the server shut down before it finished", rid)
+                log.warning("request %s cancelled: the server shut down before it finished", rid.decode())
                 if exchange.status is None:
                     await exchange.answer(SHUT_DOWN)
                 return

@@ -119,7 +119,7 @@ def test_a_request_still_running_when_the_graceful_shutdown_ends_is_answered_503
         with socket.create_connection((host, int(port)), timeout=20) as sock:
             sock.sendall(b"POST /predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
                          b"content-length: %d\r\n\r\n%s" % (len(BODY), BODY[:10]))  # the rest never comes
-            time.sleep(0.3)
+            time.sleep(1.0)  # the head is read and the request waits for its body
             procs[0].send_signal(signal.SIGTERM)
             answer = b""
             while chunk := sock.recv(65536):
@@ -131,3 +131,12 @@ def test_a_request_still_running_when_the_graceful_shutdown_ends_is_answered_503
     log = (tmp_path / "server.log").read_text()
     assert "Traceback" not in log and "the server shut down before it finished" in log
     assert '"status":503' in log  # the access line
+
+
+async def test_a_callers_own_cancel_is_not_taken_for_a_shutdown(model_root):
+    # Served in process (an embedding, or httpx's ASGI transport): the caller's timeout stays its own.
+    app = create_app(Settings(model_root=model_root, batch_max_delay_ms=500))
+    async with helpers.serve(app) as client:
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.1):
+                await client.post("/predict", content=BODY)

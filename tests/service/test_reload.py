@@ -216,8 +216,8 @@ def _status(url: str, version: int) -> str | None:
 
 
 async def test_a_removed_version_leaves_only_its_status_in_the_metrics(root):
-    # Batches wait 300 ms: a request to version 3 is still running when the version goes.
-    app = create_app(Settings(model_root=root, admin_enabled=True, poll_seconds=0, batch_max_delay_ms=300))
+    # Batches wait 2 s: a request to version 3 is still running when the version goes.
+    app = create_app(Settings(model_root=root, admin_enabled=True, poll_seconds=0, batch_max_delay_ms=2000))
     async with helpers.serve(app) as client:
         write_model(root, V3)
         await client.post("/admin/reload")
@@ -227,6 +227,7 @@ async def test_a_removed_version_leaves_only_its_status_in_the_metrics(root):
         await asyncio.sleep(0.05)
         shutil.rmtree(root / "tiny-multiclass" / "3")
         await client.post("/admin/reload")
+        assert not running.done()  # removed while it runs
         assert (await running).status_code == 200  # it finishes on the version it started with
         text = (await client.get("/metrics")).text
     series = [line for line in text.splitlines() if 'version="3"' in line and not line.startswith("#")]
