@@ -13,11 +13,12 @@ second request is not counted): such an answer leaves at once rather than with t
 One request header is dropped before uvicorn parses it: `Upgrade` (`h2c`, what `curl --http2`
 sends over plain HTTP, or `websocket`). The server speaks HTTP/1.1 only, and the HTTP parser stops
 at an upgrade request's head, so the request would lose its body; without the header it is
-served as HTTP/1.1. The scan looks at the head a chunk begins with, when the chunk does not begin
-within a body (as the connection guard's parser saw it): real clients send a head in one piece.
-uvicorn runs with no WebSocket protocol (`service/__main__.py`), so an upgrade the scan misses (a
-head pipelined behind a body in one chunk) is served as HTTP too, without its body, and no
-connection leaves this protocol (and the connection guard's count).
+served as HTTP/1.1. The scan looks at the head a chunk begins with, when no head or body is under
+way as the chunk begins (as the connection guard's parser saw it): real clients send a head in
+one piece. An upgrade the scan misses (a head that came in pieces, or pipelined behind a body in
+one chunk) is refused by the guard with a 400 saying so, and the connection closed: past an
+upgrade, neither the guard's parser nor uvicorn's reads on. uvicorn runs with no WebSocket
+protocol (`service/__main__.py`), so no connection leaves this protocol (and the guard's count).
 
 Everything else about HTTP is uvicorn's. Closing (or aborting) the transport sends (or drops) what
 is held first. One case differs: should the client half-close within the very step an answer is
@@ -154,9 +155,13 @@ class Protocol(asyncio.Protocol):
             self.http.connection_made(self.corked)
 
     def data_received(self, data: bytes) -> None:
-        if not self.guard.body and (data.find(b"pgrade", 0, _HEAD_SCAN) >= 0 or
-                                    data.find(b"PGRADE", 0, _HEAD_SCAN) >= 0):
-            head = data.find(b"\r\n\r\n") + 2  # only the header lines of a head the chunk begins with
+        guard = self.guard
+        if not guard.body and not guard.head_bytes and (data.find(b"pgrade", 0, _HEAD_SCAN) >= 0 or
+                                                        data.find(b"PGRADE", 0, _HEAD_SCAN) >= 0):
+            # Only the header lines of the head the chunk begins with (past any blank lines), or the
+            # whole chunk when that head goes on past it.
+            end = data.find(b"\r\n\r\n", len(data) - len(data.lstrip(b"\r\n")))
+            head = len(data) if end < 0 else end + 2
             data = _UPGRADE.sub(b"", data[:head]) + data[head:]
         if self.guard.admit(data):
             if self.guard.ended:  # a request head is complete: its answer is now owed

@@ -81,7 +81,7 @@ class Guard:
     def __init__(self, limits: Limits, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop):
         self.limits, self.transport, self.loop = limits, transport, loop
         self.parser: httptools.HttpRequestParser | None = httptools.HttpRequestParser(self)
-        self.head_bytes = 0  # bytes of the head being read, in the chunks before this one
+        self.head_bytes = 0  # bytes of the head being read, in the chunks before this one (0: none is)
         self.size = 0  # what the parser has handed over of that head so far
         self.ended = False  # whether a head ended within the chunk being read
         self.body = False  # whether the parser is within a request's body (where the last chunk ended)
@@ -109,7 +109,10 @@ class Guard:
         try:
             parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self.parser = None  # uvicorn decides what an upgrade becomes
+            # An Upgrade header `corked.Protocol` did not take out (a head that came in pieces):
+            # this server speaks HTTP/1.1 alone, and past an upgrade neither parser reads on.
+            self.refuse(400, "Bad Request", "this server speaks HTTP/1.1 only: send the request without an "
+                        "Upgrade header")
         except httptools.HttpParserError:
             self.parser = None
             self.limits.waiting.pop(self, None)
@@ -160,6 +163,7 @@ class Guard:
 
     def on_message_complete(self) -> None:
         self.body = False
+        self.head_bytes = 0  # no head is under way: the next chunk begins one, if anything
 
     def _check(self, size: int) -> None:
         if size > self.limits.max_head_bytes and not self.closed:

@@ -362,18 +362,43 @@ def test_only_a_complete_head_makes_a_connection_owe():
     assert asyncio.run(main()) == [1, 1, 1, 0, 0, 0, 1, 0]
 
 
-def test_after_an_upgrade_the_guard_marks_no_further_chunk_as_a_head():
-    # Past an upgrade the guard's parser stops; what follows is the new protocol's bytes, which
-    # must not be taken for request heads (they would make the connection owe an answer).
+def test_an_upgrade_the_scan_missed_is_refused_by_the_guard():
+    # Past an upgrade neither the guard's parser nor uvicorn's reads on: the request lost its body,
+    # and the connection escaped the head limits. This server speaks HTTP/1.1 alone: a 400, closed.
     async def main():
-        guard = Guard(Limits(10, 8192, 5.0), FakeTransport(), asyncio.get_running_loop())
-        seen = [guard.admit(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n"),
-                guard.ended, guard.parser is None]
-        seen += [guard.admit(b"\x81\x05hello"), guard.ended]
+        fake = FakeTransport()
+        guard = Guard(Limits(10, 8192, 5.0), fake, asyncio.get_running_loop())
+        admitted = guard.admit(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n")
         guard.lost()
-        return seen
+        return admitted, fake.calls
 
-    assert asyncio.run(main()) == [True, True, True, True, False]
+    admitted, calls = asyncio.run(main())
+    assert admitted is False and calls[0][1].startswith(b"HTTP/1.1 400 ") and calls[-1] == ("close",)
+    assert b"this server speaks HTTP/1.1 only: send the request without an Upgrade header" in calls[0][1]
+
+
+@pytest.mark.parametrize("chunks", [
+    # the head in pieces, the Upgrade line in a later one
+    [b"POST /a HTTP/1.1\r\nhost: x\r\n", b"upgrade: h2c\r\nconnection: upgrade\r\ncontent-length: 3\r\n\r\nabc"],
+    # the head's last line break (or half of it) and the body in the next chunk, the body holding such a line
+    [b"POST /a HTTP/1.1\r\nhost: x\r\ncontent-length: 20\r\n\r", b"\nx\r\nupgrade: h2c\r\n\r\ny"],
+    [b"POST /a HTTP/1.1\r\nhost: x\r\ncontent-length: 20\r\n", b"\r\nx\r\nupgrade: h2c\r\n\r\ny"],
+])
+def test_a_head_in_pieces_is_never_scanned_for_an_upgrade(chunks):
+    # The scan once took the first blank line of a later chunk for the head's end, and cut a line
+    # out of the body; a missed upgrade is refused, never served without its body.
+    *_, calls = exchange(*chunks)
+    upgrade_in_head = b"upgrade: h2c\r\nconnection" in chunks[1]
+    if upgrade_in_head:
+        assert calls[0][1].startswith(b"HTTP/1.1 400 ") and calls[-1] == ("close",)
+    else:
+        assert calls == [("writelines", [HEAD.replace(b"length: 1", b"length: 2"), b"20"]), ("close",)]
+
+
+def test_blank_lines_before_a_head_do_not_hide_its_upgrade():
+    *_, calls = exchange(b"\r\n\r\nPOST /a HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: h2c\r\n"
+                         b"content-length: 3\r\n\r\nabc")
+    assert calls == [("writelines", [HEAD, b"3"]), ("close",)]
 
 
 def _guarded(chunks: list[bytes], max_head: int = 1000) -> tuple[list[bool], list[tuple]]:
