@@ -216,7 +216,8 @@ def _convert_keras(path: Path, output: str | None, task: Task, kind: str | None,
         shapes = [tuple(i.shape) for i in model.inputs]
         raise ImportFailed(f"the Keras model takes inputs of shapes {shapes}; a served model has one "
                            "input [batch, n_features]")
-    found, how = keras_kind(model)
+    found, how, one_class = keras_kind(model)
+    _one_class(task, one_class, how)
     name = _kind(task, kind, found, how).value
     try:
         export_onnx(model, task, target, name)
@@ -233,7 +234,8 @@ def _from_onnx(path: Path, output: str | None, task: Task, kind: str | None, tar
     except Exception as e:  # protobuf's DecodeError and friends
         raise ImportFailed(f"{path.name} is not an ONNX model: {_line(e)}")
     chosen = _choose(output, [o.name for o in graph.output], "the graph")
-    found, how = onnx_kind(graph, chosen)
+    found, how, one_class = onnx_kind(graph, chosen)
+    _one_class(task, one_class, how)
     _kind(task, kind, found, how)
     shutil.copyfile(path, target)
     return Converted(chosen, chosen, found, how, None)
@@ -247,6 +249,14 @@ def _choose(output: str | None, names: list[str], what: str) -> str:
     if output not in names:
         raise ImportFailed(f"{what} has no output {output!r}; its outputs are {names}")
     return output
+
+
+def _one_class(task: Task, one_class: bool, how: str) -> None:
+    """A softmax's outputs sum to 1 on every row: served as multilabel, most rows would reach no
+    label's threshold."""
+    if one_class and task is Task.multilabel:
+        raise ImportFailed(f"{how}, whose outputs sum to 1 on every row (one class per row): import it with "
+                           "--task multiclass; a multilabel model ends in a sigmoid per label")
 
 
 def _kind(task: Task, option: str | None, found: OutputKind | None, how: str = "") -> OutputKind:

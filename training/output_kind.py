@@ -9,6 +9,8 @@ ONNX import never loads it.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from service.card import OutputKind
@@ -17,7 +19,16 @@ from service.card import OutputKind
 PROBABILITY_SLACK, ROW_SUM_SLACK = 1e-6, 1e-3
 
 
-def keras_kind(model) -> tuple[OutputKind | None, str]:
+class Found(NamedTuple):
+    """What the model says its output holds (None: it does not say), how it says it, and whether
+    its rows sum to 1 by construction (a softmax: one class per row, never multilabel)."""
+
+    kind: OutputKind | None
+    how: str
+    one_class: bool = False
+
+
+def keras_kind(model) -> Found:
     """Probabilities when the output layer ends in softmax or sigmoid, logits when it is linear;
     unknown when no layer's one output is the model's (a keras.ops call or arithmetic makes it, or
     a layer called twice, whose `output` is its first call's)."""
@@ -25,14 +36,14 @@ def keras_kind(model) -> tuple[OutputKind | None, str]:
 
     layer = next((layer for layer in model.layers if layer.output is model.outputs[0]), None)
     if layer is None:
-        return None, "the model's output is not the output of one Keras layer"
+        return Found(None, "the model's output is not the output of one Keras layer")
     activation = getattr(layer, "activation", None)
     act = "softmax" if isinstance(layer, keras.layers.Softmax) else \
         keras.activations.serialize(activation) if activation is not None else None
     act = act if isinstance(act, str) else None
     found = {"softmax": OutputKind.probabilities, "sigmoid": OutputKind.probabilities,
              "linear": OutputKind.logits}.get(act)
-    return found, f"the last Keras layer {layer.name!r} has activation {act!r}"
+    return Found(found, f"the last Keras layer {layer.name!r} has activation {act!r}", act == "softmax")
 
 
 # Nodes that pass values through unchanged; elementwise ones that combine values with constants
@@ -43,7 +54,7 @@ LINEAR = {"Gemm", "MatMul", "Einsum", "Conv"}
 ML_CLASSIFIERS = {"LinearClassifier", "SVMClassifier", "TreeEnsembleClassifier"}
 
 
-def onnx_kind(graph, output: str) -> tuple[OutputKind | None, str]:
+def onnx_kind(graph, output: str) -> Found:
     """What the node making `output` says it holds: Softmax or Sigmoid (or an ONNX-ML classifier's
     scores after its softmax or logistic, or rows scaled to sum to 1) are probabilities; MatMul or
     Gemm, with elementwise arithmetic after them (a bias Add), logits. Arithmetic after a softmax
@@ -51,23 +62,25 @@ def onnx_kind(graph, output: str) -> tuple[OutputKind | None, str]:
     producers = {out: node for node in graph.node for out in node.output}
     name, node = _past(output, producers, PASS_THROUGH)
     if node is None:
-        return None, f"output {output!r} is not made by a node"
+        return Found(None, f"output {output!r} is not made by a node")
     attrs = _strings(node)
     detail = f" (post_transform {attrs['post_transform']})" if "post_transform" in attrs else ""
     how = f"output {output!r} comes from {_a(node.op_type)} node{detail}"
     if _probabilities(node, name):
-        return OutputKind.probabilities, how
+        one_class = node.op_type in ("Softmax", "Normalizer") or attrs.get("post_transform", "").startswith("SOFTMAX")
+        return Found(OutputKind.probabilities, how, one_class)
     if node.op_type in LINEAR:
-        return OutputKind.logits, how
+        return Found(OutputKind.logits, how)
     if node.op_type not in ELEMENTWISE:
-        return None, how
+        return Found(None, how)
     sources = _sources(node, producers)
     after = next((n for n, out in sources if _probabilities(n, out)), None)
     if after is not None:
-        return None, f"{how} applied to {_a(after.op_type)} node's output, which may no longer hold probabilities"
+        return Found(None, f"{how} applied to {_a(after.op_type)} node's output, which may no longer hold "
+                           "probabilities")
     if sources and all(n.op_type in LINEAR for n, _ in sources):
-        return OutputKind.logits, f"{how} applied to {_a(sources[0][0].op_type)} node's output"
-    return None, how
+        return Found(OutputKind.logits, f"{how} applied to {_a(sources[0][0].op_type)} node's output")
+    return Found(None, how)
 
 
 def _past(name: str, producers: dict, ops: set[str]) -> tuple[str, object]:

@@ -478,6 +478,30 @@ def test_an_output_that_does_not_hold_probabilities_is_not_served_as_them(tmp_pa
     assert not (tmp_path / "models").exists()
 
 
+@pytest.mark.parametrize("option", [[], ["--output-kind", "probabilities"]])
+def test_a_softmax_is_not_served_as_multilabel(tmp_path, capsys, option):
+    # Its rows sum to 1: most would reach no label's threshold. (Sigmoids that happen to sum to 1
+    # are multilabel: the end node decides, not the sums.)
+    onnx_graph(tmp_path / "graph.onnx", "Softmax")
+    code, err = run_import(capsys, tmp_path / "graph.onnx", "--task", "multilabel", *option,
+                           "--out", tmp_path / "models")
+    assert code == 2 and err.count("\n") == 1, err
+    assert "output 'out' comes from a Softmax node, whose outputs sum to 1 on every row (one class per row): " \
+        "import it with --task multiclass" in err, err
+
+
+def test_a_keras_softmax_is_not_served_as_multilabel(tmp_path, capsys):
+    keras_model("softmax").save(tmp_path / "user.keras")
+    code, err = run_import(capsys, tmp_path / "user.keras", "--task", "multilabel", "--out", tmp_path / "models")
+    assert code == 2 and "has activation 'softmax', whose outputs sum to 1 on every row" in err, err
+
+
+def test_complementary_sigmoids_are_multilabel(tmp_path, capsys):
+    w, b = W[:, :1], B[:1]
+    onnx_graph(tmp_path / "graph.onnx", "Sigmoid", w=np.hstack([w, -w]), b=np.r_[b, -b])
+    assert run_import(capsys, tmp_path / "graph.onnx", "--task", "multilabel", "--out", tmp_path / "models")[0] == 0
+
+
 def test_probabilities_are_checked_on_the_sample_rows_given(tmp_path, capsys):
     onnx_graph(tmp_path / "graph.onnx", "Sigmoid")
     np.save(tmp_path / "rows.npy", ROWS)
@@ -562,5 +586,6 @@ def test_a_bias_added_to_an_einsum_is_logits():
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
                               [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", 3])],
                               initializer=[numpy_helper.from_array(W, "W"), numpy_helper.from_array(B, "B")])
-    kind, how = onnx_kind(graph, "out")
-    assert kind is OutputKind.logits and how == "output 'out' comes from an Add node applied to an Einsum node's output"
+    found = onnx_kind(graph, "out")
+    assert found.kind is OutputKind.logits and not found.one_class
+    assert found.how == "output 'out' comes from an Add node applied to an Einsum node's output"
