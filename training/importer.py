@@ -217,8 +217,7 @@ def _convert_keras(path: Path, output: str | None, task: Task, kind: str | None,
         raise ImportFailed(f"the Keras model takes inputs of shapes {shapes}; a served model has one "
                            "input [batch, n_features]")
     found, how, one_class = keras_kind(model)
-    _one_class(task, one_class, how)
-    name = _kind(task, kind, found, how).value
+    name = _kind(task, kind, found, how, one_class).value
     try:
         export_onnx(model, task, target, name)
     except Exception as e:  # the converter's errors are its own types
@@ -235,8 +234,7 @@ def _from_onnx(path: Path, output: str | None, task: Task, kind: str | None, tar
         raise ImportFailed(f"{path.name} is not an ONNX model: {_line(e)}")
     chosen = _choose(output, [o.name for o in graph.output], "the graph")
     found, how, one_class = onnx_kind(graph, chosen)
-    _one_class(task, one_class, how)
-    _kind(task, kind, found, how)
+    _kind(task, kind, found, how, one_class)
     shutil.copyfile(path, target)
     return Converted(chosen, chosen, found, how, None)
 
@@ -251,16 +249,12 @@ def _choose(output: str | None, names: list[str], what: str) -> str:
     return output
 
 
-def _one_class(task: Task, one_class: bool, how: str) -> None:
-    """A softmax's outputs sum to 1 on every row: served as multilabel, most rows would reach no
-    label's threshold."""
-    if one_class and task is Task.multilabel:
+def _kind(task: Task, option: str | None, found: OutputKind | None, how: str = "", one_class: bool = False) -> \
+        OutputKind:
+    """What the served output holds: values for regression, else the option, else what was found."""
+    if one_class and task is Task.multilabel:  # a softmax: most rows would reach no label's threshold
         raise ImportFailed(f"{how}, whose outputs sum to 1 on every row (one class per row): import it with "
                            "--task multiclass; a multilabel model ends in a sigmoid per label")
-
-
-def _kind(task: Task, option: str | None, found: OutputKind | None, how: str = "") -> OutputKind:
-    """What the served output holds: values for regression, else the option, else what was found."""
     if task is Task.regression:
         if option is not None:
             raise ImportFailed("--output-kind is for classifiers; a regression output holds values")
