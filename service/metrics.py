@@ -131,7 +131,7 @@ class Metrics:
             for status in STATUSES:
                 self.version_status.labels(*key, status).set(1 if now.get(key) == status else 0)
         self._forget(self._statuses - now.keys())
-        self._removed = (self._removed | self._statuses) - now.keys()
+        self._removed = self._statuses - now.keys()
         self._statuses |= now.keys()
 
     def _forget(self, versions: set[tuple[str, str]]) -> None:

@@ -48,13 +48,10 @@ def _stderr(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
 
 
-def _unique_header(path: Path, frame: pd.DataFrame) -> None:
-    """Columns are named once: pandas renames a CSV's repeated name ("a", "a.1"), which would
-    then be a feature name the file does not hold."""
-    names = list(frame.columns)
-    if path.suffix.lower() not in (".parquet", ".pq"):
-        header = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False).iloc[0]
-        names = [str(c).strip() for c in header]
+def _unique_header(path: Path, header: list) -> None:
+    """Columns are named once, as the file names them: pandas renames a CSV's repeated name ("a",
+    "a.1"), which would then be a feature name the file does not hold."""
+    names = [str(c).strip() for c in header]
     repeated = sorted({n for n in names if n and names.count(n) > 1})  # empty ones: pandas' "Unnamed: i"
     if repeated:
         raise DataError(f"{path} names column(s) {repeated} more than once; give each column its own name")
@@ -73,16 +70,18 @@ def read_table(path: Path, na_values: list[str] = ()) -> pd.DataFrame:
         if path.suffix.lower() in (".parquet", ".pq"):
             frame = pd.read_parquet(path)
             frame = frame.replace(list(na_values), np.nan) if na_values else frame
+            header = list(frame.columns)
         else:
             frame = pd.read_csv(path, skipinitialspace=True, keep_default_na=False,
                                 na_values=["", *na_values])
+            header = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False).iloc[0].tolist()
     except ImportError:
         raise DataError("reading Parquet needs pyarrow: pip install pyarrow, or use a CSV file")
     except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DataError(f"{path} is not a readable CSV file: {first}")
     frame.columns = [str(c).strip() for c in frame.columns]
-    _unique_header(path, frame)
+    _unique_header(path, header)
     if frame.shape[1] < 2:
         raise DataError(f"{path} has {frame.shape[1]} column; it needs a target and at least one "
                         "feature (is it comma-separated?)")
