@@ -29,6 +29,9 @@ new version that fails is listed as failed and the previous default keeps servin
 folder is dropped from the map: requests that already looked its model up hold a reference and
 finish on it, and onnxruntime frees the session when the last one lets go. A root that vanishes
 as a whole (an unmounted volume) removes nothing: what serves keeps serving until it is back.
+Nor does a folder that cannot be read (permissions, an I/O error): its models stay as they were,
+the rest load, the log says so once, and each pass tries again; at start-up an unreadable root
+or default model's folder is why the server is not ready.
 """
 
 from __future__ import annotations
@@ -77,29 +80,30 @@ class Entry:
         return out
 
 
-def scan(root: Path) -> list[tuple[str, int, Path]]:
-    """Every `(name, version, folder)` under root, sorted; a missing root holds nothing, and so
-    does a folder that goes while it is read (the next pass sees the tree as it settled)."""
-    found = []
-    for model_dir in sorted(_listed(root)):
+def scan(root: Path) -> tuple[list[tuple[str, int, Path]], dict[Path, str]]:
+    """Every `(name, version, folder)` under root, sorted, and the folders that could not be read
+    (permissions, an I/O error, no file descriptor left), each with why. A missing root holds
+    nothing, and so does a folder that goes while it is read (the next pass sees it settled)."""
+    found: list[tuple[str, int, Path]] = []
+    unreadable: dict[Path, str] = {}
+    for model_dir in sorted(_listed(root, unreadable)):
         if not model_dir.is_dir() or not NAME_RE.fullmatch(model_dir.name):
             continue
-        for version_dir in _listed(model_dir):
+        for version_dir in _listed(model_dir, unreadable):
             if version_dir.is_dir() and VERSION_RE.fullmatch(version_dir.name):
                 found.append((model_dir.name, int(version_dir.name), version_dir))
-    return sorted(found)
+    return sorted(found), unreadable
 
 
-def _listed(folder: Path) -> list[Path]:
-    """The folder's entries; none once it is gone. Any other failure to read it (permissions, an
-    I/O error, no file descriptor left) is a 503: not knowing what it holds removes nothing."""
+def _listed(folder: Path, unreadable: dict[Path, str]) -> list[Path]:
+    """The folder's entries; none once it is gone, or when it cannot be read (noted in `unreadable`)."""
     try:
         return list(folder.iterdir())
     except (FileNotFoundError, NotADirectoryError):  # gone, or replaced, since it was seen
         return []
     except OSError as exc:
-        raise NotReady(f"cannot read {folder} ({exc.strerror or exc}); the models loaded before keep "
-                         "serving, and the next pass tries again") from None
+        unreadable[folder] = exc.strerror or str(exc)
+        return []
 
 
 Stamp = tuple[tuple[int, int, int] | None, ...]
@@ -211,14 +215,18 @@ class Repository:
         self._stamps: dict[tuple[str, int], Stamp] = {}
         self._lock = asyncio.Lock()
         self._root_missing = False  # logged once when it goes, once when it is back
+        self.unreadable: dict[Path, str] = {}  # folders the last pass could not read, with why
         self.last_change: dict = {}
 
     def load(self) -> Repository:
         """Scan the root and load what is new or changed, synchronously (the lifespan, tests)."""
         self.last_change = self._apply(*self._prepare())
         self.loaded = True
-        if not self.root.is_dir():
-            log.warning("no models found: the model root %s is not a folder (it does not exist yet?)", self.root)
+        if self.root in self.unreadable:
+            pass  # said by the pass, and by readiness
+        elif not self.root.is_dir():
+            why = "is a file" if self.root.exists() else "does not exist (yet?)"
+            log.warning("no models found: the model root %s is not a folder: it %s", self.root, why)
         elif not self.entries:
             log.warning("no models found under %s", self.root)
         elif self.not_ready_reason():  # a default model that does not serve: never ready, so say so now
@@ -231,15 +239,18 @@ class Repository:
             self.last_change = self._apply(*await asyncio.to_thread(self._prepare))
             return self.last_change
 
-    def _prepare(self) -> tuple[list[tuple[Entry, Stamp]], list[tuple[str, int]]]:
-        found = {(name, version): path for name, version, path in scan(self.root)}
+    def _prepare(self) -> tuple[list[tuple[Entry, Stamp]], list[tuple[str, int]], dict[Path, str]]:
+        listed, unreadable = scan(self.root)
+        found = {(name, version): path for name, version, path in listed}
+        if self.root in unreadable:  # nothing is known: nothing changes
+            return [], [], unreadable
         if self._stamps and not self.root.is_dir():  # looked at after the scan: gone during it too
             # The whole root gone at once is a volume unmounted or being swapped, not every model
             # withdrawn: what serves keeps serving until the root is back.
             if not self._root_missing:
                 log.error("model root %s is missing; serving the models loaded before", self.root)
             self._root_missing = True
-            return [], []
+            return [], [], unreadable
         if self._root_missing:
             log.warning("model root %s is back", self.root)
             self._root_missing = False
@@ -251,9 +262,12 @@ class Repository:
                 # Files that changed during the load (a copy in progress): not this stamp, so the
                 # next pass loads them again.
                 loaded.append((entry, now if stamp(path) == now else None))
-        return loaded, [key for key in self._stamps if key not in found]
+        kept = {path.name for path in unreadable}  # not knowing what a folder holds removes nothing
+        return loaded, [key for key in self._stamps if key not in found and key[0] not in kept], unreadable
 
-    def _apply(self, loaded: list[tuple[Entry, Stamp]], removed: list[tuple[str, int]]) -> dict:
+    def _apply(self, loaded: list[tuple[Entry, Stamp]], removed: list[tuple[str, int]],
+               unreadable: dict[Path, str]) -> dict:
+        self._note_unreadable(unreadable)
         entries = {name: dict(versions) for name, versions in self.entries.items()}
         change: dict[str, list] = {"added": [], "replaced": [], "removed": [], "failed": []}
         for name, version in removed:
@@ -282,6 +296,16 @@ class Repository:
         serving = {name: e.model for name in entries if (e := _newest_ready(entries[name])) and e.model}
         self.entries, self._serving = entries, serving  # the swap: no await between these assignments
         return change
+
+    def _note_unreadable(self, unreadable: dict[Path, str]) -> None:
+        """Log a folder once when it cannot be read, and once when it can again."""
+        for folder, why in unreadable.items():
+            if self.unreadable.get(folder) != why:
+                log.error("cannot read %s (%s): the models in it are left as they were, and each pass "
+                          "tries again", folder, why)
+        for folder in self.unreadable.keys() - unreadable.keys():
+            log.warning("%s can be read again", folder)
+        self.unreadable = unreadable
 
     def default_entry(self, name: str) -> Entry | None:
         """The newest ready version of a model, or None when none is ready."""
@@ -333,10 +357,14 @@ class Repository:
         if not self.loaded:
             return LOADING
         if not self._serving:
-            return f"no model is serving from {self.root}"
+            return f"no model is serving from {self.root}{self._why_unread(self.root)}"
         if self.default_model is not None and self.default_model not in self._serving:
-            return f"default model {self.default_model!r} is not serving"
+            why = self._why_unread(self.root / self.default_model)
+            return f"default model {self.default_model!r} is not serving{why}"
         return None
+
+    def _why_unread(self, folder: Path) -> str:
+        return f": cannot read {folder} ({self.unreadable[folder]})" if folder in self.unreadable else ""
 
     def versions(self, name: str) -> dict[int, Entry]:
         """Every version entry of a model; 404 when there is no such model."""

@@ -64,7 +64,7 @@ async def poll(app: FastAPI, seconds: float) -> None:
         await asyncio.sleep(seconds)
         try:
             await reload(app)
-        except ServiceError as exc:  # said in its message (an unreadable model root): no traceback
+        except ServiceError as exc:  # said in its message: no traceback
             log.error("model repository poll failed: %s", exc.message)
         except Exception:
             log.exception("model repository poll failed")

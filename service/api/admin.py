@@ -13,6 +13,8 @@ router = APIRouter(prefix="/admin", tags=["admin"])
 
 @router.post("/reload", responses={503: {"model": ErrorResponse}})
 async def reload(request: Request) -> Response:
-    """Reload the model root now: what was added, replaced, removed and what failed to load."""
-    dataplane.repository(request)
-    return json_response(await watcher.reload(request.app))
+    """Reload the model root now: what was added, replaced, removed, what failed to load, and the
+    folders that could not be read (their models are left as they were)."""
+    repo = dataplane.repository(request)
+    change = await watcher.reload(request.app)
+    return json_response(change | {"unreadable": {str(folder): why for folder, why in repo.unreadable.items()}})

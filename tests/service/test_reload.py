@@ -8,6 +8,7 @@ import gc
 import shutil
 import time
 import weakref
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -107,11 +108,30 @@ async def test_admin_reload_answers_the_summary(root):
     async with helpers.serve(app) as client:
         write_model(root, V3)
         response = await client.post("/admin/reload")
-        assert response.status_code == 200 and response.json() == empty_change(added=["tiny-multiclass/3"])
+        assert response.status_code == 200
+        assert response.json() == empty_change(added=["tiny-multiclass/3"], unreadable={})
         assert (await client.post("/models/tiny-multiclass/predict", json=ROW)).json()["version"] == 3
         text = (await client.get("/metrics")).text
         assert helpers.metric(text, "tinyserve_model_version_status", model="tiny-multiclass", version="3",
                               status="ready") == 1
+
+
+async def test_a_model_folder_that_cannot_be_read_is_said_and_the_rest_serve(root, monkeypatch):
+    # At start-up it stopped the server with a traceback (uvicorn's lifespan failed).
+    listed = Path.iterdir
+
+    def iterdir(folder):  # as for a folder the server's user may not read (the tests may run as root)
+        if folder.name == "tiny-regression":
+            raise PermissionError(13, "Permission denied", str(folder))
+        return listed(folder)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+    app = create_app(Settings(model_root=root, admin_enabled=True, poll_seconds=0))
+    async with helpers.serve(app) as client:
+        assert (await client.post("/models/tiny-multiclass/predict", json=ROW)).status_code == 200
+        assert (await client.get("/health/ready")).status_code == 200
+        response = await client.post("/admin/reload")
+    assert response.json() == empty_change(unreadable={str(root / "tiny-regression"): "Permission denied"})
 
 
 async def test_a_reload_past_the_request_deadline_goes_on_and_the_next_one_waits_for_it(root, monkeypatch):

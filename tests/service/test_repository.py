@@ -175,27 +175,62 @@ def test_a_model_folder_gone_while_the_scan_lists_it_holds_nothing(tmp_path, mon
         return listed(folder)
 
     monkeypatch.setattr(Path, "iterdir", iterdir)
-    assert [(name, version) for name, version, _ in scan(tmp_path)] == [("tiny-multiclass", 1)]
+    assert scan(tmp_path) == ([("tiny-multiclass", 1, tmp_path / "tiny-multiclass" / "1")], {})
+
+
+def _unreadable(monkeypatch, *names, errno=13):
+    """Listing a folder of one of these names fails with errno, as it does for a folder the server's
+    user may not read (chmod cannot show it: the tests may run as root)."""
+    listed = Path.iterdir
+
+    def iterdir(folder):
+        if folder.name in names:
+            raise OSError(errno, os.strerror(errno), str(folder))
+        return listed(folder)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir)
 
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("unreadable", ["root", "tiny-binary"])
 @pytest.mark.parametrize("errno", [13, 5, 24])  # permission denied, an I/O error, no file descriptor left
-async def test_a_folder_that_cannot_be_read_removes_nothing(tmp_path, monkeypatch, unreadable, errno):
+async def test_a_folder_that_cannot_be_read_removes_nothing(tmp_path, monkeypatch, caplog, unreadable, errno):
     write_model(tmp_path / "root", BINARY)
     repo = load(tmp_path / "root")
-    listed = Path.iterdir
-
-    def iterdir(folder):
-        if folder.name == unreadable:
-            raise OSError(errno, os.strerror(errno), str(folder))
-        return listed(folder)
-
-    monkeypatch.setattr(Path, "iterdir", iterdir)
-    with pytest.raises(NotReady, match=f"cannot read .*{unreadable} \\({os.strerror(errno)}\\); the models loaded "
-                                       "before keep serving"):
-        await repo.refresh()
+    write_model(tmp_path / "root", MULTICLASS_V1)
+    _unreadable(monkeypatch, unreadable, errno=errno)
+    folder = tmp_path / "root" if unreadable == "root" else tmp_path / "root" / unreadable
+    changes = [await repo.refresh(), await repo.refresh()]
+    assert [change["removed"] for change in changes] == [[], []]
     assert repo.get("tiny-binary").version == 1 and repo.not_ready_reason() is None
+    assert repo.unreadable == {folder: os.strerror(errno)}
+    # The rest of the tree loads beside a model folder that cannot be read; an unreadable root hides it all.
+    assert changes[0]["added"] == ([] if unreadable == "root" else ["tiny-multiclass/1"])
+    said = f"cannot read {folder} ({os.strerror(errno)}): the models in it are left as they were"
+    assert caplog.text.count(said) == 1  # once, not at every pass
+    monkeypatch.undo()
+    await repo.refresh()
+    assert repo.unreadable == {} and f"{folder} can be read again" in caplog.text
+    assert sorted(repo.entries) == ["tiny-binary", "tiny-multiclass"]
+
+
+def test_a_model_folder_that_cannot_be_read_at_start_leaves_the_rest_serving(model_root, monkeypatch, caplog):
+    _unreadable(monkeypatch, "tiny-binary")
+    repo = load(model_root)
+    assert "tiny-binary" not in repo.entries and repo.get("tiny-multiclass").version == 2
+    assert repo.not_ready_reason() is None
+    assert f"cannot read {model_root / 'tiny-binary'} (Permission denied)" in caplog.text
+    reason = load(model_root, default_model="tiny-binary").not_ready_reason()
+    assert reason == (f"default model 'tiny-binary' is not serving: cannot read {model_root / 'tiny-binary'} "
+                      "(Permission denied)")
+
+
+def test_a_root_that_cannot_be_read_at_start_is_why_it_is_not_ready(model_root, monkeypatch, caplog):
+    _unreadable(monkeypatch, model_root.name)
+    repo = load(model_root)
+    assert repo.entries == {}
+    assert repo.not_ready_reason() == f"no model is serving from {model_root}: cannot read {model_root} (Permission denied)"
+    assert "no models found" not in caplog.text
 
 
 @pytest.mark.anyio
@@ -205,7 +240,7 @@ async def test_a_root_gone_during_the_scan_removes_nothing(tmp_path, monkeypatch
 
     def gone(root):  # the volume is unmounted after the check that it is there, before the listing
         root.rename(root.with_name("away"))
-        return []
+        return [], {}
 
     monkeypatch.setattr(repository, "scan", gone)
     assert (await repo.refresh())["removed"] == [] and repo.get("tiny-binary").version == 1
