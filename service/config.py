@@ -9,7 +9,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PACKAGE = Path(__file__).resolve().parent
@@ -78,6 +78,11 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         8 * 1024 * 1024, ge=1, description="Largest accepted request body in bytes; larger is 413."
     )
+    max_pending_body_bytes: int = Field(
+        64 * 1024 * 1024, ge=1, description="Most bytes of request bodies one worker holds while they "
+        "arrive, all requests together (a body is held until its last byte); a request that would pass "
+        "it is answered 503 with Retry-After. At least TINYSERVE_MAX_BODY_BYTES.",
+    )
     max_rows: int = Field(4096, ge=1, description="Most rows (instances) accepted in one request.")
     max_connections: int = Field(
         1000, ge=1, description="Most open connections per worker; one more is answered 503 and closed."
@@ -140,6 +145,14 @@ class Settings(BaseSettings):
                                  f"or a JSON list of strings); got {_shown(token)}")
         return tuple(items)
 
+    @model_validator(mode="after")
+    def _a_body_fits(self) -> Settings:
+        if self.max_pending_body_bytes < self.max_body_bytes:
+            raise ValueError(f"TINYSERVE_MAX_PENDING_BODY_BYTES={self.max_pending_body_bytes} is less than "
+                             f"TINYSERVE_MAX_BODY_BYTES={self.max_body_bytes}: no body of the largest size "
+                             "could be received; raise it, or lower TINYSERVE_MAX_BODY_BYTES")
+        return self
+
     @property
     def admin(self) -> bool:
         """Whether the admin routes are served (see `admin_enabled`)."""
@@ -183,5 +196,7 @@ def get_settings() -> Settings:
 def _problem(error: dict) -> str:
     """One setting's problem, with the value given unless it is a secret."""
     field = ".".join(map(str, error["loc"]))
+    if not field:  # a problem of several settings together: its message names them
+        return error["msg"].removeprefix("Value error, ")
     shown = "" if field == "api_tokens" else f"={error.get('input')!r}"
     return f"TINYSERVE_{field.upper()}{shown}: {error['msg'].removeprefix('Value error, ')}"

@@ -80,10 +80,10 @@ def entry(request: Request, name: str, version: int | str | None = None) -> Entr
 async def infer(request: Request, codec: Codec, name: str | None = None, version: str | None = None) -> Response:
     """Answer one inference request. The model is looked up before the body is read unless the
     body may name it or its version (`Codec.target`, without a version in the URL)."""
-    settings = request.app.state.settings
-    limit = settings.max_body_bytes
+    state = request.app.state
+    settings, bodies = state.settings, state.bodies
     model = lookup(request, name, version) if codec.target is None or version is not None else None
-    req = codec.parse(await read_body(request.receive, request.scope, limit), request.scope, limit)
+    req = codec.parse(await read_body(request.receive, request.scope, bodies), request.scope, bodies.limit)
     if model is None:
         named, version = codec.target(req)
         model = lookup(request, name if name is not None else named, version)

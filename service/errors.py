@@ -26,6 +26,7 @@ class ServiceError(Exception):
     """A failure with a message meant for the client and the HTTP status that goes with it."""
 
     status = 500
+    headers: dict | None = None  # sent with the answer
 
     def __init__(self, message: str):
         super().__init__(message)
@@ -50,6 +51,13 @@ class UnsupportedMediaType(ServiceError):
 
 class NotReady(ServiceError):
     status = 503
+
+
+class Busy(ServiceError):
+    """A limit of the whole worker, not of the request: the same request may pass in a moment."""
+
+    status = 503
+    headers = {"retry-after": "1"}
 
 
 class ErrorResponse(BaseModel):
@@ -87,7 +95,7 @@ def error_response(message: str, status: int, headers: dict | None = None, **ext
 def to_response(exc: Exception) -> Response:
     """The one mapping from an exception to an error response."""
     if isinstance(exc, ServiceError):
-        return error_response(exc.message, exc.status)
+        return error_response(exc.message, exc.status, exc.headers)
     if isinstance(exc, RequestValidationError):
         return error_response(_validation_message(exc), 400)
     if isinstance(exc, HTTPException):

@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from service import errors, logs, metrics, watcher
 from service.api import admin, docs, health, models, predict, tfserving, v2
 from service.api import metrics as metrics_api
+from service.codecs.json import Bodies
 from service.config import Settings, get_settings, package_version
 from service.http.gateway import Gateway
 from service.observe import Observer
@@ -80,6 +81,7 @@ def create_app(settings: Settings | None = None) -> Gateway:
         redirect_slashes=False,
     )
     app.state.settings = settings
+    app.state.bodies = Bodies(settings.max_body_bytes, settings.max_pending_body_bytes)
     app.state.repository = None
     app.state.metrics = metrics.Metrics() if settings.metrics_enabled else None
     app.state.access_log = logs.AccessLog() if settings.access_log else None

@@ -27,6 +27,8 @@ import os
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
                                generate_latest, multiprocess)
 
+from service.http import limits
+
 NONE = "none"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
@@ -61,6 +63,10 @@ class Metrics:
         self.version_status = Gauge("tinyserve_model_version_status", "1 for a model version's current "
                                     "status (ready or failed), 0 otherwise; removed versions are 0.",
                                     ("model", "version", "status"), registry=r, multiprocess_mode="livemax")
+        self.refused = Counter("tinyserve_connections_refused", "Connections answered and closed before a "
+                               "request reached the app, by reason: too_many_connections, idle_closed (to make "
+                               "room), head_timeout, head_too_large, upgrade.", ("reason",), registry=r)
+        self._refused_seen = dict(limits.REFUSED)  # the process's counts already published (by another app)
         self.in_flight_now = 0  # published to `in_flight` by `flush`
         self._flush_handle: asyncio.TimerHandle | None = None
         self._statuses: set[tuple[str, str]] = set()
@@ -103,6 +109,10 @@ class Metrics:
         for key, count in counts.items():
             self._children[key][0].inc(count)
         self.in_flight.set(self.in_flight_now)
+        if limits.REFUSED != self._refused_seen:  # the connection guard's counts, outside any request
+            for reason, count in limits.REFUSED.items():
+                self.refused.labels(reason).inc(count - self._refused_seen.get(reason, 0))
+            self._refused_seen = dict(limits.REFUSED)
 
     def _labelled(self, key: tuple, inference: bool = False) -> tuple:
         # The inference and rows series only once such a request is seen: a health probe's labels

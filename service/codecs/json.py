@@ -29,7 +29,7 @@ from starlette.requests import ClientDisconnect
 
 from service.card import ModelCard
 from service.codecs import compression
-from service.errors import BadRequest, PayloadTooLarge
+from service.errors import BadRequest, Busy, PayloadTooLarge
 from service.observe import BODY_LATE
 
 # bool is deliberately absent: JSON true/false is not a feature value.
@@ -50,9 +50,34 @@ M = TypeVar("M", bound=BaseModel)
 Tensor = Callable[[str, simdjson.Object, int], bool]  # key, its object, how many objects enclose that one
 
 
-async def read_body(receive, scope: dict, limit: int) -> bytes:
-    """The request body, refused with 413 beyond `limit` bytes, declared or actually streamed, or
-    decompressed (`Content-Encoding`: `service.codecs.compression`)."""
+class Bodies:
+    """The request bodies one worker is receiving: each at most `limit` bytes, and all of them
+    together at most `budget`. A body is held whole until its last byte arrives, so without the
+    budget clients sending large bodies slowly would hold the worker's memory until their deadline."""
+
+    __slots__ = ("limit", "budget", "held")
+
+    def __init__(self, limit: int, budget: int):
+        self.limit, self.budget = limit, budget
+        self.held = 0  # bytes of bodies still arriving, all requests together
+
+    def check(self, size: int) -> None:
+        """503 unless `size` more bytes fit in the budget now."""
+        if self.held + size > self.budget:
+            raise Busy(f"the server is receiving {self.held} bytes of other request bodies, at most "
+                       f"{self.budget} at a time; send this request again in a moment")
+
+    def take(self, size: int) -> None:
+        """Hold `size` more bytes (503 when they do not fit)."""
+        self.check(size)
+        self.held += size
+
+
+async def read_body(receive, scope: dict, bodies: Bodies) -> bytes:
+    """The request body, refused with 413 beyond `bodies.limit` bytes, declared or actually
+    streamed, or decompressed (`Content-Encoding`: `service.codecs.compression`), and with 503
+    when the worker's budget for bodies under way cannot hold it (`Bodies`)."""
+    limit = bodies.limit
     declared = encoding = None  # the first of each, found in one pass over the headers
     for key, value in scope["headers"]:
         if key == b"content-length":
@@ -60,22 +85,28 @@ async def read_body(receive, scope: dict, limit: int) -> bytes:
         elif key == b"content-encoding":  # several fields are one list
             encoding = value if encoding is None else encoding + b"," + value
     declared = "" if declared is None else declared.decode("latin-1")
-    if declared.isascii() and declared.isdigit() and int(declared) > limit:  # isdigit alone takes "²"
-        raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
+    if declared.isascii() and declared.isdigit():  # isdigit alone takes "²"
+        if int(declared) > limit:
+            raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
+        bodies.check(int(declared))  # refused before its bytes are sent, if it will not fit
     chunks, size, more = [], 0, True
-    while more:
-        try:
-            message = await receive()
-        except asyncio.CancelledError:  # the deadline, most likely: the answer says the body was late
-            scope[BODY_LATE] = True
-            raise
-        if message["type"] != "http.request":  # the client left; nothing will answer it
-            raise ClientDisconnect()
-        chunk, more = message.get("body", b""), message.get("more_body", False)
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
+    try:
+        while more:
+            try:
+                message = await receive()
+            except asyncio.CancelledError:  # the deadline, most likely: the answer says the body was late
+                scope[BODY_LATE] = True
+                raise
+            if message["type"] != "http.request":  # the client left; nothing will answer it
+                raise ClientDisconnect()
+            chunk, more = message.get("body", b""), message.get("more_body", False)
+            if size + len(chunk) > limit:
+                raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+            bodies.take(len(chunk))
+            size += len(chunk)
+            chunks.append(chunk)
+    finally:
+        bodies.held -= size
     body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     return body if encoding is None else compression.decode(body, encoding.decode("latin-1"), limit)
 

@@ -5,7 +5,10 @@ takes any number of connections. `Guard` watches each connection's bytes before 
 them, with a parser of its own (httptools, as uvicorn's) that marks where each request head
 begins and ends and adds up what it holds:
 
-- a connection past `max_connections` (per worker) is answered 503 and closed at once;
+- a connection past `max_connections` (per worker) makes room by closing, with a 503, the
+  connection that has waited longest for a request head (one that sent nothing, or not all of a
+  head: a client that keeps connections open without using them cannot shut others out); when
+  every connection is in a request, the new one is answered 503 and closed at once;
 - a head larger than `max_head_bytes` is answered 431 and the connection closed;
 - a head not complete `head_timeout` seconds after its first byte (or, for the first request,
   after the connection opened) is answered 408 and the connection closed; blank lines before a
@@ -13,18 +16,25 @@ begins and ends and adds up what it holds:
   sent), uvicorn's own keep-alive timeout applies.
 
 Every answer is `{"error": ...}` JSON. A request uvicorn refuses as malformed is left to uvicorn.
+Each refusal is counted by its reason in `REFUSED` (published by `service.metrics` as
+`tinyserve_connections_refused_total`) and logged at most once a minute with the counts so far.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from collections import Counter
 
 import httptools
 
 from service.errors import error_body
 
+log = logging.getLogger(__name__)
 REQUEST_LINE = len(b"OPTIONS  HTTP/1.1\r\n")  # a request line beside its target, at most
+REFUSED: Counter[str] = Counter()  # connections refused in this process, by reason
+LOG_EVERY = 60.0  # seconds between two log lines about refusals, at least
 
 
 def answer(status: int, reason: str, message: str) -> bytes:
@@ -42,8 +52,19 @@ class Limits:
         self.max_head_bytes = max_head_bytes
         self.head_timeout = head_timeout
         self.open = 0
-        self.waiting: dict[Guard, float] = {}  # guard -> when its head began
+        self.waiting: dict[Guard, float] = {}  # guard -> when its head began, the longest waiting first
         self._sweeping = False
+        self._logged = -LOG_EVERY  # when refusals were last logged
+
+    def refused(self, reason: str) -> None:
+        """Count a refusal; log the counts, unless they were logged less than a minute ago."""
+        REFUSED[reason] += 1
+        now = time.monotonic()
+        if now - self._logged >= LOG_EVERY:
+            self._logged = now
+            counts = ", ".join(f"{why}: {n}" for why, n in sorted(REFUSED.items()))
+            log.warning("connections refused since start (%s); logged at most once a minute, each counted "
+                        "in tinyserve_connections_refused_total", counts)
 
     def wait(self, guard: Guard, loop: asyncio.AbstractEventLoop) -> None:
         """A head begins on `guard`'s connection; it is timed from now."""
@@ -56,7 +77,8 @@ class Limits:
         # One pass over the pending heads a few times per timeout, rather than a timer per request.
         late = time.monotonic() - self.head_timeout
         for guard in [g for g, began in self.waiting.items() if began <= late]:
-            guard.refuse(408, "Request Timeout", f"request head not received within {self.head_timeout:g} s")
+            guard.refuse(408, "Request Timeout", f"request head not received within {self.head_timeout:g} s",
+                         "head_timeout")
         if self.waiting:
             loop.call_later(self.head_timeout / 4, self._sweep, loop)
         else:
@@ -90,10 +112,16 @@ class Guard:
         self.at = 0  # how far into this chunk the parser is known to be
         limits.open += 1
         if limits.open > limits.max_connections:
-            self.refuse(503, "Service Unavailable",
-                        f"too many connections: this server takes {limits.max_connections} at a time")
-        else:
-            limits.wait(self, loop)
+            idle = next(iter(limits.waiting), None)  # waiting longest for a head
+            if idle is None:
+                self.refuse(503, "Service Unavailable",
+                            f"too many connections: this server takes {limits.max_connections} at a time",
+                            "too_many_connections")
+                return
+            idle.refuse(503, "Service Unavailable", f"too many connections: this server takes "
+                        f"{limits.max_connections} at a time, and closed this one, which had not sent a "
+                        "request, to make room for another", "idle_closed")
+        limits.wait(self, loop)
 
     def admit(self, data: bytes) -> bool:
         """Whether uvicorn may read `data`; False once the connection has been refused."""
@@ -112,7 +140,7 @@ class Guard:
             # An Upgrade header `corked.Protocol` did not take out (a head that came in pieces):
             # this server speaks HTTP/1.1 alone, and past an upgrade neither parser reads on.
             self.refuse(400, "Bad Request", "this server speaks HTTP/1.1 only: send the request without an "
-                        "Upgrade header")
+                        "Upgrade header", "upgrade")
         except httptools.HttpParserError:
             self.parser = None
             self.limits.waiting.pop(self, None)
@@ -121,10 +149,11 @@ class Guard:
             self._check(self.head_bytes)
         return not self.closed
 
-    def refuse(self, status: int, reason: str, message: str) -> None:
-        """Answer `status` with `message`, then close the connection."""
+    def refuse(self, status: int, reason: str, message: str, why: str) -> None:
+        """Answer `status` with `message`, then close the connection; counted as `why`."""
         self.limits.waiting.pop(self, None)
         if not self.closed:
+            self.limits.refused(why)
             self.closed = True
             self.parser = None
             if not self.transport.is_closing():
@@ -168,4 +197,4 @@ class Guard:
     def _check(self, size: int) -> None:
         if size > self.limits.max_head_bytes and not self.closed:
             self.refuse(431, "Request Header Fields Too Large",
-                        f"request head exceeds {self.limits.max_head_bytes} bytes")
+                        f"request head exceeds {self.limits.max_head_bytes} bytes", "head_too_large")

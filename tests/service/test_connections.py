@@ -9,6 +9,8 @@ import json
 import os
 import socket
 import statistics
+import subprocess
+import sys
 import time
 
 import httpx
@@ -153,19 +155,48 @@ def test_a_header_streamed_without_end_is_cut_at_the_limit(guarded):
     assert sent < 8 * 1024 * 1024
 
 
-def test_past_the_connection_cap_a_new_connection_is_503_and_the_rest_served(guarded):
+def refusals(url: str) -> dict[str, float]:
+    text = httpx.get(url + "/metrics", timeout=10).text
+    reasons = ("too_many_connections", "idle_closed", "head_timeout", "head_too_large", "upgrade")
+    return {why: helpers.metric(text, "tinyserve_connections_refused_total", reason=why) or 0 for why in reasons}
+
+
+def test_past_the_connection_cap_the_longest_idle_connections_make_room(guarded):
+    # They were kept and each new connection refused: a client holding the cap's worth of unused
+    # connections shut out every other one, the health probes included.
+    before = refusals(guarded)
     held = [connect(guarded) for _ in range(30)]
     try:
         time.sleep(0.3)  # well within the 1 s head timeout: only refused connections have an answer
-        refused = [answer(sock) for sock in held if answered(sock)]
-        assert 10 <= len(refused) <= 10 + 1  # the cap is 20 (the readiness probe's may linger)
-        assert set(map(json.dumps, refused)) == {json.dumps(
-            [503, {"error": "too many connections: this server takes 20 at a time"}])}
+        refused = [i for i, sock in enumerate(held) if answered(sock)]
+        assert refused == list(range(len(refused))) and 10 <= len(refused) <= 10 + 1  # the oldest; cap 20
+        assert {json.dumps(answer(held[i])) for i in refused} == {json.dumps([503, {"error": (
+            "too many connections: this server takes 20 at a time, and closed this one, which had not sent a "
+            "request, to make room for another")}])}
+        assert httpx.get(guarded + "/health/live", timeout=10).status_code == 200  # one more, served
+    finally:
+        for sock in held:
+            sock.close()
+    after = refusals(guarded)
+    assert after["idle_closed"] - before["idle_closed"] >= 11 and after["too_many_connections"] == before["too_many_connections"]
+
+
+def test_past_the_connection_cap_with_every_connection_in_a_request_a_new_one_is_503(guarded):
+    before = refusals(guarded)
+    busy = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"  # its body still coming
+    held = [connect(guarded) for _ in range(20)]
+    try:
+        for sock in held:
+            sock.sendall(busy)
+        time.sleep(0.2)
+        with connect(guarded) as extra:
+            assert answer(extra) == (503, {"error": "too many connections: this server takes 20 at a time"})
+        assert not any(answered(sock) for sock in held)
     finally:
         for sock in held:
             sock.close()
     time.sleep(0.2)
-    assert httpx.get(guarded + "/health/live", timeout=10).status_code == 200
+    assert refusals(guarded)["too_many_connections"] - before["too_many_connections"] == 1
 
 
 def test_websocket_upgrade_requests_are_answered_as_http_and_use_up_no_connection_slot(guarded):
@@ -186,7 +217,7 @@ def _fds(pid: int) -> int:
 
 def test_a_thousand_idle_or_half_sent_connections_leave_other_clients_served(model_root, tmp_path):
     # Within the cap they stay open (until the head timeout); other clients are still answered,
-    # and the server holds no more descriptors than the cap allows.
+    # and the server holds no more descriptors than the cap allows: past it, the longest idle go.
     env = {"TINYSERVE_MODEL_ROOT": str(model_root), "TINYSERVE_LOG_LEVEL": "warning",
            "TINYSERVE_HEAD_TIMEOUT_SECONDS": "60", "TINYSERVE_MAX_CONNECTIONS": "1050"}
     procs: list = []
@@ -212,7 +243,8 @@ def test_a_thousand_idle_or_half_sent_connections_leave_other_clients_served(mod
             fds = _fds(procs[0].pid)
             extra = [connect(url) for _ in range(100)]
             time.sleep(0.5)
-            over = sum(1 for sock in extra if answered(sock) and answer(sock)[0] == 503)
+            over = sum(1 for sock in extra if answered(sock))
+            made_room = sum(1 for sock in held if answered(sock) and answer(sock, reset_ok=True)[0] == 503)
             fds_over = _fds(procs[0].pid)
             for sock in extra:
                 sock.close()
@@ -223,4 +255,70 @@ def test_a_thousand_idle_or_half_sent_connections_leave_other_clients_served(mod
           f"{statistics.median(during) * 1e3:.1f} ms with 1,000 idle connections; fds {fds}, {fds_over}")
     assert statistics.median(during) < 2.0  # answered, not stuck behind the idle connections
     assert 1000 < fds < 1050 + 64 and fds_over < 1050 + 64  # the cap, plus the process's own files
-    assert over >= 40  # what the cap leaves for the extra hundred is refused 503
+    # Past the cap the new connections are kept, and as many of the longest idle ones closed with a 503.
+    assert over == 0 and made_room >= 40
+
+
+@pytest.fixture(scope="module")
+def budgeted(model_root, tmp_path_factory):
+    env = {"TINYSERVE_MODEL_ROOT": str(model_root), "TINYSERVE_LOG_LEVEL": "warning",
+           "TINYSERVE_MAX_BODY_BYTES": "65536", "TINYSERVE_MAX_PENDING_BODY_BYTES": "131072",
+           "TINYSERVE_REQUEST_TIMEOUT_SECONDS": "10"}
+    with helpers.running_server(env, tmp_path_factory.mktemp("budgeted") / "server.log") as url:
+        yield url
+
+
+def _padded(size: int) -> bytes:
+    row = b'{"model": "tiny-regression", "instances": [[1, 2]]}'
+    return row + b" " * (size - len(row))
+
+
+def _status(sock: socket.socket) -> tuple[int, bytes]:
+    head = sock.recv(65536)
+    return int(head.split()[1]), head
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_bodies_arriving_slowly_hold_at_most_the_budget_and_the_rest_wait_their_turn(budgeted, chunked):
+    # Each body is held until its last byte: clients sending large bodies slowly filled the memory
+    # (a 512 MiB container was killed). Two bodies of 60,000 bytes, 50,000 sent, hold 100,000 of
+    # the 131,072 a worker holds at once: a third is answered 503 with Retry-After, before its body
+    # is sent when it declares its length; once the two finish, the same request is served.
+    size, sent = 60_000, 50_000
+    post = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size
+    slow = [connect(budgeted), connect(budgeted)]
+    try:
+        for sock in slow:
+            sock.sendall(post + _padded(size)[:sent])
+        deadline = time.monotonic() + 10
+        while True:  # until the server has read both partial bodies (on a busy machine, a moment)
+            with connect(budgeted) as third:
+                if chunked:
+                    third.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                  b"%x\r\n%s\r\n" % (40_000, b" " * 40_000))
+                else:
+                    third.sendall(post)
+                third.settimeout(0.5)
+                try:
+                    status, head = _status(third)
+                    break
+                except TimeoutError:
+                    assert time.monotonic() < deadline, "the third request was never refused"
+        assert status == 503 and b"retry-after: 1" in head.lower(), head
+        assert b'"the server is receiving 100000 bytes of other request bodies, at most 131072 at a time; ' \
+               b'send this request again in a moment"' in head
+        for sock in slow:
+            sock.sendall(_padded(size)[sent:])
+            assert _status(sock)[0] == 200
+    finally:
+        for sock in slow:
+            sock.close()
+    assert httpx.post(budgeted + "/predict", content=_padded(size), timeout=10).status_code == 200
+
+
+def test_a_budget_smaller_than_a_body_is_refused_at_start(tmp_path):
+    env = {**os.environ, "TINYSERVE_MAX_BODY_BYTES": "2048", "TINYSERVE_MAX_PENDING_BODY_BYTES": "1024"}
+    done = subprocess.run([sys.executable, "-m", "service"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert ("TINYSERVE_MAX_PENDING_BODY_BYTES=1024 is less than TINYSERVE_MAX_BODY_BYTES=2048: no body of the "
+            "largest size could be received") in done.stderr
