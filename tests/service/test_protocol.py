@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections import Counter
 
 import pytest
 import uvicorn
 from uvicorn.server import ServerState
 
 from service.http.corked import OWED, CorkedTransport, Owed, Protocol
+from service.http import limits
 from service.http.limits import Guard, Limits
 
 
@@ -479,3 +481,21 @@ def test_a_large_head_after_a_body_is_still_refused(cut):
     admitted, calls = _guarded([stream] if cut is None else [stream[:cut], stream[cut:]])
     assert admitted[-1] is False
     assert calls[0][1].startswith(b"HTTP/1.1 431 ") and calls[-1] == ("close",)
+
+
+def test_refusals_are_counted_and_logged_at_most_once_a_minute(caplog, monkeypatch):
+    # The guard's answers never reach the app: they left no metric and no log line.
+    monkeypatch.setattr(limits, "REFUSED", Counter())
+
+    async def main():
+        state = Limits(10, 1024, 5.0)
+        for _ in range(3):
+            guard = Guard(state, FakeTransport(), asyncio.get_running_loop())
+            guard.admit(b"GET / HTTP/1.1\r\nx-big: " + b"a" * 2000 + b"\r\n\r\n")
+            guard.lost()
+
+    asyncio.run(main())
+    assert limits.REFUSED == {"head_too_large": 3}
+    assert [r.getMessage() for r in caplog.records if r.name == "service.http.limits"] == [
+        "connections refused since start (head_too_large: 1); logged at most once a minute, each counted in "
+        "tinyserve_connections_refused_total"]
