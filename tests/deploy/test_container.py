@@ -91,6 +91,13 @@ def test_runs_as_non_root(container):
     assert "0" not in uids, status
 
 
+def test_the_deployments_pre_stop_command_runs_in_the_image(container):
+    deployment = yaml.safe_load((ROOT / "deploy" / "kubernetes" / "deployment.yaml").read_text())
+    command = deployment["spec"]["template"]["spec"]["containers"][0]["lifecycle"]["preStop"]["exec"]["command"]
+    name, _ = container
+    engine("exec", name, *command[:1], "0")  # the same program, without the pause
+
+
 def test_health_check_reports_healthy(container):
     name, _ = container
     if sh("which", timeout=30).stdout.strip() == "podman":

@@ -77,7 +77,11 @@ def test_deployment_is_production_shaped():
     assert _env(container)["PYTHONDONTWRITEBYTECODE"] == "1"
     drain = float(_env(container).get("TINYSERVE_GRACEFUL_SHUTDOWN_SECONDS",
                                       Settings.model_fields["graceful_shutdown_seconds"].default))
-    assert drain < pod.get("terminationGracePeriodSeconds", 30), "drain must end before SIGKILL"
+    pause = float(container["lifecycle"]["preStop"]["exec"]["command"][1])  # new requests still come meanwhile
+    assert container["lifecycle"]["preStop"]["exec"]["command"][0] == "sleep" and pause >= 3
+    assert pause + drain < pod.get("terminationGracePeriodSeconds", 30), "pause and drain must end before SIGKILL"
+    # A Service named like the settings' prefix would otherwise set TINYSERVE_PORT=tcp://...
+    assert pod["enableServiceLinks"] is False
     labels = deployment["spec"]["selector"]["matchLabels"]
     assert labels.items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
     service = _by_kind("Service")[0]
@@ -139,6 +143,8 @@ def test_container_ports_and_probes_match(container):
     assert container["ports"][0]["containerPort"] == port
     for probe in ("livenessProbe", "readinessProbe"):
         assert container[probe]["httpGet"]["port"] in (port, container["ports"][0].get("name"))
+        # Answered on the event loop that decodes requests: a busy worker takes longer than 1 s, the default.
+        assert container[probe]["timeoutSeconds"] >= 5
 
 
 def test_read_only_containers_mount_a_writable_tmp():
