@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -25,3 +26,21 @@ def test_service_imports_no_tensorflow(model_root):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == ""
+
+
+def test_onnxruntime_writes_and_sends_no_telemetry(model_root, tmp_path):
+    # onnxruntime 1.32 wrote a device id and an event store under ~/.cache (and printed a warning
+    # where HOME was not writable, as in the image) on import, unless told not to first.
+    script = ("import PACKAGE\n"
+              "import sys, numpy as np, onnxruntime\n"
+              "s = onnxruntime.InferenceSession(sys.argv[1], providers=['CPUExecutionProvider'])\n"
+              "s.run(None, {s.get_inputs()[0].name: np.zeros((1, s.get_inputs()[0].shape[1]), np.float32)})\n")
+    env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}
+    for package in ("service", "training"):
+        home = tmp_path / package
+        home.mkdir()
+        model = str(model_root / "tiny-binary" / "1" / "model.onnx")
+        result = subprocess.run([sys.executable, "-c", script.replace("PACKAGE", package), model], cwd=REPO_ROOT,
+                                env={**env, "HOME": str(home)}, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert list(home.rglob("*")) == [] and "telemetry" not in result.stderr
