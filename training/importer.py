@@ -30,7 +30,7 @@ from pydantic import ValidationError
 
 from service.card import (CARD_FILE, MODEL_FILE, NAME_RE, VERSION_MAX, VERSION_RE, Golden, ModelCard, OutputKind,
                           Source, Task, TensorSpec, sha256_file, write_card)
-from training.output_kind import keras_kind, not_probabilities, onnx_kind
+from training.output_kind import keras_kind, not_probabilities, onnx_kind, probabilities_already
 from training.publish import (DEFAULT_ROOT, DEFAULT_ROOT_HELP, library_versions, next_version, now, publish,
                               serving_problem, unwritable)
 from training.quiet import quiet_stderr
@@ -310,8 +310,7 @@ def _card(args, name: str, version: int, task: Task, labels: list[str] | None, f
                            f"has {width}: import it with --task multiclass and {width} labels")
     _finite(out[:GOLDEN_ROWS], args.samples)
     output_kind = _kind(task, args.output_kind, converted.kind)
-    if output_kind is OutputKind.probabilities:
-        _probabilities(out, task, args, converted)
+    _check_kind(out, task, output_kind, args, converted)
     keras_model, parity = converted.keras, None
     if keras_model is not None:  # TensorFlow, for a Keras file only (it is loaded already)
         from training.export import check_parity
@@ -359,14 +358,17 @@ def _finite(out: np.ndarray, path: Path | None) -> None:
                        "examples; pass rows it answers with --samples")
 
 
-def _probabilities(out: np.ndarray, task: Task, args: argparse.Namespace, converted: Converted) -> None:
-    """An output said or found to hold probabilities must hold them on the sample rows: else the
-    service would answer logits as probabilities, or a sigmoid's scores as a softmax's."""
+def _check_kind(out: np.ndarray, task: Task, kind: OutputKind, args: argparse.Namespace, converted: Converted) -> None:
+    """An output said or found to hold probabilities must hold them on the sample rows (else the
+    service would answer logits as probabilities, or a sigmoid's scores as a softmax's), and a
+    multiclass output said or found to hold logits must not be probabilities already (a second
+    softmax would flatten every answer)."""
     rows = f"of {args.samples.name}" if args.samples else "of the random sample rows"
-    problem = not_probabilities(out, task is Task.multiclass, rows)
+    problem = not_probabilities(out, task is Task.multiclass, rows) if kind is OutputKind.probabilities else \
+        probabilities_already(out, rows) if kind is OutputKind.logits and task is Task.multiclass else None
     if problem is not None:
-        said = "--output-kind probabilities" if args.output_kind else \
-            f"the output was taken to hold probabilities ({converted.kind_from})"
+        said = f"--output-kind {kind.value}" if args.output_kind else \
+            f"the output was taken to hold {kind.value} ({converted.kind_from})"
         raise ImportFailed(f"{said}, but {problem}")
 
 

@@ -28,13 +28,23 @@ class Found(NamedTuple):
     one_class: bool = False
 
 
+# Keras layers that pass values through unchanged when serving (a dropout's work is in training).
+KERAS_PASS_THROUGH = ("Dropout", "AlphaDropout", "GaussianDropout", "GaussianNoise", "ActivityRegularization",
+                      "Identity", "Flatten", "Reshape")
+
+
 def keras_kind(model) -> Found:
-    """Probabilities when the output layer ends in softmax or sigmoid, logits when it is linear;
-    unknown when no layer's one output is the model's (a keras.ops call or arithmetic makes it, or
-    a layer called twice, whose `output` is its first call's)."""
+    """Probabilities when the output layer ends in softmax or sigmoid, logits when it is linear,
+    looking past layers that pass values through (a Dropout after the softmax); unknown when no
+    layer's one output is the model's (a keras.ops call or arithmetic makes it, or a layer called
+    twice, whose `output` is its first call's)."""
     import keras
 
     layer = next((layer for layer in model.layers if layer.output is model.outputs[0]), None)
+    passing = tuple(getattr(keras.layers, name) for name in KERAS_PASS_THROUGH if hasattr(keras.layers, name))
+    inbound = _keras_inbound(model) if isinstance(layer, passing) else {}
+    while isinstance(layer, passing) and layer.name in inbound:
+        layer = model.get_layer(inbound[layer.name])
     if layer is None:
         return Found(None, "the model's output is not the output of one Keras layer")
     activation = getattr(layer, "activation", None)
@@ -43,7 +53,26 @@ def keras_kind(model) -> Found:
     act = act if isinstance(act, str) else None
     found = {"softmax": OutputKind.probabilities, "sigmoid": OutputKind.probabilities,
              "linear": OutputKind.logits}.get(act)
-    return Found(found, f"the last Keras layer {layer.name!r} has activation {act!r}", act == "softmax")
+    last = "last Keras layer" if layer.output is model.outputs[0] else "Keras layer (before layers that pass it through)"
+    return Found(found, f"the {last} {layer.name!r} has activation {act!r}", act == "softmax")
+
+
+def _keras_inbound(model) -> dict[str, str]:
+    """Each layer called once on one tensor -> the layer making that tensor, from the functional
+    model's config (its public description of the graph); none for a model without one."""
+    try:
+        layers = model.get_config()["layers"]
+    except Exception:  # a subclassed model describes no graph
+        return {}
+    found = {}
+    for layer in layers:
+        nodes = layer.get("inbound_nodes") or []
+        args = nodes[0].get("args", []) if len(nodes) == 1 and isinstance(nodes[0], dict) else []
+        if len(args) == 1 and isinstance(args[0], dict):
+            history = args[0].get("config", {}).get("keras_history")
+            if history:
+                found[layer["name"]] = history[0]
+    return found
 
 
 # Nodes that pass values through unchanged; elementwise ones that combine values with constants
@@ -121,6 +150,17 @@ def _a(op_type: str) -> str:
 
 def _strings(node) -> dict[str, str]:
     return {a.name: a.s.decode() for a in node.attribute if a.s}
+
+
+def probabilities_already(out: np.ndarray, rows: str) -> str | None:
+    """Why a multiclass output said or found to hold logits holds probabilities instead (every
+    row `rows` names in [0, 1] and summing to 1), or None."""
+    out = out.astype(np.float64)
+    if len(out) and not_probabilities(out, True, rows) is None and np.isfinite(out).all():
+        return (f"every row {rows} lies in [0, 1] and sums to 1: those are probabilities already, and "
+                "served as logits they would get a second softmax (every answer flattened); say "
+                "--output-kind probabilities")
+    return None
 
 
 def not_probabilities(out: np.ndarray, multiclass: bool, rows: str) -> str | None:

@@ -152,6 +152,50 @@ def test_logits_said_of_a_softmax_or_sigmoid_end_are_refused(tmp_path, capsys, l
     assert not (tmp_path / "models").exists()
 
 
+@pytest.mark.parametrize("after", ["Dropout", "Identity", "Flatten", "Reshape"])
+@pytest.mark.parametrize("last,task,labels", [("softmax", "multiclass", "a,b,c"), ("sigmoid", "binary", "no,yes")])
+def test_a_keras_softmax_or_sigmoid_is_found_past_layers_that_pass_it_through(tmp_path, capsys, after, last,
+                                                                               task, labels):
+    # A Dropout after the softmax hid it: the kind was asked for, and logits taken, so every answer
+    # got a second softmax (or sigmoid: every binary row labelled positive).
+    import keras
+
+    model = keras_model(last)
+    width = model.outputs[0].shape[1]
+    layer = {"Dropout": keras.layers.Dropout(0.1), "Identity": keras.layers.Identity(),
+             "Flatten": keras.layers.Flatten(), "Reshape": keras.layers.Reshape((width,))}[after]
+    model = keras.Sequential([keras.Input((4,)), *model.layers, layer])
+    model.save(tmp_path / "user.keras")
+    base = [tmp_path / "user.keras", "--task", task, "--labels", labels, "--out", tmp_path / "models"]
+    code, err = run_import(capsys, *base, "--output-kind", "logits")
+    assert code == 2 and err.count("\n") == 1, err
+    assert "--output-kind logits contradicts the model: the Keras layer (before layers that pass it through) " \
+        f"'{model.layers[-2].name}' has activation '{last}'" in err, err
+    assert run_import(capsys, *base)[0] == 0
+    assert read_card(tmp_path / "models/user/1/card.json").output_kind.value == "probabilities"
+
+
+def test_multiclass_logits_said_of_probabilities_are_refused_by_the_sample_rows(tmp_path, capsys):
+    # A random forest's probabilities (a TreeEnsembleClassifier without post_transform, which says
+    # nothing of its kind) taken as logits: setosa at 1.0 was served as 0.576.
+    from skl2onnx import to_onnx
+    from sklearn.datasets import load_iris
+    from sklearn.ensemble import RandomForestClassifier
+
+    x, y = load_iris(return_X_y=True)
+    forest = RandomForestClassifier(n_estimators=5, random_state=0).fit(x, y)
+    onx = to_onnx(forest, x[:1].astype(np.float32), options={id(forest): {"zipmap": False}})
+    (tmp_path / "forest.onnx").write_bytes(onx.SerializeToString())
+    np.save(tmp_path / "rows.npy", x[::15])
+    base = [tmp_path / "forest.onnx", "--task", "multiclass", "--labels", "setosa,versicolor,virginica",
+            "--output", "probabilities", "--samples", tmp_path / "rows.npy", "--out", tmp_path / "models"]
+    code, err = run_import(capsys, *base, "--output-kind", "logits")
+    assert code == 2 and err.count("\n") == 1, err
+    assert "--output-kind logits, but every row of rows.npy lies in [0, 1] and sums to 1: those are " \
+        "probabilities already" in err, err
+    assert run_import(capsys, *base, "--output-kind", "probabilities")[0] == 0
+
+
 def test_probabilities_said_of_a_linear_end_are_taken_once_the_rows_hold_them(tmp_path, capsys):
     # A score clipped into [0, 1] is found to be logits (a Clip after a MatMul): the option corrects it.
     tail = [helper.make_node("Clip", ["scores", "zero", "one"], ["out"])]
