@@ -52,11 +52,27 @@ def output_units(task: Task, n_targets: int) -> int:
     return 1 if task is Task.binary else n_targets
 
 
-def loss_for(task: Task) -> keras.losses.Loss:
+class StandardizedMSE(keras.losses.Loss):
+    """Each target's squared error over its variance, averaged over the targets: every target
+    counts the same whatever its units (in target units alone, the largest would be all the loss
+    sees), and the loss is near 1 - R^2, so the learning rate and the L2 penalty mean the same for
+    any target scale."""
+
+    def __init__(self, std: np.ndarray, name: str = "standardized_mse", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.inverse = (1.0 / np.where(std > 0, std, 1.0)).astype(np.float32)  # a constant target: plain MSE
+
+    def call(self, y_true, y_pred):
+        error = (keras.ops.cast(y_true, y_pred.dtype) - y_pred) * self.inverse
+        return keras.ops.mean(keras.ops.square(error), axis=-1)
+
+
+def loss_for(task: Task, target_std: np.ndarray | None = None) -> keras.losses.Loss:
+    """The task's loss on logits; for regression with the training targets' spread, standardized."""
     if task is Task.multiclass:
         return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     if task is Task.regression:
-        return keras.losses.MeanSquaredError()
+        return keras.losses.MeanSquaredError() if target_std is None else StandardizedMSE(target_std)
     return keras.losses.BinaryCrossentropy(from_logits=True)
 
 

@@ -26,21 +26,21 @@ def fit(data: Dataset, s: Split, cfg: Config, verbose: bool = False) -> Fitted:
     """Build and fit the network; the test split is never seen here (`verbose`: a line an epoch)."""
     keras.utils.set_random_seed(cfg.seed)
     n_out = output_units(data.task, s.y_train.shape[1] if s.y_train.ndim == 2 else len(data.labels))
-    target_scale, loss_weight = None, 1.0
+    target_scale = None
     if data.task is Task.regression:
-        std, mean = s.y_train.std(axis=0), s.y_train.mean(axis=0)
-        target_scale = (std, mean)
-        # MSE in target units divided by the target variance: a loss near 1 - R^2, so the
-        # learning rate and the L2 penalty mean the same for any target scale.
-        loss_weight = float(1.0 / np.mean(std ** 2))
+        target_scale = (s.y_train.std(axis=0), s.y_train.mean(axis=0))
+        if cfg.output_activation == "relu" and (s.y_train < 0).any():
+            raise ValueError(f"--output-activation relu answers values of 0 or more only, and the training "
+                             f"targets hold negative ones (the least {s.y_train.min():.6g}); leave it out for "
+                             "a linear output")
     model = build_model(data.task, s.x_train, n_out, cfg.hidden, cfg.l2, target_scale,
                         cfg.output_activation, scaled=s.scaled)
     metrics = {Task.binary: [keras.metrics.BinaryAccuracy(threshold=0.0)],
                Task.multiclass: ["sparse_categorical_accuracy"],
                Task.multilabel: [keras.metrics.BinaryAccuracy(threshold=0.0)],
                Task.regression: ["mae"]}[data.task]
-    model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss=loss_for(data.task),
-                  loss_weights=loss_weight, metrics=metrics)
+    model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate),
+                  loss=loss_for(data.task, target_scale[0] if target_scale else None), metrics=metrics)
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience,
                                          restore_best_weights=True)
     history = model.fit(s.x_train, _targets(data.task, s.y_train),

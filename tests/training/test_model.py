@@ -81,3 +81,40 @@ def test_affine_layer_math():
     layer = Affine([2.0, 0.5], [1.0, -1.0])
     out = keras.ops.convert_to_numpy(layer(np.array([[1.0, 4.0]], dtype=np.float32)))
     assert out.tolist() == [[3.0, 1.0]]
+
+
+def _two_scales(rows: int = 600):
+    from training.datasets import Dataset, Split
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(rows, 2)).astype(np.float32)
+    y = np.column_stack([0.001 * x[:, 0], 1e6 + 1e5 * x[:, 1]]).astype(np.float64)
+    a, b = int(rows * 0.6), int(rows * 0.8)
+    data = Dataset("two-scales", Task.regression, x, y, ["a", "b"], ["small", "big"], "two exact lines")
+    return data, Split(x[:a], y[:a], x[a:b], y[a:b], x[b:], y[b:])
+
+
+def test_every_regression_target_is_learned_whatever_its_units():
+    # The loss was the squared error in target units, over the targets' mean variance: a target a
+    # billion times smaller than the other was all but absent from it (test R^2 0.0005).
+    from sklearn.metrics import r2_score
+
+    from training.config import Config
+    from training.train import fit
+
+    data, s = _two_scales()
+    model = fit(data, s, Config(hidden=(8,), epochs=60, l2=0.0, patience=60)).model
+    predicted = model.predict(s.x_test, verbose=0)
+    r2 = [r2_score(s.y_test[:, j], predicted[:, j]) for j in range(2)]
+    assert min(r2) > 0.9, r2
+
+
+def test_a_relu_output_is_refused_for_targets_below_zero():
+    from training.config import Config
+    from training.train import fit
+
+    data, s = _two_scales()
+    s.y_train[0, 0] = -2.5
+    with pytest.raises(ValueError, match="--output-activation relu answers values of 0 or more only, and the "
+                                         "training targets hold negative ones \\(the least -2.5\\)"):
+        fit(data, s, Config(output_activation="relu"))
