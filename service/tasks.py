@@ -63,7 +63,9 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 def softmax(x: np.ndarray, finite: bool | None = None) -> np.ndarray:
-    """Row-wise softmax; subtracting the row max keeps every exponent <= 0.
+    """Row-wise softmax; subtracting the row max keeps every exponent <= 0. Its limits where a
+    logit is infinite: -inf is a class of probability 0, and +inf logits share the whole
+    probability; a row with NaN, or every logit -inf, has none (NaN, answered null).
 
     `finite`: whether the caller already knows every value of `x` is finite (None: look).
     """
@@ -71,8 +73,10 @@ def softmax(x: np.ndarray, finite: bool | None = None) -> np.ndarray:
     if finite or (finite is None and np.isfinite(top).all()):  # no inf - inf, so no errstate needed
         e = np.exp(x - top)
     else:
-        with np.errstate(invalid="ignore"):  # inf - inf rows are null for every caller
+        with np.errstate(invalid="ignore"):  # inf - inf
             e = np.exp(x - top)
+        infinite = np.isposinf(top[:, 0])  # (a row holding NaN has a NaN maximum)
+        e[infinite] = np.isposinf(x[infinite])
     e /= e.sum(axis=1, keepdims=True)
     return e
 

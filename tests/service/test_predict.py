@@ -127,7 +127,8 @@ async def test_top_k_is_ignored_by_other_tasks(client):
                           {"label": "yes", "probability": 1.0}]),
     ("nonfinite-multiclass", [{"label": "a", "probability": sigmoid(2), "top_k": [
         {"label": "a", "probability": sigmoid(2)}, {"label": "b", "probability": sigmoid(-2)}]},
-        {"label": None, "probability": None, "top_k": []}, {"label": None, "probability": None, "top_k": []}]),
+        {"label": None, "probability": None, "top_k": []},
+        {"label": "a", "probability": 1.0, "top_k": [{"label": "a", "probability": 1.0}, {"label": "b", "probability": 0.0}]}]),
     ("nonfinite-multilabel", [{"labels": ["a", "b"], "probabilities": {"a": sigmoid(2), "b": 0.5}},
                               {"labels": None, "probabilities": {"a": None, "b": 0.5}},
                               {"labels": ["a", "b"], "probabilities": {"a": 1.0, "b": 0.5}}]),

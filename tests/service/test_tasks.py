@@ -48,8 +48,13 @@ def test_softmax_subtracts_the_row_max():
 def test_softmax_of_non_finite_rows_does_not_warn():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        p = tasks.softmax(np.array([[np.inf, 0.0], [-np.inf, -np.inf], [np.nan, 0.0], [-np.inf, 0.0]]))
-    assert np.isnan(p[:3]).all() and p[3].tolist() == [0.0, 1.0]
+        p = tasks.softmax(np.array([[-np.inf, -np.inf, 0.0], [np.nan, 0.0, 0.0], [np.nan, np.inf, 0.0],
+                                    [-np.inf, 0.0, -np.inf], [np.inf, 0.0, 0.0], [np.inf, np.inf, -np.inf],
+                                    [-np.inf, -np.inf, -np.inf]]))
+    assert np.isnan(p[1:3]).all() and np.isnan(p[6]).all()
+    assert p[0].tolist() == [0.0, 0.0, 1.0] and p[3].tolist() == [0.0, 1.0, 0.0]
+    # The limits: +inf logits share the probability (a row once answered null, where binary said 1.0).
+    assert p[4].tolist() == [1.0, 0.0, 0.0] and p[5].tolist() == [0.5, 0.5, 0.0]
 
 
 def test_binary_threshold_and_labels():
@@ -110,9 +115,10 @@ def test_regression_scalar_and_vector_values():
 @pytest.mark.parametrize("spec, expected", [
     (helpers.NONFINITE_BINARY, [{"label": None, "probability": None}, {"label": "yes", "probability": 1.0},
                                 {"label": "no", "probability": 0.0}]),
-    (helpers.NONFINITE_MULTICLASS, [{"label": None, "probability": None, "top_k": []}] * 2 + [
-        {"label": "b", "probability": 1.0, "top_k": [{"label": "b", "probability": 1.0},
-                                                     {"label": "a", "probability": 0.0}]}]),
+    (helpers.NONFINITE_MULTICLASS, [{"label": None, "probability": None, "top_k": []}] + [
+        {"label": win, "probability": 1.0, "top_k": [{"label": win, "probability": 1.0},
+                                                     {"label": lose, "probability": 0.0}]}
+        for win, lose in (("a", "b"), ("b", "a"))]),
     (helpers.NONFINITE_MULTILABEL, [{"labels": None, "probabilities": {"a": None, "b": 0.5}},
                                     {"labels": ["a", "b"], "probabilities": {"a": 1.0, "b": 0.5}},
                                     {"labels": ["b"], "probabilities": {"a": 0.0, "b": 0.5}}]),
@@ -127,9 +133,20 @@ def test_non_finite_outputs_become_null(spec, expected):
 
 def test_only_the_non_finite_rows_are_null():
     c = card(helpers.MULTICLASS_V1)
-    preds = answers(c, np.array([[0.0, 1.0, 2.0], [0.0, np.inf, 2.0], [5.0, 0.0, 0.0]]))
+    preds = answers(c, np.array([[0.0, 1.0, 2.0], [0.0, np.nan, 2.0], [5.0, 0.0, 0.0]]))
     assert [p["label"] for p in preds] == ["emu", None, "cat"]
     assert preds[1] == {"label": None, "probability": None, "top_k": []}
+
+
+def test_a_plus_inf_logit_takes_the_whole_probability():
+    c = card(helpers.MULTICLASS_V1)
+    x = np.array([[0.0, np.inf, 2.0], [np.inf, 0.0, np.inf]])
+    preds = answers(c, x)
+    assert preds[0] == {"label": "dog", "probability": 1.0, "top_k": [
+        {"label": "dog", "probability": 1.0}, {"label": "emu", "probability": 0.0}, {"label": "cat", "probability": 0.0}]}
+    assert preds[1]["label"] == "cat" and preds[1]["probability"] == 0.5  # a tie: the first, as with finite ties
+    probs, found = tasks.decided(c, x)  # what V2 and TF Serving answer
+    assert found == ["dog", "cat"] and probs.tolist() == [[0.0, 1.0, 0.0], [0.5, 0.0, 0.5]]
 
 
 def test_a_minus_inf_logit_is_a_class_of_probability_zero():
@@ -169,6 +186,8 @@ def reference(card, outputs: np.ndarray, top_k: int) -> list[dict]:
         for logits in x:
             with np.errstate(invalid="ignore"):
                 e = np.exp(logits - logits.max())  # -inf: 0; NaN, inf - inf: NaN
+            if logits.max() == np.inf:  # the limit: the +inf logits share the probability
+                e = (logits == np.inf).astype(np.float64)
             p = e / e.sum()
             if np.isnan(p).any():
                 preds.append({"label": None, "probability": None, "top_k": []})

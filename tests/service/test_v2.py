@@ -207,7 +207,8 @@ async def test_non_finite_outputs_are_strings_and_unlabelled(client):
     got = await infer(client, "nonfinite-multiclass", {"inputs": [tensor([[4, 0], [-1, 0], [0, 2]])]})
     logits, probs, labels = got.outputs
     assert logits.data == [2.0, 0.0, "NaN", 0.0, "Infinity", 0.0]
-    assert probs.data[2:] == ["NaN", "NaN", "NaN", "NaN"] and labels.data == ["a", "", ""]
+    # NaN: no probabilities, no label; +inf: the limit of the softmax, the whole probability
+    assert probs.data[2:] == ["NaN", "NaN", 1.0, 0.0] and labels.data == ["a", "", "a"]
     assert np.isnan(as_numpy(logits)[1, 0]) and as_numpy(logits)[2, 0] == np.inf
 
 
