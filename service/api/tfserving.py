@@ -34,7 +34,7 @@ async def predict(name: str, request: Request) -> Response:
 @router.post("/{name}/versions/{version}:predict", **_docs(RowResponse | ColumnarResponse, PredictRequest))
 async def predict_version(name: str, version: str, request: Request) -> Response:
     """Predict with one version (row or columnar format)."""
-    return await dataplane.infer(request, tfserving_codec.CODEC, name, version)
+    return await dataplane.infer(request, tfserving_codec.CODEC, name, tfserving_codec.version(version))
 
 
 @router.post("/{name}:{method}", include_in_schema=False)
@@ -56,10 +56,14 @@ def _unsupported(method: str) -> str:
 
 
 def _get_of_a_method(*parts: str) -> None:
-    """A GET of `{name}:predict` would otherwise look a model named "digits:predict" up (404)."""
+    """A GET of `{name}:predict` would otherwise look a model named "digits:predict" up (404); a
+    method not served is 404 whatever the HTTP method."""
     for part in parts:
         if ":" in part:
-            raise HTTPException(405, f"':{part.partition(':')[2][:100]}' takes POST, not GET", {"Allow": "POST"})
+            method = part.partition(":")[2]
+            if method != "predict":
+                raise NotFound(_unsupported(method))
+            raise HTTPException(405, "':predict' takes POST, not GET", {"Allow": "POST"})
 
 
 @router.get("/{name}", **_docs(GetModelStatusResponse))
@@ -74,7 +78,7 @@ async def model_status(name: str, request: Request) -> Response:
 async def version_status(name: str, version: str, request: Request) -> Response:
     """Status of one version."""
     _get_of_a_method(name, version)
-    return json_response(tfserving_codec.model_status([dataplane.entry(request, name, version)]))
+    return json_response(tfserving_codec.model_status([dataplane.entry(request, name, tfserving_codec.version(version))]))
 
 
 @router.get("/{name}/metadata", **_docs(GetModelMetadataResponse))
@@ -86,4 +90,4 @@ async def model_metadata(name: str, request: Request) -> Response:
 @router.get("/{name}/versions/{version}/metadata", **_docs(GetModelMetadataResponse))
 async def version_metadata(name: str, version: str, request: Request) -> Response:
     """Signature of one version."""
-    return json_response(tfserving_codec.model_metadata(dataplane.lookup(request, name, version)))
+    return json_response(tfserving_codec.model_metadata(dataplane.lookup(request, name, tfserving_codec.version(version))))

@@ -11,7 +11,9 @@ Accepted inputs, as in TF Serving's REST guide, for a model with n features:
 - row format: {"instances": [[n numbers], ...]} or {"instances": [{"<input>": [n numbers]}, ...]};
 - columnar: {"inputs": [[n numbers], ...]} or {"inputs": {"<input>": [[n numbers], ...]}};
 - a model with one feature also takes one number per row: {"instances": [1.0, 2.0, 5.0]};
-- "signature_name", when given, must be "serving_default".
+- "signature_name", when given, must be "serving_default" or "" (TF Serving's default too; model
+  metadata lists it as "").
+A version in the path is TF Serving's number: `01` is version 1.
 Rows then follow the native rules of `codecs.json.rows` (count, width, numbers only, finite float32).
 
 A table model (a card with `columns`) takes its graph's inputs by name (`service.codecs.columns`):
@@ -51,10 +53,15 @@ def parse(body: bytes, scope: dict, limit: int) -> PredictRequest:
     fields are ignored)."""
     data = json.parse(body, "the body must be a JSON object with 'instances' or 'inputs'", _rows)
     req = json.validated(PredictRequest, data, whole="body")
-    if req.signature_name not in (None, SIGNATURE):
+    if req.signature_name not in (None, "", SIGNATURE):
         raise BadRequest(f"Serving signature name: {req.signature_name!r} not found in signature def; "
                          f"the only signature is {SIGNATURE!r}")
     return req
+
+
+def version(text: str) -> str:
+    """A version in the path as TF Serving reads it, a number (`01` is 1); anything else as given."""
+    return str(int(text)) if text.isascii() and text.isdigit() else text
 
 
 def matrix(req: PredictRequest, model: LoadedModel, max_rows: int) -> np.ndarray:

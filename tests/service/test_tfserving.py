@@ -74,6 +74,19 @@ async def test_version_path_and_the_colon(client):
     assert older == pytest.approx([1 / 3] * 3) and newest != older
 
 
+async def test_a_version_is_a_number_and_the_default_signature_may_be_named_empty(client):
+    # TF Serving reads the path's version as a number, and "" as the default signature: the
+    # metadata's own "signature_name" sent back was a 400, "01" a 404.
+    rows = {"instances": [[0, 0, 0, 0]]}
+    first = await client.post("/v1/models/tiny-multiclass/versions/1:predict", json=rows)
+    for path in ("/v1/models/tiny-multiclass/versions/01:predict", "/v1/models/tiny-multiclass/versions/001:predict"):
+        assert (await client.post(path, json=rows)).json() == first.json()
+    assert (await client.get("/v1/models/tiny-multiclass/versions/01")).json()["model_version_status"][0]["version"] == "1"
+    assert (await client.get("/v1/models/tiny-multiclass/versions/01/metadata")).json()["model_spec"]["version"] == "1"
+    named = await client.post("/v1/models/tiny-multiclass/versions/1:predict", json={**rows, "signature_name": ""})
+    assert named.status_code == 200 and named.json() == first.json()
+
+
 async def test_non_finite_outputs_are_null(client):
     got = (await client.post("/v1/models/nonfinite-regression:predict", json={"instances": [[4, 0], [-1, 0]]})).json()
     assert got == {"predictions": [[2.0], [None]]}
