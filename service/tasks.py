@@ -7,8 +7,8 @@ by task; a new task type is one entry there plus its functions here.
 
 What a classifier's output holds is the card's `output_kind`, decided once per (task, kind) in
 `post_for`: `logits` get the task's sigmoid or softmax; `probabilities` (a graph that ends in
-its own softmax or sigmoid) are taken as they are, so no second sigmoid or softmax is ever
-applied. Everything else (decisions, answers, named outputs) is the same for both kinds; the
+its own softmax or sigmoid) are taken as they are (clipped to [0, 1], past which float32
+rounding may put them), so no second sigmoid or softmax is ever applied. Everything else (decisions, answers, named outputs) is the same for both kinds; the
 ranking of a multiclass row is the same on logits and on their softmax.
 
 The outputs become predictions:
@@ -364,7 +364,9 @@ POST: dict[Task, Post] = {
 
 
 def _as_given(x: np.ndarray, finite: bool | None) -> np.ndarray:
-    return x
+    # A graph's own softmax or sigmoid in float32 may round past 1 (1.0000001): a probability
+    # says at most 1. NaN stays NaN.
+    return np.clip(x, 0.0, 1.0)
 
 
 @lru_cache(maxsize=16)

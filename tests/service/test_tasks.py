@@ -352,3 +352,18 @@ def test_named_outputs_decide_as_the_answers_do(key):
             elif key[0] != "multilabel" and p["probability"] is not None:
                 best = row[0] if key[0] == "binary" else row[c.labels.index(p["label"])]
                 assert p["probability"] == pytest.approx(best, rel=1e-6, abs=1e-30)
+
+
+@pytest.mark.parametrize("spec, x, expected", [
+    (helpers.BINARY, [[1.0000001], [-1e-8]], [{"label": "yes", "probability": 1.0}, {"label": "no", "probability": 0.0}]),
+    (helpers.MULTICLASS_V1, [[1.0000001192092896, 0.0, 0.0]], [{"label": "cat", "probability": 1.0, "top_k": [
+        {"label": "cat", "probability": 1.0}, {"label": "dog", "probability": 0.0}, {"label": "emu", "probability": 0.0}]}]),
+])
+def test_probabilities_a_graph_gives_are_answered_at_most_1(spec, x, expected):
+    # A random forest's float32 probabilities summed to 1.0000001: served as they were.
+    from service.card import OutputKind
+
+    given = card(spec).model_copy(update={"output_kind": OutputKind.probabilities})
+    assert answers(given, np.array(x, np.float32)) == expected
+    probs, _ = tasks.decided(given, np.array(x, np.float32))  # what V2 and TF Serving answer
+    assert probs.max() <= 1.0 and probs.min() >= 0.0
