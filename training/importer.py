@@ -4,13 +4,12 @@
     python -m training import iris.onnx --task multiclass --labels-file labels.txt \\
         --output probabilities --samples rows.csv --out models
 
-Writes `<out>/<name>/<version>/model.onnx` and a card of facts: the signature read from the
-graph, its SHA-256, where it came from (`source`), what its output holds (`output_kind`: from the
-last Keras layer's activation or the graph's last node, or --output-kind; see `output_kind`), golden
-examples computed with onnxruntime and, for a Keras file, the parity proof against Keras on the
-sample rows. Nothing about training is invented: those card fields stay absent. The version is
-checked with the service's own loader before it is published; anything wrong ends with one
-line on stderr, a non-zero exit, and nothing written.
+Writes `<out>/<name>/<version>/model.onnx` and a card of facts: the signature read from the graph,
+its SHA-256, where it came from (`source`), what its output holds (`output_kind`, see
+`training.output_kind`), golden examples computed with onnxruntime and, for a Keras file, the
+parity proof against Keras on the sample rows. Nothing about training is invented: those card
+fields stay absent. The version is checked with the service's own loader before it is published;
+anything wrong ends with one line on stderr, a non-zero exit, and nothing written.
 """
 
 from __future__ import annotations
@@ -165,6 +164,8 @@ def _read_lines(path: Path) -> list[str]:
         lines = [line.strip() for line in path.read_text().splitlines()]
     except (OSError, UnicodeDecodeError) as e:
         raise ImportFailed(f"cannot read labels file {path}: {_line(e)}")
+    if not any(lines):
+        raise ImportFailed(f"labels file {path} holds no label: write one a line, in output order")
     return [line for line in lines if line]
 
 

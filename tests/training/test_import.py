@@ -284,6 +284,7 @@ def _bad_inputs(tmp_path):
     (tmp_path / "notes.onnx").write_text("these are not the weights you are looking for")
     (tmp_path / "notes.keras").write_text("nor these")
     (tmp_path / "notes.txt").write_text("a,b")
+    (tmp_path / "blank.txt").write_text("\n  \n")
     (tmp_path / "narrow.csv").write_text("1,2\n3,4\n")
     graph = ["--task", "multiclass", "--labels"]
     return [
@@ -295,6 +296,9 @@ def _bad_inputs(tmp_path):
         ([tmp_path / "graph.onnx", *graph, "a,b"], "multiclass model with 3 outputs needs 3 labels, card has 2"),
         ([tmp_path / "graph.onnx", "--task", "multiclass", "--labels-file", tmp_path / "notes.txt"],
          "needs 3 labels, card has 1"),
+        # A file of blank lines once gave the default labels 0, 1, 2, as though none were given.
+        ([tmp_path / "graph.onnx", "--task", "multiclass", "--labels-file", tmp_path / "blank.txt"],
+         f"labels file {tmp_path / 'blank.txt'} holds no label: write one a line"),
         ([tmp_path / "graph.onnx", "--task", "ranking"], "argument --task: invalid choice: 'ranking'"),
         ([tmp_path / "graph.onnx", "--task", "binary"], "a binary model serves one output column"),
         ([tmp_path / "graph.onnx", *graph, "a,b,c", "--thresholds", "0.5"], "thresholds apply to binary and multilabel models, not multiclass"),
