@@ -38,6 +38,9 @@ MIN_PER_CLASS = 5
 MAX_CLASSES_GUESSED = 20  # an integer target with more distinct values is taken as regression
 MAX_CATEGORIES = 100
 MIN_ID_DISTINCT = 10  # fewer distinct values never make a column look like an id
+# A column of numbers with at most this many other words, in at most this share of its cells, is
+# taken for numbers with a marker or a typo, and said so.
+MAX_ODD_WORDS, ODD_SHARE = 3, 0.1
 # The strings pandas reads as missing by default (its read_csv documentation lists them); named
 # when a column is text only because of them. Written out: pandas has no public name for the list.
 PANDAS_NA = frozenset({"#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
@@ -175,7 +178,8 @@ def _multilabel(frame: pd.DataFrame, targets: list[str]) -> np.ndarray:
     return y
 
 
-def _features(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None, list[str], tuple[str, ...]]:
+def _features(frame: pd.DataFrame, warn: Callable[[str], None]) -> \
+        tuple[np.ndarray, np.ndarray | None, list[str], tuple[str, ...]]:
     """Numeric features (NaN missing), categorical ones as text ("" missing), all names, and the
     names of the categorical ones."""
     if frame.shape[1] == 0:
@@ -186,6 +190,8 @@ def _features(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None, list[
     text = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])
             or pd.api.types.is_bool_dtype(frame[c])]
     _numbers_with_na_words(frame, text)
+    for c in text:
+        _numbers_with_a_few_words(frame[c], warn)
     many = [c for c in text if _too_many_categories(frame[c])]
     _refuse(many, f"have too many categories to learn from (more than {MAX_CATEGORIES}, or more "
             f"than {MIN_ID_DISTINCT} and more than half their cells, like a name or an id)",
@@ -248,6 +254,22 @@ def _numbers_with_na_words(frame: pd.DataFrame, text: list[str]) -> None:
                         f"--drop {shlex.quote(','.join(columns))}")
 
 
+def _numbers_with_a_few_words(column: pd.Series, warn: Callable[[str], None]) -> None:
+    """A column of numbers but for a few cells of up to MAX_ODD_WORDS other words ("?", a typo) is
+    said, with the lines: read as categories it takes no number from a client, and with many
+    distinct numbers it would be refused as a column of too many categories, which misleads."""
+    parsed = pd.to_numeric(column, errors="coerce")
+    odd = column.notna() & parsed.isna()
+    words = sorted(set(column[odd].astype(str)))
+    if not words or len(words) > MAX_ODD_WORDS or odd.sum() > ODD_SHARE * column.notna().sum():
+        return
+    said = (f"feature column {column.name!r} holds numbers and {listed(words, repr)} at line(s) {_rows(odd)}: "
+            f"if that means missing, say --na-values {shlex.quote(','.join(words))}; if not, fix those cells")
+    if _too_many_categories(column):
+        raise DataError(f"{said}, or leave the column out with --drop {shlex.quote(str(column.name))}")
+    warn(f"{said}; meanwhile it is a column of categories, and clients send its values as text")
+
+
 def _looks_like_index(column: pd.Series) -> bool:
     if str(column.name).startswith("Unnamed: ") or not str(column.name):
         return True  # a header cell left empty, as to_csv() writes above the index
@@ -306,7 +328,7 @@ def load_table(path: Path, target: str | None = None, targets: list[str] | None 
         else:
             y, labels = _classes(column, task, positive, guessed)
             strata = y
-    x, text, features, categorical = _features(_as_written(path, frame.drop(columns=[*goal, *drop]), na_values))
+    x, text, features, categorical = _features(_as_written(path, frame.drop(columns=[*goal, *drop]), na_values), warn)
     stem = Path(path).stem
     return Dataset(name or stem, task, x, y, features, labels,
                    f"{task.value} model of {', '.join(goal)} from {Path(path).name} "

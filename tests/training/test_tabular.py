@@ -182,6 +182,26 @@ def test_a_feature_that_is_text_only_by_pandas_na_strings_suggests_na_values(tmp
         load_table(path, target="y")
 
 
+def test_numbers_with_a_few_other_words_are_said_with_their_lines(tmp_path):
+    # Many distinct numbers and three '?': refused as "too many categories ... like a name or an
+    # id", which misled; few distinct numbers and one typo: silently a column of categories.
+    many = [str(v / 7) for v in range(60)]
+    many[3] = many[50] = many[51] = "?"
+    few = [str(v % 7 + 1) for v in range(60)]
+    few[10] = "abc"
+    path = table(tmp_path, y=np.tile([0, 1], 30), f2=many, rooms=few)
+    with pytest.raises(DataError, match=r"feature column 'f2' holds numbers and '\?' at line\(s\) 5, 52, 53: if "
+                                        r"that means missing, say --na-values '\?'; if not, fix those cells, or "
+                                        r"leave the column out with --drop f2"):
+        load_table(path, target="y")
+    said = []
+    data = load_table(path, target="y", na_values=["?"], warn=said.append)
+    assert np.isnan(data.x[:, 2]).sum() == 3 and data.categorical == ("rooms",)  # a, b, f2: numbers
+    assert said == ["feature column 'rooms' holds numbers and 'abc' at line(s) 12: if that means missing, say "
+                    "--na-values abc; if not, fix those cells; meanwhile it is a column of categories, and clients "
+                    "send its values as text"]
+
+
 def test_row_index_columns_are_left_out_with_a_warning_unless_kept(tmp_path):
     frame = pd.DataFrame({"a": RNG.normal(size=60), "row": np.arange(1, 61),
                           "y": np.repeat([0, 1], 30)})  # sorted by the target: the index leaks it
