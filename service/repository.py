@@ -40,8 +40,10 @@ import asyncio
 import dataclasses
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from pydantic import ValidationError
@@ -80,19 +82,37 @@ class Entry:
         return out
 
 
-def scan(root: Path) -> tuple[list[tuple[str, int, Path]], dict[Path, str]]:
-    """Every `(name, version, folder)` under root, sorted, and the folders that could not be read
-    (permissions, an I/O error, no file descriptor left), each with why. A missing root holds
-    nothing, and so does a folder that goes while it is read (the next pass sees it settled)."""
-    found: list[tuple[str, int, Path]] = []
-    unreadable: dict[Path, str] = {}
-    for model_dir in sorted(_listed(root, unreadable)):
-        if not model_dir.is_dir() or not NAME_RE.fullmatch(model_dir.name):
-            continue
-        for version_dir in _listed(model_dir, unreadable):
-            if version_dir.is_dir() and VERSION_RE.fullmatch(version_dir.name):
-                found.append((model_dir.name, int(version_dir.name), version_dir))
-    return sorted(found), unreadable
+class Listing(NamedTuple):
+    """A scan's `(name, version, folder)`s, sorted; the folders it could not read (permissions, an
+    I/O error, no file descriptor left), and those of other names (not hidden), each with why."""
+
+    found: list[tuple[str, int, Path]]
+    unreadable: dict[Path, str]
+    ignored: dict[Path, str]
+
+
+def scan(root: Path) -> Listing:
+    """The root's model and version folders (`Listing`). A missing root holds nothing, and so does
+    a folder that goes while it is read (the next pass sees it settled)."""
+    listing = Listing([], {}, {})
+    for model_dir in sorted(_listed(root, listing.unreadable)):
+        if _named(model_dir, NAME_RE, "a model folder's name", listing.ignored):
+            for version_dir in _listed(model_dir, listing.unreadable):
+                if _named(version_dir, VERSION_RE, "a version folder's name", listing.ignored):
+                    listing.found.append((model_dir.name, int(version_dir.name), version_dir))
+    listing.found.sort()
+    return listing
+
+
+def _named(folder: Path, pattern: re.Pattern, what: str, ignored: dict[Path, str]) -> bool:
+    """Whether `folder` is a folder named by `pattern`; another folder (not hidden) is noted in `ignored`."""
+    if not folder.is_dir():
+        return False
+    if pattern.fullmatch(folder.name):
+        return True
+    if not folder.name.startswith("."):
+        ignored[folder] = f"{what} matches {pattern.pattern}"
+    return False
 
 
 def _listed(folder: Path, unreadable: dict[Path, str]) -> list[Path]:
@@ -216,6 +236,7 @@ class Repository:
         self._lock = asyncio.Lock()
         self._root_missing = False  # logged once when it goes, once when it is back
         self.unreadable: dict[Path, str] = {}  # folders the last pass could not read, with why
+        self._ignored: set[Path] = set()  # folders of other names, said once
         self.last_change: dict = {}
 
     def load(self) -> Repository:
@@ -240,17 +261,17 @@ class Repository:
             return self.last_change
 
     def _prepare(self) -> tuple[list[tuple[Entry, Stamp]], list[tuple[str, int]], dict[Path, str]]:
-        listed, unreadable = scan(self.root)
-        found = {(name, version): path for name, version, path in listed}
-        if self.root in unreadable:  # nothing is known: nothing changes
-            return [], [], unreadable
+        listing = scan(self.root)
+        found = {(name, version): path for name, version, path in listing.found}
+        if self.root in listing.unreadable:  # nothing is known: nothing changes
+            return [], [], listing
         if self._stamps and not self.root.is_dir():  # looked at after the scan: gone during it too
             # The whole root gone at once is a volume unmounted or being swapped, not every model
             # withdrawn: what serves keeps serving until the root is back.
             if not self._root_missing:
                 log.error("model root %s is missing; serving the models loaded before", self.root)
             self._root_missing = True
-            return [], [], unreadable
+            return [], [], listing
         if self._root_missing:
             log.warning("model root %s is back", self.root)
             self._root_missing = False
@@ -262,12 +283,12 @@ class Repository:
                 # Files that changed during the load (a copy in progress): not this stamp, so the
                 # next pass loads them again.
                 loaded.append((entry, now if stamp(path) == now else None))
-        kept = {path.name for path in unreadable}  # not knowing what a folder holds removes nothing
-        return loaded, [key for key in self._stamps if key not in found and key[0] not in kept], unreadable
+        kept = {path.name for path in listing.unreadable}  # not knowing what a folder holds removes nothing
+        return loaded, [key for key in self._stamps if key not in found and key[0] not in kept], listing
 
     def _apply(self, loaded: list[tuple[Entry, Stamp]], removed: list[tuple[str, int]],
-               unreadable: dict[Path, str]) -> dict:
-        self._note_unreadable(unreadable)
+               listing: Listing) -> dict:
+        self._note(listing)
         entries = {name: dict(versions) for name, versions in self.entries.items()}
         change: dict[str, list] = {"added": [], "replaced": [], "removed": [], "failed": []}
         for name, version in removed:
@@ -297,15 +318,18 @@ class Repository:
         self.entries, self._serving = entries, serving  # the swap: no await between these assignments
         return change
 
-    def _note_unreadable(self, unreadable: dict[Path, str]) -> None:
-        """Log a folder once when it cannot be read, and once when it can again."""
-        for folder, why in unreadable.items():
+    def _note(self, listing: Listing) -> None:
+        """Log a folder once when it cannot be read, and once when it can again; and a folder that
+        is not served for its name, once."""
+        for folder, why in listing.unreadable.items():
             if self.unreadable.get(folder) != why:
                 log.error("cannot read %s (%s): the models in it are left as they were, and each pass "
                           "tries again", folder, why)
-        for folder in self.unreadable.keys() - unreadable.keys():
+        for folder in self.unreadable.keys() - listing.unreadable.keys():
             log.warning("%s can be read again", folder)
-        self.unreadable = unreadable
+        for folder in listing.ignored.keys() - self._ignored:
+            log.warning("not serving %s, for its name: %s", folder, listing.ignored[folder])
+        self.unreadable, self._ignored = listing.unreadable, set(listing.ignored)
 
     def default_entry(self, name: str) -> Entry | None:
         """The newest ready version of a model, or None when none is ready."""

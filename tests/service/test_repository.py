@@ -12,7 +12,7 @@ import onnxruntime
 import pytest
 from onnx import TensorProto
 
-from service.card import CARD_FILE, MODEL_FILE
+from service.card import CARD_FILE, MODEL_FILE, NAME_PATTERN, VERSION_PATTERN
 from service.errors import BadRequest, NotFound, NotReady
 from service import repository
 from service.repository import Repository, scan
@@ -150,15 +150,23 @@ def test_fixed_batch_graph_is_refused(tmp_path):
     assert state == "failed" and reason.startswith("graph input 'x' has shape [1, 3]") and "free batch" in reason
 
 
-def test_stray_files_and_folders_are_ignored(tmp_path):
+@pytest.mark.anyio
+async def test_stray_files_and_folders_are_ignored_and_folders_of_other_names_said_once(tmp_path, caplog):
+    # A model copied to `a:b`, or a version to `007`, was never served and nothing said why.
     write_model(tmp_path, BINARY)
     (tmp_path / "README.md").write_text("hi")
     (tmp_path / ".cache" / "1").mkdir(parents=True)
+    (tmp_path / "a:b" / "1").mkdir(parents=True)
     (tmp_path / "tiny-binary" / "latest").mkdir()
     (tmp_path / "tiny-binary" / "01").mkdir()
     (tmp_path / "tiny-binary" / "notes.txt").write_text("hi")
     repo = load(tmp_path)
+    await repo.refresh()
     assert list(repo.entries) == ["tiny-binary"] and list(repo.entries["tiny-binary"]) == [1]
+    said = sorted(r.getMessage() for r in caplog.records if r.getMessage().startswith("not serving"))
+    assert said == [f"not serving {tmp_path / 'a:b'}, for its name: a model folder's name matches {NAME_PATTERN}",
+                    *(f"not serving {tmp_path / 'tiny-binary' / v}, for its name: a version folder's name matches "
+                      f"{VERSION_PATTERN}" for v in ("01", "latest"))]
 
 
 @pytest.mark.parametrize("error", [FileNotFoundError, NotADirectoryError])
@@ -175,7 +183,8 @@ def test_a_model_folder_gone_while_the_scan_lists_it_holds_nothing(tmp_path, mon
         return listed(folder)
 
     monkeypatch.setattr(Path, "iterdir", iterdir)
-    assert scan(tmp_path) == ([("tiny-multiclass", 1, tmp_path / "tiny-multiclass" / "1")], {})
+    listing = scan(tmp_path)
+    assert listing.found == [("tiny-multiclass", 1, tmp_path / "tiny-multiclass" / "1")] and listing.unreadable == {}
 
 
 def _unreadable(monkeypatch, *names, errno=13):
@@ -240,7 +249,7 @@ async def test_a_root_gone_during_the_scan_removes_nothing(tmp_path, monkeypatch
 
     def gone(root):  # the volume is unmounted after the check that it is there, before the listing
         root.rename(root.with_name("away"))
-        return [], {}
+        return repository.Listing([], {}, {})
 
     monkeypatch.setattr(repository, "scan", gone)
     assert (await repo.refresh())["removed"] == [] and repo.get("tiny-binary").version == 1
