@@ -56,6 +56,7 @@ def serve(settings: Settings) -> None:
     options = dict(host=settings.host, port=settings.port, log_level=settings.log_level,
                    log_config=logs.config(settings.log_level), access_log=False,  # ours is the access log
                    timeout_graceful_shutdown=settings.graceful_shutdown_seconds,
+                   timeout_keep_alive=settings.keep_alive_seconds,
                    server_header=False,  # no "server: uvicorn" on every answer; the date header stays
                    ws="none",  # no route speaks WebSocket: see service/http/corked.py
                    http=HTTP_PROTOCOLS[settings.http])

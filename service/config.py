@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
+from collections.abc import Mapping
 from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -95,6 +97,12 @@ class Settings(BaseSettings):
         10.0, gt=0, description="A request head (the first one from when the connection opens) must "
         "arrive within this many seconds, or it is answered 408 and the connection closed.",
     )
+    keep_alive_seconds: Finite = Field(
+        5.0, gt=0, description="An idle kept-alive connection is closed after this many seconds (uvicorn's "
+        "keep-alive timeout). Behind a proxy or load balancer that keeps connections to the server "
+        "open, set it longer than the proxy's idle timeout, or the proxy may send a request on a "
+        "connection the server is closing (a 502).",
+    )
     request_timeout_seconds: Finite = Field(
         30.0, ge=0, description="A request unanswered after this many seconds is cancelled and answered "
         "504, or 408 when its body has not all arrived; 0 disables the deadline.",
@@ -178,6 +186,22 @@ def _shown(token: object) -> str:
     if isinstance(token, str):
         return "an empty entry" if not token else "an entry with spaces or non-ASCII characters"
     return f"an entry of JSON type {'number' if isinstance(token, (int, float)) else type(token).__name__}"
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """A line for each TINYSERVE_* variable that names no setting (a typo leaves its setting at the
+    default), with the nearest setting's name; Kubernetes' Service links (TINYSERVE_SERVICE_* and
+    TINYSERVE_PORT_*, for a Service named tinyserve) aside."""
+    known = [f"TINYSERVE_{name.upper()}" for name in Settings.model_fields]
+    lines = []
+    for name in sorted(n.upper() for n in environ):
+        if not name.startswith("TINYSERVE_") or name in known or name.startswith(("TINYSERVE_SERVICE_",
+                                                                                   "TINYSERVE_PORT_")):
+            continue
+        nearest = difflib.get_close_matches(name.removeprefix("TINYSERVE_").lower(), list(Settings.model_fields), n=1)
+        hint = f" (did you mean TINYSERVE_{nearest[0].upper()}?)" if nearest else ""
+        lines.append(f"{name} is not a setting{hint}: it is ignored")
+    return lines
 
 
 class SettingsError(ValueError):

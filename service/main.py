@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -14,7 +15,7 @@ from service import errors, logs, metrics, watcher
 from service.api import admin, docs, health, models, predict, tfserving, v2
 from service.api import metrics as metrics_api
 from service.codecs.json import Bodies
-from service.config import Settings, get_settings, package_version
+from service.config import Settings, get_settings, package_version, unknown_variables
 from service.http.gateway import Gateway
 from service.observe import Observer
 from service.repository import Repository
@@ -60,6 +61,8 @@ def create_app(settings: Settings | None = None) -> Gateway:
         app.state.repository = repo
         level, line = _auth_line(settings)
         log.log(level, line)
+        for line in unknown_variables(os.environ):
+            log.warning(line)
         # What is alive now (modules, the app, the first models) is moved out of the collector's
         # reach, so a full collection no longer rescans it. A model holds no reference cycle: one
         # removed later is freed by its last reference, frozen or not.

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from service.config import DEFAULT_MODEL_ROOT, Settings, get_settings
+from service.config import DEFAULT_MODEL_ROOT, Settings, get_settings, unknown_variables
 
 
 def test_defaults():
@@ -41,3 +41,15 @@ def test_invalid_values_are_refused(monkeypatch, key, value):
     monkeypatch.setenv(f"TINYSERVE_{key}", value)
     with pytest.raises(ValidationError):
         Settings()
+
+
+def test_variables_that_name_no_setting_are_said_with_the_nearest_one():
+    # TINYSERVE_API_TOKEN (singular) with admin on left the server open, with no word of the typo.
+    environ = {"TINYSERVE_API_TOKEN": "s3cret", "TINYSERVE_PORT": "8000", "tinyserve_worker": "2",
+               "TINYSERVE_XYZZY": "1", "HOME": "/root",
+               # Kubernetes' links to a Service named tinyserve are not settings and not typos
+               "TINYSERVE_SERVICE_HOST": "10.0.0.1", "TINYSERVE_SERVICE_PORT": "80", "TINYSERVE_PORT_80_TCP": "tcp://x"}
+    assert unknown_variables(environ) == [
+        "TINYSERVE_API_TOKEN is not a setting (did you mean TINYSERVE_API_TOKENS?): it is ignored",
+        "TINYSERVE_WORKER is not a setting (did you mean TINYSERVE_WORKERS?): it is ignored",
+        "TINYSERVE_XYZZY is not a setting: it is ignored"]
