@@ -154,7 +154,9 @@ class Observer:
             name, version = (model.name, str(model.version)) if model is not None else (NONE, NONE)
             self.metrics.observe(name, version, endpoint, status, seconds, rows, scope.get(INFERENCE))
         if self.access is not None and self.access.enabled():
+            client = scope.get("client")
             self.access.write({
-                "request_id": rid.decode(), "method": scope["method"], "path": endpoint, "status": status,
+                "request_id": rid.decode(), "client": client[0] if client else None,
+                "method": scope["method"], "path": endpoint, "status": status,
                 "latency_ms": int(seconds * 1e6 + 0.5) / 1000, "model": model.name if model else None,
                 "version": model.version if model else None, "rows": rows})

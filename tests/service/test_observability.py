@@ -131,7 +131,7 @@ async def test_one_access_log_line_per_request_without_input_data(app, client, c
     line = records[0]
     assert line | {"ts": None, "latency_ms": None} == {
         "ts": None, "level": "info", "logger": logs.ACCESS, "msg": "request", "request_id": "req-1",
-        "method": "POST", "path": "/models/{name}/predict", "status": 200, "latency_ms": None,
+        "client": "127.0.0.1", "method": "POST", "path": "/models/{name}/predict", "status": 200, "latency_ms": None,
         "model": "tiny-regression", "version": 1, "rows": 1}
     assert line["latency_ms"] > 0
     assert str(secret) not in caplog.text and "123456" not in caplog.text
