@@ -193,3 +193,11 @@ def test_generated_ids_differ_across_processes():
         theirs = pool.apply(observe.new_id)
     assert theirs[:16] != mine[:16]
     assert observe.new_id()[:16] == mine[:16] and observe.new_id() != observe.new_id()
+
+
+async def test_metrics_hold_the_process_and_no_created_samples(client):
+    await client.get("/health/live")
+    text = (await client.get("/metrics")).text
+    assert helpers.metric(text, "process_resident_memory_bytes") > 0
+    assert helpers.metric(text, "process_open_fds") > 0
+    assert "_created" not in text  # a timestamp beside every series, doubling them
