@@ -35,6 +35,7 @@ from service.observe import BODY_LATE
 # bool is deliberately absent: JSON true/false is not a feature value.
 NUMBERS = frozenset((int, float))
 BOM = b"\xef\xbb\xbf"
+GZIP_MAGIC = b"\x1f\x8b"  # the first bytes of every gzip stream (RFC 1952)
 # Every float64 below this rounds to a finite float32 (it is halfway between float32's largest and 2**128).
 FLOAT32_LIMIT = float.fromhex("0x1.ffffffp+127")
 FLOAT32_LIMIT_SQUARED = FLOAT32_LIMIT * FLOAT32_LIMIT
@@ -169,6 +170,8 @@ def _document(body: bytes) -> object:
 
 def _malformed(body: bytes, exc: Exception | None) -> None:
     """Raise the 400 for a body simdjson refuses, worded by orjson's message where it has one."""
+    if body.startswith(GZIP_MAGIC):  # decoded as JSON it reads "str is not valid UTF-8"
+        raise BadRequest("malformed JSON: the body is gzip-compressed; say so with Content-Encoding: gzip")
     try:
         orjson.loads(body)
     except orjson.JSONDecodeError as refused:

@@ -93,6 +93,13 @@ async def test_bad_compressed_requests(client, path, encoding, body, status, err
     assert_error(await client.post(path, content=body, headers={"Content-Encoding": encoding}), status, error)
 
 
+@pytest.mark.parametrize("path", [path for path, *_ in COMPRESSED], ids=["predict", "tfserving", "v2"])
+async def test_a_gzip_body_without_its_content_encoding_is_said_to_be_one(client, path):
+    # It was "malformed JSON: str is not valid UTF-8: surrogates not allowed".
+    assert_error(await client.post(path, content=GZIPPED), 400,
+                 "malformed JSON: the body is gzip-compressed; say so with Content-Encoding: gzip")
+
+
 async def test_more_rows_than_the_maximum(client, settings):
     body = {"model": "tiny-binary", "instances": [[0, 0, 0]] * (settings.max_rows + 1)}
     assert_error(await client.post("/predict", json=body), 400, "at most 100 rows per request, got 101")
