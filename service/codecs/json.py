@@ -87,10 +87,12 @@ async def read_body(receive, scope: dict, bodies: Bodies) -> bytes:
             encoding = value if encoding is None else encoding + b"," + value
     declared = "" if declared is None else declared.decode("latin-1")
     if declared.isascii() and declared.isdigit():  # isdigit alone takes "²"
-        if int(declared) > limit:
+        length = int(declared)
+        if length > limit:
             raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
-        bodies.check(int(declared))  # refused before its bytes are sent, if it will not fit
-    chunks, size, more = [], 0, True
+        if bodies.held + length > bodies.budget:  # refused before its bytes are sent
+            bodies.check(length)
+    chunks, size, held, more = [], 0, 0, True
     try:
         while more:
             try:
@@ -101,13 +103,16 @@ async def read_body(receive, scope: dict, bodies: Bodies) -> bytes:
             if message["type"] != "http.request":  # the client left; nothing will answer it
                 raise ClientDisconnect()
             chunk, more = message.get("body", b""), message.get("more_body", False)
-            if size + len(chunk) > limit:
-                raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
-            bodies.take(len(chunk))
             size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
             chunks.append(chunk)
+            if more:  # held while the rest arrives (a body's last chunk is read at once)
+                bodies.take(len(chunk))
+                held += len(chunk)
     finally:
-        bodies.held -= size
+        if held:
+            bodies.held -= held
     body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     return body if encoding is None else compression.decode(body, encoding.decode("latin-1"), limit)
 
