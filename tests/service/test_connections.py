@@ -69,12 +69,17 @@ def trickle(sock: socket.socket, data: bytes, every: float = 0.25, limit: float 
     return time.monotonic() - started
 
 
+def _server(model_root, folder, **settings: str):
+    """A server of the test models with these settings (TINYSERVE_ names, lowercase, without it)."""
+    env = {"TINYSERVE_MODEL_ROOT": str(model_root), "TINYSERVE_LOG_LEVEL": "warning",
+           **{f"TINYSERVE_{k.upper()}": v for k, v in settings.items()}}
+    return helpers.running_server(env, folder / "server.log")
+
+
 @pytest.fixture(scope="module")
 def guarded(model_root, tmp_path_factory):
-    env = {"TINYSERVE_MODEL_ROOT": str(model_root), "TINYSERVE_LOG_LEVEL": "warning",
-           "TINYSERVE_HEAD_TIMEOUT_SECONDS": "1", "TINYSERVE_MAX_CONNECTIONS": "20",
-           "TINYSERVE_REQUEST_TIMEOUT_SECONDS": "1"}
-    with helpers.running_server(env, tmp_path_factory.mktemp("guarded") / "server.log") as url:
+    with _server(model_root, tmp_path_factory.mktemp("guarded"), head_timeout_seconds="1", max_connections="20",
+                 request_timeout_seconds="1") as url:
         yield url
 
 
@@ -261,10 +266,8 @@ def test_a_thousand_idle_or_half_sent_connections_leave_other_clients_served(mod
 
 @pytest.fixture(scope="module")
 def budgeted(model_root, tmp_path_factory):
-    env = {"TINYSERVE_MODEL_ROOT": str(model_root), "TINYSERVE_LOG_LEVEL": "warning",
-           "TINYSERVE_MAX_BODY_BYTES": "65536", "TINYSERVE_MAX_PENDING_BODY_BYTES": "131072",
-           "TINYSERVE_REQUEST_TIMEOUT_SECONDS": "10"}
-    with helpers.running_server(env, tmp_path_factory.mktemp("budgeted") / "server.log") as url:
+    with _server(model_root, tmp_path_factory.mktemp("budgeted"), max_body_bytes="65536",
+                 max_pending_body_bytes="131072", request_timeout_seconds="10") as url:
         yield url
 
 
