@@ -40,19 +40,18 @@ import asyncio
 import dataclasses
 import logging
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 from pydantic import ValidationError
 
 from service import runtime
-from service.card import CARD_FILE, MODEL_FILE, NAME_RE, VERSION_RE, ModelCard, read_card, sha256_file
+from service.card import CARD_FILE, MODEL_FILE, VERSION_RE, ModelCard, read_card, sha256_file
 from service.codecs import columns
 from service.errors import BadRequest, NotFound, NotReady
 from service.runtime import LoadedModel
+from service.scan import Listing, scan
 
 log = logging.getLogger(__name__)
 LOADING = "models are still loading"  # why the server is not ready before the first load
@@ -80,50 +79,6 @@ class Entry:
         if self.reason is not None:
             out["reason"] = self.reason
         return out
-
-
-class Listing(NamedTuple):
-    """A scan's `(name, version, folder)`s, sorted; the folders it could not read (permissions, an
-    I/O error, no file descriptor left), and those of other names (not hidden), each with why."""
-
-    found: list[tuple[str, int, Path]]
-    unreadable: dict[Path, str]
-    ignored: dict[Path, str]
-
-
-def scan(root: Path) -> Listing:
-    """The root's model and version folders (`Listing`). A missing root holds nothing, and so does
-    a folder that goes while it is read (the next pass sees it settled)."""
-    listing = Listing([], {}, {})
-    for model_dir in sorted(_listed(root, listing.unreadable)):
-        if _named(model_dir, NAME_RE, "a model folder's name", listing.ignored):
-            for version_dir in _listed(model_dir, listing.unreadable):
-                if _named(version_dir, VERSION_RE, "a version folder's name", listing.ignored):
-                    listing.found.append((model_dir.name, int(version_dir.name), version_dir))
-    listing.found.sort()
-    return listing
-
-
-def _named(folder: Path, pattern: re.Pattern, what: str, ignored: dict[Path, str]) -> bool:
-    """Whether `folder` is a folder named by `pattern`; another folder (not hidden) is noted in `ignored`."""
-    if not folder.is_dir():
-        return False
-    if pattern.fullmatch(folder.name):
-        return True
-    if not folder.name.startswith("."):
-        ignored[folder] = f"{what} matches {pattern.pattern}"
-    return False
-
-
-def _listed(folder: Path, unreadable: dict[Path, str]) -> list[Path]:
-    """The folder's entries; none once it is gone, or when it cannot be read (noted in `unreadable`)."""
-    try:
-        return list(folder.iterdir())
-    except (FileNotFoundError, NotADirectoryError):  # gone, or replaced, since it was seen
-        return []
-    except OSError as exc:
-        unreadable[folder] = exc.strerror or str(exc)
-        return []
 
 
 Stamp = tuple[tuple[int, int, int] | None, ...]

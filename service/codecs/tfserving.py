@@ -61,7 +61,7 @@ def parse(body: bytes, scope: dict, limit: int) -> PredictRequest:
 
 def version(text: str) -> str:
     """A version in the path as TF Serving reads it, a number (`01` is 1); anything else as given."""
-    return str(int(text)) if text.isascii() and text.isdigit() else text
+    return (text.lstrip("0") or "0") if text.isascii() and text.isdigit() else text
 
 
 def matrix(req: PredictRequest, model: LoadedModel, max_rows: int) -> np.ndarray:

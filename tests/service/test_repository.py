@@ -160,6 +160,7 @@ async def test_stray_files_and_folders_are_ignored_and_folders_of_other_names_sa
     (tmp_path / "tiny-binary" / "latest").mkdir()
     (tmp_path / "tiny-binary" / "01").mkdir()
     (tmp_path / "tiny-binary" / "notes.txt").write_text("hi")
+    (tmp_path / "lost+found").mkdir()  # an ext4 volume's, at the root of a mounted model volume
     repo = load(tmp_path)
     await repo.refresh()
     assert list(repo.entries) == ["tiny-binary"] and list(repo.entries["tiny-binary"]) == [1]
@@ -221,6 +222,28 @@ async def test_a_folder_that_cannot_be_read_removes_nothing(tmp_path, monkeypatc
     await repo.refresh()
     assert repo.unreadable == {} and f"{folder} can be read again" in caplog.text
     assert sorted(repo.entries) == ["tiny-binary", "tiny-multiclass"]
+
+
+@pytest.mark.anyio
+async def test_a_model_folder_that_can_be_listed_but_not_entered_removes_nothing(tmp_path, monkeypatch, caplog):
+    # `chmod 644 models/tiny-binary`: its entries are listed, but a stat of one is EACCES, which
+    # Path.is_dir raises: start-up failed with a traceback, and every later pass with a 500.
+    write_model(tmp_path, BINARY)
+    repo = load(tmp_path)
+    write_model(tmp_path, MULTICLASS_V1)
+    is_dir = Path.is_dir
+
+    def searched(folder):
+        if folder.parent.name == "tiny-binary":
+            raise PermissionError(13, "Permission denied", str(folder))
+        return is_dir(folder)
+
+    monkeypatch.setattr(Path, "is_dir", searched)
+    change = await repo.refresh()
+    assert change["removed"] == [] and change["added"] == ["tiny-multiclass/1"]
+    assert repo.get("tiny-binary").version == 1 and repo.unreadable == {tmp_path / "tiny-binary": "Permission denied"}
+    fresh = load(tmp_path)  # at start-up: the rest serve
+    assert sorted(fresh.entries) == ["tiny-multiclass"] and fresh.not_ready_reason() is None
 
 
 def test_a_model_folder_that_cannot_be_read_at_start_leaves_the_rest_serving(model_root, monkeypatch, caplog):

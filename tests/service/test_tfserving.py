@@ -83,6 +83,9 @@ async def test_a_version_is_a_number_and_the_default_signature_may_be_named_empt
         assert (await client.post(path, json=rows)).json() == first.json()
     assert (await client.get("/v1/models/tiny-multiclass/versions/01")).json()["model_version_status"][0]["version"] == "1"
     assert (await client.get("/v1/models/tiny-multiclass/versions/01/metadata")).json()["model_spec"]["version"] == "1"
+    long = "1" * 4301  # past the digits int() converts: a 500 for a moment
+    assert (await client.get(f"/v1/models/tiny-multiclass/versions/{long}")).status_code == 404
+    assert (await client.post(f"/v1/models/tiny-multiclass/versions/{long}:predict", json=rows)).status_code == 404
     named = await client.post("/v1/models/tiny-multiclass/versions/1:predict", json={**rows, "signature_name": ""})
     assert named.status_code == 200 and named.json() == first.json()
 
