@@ -32,6 +32,7 @@ def package_version() -> str:
 # What a bearer token may hold (RFC 6750's b64token is a subset): visible ASCII, no spaces.
 TOKEN_RE = re.compile(r"[!-~]+")
 Finite = Annotated[float, Field(allow_inf_nan=False)]  # "inf" would wait (or poll) forever
+PENDING_BODY_BYTES = 64 * 1024 * 1024  # the bodies under way a worker holds, unless set
 
 
 class Settings(BaseSettings):
@@ -80,14 +81,16 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         8 * 1024 * 1024, ge=1, description="Largest accepted request body in bytes; larger is 413."
     )
-    max_pending_body_bytes: int = Field(
-        64 * 1024 * 1024, ge=1, description="Most bytes of request bodies one worker holds while they "
-        "arrive, all requests together (a body is held until its last byte); a request that would pass "
-        "it is answered 503 with Retry-After. At least TINYSERVE_MAX_BODY_BYTES.",
+    max_pending_body_bytes: int | None = Field(
+        None, ge=1, description="Most bytes of request bodies one worker holds while they arrive, all "
+        "requests together (a body is held until its last byte); a request that would pass it is "
+        "answered 503 with Retry-After. Unset: 64 MiB, or max_body_bytes when that is larger; set, at "
+        "least max_body_bytes.",
     )
     max_rows: int = Field(4096, ge=1, description="Most rows (instances) accepted in one request.")
     max_connections: int = Field(
-        1000, ge=1, description="Most open connections per worker; one more is answered 503 and closed."
+        1000, ge=1, description="Most open connections per worker; one more closes, with a 503, the one "
+        "waiting longest for a request head, or is answered 503 and closed when every one is in a request."
     )
     max_head_bytes: int = Field(
         32 * 1024, ge=1024, description="Largest request head (request line and headers) in bytes; "
@@ -153,9 +156,14 @@ class Settings(BaseSettings):
                                  f"or a JSON list of strings); got {_shown(token)}")
         return tuple(items)
 
+    @property
+    def body_budget(self) -> int:
+        """What `max_pending_body_bytes` means: its value, or unset 64 MiB or one largest body."""
+        return self.max_pending_body_bytes or max(PENDING_BODY_BYTES, self.max_body_bytes)
+
     @model_validator(mode="after")
     def _a_body_fits(self) -> Settings:
-        if self.max_pending_body_bytes < self.max_body_bytes:
+        if self.max_pending_body_bytes is not None and self.max_pending_body_bytes < self.max_body_bytes:
             raise ValueError(f"TINYSERVE_MAX_PENDING_BODY_BYTES={self.max_pending_body_bytes} is less than "
                              f"TINYSERVE_MAX_BODY_BYTES={self.max_body_bytes}: no body of the largest size "
                              "could be received; raise it, or lower TINYSERVE_MAX_BODY_BYTES")
@@ -188,15 +196,18 @@ def _shown(token: object) -> str:
     return f"an entry of JSON type {'number' if isinstance(token, (int, float)) else type(token).__name__}"
 
 
+# The variables Kubernetes sets for each Service of a namespace (its "Service links"), here for a
+# Service whose name begins with tinyserve (KServe's tinyserve-predictor among them).
+SERVICE_LINK = re.compile(r"TINYSERVE(_\w+?)?_(SERVICE_HOST|SERVICE_PORT(_\w+)?|PORT|PORT_\d+_(TCP|UDP|SCTP)(_\w+)?)")
+
+
 def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     """A line for each TINYSERVE_* variable that names no setting (a typo leaves its setting at the
-    default), with the nearest setting's name; Kubernetes' Service links (TINYSERVE_SERVICE_* and
-    TINYSERVE_PORT_*, for a Service named tinyserve) aside."""
+    default), with the nearest setting's name; Kubernetes' Service links aside."""
     known = [f"TINYSERVE_{name.upper()}" for name in Settings.model_fields]
     lines = []
     for name in sorted(n.upper() for n in environ):
-        if not name.startswith("TINYSERVE_") or name in known or name.startswith(("TINYSERVE_SERVICE_",
-                                                                                   "TINYSERVE_PORT_")):
+        if not name.startswith("TINYSERVE_") or name in known or SERVICE_LINK.fullmatch(name):
             continue
         nearest = difflib.get_close_matches(name.removeprefix("TINYSERVE_").lower(), list(Settings.model_fields), n=1)
         hint = f" (did you mean TINYSERVE_{nearest[0].upper()}?)" if nearest else ""

@@ -84,7 +84,7 @@ def create_app(settings: Settings | None = None) -> Gateway:
         redirect_slashes=False,
     )
     app.state.settings = settings
-    app.state.bodies = Bodies(settings.max_body_bytes, settings.max_pending_body_bytes)
+    app.state.bodies = Bodies(settings.max_body_bytes, settings.body_budget)
     app.state.repository = None
     app.state.metrics = metrics.Metrics() if settings.metrics_enabled else None
     app.state.access_log = logs.AccessLog() if settings.access_log else None

@@ -90,8 +90,7 @@ async def read_body(receive, scope: dict, bodies: Bodies) -> bytes:
         length = int(declared)
         if length > limit:
             raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
-        if bodies.held + length > bodies.budget:  # refused before its bytes are sent
-            bodies.check(length)
+        bodies.check(length)  # refused before its bytes are sent, if it will not fit
     chunks, size, held, more = [], 0, 0, True
     try:
         while more:

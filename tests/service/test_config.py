@@ -46,10 +46,20 @@ def test_invalid_values_are_refused(monkeypatch, key, value):
 def test_variables_that_name_no_setting_are_said_with_the_nearest_one():
     # TINYSERVE_API_TOKEN (singular) with admin on left the server open, with no word of the typo.
     environ = {"TINYSERVE_API_TOKEN": "s3cret", "TINYSERVE_PORT": "8000", "tinyserve_worker": "2",
-               "TINYSERVE_XYZZY": "1", "HOME": "/root",
+               "TINYSERVE_XYZZY": "1", "TINYSERVE_XPORT": "1", "HOME": "/root",
                # Kubernetes' links to a Service named tinyserve are not settings and not typos
-               "TINYSERVE_SERVICE_HOST": "10.0.0.1", "TINYSERVE_SERVICE_PORT": "80", "TINYSERVE_PORT_80_TCP": "tcp://x"}
+               "TINYSERVE_SERVICE_HOST": "10.0.0.1", "TINYSERVE_SERVICE_PORT": "80", "TINYSERVE_PORT_80_TCP": "tcp://x",
+               "TINYSERVE_PREDICTOR_SERVICE_HOST": "10.0.0.2", "TINYSERVE_PREDICTOR_SERVICE_PORT_HTTP": "80",
+               "TINYSERVE_PREDICTOR_PORT": "tcp://10.0.0.2:80", "TINYSERVE_PREDICTOR_PORT_80_TCP_ADDR": "10.0.0.2"}
     assert unknown_variables(environ) == [
         "TINYSERVE_API_TOKEN is not a setting (did you mean TINYSERVE_API_TOKENS?): it is ignored",
         "TINYSERVE_WORKER is not a setting (did you mean TINYSERVE_WORKERS?): it is ignored",
+        "TINYSERVE_XPORT is not a setting (did you mean TINYSERVE_PORT?): it is ignored",
         "TINYSERVE_XYZZY is not a setting: it is ignored"]
+
+
+def test_the_body_budget_is_64_mib_or_one_largest_body_unless_set():
+    # A configuration with bodies over 64 MiB, started before the budget was a setting, kept starting.
+    assert Settings().body_budget == 64 * 1024 * 1024
+    assert Settings(max_body_bytes=100_000_000).body_budget == 100_000_000
+    assert Settings(max_body_bytes=1000, max_pending_body_bytes=5000).body_budget == 5000
