@@ -27,7 +27,7 @@ import os
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
                                ProcessCollector, disable_created_metrics, generate_latest, multiprocess)
 
-from service.http import limits
+from service.http import corked
 
 NONE = "none"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -73,7 +73,7 @@ class Metrics:
         self.refused = Counter("tinyserve_connections_refused", "Connections answered and closed before a "
                                "request reached the app, by reason: too_many_connections, idle_closed (to make "
                                "room), head_timeout, head_too_large, upgrade.", ("reason",), registry=r)
-        self._refused_seen = dict(limits.REFUSED)  # the process's counts already published (by another app)
+        self._refused_seen = dict(corked.refusals())  # the process's counts already published (by another app)
         self.in_flight_now = 0  # published to `in_flight` by `flush`
         self._flush_handle: asyncio.TimerHandle | None = None
         self._statuses: set[tuple[str, str]] = set()
@@ -116,10 +116,11 @@ class Metrics:
         for key, count in counts.items():
             self._children[key][0].inc(count)
         self.in_flight.set(self.in_flight_now)
-        if limits.REFUSED != self._refused_seen:  # the connection guard's counts, outside any request
-            for reason, count in limits.REFUSED.items():
+        refused = corked.refusals()
+        if refused != self._refused_seen:  # the connection guard's counts, outside any request
+            for reason, count in refused.items():
                 self.refused.labels(reason).inc(count - self._refused_seen.get(reason, 0))
-            self._refused_seen = dict(limits.REFUSED)
+            self._refused_seen = dict(refused)
 
     def _labelled(self, key: tuple, inference: bool = False) -> tuple:
         # The inference and rows series only once such a request is seen: a health probe's labels

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Mapping
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -136,6 +137,11 @@ def limits() -> Limits:
 
 
 _limits: Limits | None = None
+
+
+def refusals() -> Mapping[str, int]:
+    """The connections this process's guard refused, by reason (none before the first connection)."""
+    return _limits.refusals if _limits is not None else {}
 
 
 class Protocol(asyncio.Protocol):

@@ -16,8 +16,9 @@ begins and ends and adds up what it holds:
   sent), uvicorn's own keep-alive timeout applies.
 
 Every answer is `{"error": ...}` JSON. A request uvicorn refuses as malformed is left to uvicorn.
-Each refusal is counted by its reason in `REFUSED` (published by `service.metrics` as
-`tinyserve_connections_refused_total`) and logged at most once a minute with the counts so far.
+Each refusal is counted by its reason in `Limits.refusals` (published by `service.metrics` as
+`tinyserve_connections_refused_total`) and logged with the counts so far, at most once a minute: a
+burst's later refusals are in the line written when the minute is up.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ from service.errors import error_body
 
 log = logging.getLogger(__name__)
 REQUEST_LINE = len(b"OPTIONS  HTTP/1.1\r\n")  # a request line beside its target, at most
-REFUSED: Counter[str] = Counter()  # connections refused in this process, by reason
 LOG_EVERY = 60.0  # seconds between two log lines about refusals, at least
 
 
@@ -54,17 +54,21 @@ class Limits:
         self.open = 0
         self.waiting: dict[Guard, float] = {}  # guard -> when its head began, the longest waiting first
         self._sweeping = False
+        self.refusals: Counter[str] = Counter()  # connections refused, by reason
         self._logged = -LOG_EVERY  # when refusals were last logged
+        self._log_due: asyncio.TimerHandle | None = None
 
-    def refused(self, reason: str) -> None:
-        """Count a refusal; log the counts, unless they were logged less than a minute ago."""
-        REFUSED[reason] += 1
-        now = time.monotonic()
-        if now - self._logged >= LOG_EVERY:
-            self._logged = now
-            counts = ", ".join(f"{why}: {n}" for why, n in sorted(REFUSED.items()))
-            log.warning("connections refused since start (%s); logged at most once a minute, each counted "
-                        "in tinyserve_connections_refused_total", counts)
+    def refused(self, reason: str, loop: asyncio.AbstractEventLoop) -> None:
+        """Count a refusal, and log the counts now or, within a minute of the last line, when it is up."""
+        self.refusals[reason] += 1
+        if self._log_due is None:
+            self._log_due = loop.call_later(max(0.0, self._logged + LOG_EVERY - time.monotonic()), self._log)
+
+    def _log(self) -> None:
+        self._logged, self._log_due = time.monotonic(), None
+        counts = ", ".join(f"{why}: {n}" for why, n in sorted(self.refusals.items()))
+        log.warning("connections refused since start (%s); logged at most once a minute, each counted in "
+                    "tinyserve_connections_refused_total", counts)
 
     def wait(self, guard: Guard, loop: asyncio.AbstractEventLoop) -> None:
         """A head begins on `guard`'s connection; it is timed from now."""
@@ -153,7 +157,7 @@ class Guard:
         """Answer `status` with `message`, then close the connection; counted as `why`."""
         self.limits.waiting.pop(self, None)
         if not self.closed:
-            self.limits.refused(why)
+            self.limits.refused(why, self.loop)
             self.closed = True
             self.parser = None
             if not self.transport.is_closing():
