@@ -58,8 +58,13 @@ def keras_kind(model) -> Found:
 
 
 def _keras_inbound(model) -> dict[str, str]:
-    """Each layer called once on one tensor -> the layer making that tensor, from the functional
-    model's config (its public description of the graph); none for a model without one."""
+    """Each layer called once on one tensor -> the layer making that tensor: in a Sequential model
+    the layer before it, in a functional one as its config (its public description) says; none for
+    a model without one."""
+    import keras
+
+    if isinstance(model, keras.Sequential):
+        return {after.name: before.name for before, after in zip(model.layers, model.layers[1:])}
     try:
         layers = model.get_config()["layers"]
     except Exception:  # a subclassed model describes no graph

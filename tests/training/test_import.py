@@ -637,3 +637,15 @@ def test_a_bias_added_to_an_einsum_is_logits():
     found = onnx_kind(graph, "out")
     assert found.kind is OutputKind.logits and not found.one_class
     assert found.how == "output 'out' comes from an Add node applied to an Einsum node's output"
+
+
+def test_keras_kind_looks_past_pass_through_layers_of_a_sequential_model_as_given():
+    # A Sequential model's config names no inbound layers: only the functional wrapping the import
+    # makes was seen through.
+    import keras
+
+    from training.output_kind import keras_kind
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax"), keras.layers.Dropout(0.1)])
+    found = keras_kind(model)
+    assert found.kind.value == "probabilities" and found.one_class
