@@ -189,9 +189,7 @@ def _features(frame: pd.DataFrame, warn: Callable[[str], None]) -> \
             "are constant and carry no information")
     text = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])
             or pd.api.types.is_bool_dtype(frame[c])]
-    _numbers_with_na_words(frame, text)
-    for c in text:
-        _numbers_with_a_few_words(frame[c], warn)
+    _numbers_with_words(frame, text, warn)
     many = [c for c in text if _too_many_categories(frame[c])]
     _refuse(many, f"have too many categories to learn from (more than {MAX_CATEGORIES}, or more "
             f"than {MIN_ID_DISTINCT} and more than half their cells, like a name or an id)",
@@ -237,37 +235,36 @@ def _too_many_categories(column: pd.Series) -> bool:
     return distinct > MAX_CATEGORIES or distinct > max(column.notna().sum() / 2, MIN_ID_DISTINCT)
 
 
-def _numbers_with_na_words(frame: pd.DataFrame, text: list[str]) -> None:
-    """Numbers with some of pandas' NA strings ("NA", "None") among them are numbers with missing
-    values; the fix is to name those strings as missing, not to make them categories."""
-    words, columns = set(), []
+def _numbers_with_words(frame: pd.DataFrame, text: list[str], warn: Callable[[str], None]) -> None:
+    """Text columns that are numbers but for some words. Pandas' NA strings ("NA", "None") among
+    them are missing values: the fix is to name them so, not to make the columns categories (every
+    such column is said at once). Up to MAX_ODD_WORDS other words in at most ODD_SHARE of the cells
+    ("?", a typo) are said with their lines: an error where the column has too many distinct values
+    to be categories (that refusal would mislead), a warning where it becomes them (clients would
+    then send its numbers as text)."""
+    na_words, na_columns, few = set(), [], []
     for c in text:
-        column = frame[c].dropna()
+        column = frame[c]
         parsed = pd.to_numeric(column, errors="coerce")
-        found = set(column[parsed.isna()].astype(str))
-        if found and parsed.notna().any() and found <= PANDAS_NA:
-            words, columns = words | found, [*columns, c]
-    if columns:
-        raise DataError(f"feature column(s) {', '.join(map(repr, columns))} hold numbers and "
-                        f"{', '.join(map(repr, sorted(words)))}: if that means missing, say so with "
-                        f"--na-values {shlex.quote(','.join(sorted(words)))}, or leave them out with "
-                        f"--drop {shlex.quote(','.join(columns))}")
-
-
-def _numbers_with_a_few_words(column: pd.Series, warn: Callable[[str], None]) -> None:
-    """A column of numbers but for a few cells of up to MAX_ODD_WORDS other words ("?", a typo) is
-    said, with the lines: read as categories it takes no number from a client, and with many
-    distinct numbers it would be refused as a column of too many categories, which misleads."""
-    parsed = pd.to_numeric(column, errors="coerce")
-    odd = column.notna() & parsed.isna()
-    words = sorted(set(column[odd].astype(str)))
-    if not words or len(words) > MAX_ODD_WORDS or odd.sum() > ODD_SHARE * column.notna().sum():
-        return
-    said = (f"feature column {column.name!r} holds numbers and {listed(words, repr)} at line(s) {_rows(odd)}: "
-            f"if that means missing, say --na-values {shlex.quote(','.join(words))}; if not, fix those cells")
-    if _too_many_categories(column):
-        raise DataError(f"{said}, or leave the column out with --drop {shlex.quote(str(column.name))}")
-    warn(f"{said}; meanwhile it is a column of categories, and clients send its values as text")
+        odd = column.notna() & parsed.isna()
+        words = sorted(set(column[odd].astype(str)))
+        if not words or not parsed.notna().any():
+            continue
+        if set(words) <= PANDAS_NA:
+            na_words, na_columns = na_words | set(words), [*na_columns, c]
+        elif len(words) <= MAX_ODD_WORDS and odd.sum() <= ODD_SHARE * column.notna().sum():
+            few.append((column, words, odd))
+    if na_columns:
+        raise DataError(f"feature column(s) {', '.join(map(repr, na_columns))} hold numbers and "
+                        f"{', '.join(map(repr, sorted(na_words)))}: if that means missing, say so with "
+                        f"--na-values {shlex.quote(','.join(sorted(na_words)))}, or leave them out with "
+                        f"--drop {shlex.quote(','.join(na_columns))}")
+    for column, words, odd in few:
+        said = (f"feature column {column.name!r} holds numbers and {listed(words, repr)} at line(s) {_rows(odd)}: "
+                f"if that means missing, say --na-values {shlex.quote(','.join(words))}; if not, fix those cells")
+        if _too_many_categories(column):
+            raise DataError(f"{said}, or leave the column out with --drop {shlex.quote(str(column.name))}")
+        warn(f"{said}; meanwhile it is a column of categories, and clients send its values as text")
 
 
 def _looks_like_index(column: pd.Series) -> bool:
