@@ -37,11 +37,6 @@ FLUSH_SECONDS = 1.0
 FLUSH_REQUESTS = 256  # requests noted before `flush` records them: a short pause, not a long one
 
 
-# A `_created` sample beside each counter and histogram doubles the series a scrape reads, for a
-# timestamp Prometheus does not use (`process_start_time_seconds` says when the server started).
-disable_created_metrics()
-
-
 def multiprocess_dir() -> str | None:
     """The shared directory of multiprocess mode, when it is on."""
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
@@ -51,6 +46,9 @@ class Metrics:
     """One app's metrics, in its own registry so that apps (and tests) never share counts."""
 
     def __init__(self) -> None:
+        # A `_created` sample beside each counter and histogram doubles the series a scrape reads, for
+        # a timestamp Prometheus does not use (`process_start_time_seconds` says when the server started).
+        disable_created_metrics()  # prometheus-client's switch is for the whole process
         self.registry = r = CollectorRegistry(auto_describe=True)
         if multiprocess_dir() is None:  # the process's CPU, memory and files (one process: its own)
             ProcessCollector(registry=r)

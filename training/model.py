@@ -76,6 +76,16 @@ def loss_for(task: Task, target_std: np.ndarray | None = None) -> keras.losses.L
     return keras.losses.BinaryCrossentropy(from_logits=True)
 
 
+def output_activation_problem(task: Task, activation: str, y_train: np.ndarray | None = None) -> str | None:
+    """Why `activation` cannot end the task's network (given the training targets, when known), or None."""
+    if activation != "linear" and task is not Task.regression:
+        return "an output activation applies to regression only; classifiers end in logits"
+    if activation == "relu" and y_train is not None and (y_train < 0).any():
+        return (f"--output-activation relu answers values of 0 or more only, and the training targets hold "
+                f"negative ones (the least {y_train.min():.6g}); leave it out for a linear output")
+    return None
+
+
 def build_model(task: Task, x_train: np.ndarray, n_outputs: int,
                 hidden: tuple[int, ...] = DEFAULT_HIDDEN, l2: float = 0.0,
                 target_scale: tuple[np.ndarray, np.ndarray] | None = None,
@@ -86,9 +96,9 @@ def build_model(task: Task, x_train: np.ndarray, n_outputs: int,
     For regression, target_scale=(std, mean) maps the unit-variance output back to target
     units inside the graph, and output_activation="relu" keeps predictions non-negative.
     """
-    if output_activation != "linear" and task is not Task.regression:
-        raise ValueError("an output activation applies to regression only; "
-                         "classifiers end in logits")
+    problem = output_activation_problem(task, output_activation)
+    if problem:
+        raise ValueError(problem)
     n_features = x_train.shape[1]
     features = keras.Input(shape=(n_features,), name="features", dtype="float32")
     h = Affine(*standardizer(x_train, scaled), name="scaling")(features)

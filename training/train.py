@@ -12,7 +12,7 @@ from service.card import Metrics, Task
 from service.tasks import sigmoid
 from training.datasets import Dataset, Split
 from training.config import Config
-from training.model import build_model, loss_for, output_units
+from training.model import build_model, loss_for, output_activation_problem, output_units
 
 
 @dataclass
@@ -26,13 +26,12 @@ def fit(data: Dataset, s: Split, cfg: Config, verbose: bool = False) -> Fitted:
     """Build and fit the network; the test split is never seen here (`verbose`: a line an epoch)."""
     keras.utils.set_random_seed(cfg.seed)
     n_out = output_units(data.task, s.y_train.shape[1] if s.y_train.ndim == 2 else len(data.labels))
+    problem = output_activation_problem(data.task, cfg.output_activation, s.y_train)
+    if problem:
+        raise ValueError(problem)
     target_scale = None
     if data.task is Task.regression:
         target_scale = (s.y_train.std(axis=0), s.y_train.mean(axis=0))
-        if cfg.output_activation == "relu" and (s.y_train < 0).any():
-            raise ValueError(f"--output-activation relu answers values of 0 or more only, and the training "
-                             f"targets hold negative ones (the least {s.y_train.min():.6g}); leave it out for "
-                             "a linear output")
     model = build_model(data.task, s.x_train, n_out, cfg.hidden, cfg.l2, target_scale,
                         cfg.output_activation, scaled=s.scaled)
     metrics = {Task.binary: [keras.metrics.BinaryAccuracy(threshold=0.0)],
