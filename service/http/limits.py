@@ -38,10 +38,12 @@ LOG_EVERY = 60.0  # seconds between two log lines about refusals, at least
 
 
 def answer(status: int, reason: str, message: str) -> bytes:
-    """A complete HTTP/1.1 error answer that closes the connection."""
+    """A complete HTTP/1.1 error answer that closes the connection; a 503 (too many connections)
+    says when to try again, as the app's own 503s for a busy worker do."""
     body = error_body(message)
-    return (b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
-            b"connection: close\r\n\r\n%s" % (status, reason.encode(), len(body), body))
+    retry = b"retry-after: 1\r\n" if status == 503 else b""
+    return (b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n%s"
+            b"connection: close\r\n\r\n%s" % (status, reason.encode(), len(body), retry, body))
 
 
 class Limits:

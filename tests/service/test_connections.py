@@ -195,7 +195,9 @@ def test_past_the_connection_cap_with_every_connection_in_a_request_a_new_one_is
             sock.sendall(busy)
         time.sleep(0.2)
         with connect(guarded) as extra:
+            head = extra.recv(65536, socket.MSG_PEEK)
             assert answer(extra) == (503, {"error": "too many connections: this server takes 20 at a time"})
+        assert b"\r\nretry-after: 1\r\n" in head
         assert not any(answered(sock) for sock in held)
     finally:
         for sock in held:
