@@ -20,19 +20,17 @@ import shlex
 import shutil
 import sys
 import tempfile
-import zipfile
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 from pydantic import ValidationError
 
 from service.card import (CARD_FILE, MODEL_FILE, NAME_RE, VERSION_MAX, VERSION_RE, Golden, ModelCard, OutputKind,
                           Source, Task, TensorSpec, sha256_file, write_card)
-from training.output_kind import keras_kind, not_probabilities, onnx_kind, probabilities_already
+from training.convert import Converted, ImportFailed, decide_kind, from_keras, from_onnx, line
+from training.output_kind import not_probabilities, probabilities_already
 from training.publish import (DEFAULT_ROOT, DEFAULT_ROOT_HELP, library_versions, next_version, now, publish,
                               serving_problem, unwritable)
-from training.quiet import quiet_stderr
 
 PROG = "python -m training import"
 FORMATS = {".keras": "keras", ".h5": "keras", ".onnx": "onnx"}
@@ -40,10 +38,6 @@ GOLDEN_ROWS = 5
 DEFAULT_THRESHOLD = 0.5
 KERAS_LIBRARIES = ("tensorflow-cpu", "keras", "tf2onnx", "onnx", "onnxruntime", "numpy")
 ONNX_LIBRARIES = ("onnx", "onnxruntime", "numpy")
-
-
-class ImportFailed(Exception):
-    """A problem the user can fix; printed as one line."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -81,16 +75,6 @@ def names(text: str) -> list[str]:
     return items
 
 
-class Converted(NamedTuple):
-    """A model as an ONNX file, with what the import learnt about its output."""
-
-    output: str  # the graph output that serves
-    chosen: str  # the model's own name for it (the Keras output's, or the same)
-    kind: OutputKind | None  # what that output holds, when the model says
-    kind_from: str  # how `kind` was found
-    keras: object | None  # the Keras model, for the parity proof
-
-
 def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     """Run the import command as `prog` (how errors and --help name it); returns the exit status."""
     argv = sys.argv[1:] if argv is None else argv
@@ -101,7 +85,7 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     except (ValueError, OSError, RuntimeError) as e:  # an I/O error, a failed export or parity
-        print(f"{prog}: error: {_line(e)}", file=sys.stderr)
+        print(f"{prog}: error: {line(e)}", file=sys.stderr)
         return 1
     n_in, n_out = card.n_features, card.n_outputs
     print(f"imported {args.model.name} as {card.name} version {card.version} ({card.task.value}, "
@@ -134,9 +118,9 @@ def import_model(args: argparse.Namespace, command: str) -> tuple[ModelCard, Pat
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / name / str(version)
         folder.mkdir(parents=True)
-        convert = _from_keras if fmt == "keras" else _from_onnx
+        convert = from_keras if fmt == "keras" else from_onnx
         converted = convert(path, args.output, task, args.output_kind, folder / MODEL_FILE)
-        card = _card(args, name, version, task, labels, args.feature_names or header, samples, converted,
+        card = _card(args, name, version, task, labels, _features(args.feature_names, header, args.samples), samples, converted,
                      Source(file=path.name, format=fmt, sha256=sha256_file(path), output=converted.chosen,
                             output_kind_from=_kind_from(args, task, converted), samples=_samples_from(args),
                             command=command), folder / MODEL_FILE)
@@ -163,7 +147,7 @@ def _read_lines(path: Path) -> list[str]:
     try:
         lines = [line.strip() for line in path.read_text().splitlines()]
     except (OSError, UnicodeDecodeError) as e:
-        raise ImportFailed(f"cannot read labels file {path}: {_line(e)}")
+        raise ImportFailed(f"cannot read labels file {path}: {line(e)}")
     if not any(lines):
         raise ImportFailed(f"labels file {path} holds no label: write one a line, in output order")
     return [line for line in lines if line]
@@ -177,13 +161,21 @@ def _samples(path: Path) -> tuple[np.ndarray, list[str] | None]:
         else:
             with open(path, newline="") as f:
                 table = [r for r in csv.reader(f) if r]
-            header = table.pop(0) if table and not _numeric(table[0]) else None
+            header = [h.strip() for h in table.pop(0)] if table and not _numeric(table[0]) else None
             rows = np.array(table, dtype=np.float64)
     except (OSError, ValueError, UnicodeDecodeError) as e:
-        raise ImportFailed(f"cannot read sample rows from {path}: {_line(e)}")
+        raise ImportFailed(f"cannot read sample rows from {path}: {line(e)}")
     if rows.ndim != 2 or not len(rows) or rows.dtype.kind not in "iuf" or not np.isfinite(rows).all():
         raise ImportFailed(f"sample rows in {path} must be a table of finite numbers, one row per line")
     return rows.astype(np.float64), header
+
+
+def _features(given: list[str] | None, header: list[str] | None, path: Path | None) -> list[str] | None:
+    """The feature names: the option's, or the samples' header; both must agree when both are given."""
+    if given and header and header != given:
+        raise ImportFailed(f"--feature-names {','.join(given)} differ from the header of {path.name} "
+                           f"({','.join(header)}): leave one out or make them agree")
+    return given or header
 
 
 def _numeric(row: list[str]) -> bool:
@@ -192,86 +184,6 @@ def _numeric(row: list[str]) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _from_keras(path: Path, output: str | None, task: Task, kind: str | None, target: Path) -> Converted:
-    with quiet_stderr():
-        return _convert_keras(path, output, task, kind, target)
-
-
-def _convert_keras(path: Path, output: str | None, task: Task, kind: str | None, target: Path) -> Converted:
-    import keras
-
-    from training.export import export_onnx
-
-    if path.suffix == ".keras" and not zipfile.is_zipfile(path):
-        raise ImportFailed(f"{path.name} is not a Keras file: a .keras file is a zip archive")
-    try:
-        model = keras.saving.load_model(path, compile=False)
-    except Exception as e:  # Keras raises many types for a file it cannot read
-        raise ImportFailed(f"cannot load {path.name} as a Keras model: {_line(e)}")
-    outputs = list(getattr(model, "output_names", None) or [t.name for t in model.outputs])
-    chosen = _choose(output, outputs, "the Keras model")
-    model = keras.Model(model.inputs, model.outputs[outputs.index(chosen)])
-    if len(model.inputs) != 1 or len(model.inputs[0].shape) != 2 or model.inputs[0].shape[1] is None:
-        shapes = [tuple(i.shape) for i in model.inputs]
-        raise ImportFailed(f"the Keras model takes inputs of shapes {shapes}; a served model has one "
-                           "input [batch, n_features]")
-    found, how, one_class = keras_kind(model)
-    name = _kind(task, kind, found, how, one_class).value
-    try:
-        export_onnx(model, task, target, name)
-    except Exception as e:  # the converter's errors are its own types
-        raise ImportFailed(f"cannot export {path.name} to ONNX: {_line(e)}")
-    return Converted(name, chosen, found, how, model)
-
-
-def _from_onnx(path: Path, output: str | None, task: Task, kind: str | None, target: Path) -> Converted:
-    import onnx
-
-    try:
-        graph = onnx.load(str(path)).graph
-    except Exception as e:  # protobuf's DecodeError and friends
-        raise ImportFailed(f"{path.name} is not an ONNX model: {_line(e)}")
-    chosen = _choose(output, [o.name for o in graph.output], "the graph")
-    found, how, one_class = onnx_kind(graph, chosen)
-    _kind(task, kind, found, how, one_class)
-    shutil.copyfile(path, target)
-    return Converted(chosen, chosen, found, how, None)
-
-
-def _choose(output: str | None, names: list[str], what: str) -> str:
-    if output is None and len(names) == 1:
-        return names[0]
-    if output is None:
-        raise ImportFailed(f"{what} has outputs {names}; choose the one to serve with --output")
-    if output not in names:
-        raise ImportFailed(f"{what} has no output {output!r}; its outputs are {names}")
-    return output
-
-
-def _kind(task: Task, option: str | None, found: OutputKind | None, how: str = "", one_class: bool = False) -> \
-        OutputKind:
-    """What the served output holds: values for regression, else the option, else what was found."""
-    if one_class and task is Task.multilabel:  # a softmax: most rows would reach no label's threshold
-        raise ImportFailed(f"{how}, whose outputs sum to 1 on every row (one class per row): import it with "
-                           "--task multiclass; a multilabel model ends in a sigmoid per label")
-    if task is Task.regression:
-        if option is not None:
-            raise ImportFailed("--output-kind is for classifiers; a regression output holds values")
-        return OutputKind.values
-    if option is not None:
-        # A softmax or sigmoid found at the end is certain, and its probabilities taken as logits
-        # would get a second one: every answer wrong. A linear end is a guess the option may correct
-        # (the probabilities it then says are checked on the sample rows).
-        if found is OutputKind.probabilities and option == OutputKind.logits.value:
-            raise ImportFailed(f"--output-kind logits contradicts the model: {how}, so it outputs probabilities; "
-                               "leave --output-kind out")
-        return OutputKind(option)
-    if found is None:
-        raise ImportFailed(f"cannot tell whether the output holds logits or probabilities ({how}); "
-                           "say which with --output-kind")
-    return found
 
 
 def _kind_from(args: argparse.Namespace, task: Task, converted: Converted) -> str:
@@ -310,7 +222,7 @@ def _card(args, name: str, version: int, task: Task, labels: list[str] | None, f
         raise ImportFailed(f"a binary model serves one output column (the positive class); {converted.output!r} "
                            f"has {width}: import it with --task multiclass and {width} labels")
     _finite(out[:GOLDEN_ROWS], args.samples)
-    output_kind = _kind(task, args.output_kind, converted.kind)
+    output_kind = decide_kind(task, args.output_kind, converted.kind, converted.kind_from, converted.one_class)
     _check_kind(out, task, output_kind, args, converted)
     keras_model, parity = converted.keras, None
     if keras_model is not None:  # TensorFlow, for a Keras file only (it is loaded already)
@@ -395,6 +307,3 @@ def _copy(folder: Path, staging: Path) -> None:
         shutil.copyfile(folder / file, staging / file)
 
 
-def _line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

@@ -355,6 +355,41 @@ async def test_csv_samples_name_the_features_and_versions_follow_on(tmp_path, ca
     np.testing.assert_allclose(got["predictions"][0]["value"], model.predict(ROWS[:1], verbose=0)[0], atol=1e-5)
 
 
+def test_feature_names_and_a_samples_header_must_agree(tmp_path, capsys):
+    onnx_graph(tmp_path / "graph.onnx", "Softmax")
+    (tmp_path / "rows.csv").write_text("age, bmi ,bp,s1\n" + "\n".join(",".join(map(str, r)) for r in ROWS.tolist()))
+    base = [tmp_path / "graph.onnx", "--task", "multiclass", "--samples", tmp_path / "rows.csv", "--out", tmp_path / "m"]
+    code, err = run_import(capsys, *base, "--feature-names", "age,bmi,bp,s2")
+    assert code == 2 and err.count("\n") == 1, err
+    assert "--feature-names age,bmi,bp,s2 differ from the header of rows.csv (age,bmi,bp,s1): leave one out or " \
+        "make them agree" in err, err
+    assert not (tmp_path / "m").exists()
+    assert run_import(capsys, *base, "--feature-names", "age, bmi,bp,s1")[0] == 0
+    assert read_card(tmp_path / "m/graph/1/card.json").feature_names == ["age", "bmi", "bp", "s1"]
+    assert run_import(capsys, *base)[0] == 0  # the header alone, its spaces dropped
+    assert read_card(tmp_path / "m/graph/2/card.json").feature_names == ["age", "bmi", "bp", "s1"]
+
+
+@pytest.mark.parametrize("output", ["label", "output_label", "output_probability"])
+def test_an_output_that_cannot_serve_is_told_so_before_its_kind_is_asked(tmp_path, capsys, output):
+    # scikit-learn's label (int64 [batch]) and ZipMap'd probabilities (a sequence of maps): no
+    # --output-kind would make them serve, so the import says what is wrong with them instead.
+    from skl2onnx import to_onnx
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = load_iris(return_X_y=True)
+    clf = LogisticRegression(max_iter=1000).fit(x, y)
+    options = {id(clf): {"zipmap": False}} if output == "label" else None
+    (tmp_path / "iris.onnx").write_bytes(to_onnx(clf, x[:1].astype(np.float32), options=options).SerializeToString())
+    code, err = run_import(capsys, tmp_path / "iris.onnx", "--task", "multiclass", "--output", output,
+                           "--out", tmp_path / "m")
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"iris.onnx cannot serve: graph output {output!r} is " in err and "--output-kind" not in err, err
+    assert "a served output is float32 or float64 [batch, n_outputs]" in err, err
+    assert not (tmp_path / "m").exists()
+
+
 @pytest.mark.parametrize("entry", ["service.cli", "training.__main__"])
 def test_an_onnx_import_never_loads_tensorflow(tmp_path, entry):
     onnx_graph(tmp_path / "graph.onnx", None)
