@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 # `--help`, a bad flag or an early Ctrl-C need none of them (`python -m service` runs this file
 # before anything else).
 
+STARTUP_FAILURE = 3  # uvicorn's status when one worker fails to start
 HTTP_PROTOCOLS = {"corked": "service.http.corked:Protocol", "httptools": "httptools"}
 
 
@@ -35,6 +36,9 @@ def main(prog: str = "python -m service") -> int:
     except SettingsError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
+    except WorkerFailed as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return STARTUP_FAILURE
     return 0
 
 
@@ -78,10 +82,48 @@ def serve(settings: Settings) -> None:
                                 f"and no temporary directory is writable ({exc}); mount one at /tmp, or "
                                 f"set PROMETHEUS_MULTIPROC_DIR to a writable directory") from None
     try:
-        uvicorn.run("service.main:create_app", factory=True, workers=workers, **options)
+        stopped_by = _signals_during(lambda: uvicorn.run("service.main:create_app", factory=True, workers=workers,
+                                                         **options))
     finally:
         if own_dir is not None:
             shutil.rmtree(own_dir, ignore_errors=True)
+    _exit_as_one_worker(stopped_by)
+
+
+def _signals_during(run) -> bytes:
+    """Run `run`; the signals the process received meanwhile (signal.set_wakeup_fd's bytes).
+
+    uvicorn's supervisor of workers answers SIGINT and SIGTERM with its own handlers and returns as
+    it does when a worker fails to start (it then stops the others): what it received tells the two
+    apart."""
+    read, write = os.pipe()
+    os.set_blocking(read, False)
+    os.set_blocking(write, False)
+    previous = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+    try:
+        run()
+    finally:
+        signal.set_wakeup_fd(previous)
+        try:
+            received = os.read(read, 4096)
+        except BlockingIOError:
+            received = b""
+        os.close(read)
+        os.close(write)
+    return received
+
+
+def _exit_as_one_worker(received: bytes) -> None:
+    """End as one worker would: SIGINT with 130, SIGTERM with 0, a worker that failed to start with
+    uvicorn's start-up failure status (its log said why)."""
+    if signal.SIGINT in received:
+        raise SystemExit(130)
+    if signal.SIGTERM not in received:
+        raise WorkerFailed("a worker failed to start (its log above says why); the others were stopped")
+
+
+class WorkerFailed(Exception):
+    """A worker process ended before it served; uvicorn stopped the others."""
 
 
 def _check_address(host: str, port: int) -> None:

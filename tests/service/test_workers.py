@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
 
 import httpx
+import pytest
 
 from service.metrics import Metrics
 from tests.service import helpers
@@ -83,3 +85,35 @@ def test_a_killed_workers_model_status_leaves_the_metrics(tmp_path, monkeypatch)
         worker.kill()
         worker.wait(timeout=10)
     assert helpers.metric(dead, "tinyserve_model_version_status", model="gone", version="1", status="ready") is None
+
+
+@pytest.mark.parametrize("sig, status", [(signal.SIGTERM, 0), (signal.SIGINT, 130)])
+def test_several_workers_end_as_one_does_on_a_signal(model_root, tmp_path, sig, status):
+    env = {"TINYSERVE_MODEL_ROOT": str(model_root), "TINYSERVE_WORKERS": "2", "TINYSERVE_POLL_SECONDS": "0"}
+    procs = []
+    with helpers.running_server(env, tmp_path / "server.log", procs=procs):
+        procs[0].send_signal(sig)
+        assert procs[0].wait(30) == status, (tmp_path / "server.log").read_text()[-2000:]
+    assert "Traceback" not in (tmp_path / "server.log").read_text()
+
+
+def test_a_worker_that_fails_to_start_ends_the_server_with_a_failure(model_root, tmp_path):
+    # uvicorn's supervisor stops the other workers and returns as it does after SIGTERM: the
+    # server must not end with status 0 (a supervisor would take it for a clean stop).
+    (tmp_path / "sitecustomize.py").write_text(
+        "import os\n"
+        "if 'PROMETHEUS_MULTIPROC_DIR' in os.environ:  # a worker: its parent set this for it\n"
+        "    from service.repository import Repository\n"
+        "    def load(self):\n"
+        "        raise MemoryError('the models do not fit')\n"
+        "    Repository.load = load  # the lifespan fails, so does the worker's start\n")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("TINYSERVE_", "PROMETHEUS_"))}
+    env = {**clean, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(helpers.REPO_ROOT)]),
+           "TINYSERVE_MODEL_ROOT": str(model_root), "TINYSERVE_WORKERS": "2", "TINYSERVE_POLL_SECONDS": "0",
+           "TINYSERVE_HOST": "127.0.0.1", "TINYSERVE_PORT": str(helpers.free_port())}
+    done = subprocess.run([sys.executable, "-m", "service"], cwd=helpers.REPO_ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 3, done.stderr[-2000:]
+    assert done.stderr.splitlines()[-1] == "python -m service: error: a worker failed to start (its log above " \
+        "says why); the others were stopped", done.stderr[-2000:]
+    assert "MemoryError: the models do not fit" in done.stderr + done.stdout
