@@ -7,6 +7,7 @@ lines, the same HTTP protocol and the same settings.
 
 from __future__ import annotations
 
+import logging.config
 import os
 import shutil
 import signal
@@ -47,7 +48,7 @@ def serve(settings: Settings) -> None:
     import uvicorn
 
     from service import logs
-    from service.config import SettingsError
+    from service.config import SettingsError, unknown_variables
     from service.main import create_app
 
     _check_address(settings.host, settings.port)
@@ -71,6 +72,10 @@ def serve(settings: Settings) -> None:
     if workers == 1:
         uvicorn.run(create_app(settings), **options)
         return
+    # A misspelt variable is said once, here, rather than by every worker.
+    logging.config.dictConfig(options["log_config"])
+    for line in unknown_variables(os.environ):
+        logging.getLogger("service").warning(line)
     # Workers are fresh processes: they see this variable before importing prometheus_client,
     # so each writes its metrics to files there and /metrics sums them all.
     own_dir = None

@@ -61,7 +61,7 @@ def create_app(settings: Settings | None = None) -> Gateway:
         app.state.repository = repo
         level, line = _auth_line(settings)
         log.log(level, line)
-        for line in unknown_variables(os.environ):
+        for line in unknown_variables(os.environ) if settings.workers == 1 else ():  # else said by the parent
             log.warning(line)
         # What is alive now (modules, the app, the first models) is moved out of the collector's
         # reach, so a full collection no longer rescans it. A model holds no reference cycle: one

@@ -89,12 +89,15 @@ def test_a_killed_workers_model_status_leaves_the_metrics(tmp_path, monkeypatch)
 
 @pytest.mark.parametrize("sig, status", [(signal.SIGTERM, 0), (signal.SIGINT, 130)])
 def test_several_workers_end_as_one_does_on_a_signal(model_root, tmp_path, sig, status):
-    env = {"TINYSERVE_MODEL_ROOT": str(model_root), "TINYSERVE_WORKERS": "2", "TINYSERVE_POLL_SECONDS": "0"}
+    env = {"TINYSERVE_MODEL_ROOT": str(model_root), "TINYSERVE_WORKERS": "2", "TINYSERVE_POLL_SECONDS": "0",
+           "TINYSERVE_WORKER": "3"}
     procs = []
     with helpers.running_server(env, tmp_path / "server.log", procs=procs):
         procs[0].send_signal(sig)
         assert procs[0].wait(30) == status, (tmp_path / "server.log").read_text()[-2000:]
-    assert "Traceback" not in (tmp_path / "server.log").read_text()
+    log = (tmp_path / "server.log").read_text()
+    assert "Traceback" not in log
+    assert log.count("TINYSERVE_WORKER is not a setting (did you mean TINYSERVE_WORKERS?)") == 1, log  # not per worker
 
 
 def test_a_worker_that_fails_to_start_ends_the_server_with_a_failure(model_root, tmp_path):
