@@ -7,8 +7,9 @@ Input rules (the model has one FP32 input of shape [-1, n_features]; a table mod
   max_rows ([n_features] alone is refused: the batch dimension is explicit, as in Triton);
 - `data` flat (row-major) or nested exactly as `shape`; its element count must equal the
   product of `shape`;
-- datatype FP16, FP32 or FP64: JSON numbers, coerced straight to float32 (the spec lets the
-  server coerce); every value must be a finite float32;
+- datatype FP16, FP32 or FP64: JSON numbers, coerced to float32 (the spec lets the server
+  coerce); every value must be a finite float32, and FP16 ones are first rounded to FP16 and
+  must be within its range, so that JSON and binary FP16 data are the same features;
 - integer datatypes (INT8..INT64, UINT8..UINT64): JSON integers within the declared type's
   range, and within +-2^24 so float32 holds them exactly;
 - BOOL and BYTES are refused: true/false and strings are not feature values;
@@ -143,6 +144,8 @@ def _floats(inp: RequestInput, chunk: bytes, n: int, names: list[str] | None, ma
     size = v2_bytes.declared_size(inp, chunk)
     if size is None:
         values = _json_values(inp, rows, n, missing)
+        if inp.datatype is Datatype.FP16:
+            values = _half(values, inp, n)
     else:
         values = v2_bytes.values(inp, size, chunk, rows * n, np.dtype((FLOATS | INTEGERS)[inp.datatype]))
     if inp.datatype in INTEGERS and values.dtype.itemsize >= 4:
@@ -220,6 +223,19 @@ def _json_values(inp: RequestInput, rows: int, n: int, missing: bool = False) ->
         k = next(k for k, v in enumerate(data) if not info.min <= v <= info.max)
         raise BadRequest(f"input {inp.name!r}: row {k // n}, feature {k % n} is {data[k]}, outside "
                          f"{inp.datatype.value}'s range [{info.min}, {info.max}]") from None
+
+
+def _half(values: np.ndarray, inp: RequestInput, n: int) -> np.ndarray:
+    """JSON numbers declared FP16, as FP16 holds them: rounded to it (binary FP16 data is already),
+    and within its range."""
+    with np.errstate(over="ignore"):
+        halves = values.astype(np.float16)
+    wide = np.flatnonzero(np.isinf(halves) & np.isfinite(values))
+    if wide.size:
+        k = int(wide[0])
+        raise BadRequest(f"input {inp.name!r} (FP16): row {k // n}, feature {k % n} is {json.show(values[k].item())}, "
+                         "outside FP16's range (|x| <= 65504)")
+    return halves
 
 
 def _check_exact(values: np.ndarray, datatype: Datatype, n: int) -> None:

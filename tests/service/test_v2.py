@@ -310,6 +310,28 @@ async def test_binary_inputs_of_other_types(client, datatype, dtype):
     assert response.json()["outputs"][0]["data"] == [19.0]
 
 
+async def test_fp16_json_data_is_the_fp16_binary_data_would_be(client):
+    # 0.1 is 0.0999755859375 as FP16: the same features whichever way the FP16 row is sent
+    row = [[0.1, 1000.3]]  # tiny-regression answers 2 * x1 + 3 * x2 + 1
+    halves = np.array(row, dtype="<f2")
+    header = {"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP16",
+                          "parameters": {"binary_data_size": halves.nbytes}}]}
+    body, headers = binary_request(header, halves.tobytes())
+    binary = (await client.post("/v2/models/tiny-regression/infer", content=body, headers=headers)).json()
+    as_json = await infer(client, "tiny-regression", {"inputs": [tensor(row, datatype="FP16")]})
+    expected = float((halves.astype(np.float32) @ np.array([2, 3], np.float32) + 1)[0])
+    assert binary["outputs"][0]["data"] == as_json.outputs[0].data == [pytest.approx(expected, rel=1e-6)]
+    assert as_json.outputs[0].data != [pytest.approx(2 * 0.1 + 3 * 1000.3 + 1, rel=1e-7)]
+
+
+async def test_fp16_json_data_beyond_fp16s_range_is_refused(client):
+    body = {"inputs": [{**tensor([[1, 2], [3, 70000]]), "datatype": "FP16"}]}
+    response = await client.post("/v2/models/tiny-regression/infer", json=body)
+    assert response.status_code == 400
+    assert response.json() == {"error": "input 'x' (FP16): row 1, feature 1 is 70000.0, outside FP16's range "
+                                        "(|x| <= 65504)"}
+
+
 @pytest.mark.parametrize("header_length, header, tail, error", [
     ("abc", None, b"", "inference-header-content-length must be a byte count"),
     ("99999", None, b"", "must be a byte count within the"),
