@@ -115,8 +115,9 @@ def _validation_message(exc: RequestValidationError) -> str:
 async def _handler(request: Request, exc: Exception) -> Response:
     if isinstance(exc, HTTPException) and exc.status_code == 404 and exc.detail == "Not Found":
         # Starlette's answer for a path no route matches (the path is the client's own: not echoed)
-        return error_response(f"no route matches this {request.method} request's path (paths end without "
-                              "'/'); the API is listed at /docs", 404)
+        slash = " (paths end without '/')" if request.url.path.endswith("/") and request.url.path != "/" else ""
+        return error_response(f"no route matches this {request.method} request's path{slash}; the API is listed "
+                              "at /docs", 404)
     return to_response(exc)
 
 
