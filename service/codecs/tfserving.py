@@ -42,6 +42,7 @@ from service.types.tfserving import PredictRequest
 
 SIGNATURE = "serving_default"
 METHOD = "tensorflow/serving/predict"
+SIGNATURE_DEF_MAP = "type.googleapis.com/tensorflow.serving.SignatureDefMap"  # the metadata's Any names its type
 
 
 def _rows(key: str, parent: object, depth: int) -> bool:
@@ -155,7 +156,7 @@ def model_metadata(model: LoadedModel) -> dict:
     signature = {"inputs": {i.name: _tensor(i.name, i.shape[-1], i.dtype) for i in model.card.graph_inputs},
                  "outputs": {out.name: _tensor(out.name, out.width)}, "method_name": METHOD}
     return {"model_spec": {"name": model.name, "signature_name": "", "version": str(model.version)},
-            "metadata": {"signature_def": {"signature_def": {SIGNATURE: signature}}}}
+            "metadata": {"signature_def": {"@type": SIGNATURE_DEF_MAP, "signature_def": {SIGNATURE: signature}}}}
 
 
 def _tensor(name: str, width: int, dtype: str = "float32") -> dict:

@@ -6,9 +6,9 @@ Docstrings quote the TF Serving RESTful API guide. As in `service.types.v2`, ten
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, StrictStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
 
 from service.errors import ErrorResponse  # noqa: F401 - the one error body, named here for this protocol's routes
 
@@ -105,8 +105,12 @@ class SignatureDef(_Object):
 
 
 class SignatureDefMap(_Object):
-    """SignatureDefMap: the signatures by key, e.g. "serving_default"."""
+    """SignatureDefMap: the signatures by key, e.g. "serving_default"; a google.protobuf.Any in the
+    metadata map, so its JSON names its type in "@type" (protobuf's parsers need it)."""
 
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    type_url: Literal["type.googleapis.com/tensorflow.serving.SignatureDefMap"] = Field(alias="@type")
     signature_def: dict[str, SignatureDef]
 
 

@@ -128,9 +128,10 @@ async def test_failed_version_status_and_predict(tmp_path):
 async def test_metadata(client, path):
     meta = GetModelMetadataResponse.model_validate((await client.get(path)).json())
     dim = lambda n: {"size": n, "name": ""}  # noqa: E731
-    assert meta.model_dump() == {
+    assert meta.model_dump(by_alias=True) == {
         "model_spec": {"name": "tiny-features", "signature_name": "", "version": "1"},
-        "metadata": {"signature_def": {"signature_def": {"serving_default": {
+        "metadata": {"signature_def": {"@type": "type.googleapis.com/tensorflow.serving.SignatureDefMap",
+                                       "signature_def": {"serving_default": {
             "inputs": {"features": {"name": "features", "dtype": "DT_FLOAT",
                                     "tensor_shape": {"dim": [dim("-1"), dim("3")], "unknown_rank": False}}},
             "outputs": {"probabilities": {"name": "probabilities", "dtype": "DT_FLOAT",
