@@ -177,6 +177,11 @@ def _malformed(body: bytes, exc: Exception | None) -> None:
     if body.startswith(GZIP_MAGIC):  # decoded as JSON it reads "str is not valid UTF-8"
         raise BadRequest("malformed JSON: the body is gzip-compressed; say so with Content-Encoding: gzip")
     try:
+        body.decode()
+    except UnicodeDecodeError as e:  # orjson would say "surrogates not allowed" of any bad byte, at char 0
+        raise BadRequest(f"malformed JSON: the body is not UTF-8 text (byte 0x{body[e.start]:02x} at offset "
+                         f"{e.start}); JSON is sent as UTF-8") from None
+    try:
         orjson.loads(body)
     except orjson.JSONDecodeError as refused:
         raise BadRequest(f"malformed JSON: {refused}") from None
