@@ -20,6 +20,13 @@ one chunk) is refused by the guard with a 400 saying so, and the connection clos
 upgrade, neither the guard's parser nor uvicorn's reads on. uvicorn runs with no WebSocket
 protocol (`service/__main__.py`), so no connection leaves this protocol (and the guard's count).
 
+Pipelined requests are bounded: uvicorn reads on while it has requests queued on a connection
+(it resumes reading after each answer), so a client that sends requests without reading the
+answers would have it queue them all, without end. Once a connection has more than `PIPELINE`
+requests whose answers have not begun (its heads as the guard counted them, less the answers'
+heads written), reading it stops until they are down to `PIPELINE`; uvicorn's own wish to pause
+(a body it has not read yet) still holds.
+
 Everything else about HTTP is uvicorn's. Closing (or aborting) the transport sends (or drops) what
 is held first. One case differs: should the client half-close within the very step an answer is
 held in, that answer is dropped where uvicorn's own protocol would have handed it to the socket.
@@ -50,6 +57,8 @@ class Owed:
 
 
 OWED = Owed()
+PIPELINE = 32  # requests a connection may have sent and not begun to be answered, before reading stops
+_ANSWER = b"HTTP/1.1 "  # how uvicorn's every answer begins: its head, written in one piece
 # A whole `Upgrade` header line (any case); the scan for "pgrade" first keeps it off most data.
 _HEAD_SCAN = 2048  # how far into a chunk to look for it: such heads are short, bodies may be long
 _UPGRADE = re.compile(rb"\r\nupgrade[ \t]*:[^\r\n]*(?=\r\n)", re.IGNORECASE)
@@ -58,7 +67,7 @@ _UPGRADE = re.compile(rb"\r\nupgrade[ \t]*:[^\r\n]*(?=\r\n)", re.IGNORECASE)
 class CorkedTransport:
     """A transport that sends a response's head with what follows it in one call (see the module)."""
 
-    __slots__ = ("transport", "loop", "held", "owed", "owing")
+    __slots__ = ("transport", "loop", "held", "owed", "owing", "asked", "answered", "wants_pause", "full", "paused")
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop, owed: Owed | None = None):
         self.transport = transport
@@ -66,12 +75,36 @@ class CorkedTransport:
         self.held: list[bytes] | None = None
         self.owed = Owed() if owed is None else owed  # with other answers owed, hold until the step ends
         self.owing = False  # whether this connection is counted in `owed`
+        self.asked = self.answered = 0  # request heads received, answers begun
+        self.wants_pause = self.full = self.paused = False  # uvicorn's wish, the pipeline's, the transport's state
 
-    def expect(self) -> None:
-        """A request head arrived: this connection owes an answer until it next sends."""
+    def expect(self, asked: int) -> None:
+        """Request heads arrived, `asked` so far: this connection owes an answer until it next sends,
+        and stops being read while too many are pipelined."""
+        self.asked = asked
         if not self.owing:
             self.owing = True
             self.owed.count += 1
+        if asked - self.answered > PIPELINE and not self.full:
+            self.full = True
+            self._reading()
+
+    def pause_reading(self) -> None:
+        self.wants_pause = True
+        self._reading()
+
+    def resume_reading(self) -> None:
+        self.wants_pause = False
+        self._reading()
+
+    def _reading(self) -> None:
+        paused = self.wants_pause or self.full
+        if paused != self.paused:
+            self.paused = paused
+            if paused:
+                self.transport.pause_reading()
+            else:
+                self.transport.resume_reading()
 
     def settle(self) -> None:
         """This connection owes nothing (it sent, or it is gone)."""
@@ -80,6 +113,11 @@ class CorkedTransport:
             self.owed.count -= 1
 
     def write(self, data: bytes) -> None:
+        if data.startswith(_ANSWER) and data[9:10] != b"1":  # an answer's head, not a 100 Continue
+            self.answered += 1
+            if self.full and self.asked - self.answered <= PIPELINE:
+                self.full = False
+                self._reading()
         if self.held is None:
             self.held = [data]
             self.loop.call_soon(self.flush)
@@ -124,7 +162,7 @@ class CorkedTransport:
         return self.transport.get_write_buffer_size() + sum(map(len, self.held or ()))
 
     def __getattr__(self, name: str):
-        return getattr(self.transport, name)  # pause_reading, resume_reading, get_extra_info, ...
+        return getattr(self.transport, name)  # get_extra_info, set_write_buffer_limits, ...
 
 
 def limits() -> Limits:
@@ -171,7 +209,7 @@ class Protocol(asyncio.Protocol):
             data = _UPGRADE.sub(b"", data[:head]) + data[head:]
         if self.guard.admit(data):
             if self.guard.ended:  # a request head is complete: its answer is now owed
-                self.corked.expect()
+                self.corked.expect(self.guard.requests)
             self.http.data_received(data)
 
     def eof_received(self) -> bool | None:

@@ -104,7 +104,7 @@ class Guard:
     """
 
     __slots__ = ("limits", "transport", "loop", "parser", "head_bytes", "size", "ended", "body", "closed", "start",
-                 "at")
+                 "at", "requests")
 
     def __init__(self, limits: Limits, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop):
         self.limits, self.transport, self.loop = limits, transport, loop
@@ -116,6 +116,7 @@ class Guard:
         self.closed = False
         self.start = 0  # where in this chunk the head being read began (0: in an earlier chunk)
         self.at = 0  # how far into this chunk the parser is known to be
+        self.requests = 0  # complete request heads so far
         limits.open += 1
         if limits.open > limits.max_connections:
             idle = next(iter(limits.waiting), None)  # waiting longest for a head
@@ -189,6 +190,7 @@ class Guard:
     def on_headers_complete(self) -> None:
         self.limits.waiting.pop(self, None)
         self.ended = self.body = True
+        self.requests += 1
         size = self.size + REQUEST_LINE + 2  # the request line's method and version, the blank line
         self._check(size)
         self.at = max(self.at, self.start + size - self.head_bytes)  # where the next head may begin

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 
+import httpx
 import pytest
 import uvicorn
 from uvicorn.server import ServerState
@@ -12,6 +14,7 @@ from uvicorn.server import ServerState
 from service.http.corked import OWED, CorkedTransport, Owed, Protocol
 from service.http import limits
 from service.http.limits import Guard, Limits
+from tests.service import helpers
 
 
 class FakeTransport:
@@ -59,7 +62,7 @@ def owing(fake: FakeTransport, loop, others: int) -> CorkedTransport:
     owed = Owed()
     owed.count = others
     corked = CorkedTransport(fake, loop, owed)
-    corked.expect()
+    corked.expect(1)
     return corked
 
 
@@ -325,8 +328,8 @@ def test_a_connection_settles_when_it_sends_closes_aborts_or_is_reset():
         loop, owed, seen = asyncio.get_running_loop(), Owed(), []
         for end in ("flush", "close", "abort"):
             corked = CorkedTransport(FakeTransport(), loop, owed)
-            corked.expect()
-            corked.expect()  # a second head before the answer (pipelining) counts once
+            corked.expect(1)
+            corked.expect(2)  # a second head before the answer (pipelining) counts once
             seen.append(owed.count)
             if end == "flush":
                 corked.write(b"answer")
@@ -343,6 +346,44 @@ def test_a_connection_settles_when_it_sends_closes_aborts_or_is_reset():
         return seen
 
     assert asyncio.run(main()) == [1, 0, 1, 0, 1, 0, 1, 0]
+
+
+def test_a_connection_is_not_read_while_more_than_pipeline_requests_wait_for_their_answers():
+    # uvicorn resumes reading after each answer, whatever it has queued: a client that sends
+    # requests and never reads the answers had them all queued (hundreds of MB), without end.
+    from service.http.corked import PIPELINE
+
+    async def main():
+        release = asyncio.Event()
+
+        async def slow(scope, receive, send):
+            await release.wait()
+            await answer(scope, receive, send)
+
+        fake = FakeTransport()
+        protocol = opened(app=slow, fake=fake)
+        n = PIPELINE + 8
+        protocol.data_received(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n" * n)
+        await asyncio.sleep(0.05)
+        reading = [(0, [c[0] for c in fake.calls if c[0].endswith("reading")])]
+        answered = 0
+        while answered < n:  # one answer at a time, each a step of the loop
+            release.set()
+            await asyncio.sleep(0)
+            release.clear()
+            answered = sum(1 for c in fake.calls for d in (c[1] if c[0] == "writelines" else [c[1]] if c[0] == "write"
+                                                            else []) if d.startswith(b"HTTP/1.1 200"))
+            reading.append((answered, [c[0] for c in fake.calls if c[0].endswith("reading")]))
+            if answered == 1:
+                after_first = reading[-1][1]
+        protocol.connection_lost(None)
+        return reading[0], after_first, reading, answered
+
+    first, after_first, reading, answered = asyncio.run(main())
+    assert first == (0, ["pause_reading"]) and after_first == ["pause_reading"]  # still paused after uvicorn resumes
+    resumed = next(n for n, calls in reading if calls == ["pause_reading", "resume_reading"])
+    assert resumed == 8 and reading[-1][1] == ["pause_reading", "resume_reading"], reading  # PIPELINE left waiting
+    assert answered == PIPELINE + 8
 
 
 def test_only_a_complete_head_makes_a_connection_owe():
@@ -501,3 +542,33 @@ def test_refusals_are_counted_and_logged_at_most_once_a_minute(caplog, monkeypat
     said = "connections refused since start (head_too_large: {}); logged at most once a minute, each counted in " \
         "tinyserve_connections_refused_total"
     assert [r.getMessage() for r in caplog.records if r.name == "service.http.limits"] == [said.format(1), said.format(3)]
+
+
+def _rss_kb(pid: int) -> int:
+    status = open(f"/proc/{pid}/status").read()
+    return int(status.split("VmRSS:")[1].split()[0])
+
+
+def test_a_client_that_pipelines_without_reading_cannot_fill_the_servers_memory(model_root, tmp_path):
+    # Requests sent for a few seconds on one connection whose client reads nothing: uvicorn alone
+    # queued every one it read (267 MB in a run of this test) long after the answers had stopped;
+    # now what one read brings, beyond the PIPELINE waiting, is the most it queues.
+    procs = []
+    env = {"TINYSERVE_MODEL_ROOT": str(model_root), "TINYSERVE_LOG_LEVEL": "warning", "TINYSERVE_POLL_SECONDS": "0"}
+    with helpers.running_server(env, tmp_path / "server.log", procs=procs) as url:
+        host, port = url.removeprefix("http://").split(":")
+        before = _rss_kb(procs[0].pid)
+        chunk = b"GET /health/live HTTP/1.1\r\nhost: x\r\n\r\n" * 1000
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.connect((host, int(port)))
+            s.setblocking(False)
+            sent, deadline = 0, time.monotonic() + 4
+            while time.monotonic() < deadline:
+                try:
+                    sent += s.send(chunk)
+                except BlockingIOError:
+                    time.sleep(0.01)
+            grown = _rss_kb(procs[0].pid) - before
+            assert httpx.get(f"{url}/health/live").status_code == 200  # the others are still served
+    assert grown < 64 * 1024, f"the server grew by {grown} kB while a client sent {sent} bytes of requests"
