@@ -172,18 +172,27 @@ def _document(body: bytes) -> object:
     raise AssertionError("unreachable")
 
 
+NOT_JSON = ("-Infinity", "Infinity", "NaN")  # orjson stops at the sign of the first
+
+
 def _malformed(body: bytes, exc: Exception | None) -> None:
     """Raise the 400 for a body simdjson refuses, worded by orjson's message where it has one."""
     if body.startswith(GZIP_MAGIC):  # decoded as JSON it reads "str is not valid UTF-8"
-        raise BadRequest("malformed JSON: the body is gzip-compressed; say so with Content-Encoding: gzip")
+        raise BadRequest("malformed JSON: the body is gzip-compressed; say so with Content-Encoding: gzip (a body "
+                         "sent with it was compressed twice)")
     try:
-        body.decode()
+        text = body.decode()
     except UnicodeDecodeError as e:  # orjson would say "surrogates not allowed" of any bad byte, at char 0
         raise BadRequest(f"malformed JSON: the body is not UTF-8 text (byte 0x{body[e.start]:02x} at offset "
                          f"{e.start}); JSON is sent as UTF-8") from None
     try:
         orjson.loads(body)
     except orjson.JSONDecodeError as refused:
+        at = refused.pos
+        word = next((w for w in NOT_JSON for start in (at, at - 1) if start >= 0 and text.startswith(w, start)), None)
+        if word is not None:  # what Python's json.dumps and JavaScript write for NaN and the infinities
+            raise BadRequest(f"malformed JSON: {word} is not a JSON value: line {refused.lineno} column "
+                             f"{refused.colno} (char {refused.pos}); a missing value is null") from None
         raise BadRequest(f"malformed JSON: {refused}") from None
     # What only simdjson refuses: an integer literal beyond 64 bits (orjson reads it as a float),
     # or a document nested deeper than simdjson reads.

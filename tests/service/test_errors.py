@@ -98,6 +98,18 @@ async def test_a_gzip_body_without_its_content_encoding_is_said_to_be_one(client
     # It was "malformed JSON: str is not valid UTF-8: surrogates not allowed".
     assert_error(await client.post(path, content=GZIPPED), 400,
                  "malformed JSON: the body is gzip-compressed; say so with Content-Encoding: gzip")
+    # sent with it, but compressed twice: the message must not say the header is missing only
+    assert_error(await client.post(path, content=gzip.compress(GZIPPED), headers={"Content-Encoding": "gzip"}), 400,
+                 "say so with Content-Encoding: gzip (a body sent with it was compressed twice)")
+
+
+@pytest.mark.parametrize("word, at", [("NaN", 33), ("Infinity", 33), ("-Infinity", 34)])
+async def test_nan_and_infinity_in_a_body_are_named(client, word, at):
+    # Python's json.dumps writes them (pandas' to_dict of a missing value): a missing value is null.
+    body = '{"model": "é", "instances": [[1, %s, 3]]}' % word  # a character of two bytes before it
+    assert_error(await client.post("/predict", content=body.encode()), 400,
+                 f"malformed JSON: {word} is not a JSON value: line 1 column {at + 1} (char {at}); "
+                 "a missing value is null")
 
 
 async def test_more_rows_than_the_maximum(client, settings):
