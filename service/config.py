@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 import re
 from collections.abc import Mapping
 from functools import lru_cache
@@ -204,15 +205,29 @@ SERVICE_LINK = re.compile(r"TINYSERVE(_\w+?)?_(SERVICE_HOST|SERVICE_PORT(_\w+)?|
 def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     """A line for each TINYSERVE_* variable that names no setting (a typo leaves its setting at the
     default), with the nearest setting's name; Kubernetes' Service links aside."""
-    known = [f"TINYSERVE_{name.upper()}" for name in Settings.model_fields]
     lines = []
-    for name in sorted(n.upper() for n in environ):
-        if not name.startswith("TINYSERVE_") or name in known or SERVICE_LINK.fullmatch(name):
-            continue
-        nearest = difflib.get_close_matches(name.removeprefix("TINYSERVE_").lower(), list(Settings.model_fields), n=1)
-        hint = f" (did you mean TINYSERVE_{nearest[0].upper()}?)" if nearest else ""
+    for name, nearest in _unknown(environ).items():
+        hint = f" (did you mean TINYSERVE_{nearest.upper()}?)" if nearest else ""
         lines.append(f"{name} is not a setting{hint}: it is ignored")
     return lines
+
+
+def _unknown(environ: Mapping[str, str]) -> dict[str, str | None]:
+    """Each TINYSERVE_* variable that names no setting, with the nearest setting's name or None."""
+    known = [f"TINYSERVE_{name.upper()}" for name in Settings.model_fields]
+    return {name: next(iter(difflib.get_close_matches(name.removeprefix("TINYSERVE_").lower(),
+                                                      list(Settings.model_fields), n=1)), None)
+            for name in sorted(n.upper() for n in environ)
+            if name.startswith("TINYSERVE_") and name not in known and not SERVICE_LINK.fullmatch(name)}
+
+
+def _auth_misspelt(settings: Settings, environ: Mapping[str, str]) -> None:
+    """Without tokens the server answers everyone: a variable that was meant to set them stops
+    start-up rather than leave a server open that was meant to be closed."""
+    meant = [name for name, nearest in _unknown(environ).items() if nearest == "api_tokens"]
+    if meant and not settings.api_tokens:
+        raise SettingsError(f"{meant[0]} is not a setting (did you mean TINYSERVE_API_TOKENS?), and without "
+                            "TINYSERVE_API_TOKENS the server would answer every client: rename it")
 
 
 class SettingsError(ValueError):
@@ -223,9 +238,11 @@ class SettingsError(ValueError):
 def get_settings() -> Settings:
     """The settings from the environment, read once; tests call `get_settings.cache_clear()`."""
     try:
-        return Settings()
+        settings = Settings()
     except ValidationError as exc:
         raise SettingsError("; ".join(map(_problem, exc.errors(include_url=False)))) from None
+    _auth_misspelt(settings, os.environ)
+    return settings
 
 
 def _problem(error: dict) -> str:

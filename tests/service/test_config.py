@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from service.config import DEFAULT_MODEL_ROOT, Settings, get_settings, unknown_variables
+from service.config import DEFAULT_MODEL_ROOT, Settings, SettingsError, get_settings, unknown_variables
 
 
 def test_defaults():
@@ -56,6 +56,20 @@ def test_variables_that_name_no_setting_are_said_with_the_nearest_one():
         "TINYSERVE_WORKER is not a setting (did you mean TINYSERVE_WORKERS?): it is ignored",
         "TINYSERVE_XPORT is not a setting (did you mean TINYSERVE_PORT?): it is ignored",
         "TINYSERVE_XYZZY is not a setting: it is ignored"]
+
+
+def test_a_misspelt_token_variable_stops_start_up_rather_than_serve_without_auth(monkeypatch):
+    get_settings.cache_clear()
+    monkeypatch.setenv("TINYSERVE_API_TOKEN", "s3cret")
+    with pytest.raises(SettingsError) as refused:
+        get_settings()
+    assert str(refused.value) == ("TINYSERVE_API_TOKEN is not a setting (did you mean TINYSERVE_API_TOKENS?), and "
+                                  "without TINYSERVE_API_TOKENS the server would answer every client: rename it")
+    assert "s3cret" not in str(refused.value)
+    monkeypatch.setenv("TINYSERVE_API_TOKENS", "s3cret")  # set as well: auth is on, the other one is only a typo
+    get_settings.cache_clear()
+    assert get_settings().api_tokens == ("s3cret",)
+    get_settings.cache_clear()
 
 
 def test_the_body_budget_is_64_mib_or_one_largest_body_unless_set():

@@ -333,7 +333,7 @@ def test_an_idle_kept_alive_connection_is_closed_after_the_keep_alive_setting(mo
     # uvicorn's 5 s could not be set: behind a proxy that keeps connections open longer, requests
     # raced the close (a 502).
     env = {"TINYSERVE_MODEL_ROOT": str(model_root), "TINYSERVE_KEEP_ALIVE_SECONDS": "1",
-           "TINYSERVE_API_TOKEN": "typo"}
+           "TINYSERVE_WORKER": "3"}
     with helpers.running_server(env, tmp_path / "server.log") as url, connect(url) as sock:
         sock.sendall(HEAD + b"\r\n")
         assert sock.recv(65536).startswith(b"HTTP/1.1 200 OK")
@@ -342,4 +342,4 @@ def test_an_idle_kept_alive_connection_is_closed_after_the_keep_alive_setting(mo
         waited = time.monotonic() - started
     assert 0.5 < waited < 4, waited
     log = (tmp_path / "server.log").read_text()
-    assert "TINYSERVE_API_TOKEN is not a setting (did you mean TINYSERVE_API_TOKENS?): it is ignored" in log
+    assert "TINYSERVE_WORKER is not a setting (did you mean TINYSERVE_WORKERS?): it is ignored" in log
