@@ -8,7 +8,9 @@ begins and ends and adds up what it holds:
 - a connection past `max_connections` (per worker) makes room by closing, with a 503, the
   connection that has waited longest for a request head (one that sent nothing, or not all of a
   head: a client that keeps connections open without using them cannot shut others out); when
-  every connection is in a request, the new one is answered 503 and closed at once;
+  every connection is in a request, the new one is answered 503 and closed as soon as its first
+  bytes show it is no health check (`PROBES`): clients holding every connection in a slow request
+  do not fail the liveness probe, which would have the orchestrator restart a server that works;
 - a head larger than `max_head_bytes` is answered 431 and the connection closed;
 - a head not complete `head_timeout` seconds after its first byte (or, for the first request,
   after the connection opened) is answered 408 and the connection closed; blank lines before a
@@ -35,6 +37,7 @@ from service.errors import error_body
 log = logging.getLogger(__name__)
 REQUEST_LINE = len(b"OPTIONS  HTTP/1.1\r\n")  # a request line beside its target, at most
 LOG_EVERY = 60.0  # seconds between two log lines about refusals, at least
+PROBES = (b"GET /health/", b"GET /v2/health/")  # request lines served past the connection cap
 
 
 def answer(status: int, reason: str, message: str) -> bytes:
@@ -104,7 +107,7 @@ class Guard:
     """
 
     __slots__ = ("limits", "transport", "loop", "parser", "head_bytes", "size", "ended", "body", "closed", "start",
-                 "at", "requests")
+                 "at", "requests", "probe_only")
 
     def __init__(self, limits: Limits, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop):
         self.limits, self.transport, self.loop = limits, transport, loop
@@ -117,23 +120,29 @@ class Guard:
         self.start = 0  # where in this chunk the head being read began (0: in an earlier chunk)
         self.at = 0  # how far into this chunk the parser is known to be
         self.requests = 0  # complete request heads so far
+        self.probe_only = False  # past the cap, with every connection in a request: a health check or nothing
         limits.open += 1
         if limits.open > limits.max_connections:
             idle = next(iter(limits.waiting), None)  # waiting longest for a head
             if idle is None:
-                self.refuse(503, "Service Unavailable",
-                            f"too many connections: this server takes {limits.max_connections} at a time",
-                            "too_many_connections")
-                return
-            idle.refuse(503, "Service Unavailable", f"too many connections: this server takes "
-                        f"{limits.max_connections} at a time, and closed this one, which had not sent a "
-                        "request, to make room for another", "idle_closed")
+                self.probe_only = True
+            else:
+                idle.refuse(503, "Service Unavailable", f"too many connections: this server takes "
+                            f"{limits.max_connections} at a time, and closed this one, which had not sent a "
+                            "request, to make room for another", "idle_closed")
         limits.wait(self, loop)
 
     def admit(self, data: bytes) -> bool:
         """Whether uvicorn may read `data`; False once the connection has been refused."""
         if self.closed:
             return False
+        if self.probe_only:
+            self.probe_only = False
+            if not data.startswith(PROBES):
+                self.refuse(503, "Service Unavailable",
+                            f"too many connections: this server takes {self.limits.max_connections} at a time",
+                            "too_many_connections")
+                return False
         self.ended = False
         parser = self.parser
         if parser is None:  # uvicorn's parser refuses what this one did: its answer, not ours
