@@ -43,11 +43,12 @@ def _containers() -> list[dict]:
 
 
 def _env(container: dict) -> dict[str, str]:
-    return {e["name"]: e["value"] for e in container.get("env", [])}
+    return {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
 
 
 def test_the_expected_resources_are_there():
-    assert sorted(d["kind"] for d in _all(KUBERNETES)) == ["Deployment", "HorizontalPodAutoscaler", "Service"]
+    assert sorted(d["kind"] for d in _all(KUBERNETES)) == ["Deployment", "HorizontalPodAutoscaler",
+                                                            "PodDisruptionBudget", "Service"]
     assert len(_by_kind("InferenceService")) == 2 and len(_by_kind("ServingRuntime")) == 1
 
 
@@ -98,6 +99,27 @@ def test_hpa_scales_the_deployment_on_cpu():
     assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
     # Utilization is a share of the request: without a CPU request the HPA cannot act.
     assert _by_kind("Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"]
+
+
+def test_replicas_are_the_hpas_and_a_disruption_takes_one_at_a_time():
+    deployment, hpa = _by_kind("Deployment")[0], _by_kind("HorizontalPodAutoscaler")[0]
+    assert "replicas" not in deployment["spec"]  # `kubectl apply` would reset what the HPA scaled to
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    (pdb,) = _by_kind("PodDisruptionBudget")
+    assert pdb["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    assert pdb["spec"]["maxUnavailable"] == 1 < hpa["spec"]["minReplicas"]
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["topologySpreadConstraints"][0]["labelSelector"] == deployment["spec"]["selector"]
+
+
+def test_tokens_come_from_an_optional_secret_and_startup_is_given_time():
+    (container,) = _by_kind("Deployment")[0]["spec"]["template"]["spec"]["containers"]
+    (tokens,) = [e for e in container["env"] if e["name"] == "TINYSERVE_API_TOKENS"]
+    assert tokens["valueFrom"]["secretKeyRef"]["optional"] is True and "value" not in tokens
+    startup = container["startupProbe"]
+    assert startup["httpGet"]["path"] == container["livenessProbe"]["httpGet"]["path"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 120  # models load before the server listens
+    assert "initialDelaySeconds" not in container["livenessProbe"]
 
 
 def test_kserve_custom_predictor_has_what_kserve_needs():
@@ -165,7 +187,8 @@ def test_read_only_containers_mount_a_writable_tmp():
 def test_probe_paths_answer_200_in_the_app(monkeypatch):
     for key in [k for k in os.environ if k.startswith("TINYSERVE_")]:
         monkeypatch.delenv(key)  # a developer's settings must not change what the app serves
-    paths = {c[p]["httpGet"]["path"] for c in _containers() for p in ("livenessProbe", "readinessProbe")}
+    paths = {c[p]["httpGet"]["path"] for c in _containers() for p in ("livenessProbe", "readinessProbe", "startupProbe")
+             if p in c}
     app = create_app(Settings(model_root=ROOT / "models"))
     routes = set(app.openapi()["paths"])
     assert paths <= routes, f"no such route: {sorted(paths - routes)}"
