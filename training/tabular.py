@@ -239,9 +239,10 @@ def _numbers_with_words(frame: pd.DataFrame, text: list[str], warn: Callable[[st
     """Text columns that are numbers but for some words. Pandas' NA strings ("NA", "None") among
     them are missing values: the fix is to name them so, not to make the columns categories (every
     such column is said at once). Up to MAX_ODD_WORDS other words in at most ODD_SHARE of the cells
-    ("?", a typo) are said with their lines: an error where the column has too many distinct values
-    to be categories (that refusal would mislead), a warning where it becomes them (clients would
-    then send its numbers as text)."""
+    ("?", a typo) are said with their lines: an error where the column has more than
+    MIN_ID_DISTINCT distinct values (a measurement: as categories, learnt from the training rows,
+    most values a client sends would be unseen, and "too many categories" would mislead), a warning
+    where it becomes a few categories (clients would then send its numbers as text)."""
     na_words, na_columns, few = set(), [], []
     for c in text:
         column = frame[c]
@@ -262,7 +263,7 @@ def _numbers_with_words(frame: pd.DataFrame, text: list[str], warn: Callable[[st
     for column, words, odd in few:
         said = (f"feature column {column.name!r} holds numbers and {listed(words, repr)} at line(s) {_rows(odd)}: "
                 f"if that means missing, say --na-values {shlex.quote(','.join(words))}; if not, fix those cells")
-        if _too_many_categories(column):
+        if column.nunique(dropna=True) > MIN_ID_DISTINCT:
             raise DataError(f"{said}, or leave the column out with --drop {shlex.quote(str(column.name))}")
         warn(f"{said}; meanwhile it is a column of categories, and clients send its values as text")
 

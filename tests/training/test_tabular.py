@@ -200,6 +200,12 @@ def test_numbers_with_a_few_other_words_are_said_with_their_lines(tmp_path):
     assert said == ["feature column 'rooms' holds numbers and 'abc' at line(s) 12: if that means missing, say "
                     "--na-values abc; if not, fix those cells; meanwhile it is a column of categories, and clients "
                     "send its values as text"]
+    # 25 distinct numbers in 60 cells and one '?': not too many categories for the whole file, but
+    # a measurement all the same; as categories it was published, and clients' values unseen.
+    some = [str(v % 25 / 4) for v in range(60)]
+    some[7] = "?"
+    with pytest.raises(DataError, match=r"feature column 'ash' holds numbers and '\?' at line\(s\) 9: "):
+        load_table(table(tmp_path, y=np.tile([0, 1], 30), ash=some, rooms=few), target="y")
 
 
 def test_row_index_columns_are_left_out_with_a_warning_unless_kept(tmp_path):
