@@ -46,14 +46,25 @@ def _numeric(name: str, values: np.ndarray) -> Column:
     missing = np.isnan(values)
     if missing.all():
         raise ValueError(f"feature column {name!r} has no value in the training split")
-    return Column(name=name, kind="numeric", fill=_shortest(np.median(values[~missing])),
+    return Column(name=name, kind="numeric", fill=_readable(np.median(values[~missing].astype(np.float64))),
                   missing_in_training=int(missing.sum()))
 
 
 def _shortest(value) -> float:
-    """The float32 as its shortest decimal (11.725, not 11.725000381469727): the same float32 for
-    the graph, and the number a person reads in the card."""
+    """The float32 as its shortest decimal (11.725, not 11.725000381469727): the same float32."""
     return float(str(np.float32(value)))
+
+
+def _readable(value) -> float:
+    """The shortest decimal within one float32 step of `value` (11.725, not 11.725000381469727; 18.63
+    for the median of 18.62 and 18.64, which float32 holds as 18.630001): its float32 is the graph's
+    fill, and the number is what a person reads in the card and the warnings."""
+    near = np.float32(value)
+    for digits in range(1, 10):
+        text = f"{float(near):.{digits}g}"
+        if abs(np.float32(text) - near) <= np.spacing(near):
+            return float(text)
+    return float(near)
 
 
 def _categorical(name: str, values: np.ndarray, missing_texts: tuple[str, ...] = ()) -> Column:
