@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging.config
 import os
 import socket
 import subprocess
@@ -43,6 +44,8 @@ def uvicorn_calls(monkeypatch):
     """What would have been handed to uvicorn.run, instead of serving (on any port: none is bound)."""
     calls = []
     monkeypatch.setattr(uvicorn, "run", lambda app, **options: calls.append((app, options)))
+    # The parent of several workers configures logging as uvicorn.run would: not this process's.
+    monkeypatch.setattr(logging.config, "dictConfig", lambda config: None)
     monkeypatch.setattr(python_m_service, "_unlistenable", lambda addresses: None)
     return calls
 
