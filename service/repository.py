@@ -109,6 +109,7 @@ def load_version(name: str, version: int, path: Path, threads: int,
         model = runtime.load(path / MODEL_FILE, card, threads, batching, name, version)
         _smoke_run(model)
         _replay_golden(model)
+        _check_columns(model)
     except Exception as exc:  # any failure, from a bad card to an onnxruntime error, only fails this version
         reason = _reason(exc).replace(f"{path}{os.sep}", "")  # keep server paths out of the API
         return Entry(name, version, path, FAILED, reason, card)
@@ -161,6 +162,41 @@ def _replay_golden(model: LoadedModel) -> None:
         raise ValueError(f"golden example {len(golden) - 1} gives other outputs alone than with the other "
                          f"examples ({alone.tolist()} against {got[-1].tolist()}): a row's answer must not "
                          "depend on the rows batched with it (a softmax over the batch axis?)")
+
+
+def _check_columns(model: LoadedModel) -> None:
+    """A table model fills and encodes its columns inside the graph, while the warnings an answer
+    carries are the card's: a card whose fill or categories are not the graph's (edited by hand, or
+    another version's) would say one thing and answer another. Each column's fill must answer as a
+    missing value does, and each category otherwise than a value the graph never saw."""
+    columns = model.card.columns
+    if not columns or not model.card.golden:
+        return
+    base, rows = list(model.card.golden[0].input), []
+    for j, c in enumerate(columns):
+        rows += [[*base[:j], None, *base[j + 1:]], [*base[:j], c.fill, *base[j + 1:]]]
+        if c.kind == "categorical":
+            rows += [[*base[:j], v, *base[j + 1:]] for v in [*c.categories, _unseen(c)]]
+    out, at = model.run(_decoded(model, rows)).astype(np.float64), 0
+    for c in columns:
+        missing, filled = out[at], out[at + 1]
+        if not (np.abs(filled - missing) <= GOLDEN_ATOL + GOLDEN_RTOL * np.abs(missing)).all():
+            raise ValueError(f"column {c.name!r}: the card's fill {c.fill!r} answers otherwise than a missing value, "
+                             "which the graph fills itself: the card does not describe this model")
+        n = len(c.categories or ()) if c.kind == "categorical" else 0
+        known, unseen = out[at + 2:at + 2 + n], out[at + 2 + n] if n else None
+        same = [v for v, row in zip(c.categories or (), known) if np.array_equal(row, unseen)]
+        if same:
+            raise ValueError(f"column {c.name!r}: category {same[0]!r} of the card answers as a value the graph never "
+                             "saw: the card does not describe this model")
+        at += 2 + (n + 1 if n else 0)
+
+
+def _unseen(column) -> str:
+    value = "unseen"
+    while value in column.categories:
+        value += "?"
+    return value
 
 
 def _decoded(model: LoadedModel, rows: list[list]) -> np.ndarray:

@@ -101,6 +101,24 @@ def test_golden_rows_with_nulls_replay_at_load_and_a_wrong_one_fails(tmp_path):
     assert bad.status == FAILED and bad.reason.startswith("golden example 1 output 0: model gives 76")
 
 
+@pytest.mark.parametrize("column, change, reason", [
+    (0, {"fill": 99.0}, "column 'age': the card's fill 99.0 answers otherwise than a missing value"),
+    (1, {"fill": "1st"}, "column 'class': the card's fill '1st' answers otherwise than a missing value"),
+    (1, {"categories": ["1st", "2nd", "Mars"], "fill": "2nd"}, "column 'class': the card's fill '2nd'"),
+    (1, {"categories": ["1st", "2nd", "3rd", "Mars"]}, "column 'class': category 'Mars' of the card answers as a "
+                                                      "value the graph never saw"),
+])
+def test_a_card_whose_fills_or_categories_are_not_the_graphs_is_refused(tmp_path, column, change, reason):
+    # Edited by hand, it loaded: the answers were the graph's, the warnings the card's (a missing
+    # age "filled with 99.0" was answered as filled with 28).
+    folder = tables.write(tmp_path)
+    columns = list(read_card(folder / CARD_FILE).columns)
+    columns[column] = columns[column].model_copy(update=change)
+    helpers.edit_card(folder, columns=columns)
+    entry = load_version("t", 1, folder, 1)
+    assert entry.status == FAILED and entry.reason.startswith(reason), entry.reason
+
+
 def test_a_two_input_graph_without_columns_is_refused_as_today(tmp_path):
     session = ort.InferenceSession(tables.graph(), providers=["CPUExecutionProvider"])
     with pytest.raises(ValueError, match=r"the graph has 2 inputs \['features', 'categories'\]; a served graph "
