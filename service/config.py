@@ -50,6 +50,11 @@ class Settings(BaseSettings):
         description="Model used by POST /predict when the request names none. Without it, "
         "the model may be left out only when the repository holds exactly one model.",
     )
+    strict_readiness: bool = Field(
+        False, description="Ready only while every model found has a version serving (as Triton's "
+        "--strict-readiness): a rollout whose new replicas cannot load a model stops there. Off, one bad "
+        "model does not take a replica out of rotation while the others serve.",
+    )
     host: str = Field("127.0.0.1", description="Interface to listen on; 0.0.0.0 exposes the server.")
     port: int = Field(8000, ge=0, le=65535, description="TCP port to listen on.")
     threads: int = Field(

@@ -57,7 +57,7 @@ def create_app(settings: Settings | None = None) -> Gateway:
         # The first load is synchronous and finishes before the server accepts a request;
         # later ones (poll, POST /admin/reload) load in a thread beside the serving versions.
         repo = Repository(settings.model_root, settings.threads, settings.default_model,
-                          (settings.batch_max_size, settings.batch_max_delay_ms)).load()
+                          (settings.batch_max_size, settings.batch_max_delay_ms), settings.strict_readiness).load()
         app.state.repository = repo
         level, line = _auth_line(settings)
         log.log(level, line)

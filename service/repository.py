@@ -15,7 +15,8 @@ Readiness (`Repository.not_ready_reason`): the server is ready once loading has 
 least one version serves, and the configured default model (if any) serves. Failed versions do
 not block readiness, because a bad upload must not take the good models out of rotation; they
 are listed by `/models` and `/health/ready`. A missing or empty model root therefore starts a
-live but never-ready server.
+live but never-ready server. With `strict` (TINYSERVE_STRICT_READINESS), every model found must
+have a version serving, and every folder must be readable.
 
 Updates without downtime (`Repository.refresh`, called by the poller and POST /admin/reload):
 a version folder is (re)loaded only when it is new or its `card.json`/`model.onnx` (or its model's
@@ -215,8 +216,9 @@ class Repository:
     """All versions found under a root, with the lookups a request needs."""
 
     def __init__(self, root: Path, threads: int = 1, default_model: str | None = None,
-                 batching: tuple[int, float] = (0, 0.0)):
+                 batching: tuple[int, float] = (0, 0.0), strict: bool = False):
         self.root = Path(root)
+        self.strict = strict  # ready only while every model found serves
         self.threads = threads
         self.batching = batching  # each model's batcher: batch_max_size, batch_max_delay_ms
         self.default_model = default_model
@@ -376,6 +378,12 @@ class Repository:
         if self.default_model is not None and self.default_model not in self._serving:
             why = self._why_unread(self.root / self.default_model)
             return f"default model {self.default_model!r} is not serving{why}"
+        if self.strict:
+            down = [name for name in sorted(self.entries) if name not in self._serving]
+            unread = sorted(str(folder) for folder in self.unreadable)
+            if down or unread:
+                return (f"strict readiness: model(s) {down} have no version serving" if down else
+                        f"strict readiness: cannot read {', '.join(unread)}")
         return None
 
     def _why_unread(self, folder: Path) -> str:

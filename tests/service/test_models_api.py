@@ -94,6 +94,17 @@ async def test_not_ready_while_the_default_model_is_missing(model_root):
     assert ready.status_code == 503 and "default model 'nope' is not serving" in ready.json()["error"]
 
 
+async def test_strict_readiness_is_the_setting_on_both_health_apis(tmp_path):
+    helpers.write_model(tmp_path, helpers.MULTICLASS_V1)
+    folder = helpers.write_model(tmp_path, helpers.BINARY)
+    (folder / "model.onnx").write_bytes(b"broken")
+    for strict, status in ((False, 200), (True, 503)):
+        async with helpers.serve(create_app(Settings(model_root=tmp_path, strict_readiness=strict))) as client:
+            ready, v2 = await client.get("/health/ready"), await client.get("/v2/health/ready")
+        assert (ready.status_code, v2.status_code) == (status, status), (strict, ready.text, v2.text)
+    assert ready.json()["error"] == "not ready: strict readiness: model(s) ['tiny-binary'] have no version serving"
+
+
 # Stand-ins for the default repository, same names and signatures, so the doc examples can run.
 rng = np.random.default_rng(1)
 DOC_MODELS = [

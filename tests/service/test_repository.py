@@ -65,6 +65,20 @@ def test_hash_mismatch_fails_only_that_model(tmp_path):
     assert repo.not_ready_reason() is None  # the good model still serves
 
 
+def test_strict_readiness_wants_every_model_serving(tmp_path):
+    # Off, a replica that cannot load a model the others serve is ready all the same (a rollout
+    # goes on); strict, as Triton's --strict-readiness, it is not, while a failed second version
+    # of a model that serves another keeps it ready.
+    write_model(tmp_path, MULTICLASS_V1)
+    edit_card(write_model(tmp_path, MULTICLASS_V2), sha256="f" * 64)
+    folder = write_model(tmp_path, BINARY)
+    assert load(tmp_path, strict=True).not_ready_reason() is None
+    (folder / MODEL_FILE).write_bytes(b"broken")
+    assert load(tmp_path).not_ready_reason() is None
+    assert load(tmp_path, strict=True).not_ready_reason() == \
+        "strict readiness: model(s) ['tiny-binary'] have no version serving"
+
+
 def test_corrupt_model_with_matching_hash_fails_in_onnxruntime(tmp_path):
     folder = write_model(tmp_path, BINARY)
     (folder / MODEL_FILE).write_bytes(b"this is not a protobuf")
