@@ -255,8 +255,9 @@ def _numbers_with_words(frame: pd.DataFrame, text: list[str], warn: Callable[[st
             na_words, na_columns = na_words | set(words), [*na_columns, c]
         elif len(words) <= MAX_ODD_WORDS and odd.sum() <= ODD_SHARE * column.notna().sum():
             few.append((column, words, odd))
+    problems, warnings = [], []  # every column's at once: fixed one by one, each run would find the next
     if na_columns:
-        raise DataError(f"feature column(s) {', '.join(map(repr, na_columns))} hold numbers and "
+        problems.append(f"feature column(s) {', '.join(map(repr, na_columns))} hold numbers and "
                         f"{', '.join(map(repr, sorted(na_words)))}: if that means missing, say so with "
                         f"--na-values {shlex.quote(','.join(sorted(na_words)))}, or leave them out with "
                         f"--drop {shlex.quote(','.join(na_columns))}")
@@ -264,8 +265,13 @@ def _numbers_with_words(frame: pd.DataFrame, text: list[str], warn: Callable[[st
         said = (f"feature column {column.name!r} holds numbers and {listed(words, repr)} at line(s) {_rows(odd)}: "
                 f"if that means missing, say --na-values {shlex.quote(','.join(words))}; if not, fix those cells")
         if column.nunique(dropna=True) > MIN_ID_DISTINCT:
-            raise DataError(f"{said}, or leave the column out with --drop {shlex.quote(str(column.name))}")
-        warn(f"{said}; meanwhile it is a column of categories, and clients send its values as text")
+            problems.append(f"{said}, or leave the column out with --drop {shlex.quote(str(column.name))}")
+        else:
+            warnings.append(f"{said}; meanwhile it is a column of categories, and clients send its values as text")
+    if problems:
+        raise DataError("; ".join(problems))
+    for line in warnings:
+        warn(line)
 
 
 def _looks_like_index(column: pd.Series) -> bool:

@@ -206,6 +206,13 @@ def test_numbers_with_a_few_other_words_are_said_with_their_lines(tmp_path):
     some[7] = "?"
     with pytest.raises(DataError, match=r"feature column 'ash' holds numbers and '\?' at line\(s\) 9: "):
         load_table(table(tmp_path, y=np.tile([0, 1], 30), ash=some, rooms=few), target="y")
+    # with a column of pandas' NA words too, both are said at once (the second was found on the next run)
+    na = [str(v / 3) for v in range(60)]
+    na[20] = "n/a"
+    with pytest.raises(DataError) as refused:
+        load_table(table(tmp_path, y=np.tile([0, 1], 30), ash=some, smooth=na), target="y")
+    assert str(refused.value).startswith("feature column(s) 'smooth' hold numbers and 'n/a': if that means missing")
+    assert "; feature column 'ash' holds numbers and '?' at line(s) 9: " in str(refused.value)
 
 
 def test_row_index_columns_are_left_out_with_a_warning_unless_kept(tmp_path):
