@@ -9,8 +9,11 @@ begins and ends and adds up what it holds:
   connection that has waited longest for a request head (one that sent nothing, or not all of a
   head: a client that keeps connections open without using them cannot shut others out); when
   every connection is in a request, the new one is answered 503 and closed as soon as its first
-  bytes show it is no health check (`PROBES`): clients holding every connection in a slow request
-  do not fail the liveness probe, which would have the orchestrator restart a server that works;
+  bytes show it is no health check (`PROBES`), and after its one health check it may send nothing
+  more: clients holding every connection in a slow request do not fail the liveness probe, which
+  would have the orchestrator restart a server that works. At most `PROBE_SLOTS` such connections
+  wait for their first bytes at a time (past them, a new one is refused at once), and no new
+  connection closes one of them to make room;
 - a head larger than `max_head_bytes` is answered 431 and the connection closed;
 - a head not complete `head_timeout` seconds after its first byte (or, for the first request,
   after the connection opened) is answered 408 and the connection closed; blank lines before a
@@ -38,6 +41,7 @@ log = logging.getLogger(__name__)
 REQUEST_LINE = len(b"OPTIONS  HTTP/1.1\r\n")  # a request line beside its target, at most
 LOG_EVERY = 60.0  # seconds between two log lines about refusals, at least
 PROBES = (b"GET /health/", b"GET /v2/health/")  # request lines served past the connection cap
+PROBE_SLOTS = 8  # connections past the cap that may wait to show they are a health check
 
 
 def answer(status: int, reason: str, message: str) -> bytes:
@@ -57,6 +61,7 @@ class Limits:
         self.max_head_bytes = max_head_bytes
         self.head_timeout = head_timeout
         self.open = 0
+        self.extra = 0  # connections past the cap let in for a health check
         self.waiting: dict[Guard, float] = {}  # guard -> when its head began, the longest waiting first
         self._sweeping = False
         self.refusals: Counter[str] = Counter()  # connections refused, by reason
@@ -107,7 +112,7 @@ class Guard:
     """
 
     __slots__ = ("limits", "transport", "loop", "parser", "head_bytes", "size", "ended", "body", "closed", "start",
-                 "at", "requests", "probe_only")
+                 "at", "requests", "first", "probe", "extra")
 
     def __init__(self, limits: Limits, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop):
         self.limits, self.transport, self.loop = limits, transport, loop
@@ -120,28 +125,41 @@ class Guard:
         self.start = 0  # where in this chunk the head being read began (0: in an earlier chunk)
         self.at = 0  # how far into this chunk the parser is known to be
         self.requests = 0  # complete request heads so far
-        self.probe_only = False  # past the cap, with every connection in a request: a health check or nothing
+        self.first: bytes | None = None  # past the cap: its first bytes, until they show a health check
+        self.probe = False  # past the cap, let in for one health check
+        self.extra = False  # counted in `limits.extra`
         limits.open += 1
         if limits.open > limits.max_connections:
-            idle = next(iter(limits.waiting), None)  # waiting longest for a head
-            if idle is None:
-                self.probe_only = True
-            else:
+            idle = next((g for g in limits.waiting if not g.extra), None)  # waiting longest for a head
+            if idle is not None:
                 idle.refuse(503, "Service Unavailable", f"too many connections: this server takes "
                             f"{limits.max_connections} at a time, and closed this one, which had not sent a "
                             "request, to make room for another", "idle_closed")
+            elif limits.extra < PROBE_SLOTS:
+                self.first, self.extra = b"", True
+                limits.extra += 1
+            else:
+                self._too_many()
+                return
         limits.wait(self, loop)
+
+    def _too_many(self) -> None:
+        self.refuse(503, "Service Unavailable",
+                    f"too many connections: this server takes {self.limits.max_connections} at a time",
+                    "too_many_connections")
 
     def admit(self, data: bytes) -> bool:
         """Whether uvicorn may read `data`; False once the connection has been refused."""
         if self.closed:
             return False
-        if self.probe_only:
-            self.probe_only = False
-            if not data.startswith(PROBES):
-                self.refuse(503, "Service Unavailable",
-                            f"too many connections: this server takes {self.limits.max_connections} at a time",
-                            "too_many_connections")
+        if self.first is not None:  # past the cap: a health check, or nothing
+            first = self.first + data[:16]
+            if first.startswith(PROBES):
+                self.first, self.probe = None, True
+            elif any(probe.startswith(first) for probe in PROBES):
+                self.first = first  # a request line in pieces: the next bytes tell
+            else:
+                self._too_many()
                 return False
         self.ended = False
         parser = self.parser
@@ -163,6 +181,8 @@ class Guard:
         if self in self.limits.waiting and not self.closed:  # the head goes on past this chunk
             self.head_bytes += len(data) - self.start
             self._check(self.head_bytes)
+        if self.probe and self.requests > 1:  # let in past the cap for its health check alone
+            self._too_many()
         return not self.closed
 
     def refuse(self, status: int, reason: str, message: str, why: str) -> None:
@@ -180,6 +200,9 @@ class Guard:
         """The connection is gone, whoever closed it."""
         self.limits.waiting.pop(self, None)
         self.limits.open -= 1
+        if self.extra:
+            self.extra = False
+            self.limits.extra -= 1
         self.closed = True
         self.parser = None
 

@@ -211,6 +211,46 @@ def test_past_the_connection_cap_with_every_connection_in_a_request_a_new_one_is
     assert refusals(guarded)["too_many_connections"] - before["too_many_connections"] == 1
 
 
+@pytest.fixture(scope="module")
+def capped(model_root, tmp_path_factory):
+    with _server(model_root, tmp_path_factory.mktemp("capped"), head_timeout_seconds="5", max_connections="3") as url:
+        yield url
+
+
+def test_past_the_cap_a_health_check_gets_in_and_nothing_else(capped):
+    # Let in on its first bytes alone, a connection that began with a health check served anything
+    # after it, and each new connection closed the one before it that had not sent yet: the probe.
+    from service.http.limits import PROBE_SLOTS
+
+    busy = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"
+    held = [connect(capped) for _ in range(3)]
+    try:
+        for sock in held:
+            sock.sendall(busy)
+        time.sleep(0.2)
+        probe, other = connect(capped), connect(capped)
+        time.sleep(0.2)
+        other.sendall(b"GET /models HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert answer(other, reset_ok=True)[0] == 503
+        probe.sendall(b"GET /hea")  # a request line in pieces
+        time.sleep(0.1)
+        probe.sendall(b"lth/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert probe.recv(65536).startswith(b"HTTP/1.1 200 OK")  # not closed to make room for `other`
+        probe.sendall(b"GET /models HTTP/1.1\r\nHost: x\r\n\r\n")  # then something else: refused
+        assert answer(probe, reset_ok=True) == (503, {"error": "too many connections: this server takes 3 at a time"})
+        waiting = [connect(capped) for _ in range(PROBE_SLOTS + 1)]  # silent: at most PROBE_SLOTS wait
+        time.sleep(0.3)
+        assert [answered(sock) for sock in waiting] == [False] * PROBE_SLOTS + [True]
+        for sock in waiting:
+            sock.close()
+        probe.close()
+        other.close()
+        assert not any(answered(sock) for sock in held)
+    finally:
+        for sock in held:
+            sock.close()
+
+
 def test_websocket_upgrade_requests_are_answered_as_http_and_use_up_no_connection_slot(guarded):
     # Each was once handed to uvicorn's WebSocket protocol, out of the connection guard's sight:
     # its slot was never given back, and past the cap every new connection was refused.
