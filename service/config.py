@@ -229,7 +229,10 @@ def _unknown(environ: Mapping[str, str]) -> dict[str, str | None]:
 def _auth_misspelt(settings: Settings, environ: Mapping[str, str]) -> None:
     """Without tokens the server answers everyone: a variable that was meant to set them stops
     start-up rather than leave a server open that was meant to be closed."""
-    meant = [name for name, nearest in _unknown(environ).items() if nearest == "api_tokens"]
+    values = {n.upper(): v for n, v in environ.items()}
+    meant = [name for name, nearest in _unknown(environ).items()
+             if nearest == "api_tokens" and values[name].strip() and not name.endswith("_FILE")
+             and difflib.SequenceMatcher(None, name.removeprefix("TINYSERVE_"), "API_TOKENS").ratio() >= 0.85]
     if meant and not settings.api_tokens:
         raise SettingsError(f"{meant[0]} is not a setting (did you mean TINYSERVE_API_TOKENS?), and without "
                             "TINYSERVE_API_TOKENS the server would answer every client: rename it")

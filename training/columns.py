@@ -62,7 +62,7 @@ def _readable(value) -> float:
     near = np.float32(value)
     for digits in range(1, 10):
         text = f"{float(near):.{digits}g}"
-        if abs(np.float32(text) - near) <= np.spacing(near):
+        if abs(np.float32(text) - near) <= abs(np.spacing(near)):
             return float(text)
     return float(near)
 

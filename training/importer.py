@@ -159,7 +159,7 @@ def _samples(path: Path) -> tuple[np.ndarray, list[str] | None]:
         if path.suffix.lower() == ".npy":
             rows, header = np.load(path, allow_pickle=False), None
         else:
-            with open(path, newline="") as f:
+            with open(path, newline="", encoding="utf-8-sig") as f:  # a spreadsheet's byte-order mark is no name
                 table = [r for r in csv.reader(f) if r]
             header = [h.strip() for h in table.pop(0)] if table and not _numeric(table[0]) else None
             rows = np.array(table, dtype=np.float64)

@@ -178,8 +178,8 @@ NOT_JSON = ("-Infinity", "Infinity", "NaN")  # orjson stops at the sign of the f
 def _malformed(body: bytes, exc: Exception | None) -> None:
     """Raise the 400 for a body simdjson refuses, worded by orjson's message where it has one."""
     if body.startswith(GZIP_MAGIC):  # decoded as JSON it reads "str is not valid UTF-8"
-        raise BadRequest("malformed JSON: the body is gzip-compressed; say so with Content-Encoding: gzip (a body "
-                         "sent with it was compressed twice)")
+        raise BadRequest("malformed JSON: the body is gzip-compressed; send it compressed once, with "
+                         "Content-Encoding: gzip")
     try:
         text = body.decode()
     except UnicodeDecodeError as e:  # orjson would say "surrogates not allowed" of any bad byte, at char 0

@@ -66,6 +66,17 @@ def test_a_misspelt_token_variable_stops_start_up_rather_than_serve_without_auth
     assert str(refused.value) == ("TINYSERVE_API_TOKEN is not a setting (did you mean TINYSERVE_API_TOKENS?), and "
                                   "without TINYSERVE_API_TOKENS the server would answer every client: rename it")
     assert "s3cret" not in str(refused.value)
+    for other in ("TINYSERVE_API_TOKENS_FILE", "TINYSERVE_ADMIN_TOKENS", "TINYSERVE_TOKEN"):
+        monkeypatch.delenv("TINYSERVE_API_TOKEN")  # not misspellings of it: warned of, not refused
+        monkeypatch.setenv(other, "/run/secrets/tokens")
+        get_settings.cache_clear()
+        assert get_settings().api_tokens == ()
+        monkeypatch.delenv(other)
+        monkeypatch.setenv("TINYSERVE_API_TOKEN", "s3cret")
+    monkeypatch.setenv("TINYSERVE_API_TOKEN", "")  # empty: it would have set no token either
+    get_settings.cache_clear()
+    assert get_settings().api_tokens == ()
+    monkeypatch.setenv("TINYSERVE_API_TOKEN", "s3cret")
     monkeypatch.setenv("TINYSERVE_API_TOKENS", "s3cret")  # set as well: auth is on, the other one is only a typo
     get_settings.cache_clear()
     assert get_settings().api_tokens == ("s3cret",)

@@ -99,9 +99,10 @@ def test_learn_takes_the_most_frequent_category_and_counts_blanks():
 
 def test_a_numeric_fill_is_the_number_a_person_would_write():
     # The middle two float32 values' mean, taken in float32, was 18.630001 in the card and warnings.
-    raw = raw_inputs(np.array([[18.62], [np.nan], [18.64]], np.float32), None)
-    (numeric,) = learn(["n"], (), raw)
-    assert numeric.fill == 18.63
+    for sign in (1, -1):  # np.spacing of a negative number is negative
+        raw = raw_inputs(np.array([[18.62], [np.nan], [18.64]], np.float32) * sign, None)
+        (numeric,) = learn(["n"], (), raw)
+        assert numeric.fill == 18.63 * sign
 
 
 def test_a_table_of_numbers_without_blanks_has_no_columns(tmp_path):

@@ -368,6 +368,10 @@ def test_feature_names_and_a_samples_header_must_agree(tmp_path, capsys):
     assert read_card(tmp_path / "m/graph/1/card.json").feature_names == ["age", "bmi", "bp", "s1"]
     assert run_import(capsys, *base)[0] == 0  # the header alone, its spaces dropped
     assert read_card(tmp_path / "m/graph/2/card.json").feature_names == ["age", "bmi", "bp", "s1"]
+    # a spreadsheet's CSV begins with a byte-order mark: not part of the first name
+    (tmp_path / "rows.csv").write_text((tmp_path / "rows.csv").read_text(), encoding="utf-8-sig")
+    assert run_import(capsys, *base, "--feature-names", "age,bmi,bp,s1")[0] == 0
+    assert read_card(tmp_path / "m/graph/3/card.json").feature_names == ["age", "bmi", "bp", "s1"]
 
 
 @pytest.mark.parametrize("output", ["label", "output_label", "output_probability"])
