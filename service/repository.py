@@ -169,35 +169,31 @@ def _check_columns(model: LoadedModel) -> None:
     """A table model fills and encodes its columns inside the graph, while the warnings an answer
     carries are the card's: a card whose fill or categories are not the graph's (edited by hand, or
     another version's) would say one thing and answer another. Each column's fill must answer as a
-    missing value does, and each category otherwise than a value the graph never saw."""
-    columns = model.card.columns
-    if not columns or not model.card.golden:
+    missing value does, and each category otherwise than a value the graph never saw, on one of
+    the golden rows at least (on one row alone, ReLU units all off could hide a category)."""
+    described = model.card.columns
+    if not described or not model.card.golden:
         return
-    base, rows = list(model.card.golden[0].input), []
-    for j, c in enumerate(columns):
-        rows += [[*base[:j], None, *base[j + 1:]], [*base[:j], c.fill, *base[j + 1:]]]
-        if c.kind == "categorical":
-            rows += [[*base[:j], v, *base[j + 1:]] for v in [*c.categories, _unseen(c)]]
-    out, at = model.run(_decoded(model, rows)).astype(np.float64), 0
-    for c in columns:
-        missing, filled = out[at], out[at + 1]
+    bases = [list(g.input) for g in model.card.golden]
+    put = lambda row, j, v: [*row[:j], v, *row[j + 1:]]  # noqa: E731
+    rows = [put(bases[0], j, v) for j, c in enumerate(described) for v in (None, c.fill)]
+    kinds = [(j, c) for j, c in enumerate(described) if c.kind == "categorical"]
+    rows += [put(b, j, v) for j, c in kinds for b in bases for v in [*c.categories, columns.unseen(c)]]
+    out = model.run(_decoded(model, rows)).astype(np.float64)
+    for j, c in enumerate(described):
+        missing, filled = out[2 * j], out[2 * j + 1]
         if not (np.abs(filled - missing) <= GOLDEN_ATOL + GOLDEN_RTOL * np.abs(missing)).all():
             raise ValueError(f"column {c.name!r}: the card's fill {c.fill!r} answers otherwise than a missing value, "
                              "which the graph fills itself: the card does not describe this model")
-        n = len(c.categories or ()) if c.kind == "categorical" else 0
-        known, unseen = out[at + 2:at + 2 + n], out[at + 2 + n] if n else None
-        same = [v for v, row in zip(c.categories or (), known) if np.array_equal(row, unseen)]
+    at = 2 * len(described)
+    for j, c in kinds:
+        n = len(c.categories) + 1
+        block = out[at:at + n * len(bases)].reshape(len(bases), n, -1)  # base row, category (unseen last), output
+        at += n * len(bases)
+        same = [v for k, v in enumerate(c.categories) if all(np.array_equal(b[k], b[-1]) for b in block)]
         if same:
             raise ValueError(f"column {c.name!r}: category {same[0]!r} of the card answers as a value the graph never "
                              "saw: the card does not describe this model")
-        at += 2 + (n + 1 if n else 0)
-
-
-def _unseen(column) -> str:
-    value = "unseen"
-    while value in column.categories:
-        value += "?"
-    return value
 
 
 def _decoded(model: LoadedModel, rows: list[list]) -> np.ndarray:

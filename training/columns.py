@@ -12,11 +12,11 @@ from __future__ import annotations
 import numpy as np
 
 from service.card import Column
+from service.codecs.columns import unseen
 
 FEATURES = "features"
 CATEGORIES = "categories"
 MISSING = ""  # a missing category, as clients and the graph spell it
-UNSEEN = "(not seen in training)"  # probe value for the unseen-category row
 
 
 def raw_inputs(numeric: np.ndarray, text: np.ndarray | None) -> dict[str, np.ndarray]:
@@ -112,21 +112,14 @@ def with_probes(columns: list[Column], raw: dict[str, np.ndarray]) -> dict[str, 
     missing = {FEATURES: np.nan, CATEGORIES: MISSING}
     probes = [{k: np.full_like(v[:1], missing[k]) for k, v in raw.items()}]
     if CATEGORIES in raw:
-        unseen = np.array([[_unseen(c) for c in categorical_columns(columns)]], dtype=object)
-        probes.append({**take(raw, slice(0, 1)), CATEGORIES: unseen})
+        never = np.array([[unseen(c) for c in categorical_columns(columns)]], dtype=object)
+        probes.append({**take(raw, slice(0, 1)), CATEGORIES: never})
     return {k: np.concatenate([v, *(p[k] for p in probes)]) for k, v in raw.items()}
 
 
 def n_probes(columns: list[Column]) -> int:
     """How many rows `with_probes` adds."""
     return 1 + bool(categorical_columns(columns))
-
-
-def _unseen(column: Column) -> str:
-    value = UNSEEN
-    while value in column.categories:
-        value += "?"
-    return value
 
 
 def raw_rows(columns: list[Column], raw: dict[str, np.ndarray]) -> list[list[float | str | None]]:

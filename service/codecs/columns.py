@@ -27,6 +27,7 @@ from service.codecs import json
 from service.errors import BadRequest
 
 _NONE = type(None)
+UNSEEN = "(not seen in training)"  # a probe value for a category the graph never saw
 
 
 @lru_cache(maxsize=64)
@@ -198,6 +199,14 @@ def warnings(card: ModelCard, x: np.ndarray) -> list[list[str]] | None:
     for i, _, text in sorted(found, key=lambda f: f[:2]):
         out[i].append(text)
     return out
+
+
+def unseen(column: Column) -> str:
+    """A value that is none of the column's categories (a probe for the all-zeros encoding)."""
+    value = UNSEEN
+    while value in column.categories:
+        value += "?"
+    return value
 
 
 def _cut(text: str) -> str:
