@@ -112,7 +112,7 @@ class Guard:
     """
 
     __slots__ = ("limits", "transport", "loop", "parser", "head_bytes", "size", "ended", "body", "closed", "start",
-                 "at", "requests", "first", "probe", "extra")
+                 "at", "requests", "first", "extra")
 
     def __init__(self, limits: Limits, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop):
         self.limits, self.transport, self.loop = limits, transport, loop
@@ -126,8 +126,7 @@ class Guard:
         self.at = 0  # how far into this chunk the parser is known to be
         self.requests = 0  # complete request heads so far
         self.first: bytes | None = None  # past the cap: its first bytes, until they show a health check
-        self.probe = False  # past the cap, let in for one health check
-        self.extra = False  # counted in `limits.extra`
+        self.extra = False  # past the cap, let in for one health check (counted in `limits.extra`)
         limits.open += 1
         if limits.open > limits.max_connections:
             idle = next((g for g in limits.waiting if not g.extra), None)  # waiting longest for a head
@@ -155,7 +154,7 @@ class Guard:
         if self.first is not None:  # past the cap: a health check, or nothing
             first = self.first + data[:16]
             if first.startswith(PROBES):
-                self.first, self.probe = None, True
+                self.first = None
             elif any(probe.startswith(first) for probe in PROBES):
                 self.first = first  # a request line in pieces: the next bytes tell
             else:
@@ -181,7 +180,7 @@ class Guard:
         if self in self.limits.waiting and not self.closed:  # the head goes on past this chunk
             self.head_bytes += len(data) - self.start
             self._check(self.head_bytes)
-        if self.probe and self.requests > 1:  # let in past the cap for its health check alone
+        if self.extra and self.requests > 1:  # let in past the cap for its health check alone
             self._too_many()
         return not self.closed
 
